@@ -1,0 +1,391 @@
+//! The catalog store: every table a HEALPix-partitioned Parquet dataset in the HATS layout
+//! (`dataset/Norder=K/Dir=D/Npix=N/*.parquet`, `partition_info.csv`, `properties`,
+//! `_common_metadata`, a `_healpix_29` column) kept in an object store, with numbered
+//! manifests that make appends atomic, and a DataFusion table provider that prunes partitions
+//! by the sky region a query asks for.
+mod hats;
+pub mod manifest;
+pub mod partitioning;
+mod provider;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, new_null_array};
+use arrow::compute::{cast, concat_batches, sort_to_indices, take_record_batch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use futures::TryStreamExt;
+use object_store::path::Path as ObjPath;
+use object_store::buffered::BufWriter;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use parquet::arrow::AsyncArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+pub use manifest::{Cell, DataFile, Manifest, Partition};
+pub use provider::CatalogTable;
+
+use crate::schema::FelisTable;
+
+/// Name of the spatial index column HATS requires: the nested HEALPix index at order 29.
+pub const HEALPIX_COLUMN: &str = "_healpix_29";
+/// Default partition size target.
+pub const DEFAULT_MAX_ROWS: u64 = 500_000;
+/// Rows per Parquet row group: small enough for statistics to skip most of a file.
+const ROW_GROUP_ROWS: usize = 65_536;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("manifest: {0}")]
+    Manifest(#[from] serde_json::Error),
+    #[error("catalog location {0}: {1}")]
+    Location(String, String),
+    #[error("table {0} does not exist")]
+    NoSuchTable(String),
+    #[error("table {0} already exists")]
+    TableExists(String),
+    #[error("{0}")]
+    BadData(String),
+    #[error("table {0} was changed by another writer during this append; retry")]
+    Conflict(String),
+}
+
+pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
+
+/// Handle on the catalog store; cheap to clone.
+#[derive(Clone)]
+pub struct CatalogStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn ObjectStore>,
+    url: ObjectStoreUrl,
+    root: ObjPath,
+    /// Serialises appends to one table within this process; across processes the
+    /// create-only manifest write detects a concurrent writer.
+    write_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl CatalogStore {
+    /// Opens the store at `location`: a local directory path, a `file://` URL, or an
+    /// `s3://bucket/prefix` URL (credentials and endpoint from the usual AWS_* variables).
+    pub fn open(location: &str) -> Result<Self> {
+        let loc_err = |e: String| CatalogError::Location(location.to_string(), e);
+        let (store, url, root): (Arc<dyn ObjectStore>, ObjectStoreUrl, ObjPath) =
+            if let Some(rest) = location.strip_prefix("s3://") {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                let s3 = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()
+                    .map_err(|e| loc_err(e.to_string()))?;
+                let url = ObjectStoreUrl::parse(format!("s3://{bucket}")).map_err(|e| loc_err(e.to_string()))?;
+                (Arc::new(s3), url, ObjPath::from(prefix))
+            } else {
+                let dir = location.strip_prefix("file://").unwrap_or(location);
+                std::fs::create_dir_all(dir).map_err(|e| loc_err(e.to_string()))?;
+                let abs = std::fs::canonicalize(dir).map_err(|e| loc_err(e.to_string()))?;
+                let root = ObjPath::from_absolute_path(&abs).map_err(|e| loc_err(e.to_string()))?;
+                (
+                    Arc::new(object_store::local::LocalFileSystem::new()),
+                    ObjectStoreUrl::local_filesystem(),
+                    root,
+                )
+            };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                url,
+                root,
+                write_locks: Default::default(),
+            }),
+        })
+    }
+
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.inner.store.clone()
+    }
+    pub fn object_store_url(&self) -> &ObjectStoreUrl {
+        &self.inner.url
+    }
+
+    fn table_dir(&self, schema: &str, table: &str) -> ObjPath {
+        self.inner.root.clone().join(schema).clone().join(table)
+    }
+
+    /// Every table's newest manifest, ordered by schema and table index.
+    pub async fn tables(&self) -> Result<Vec<Arc<Manifest>>> {
+        let store = &self.inner.store;
+        let mut out = Vec::new();
+        let schemas = store.list_with_delimiter(Some(&self.inner.root)).await?;
+        for schema_dir in schemas.common_prefixes {
+            let tables = store.list_with_delimiter(Some(&schema_dir)).await?;
+            for table_dir in tables.common_prefixes {
+                if let Some(m) = self.latest_manifest(&table_dir).await? {
+                    out.push(m);
+                }
+            }
+        }
+        out.sort_by(|a, b| {
+            (a.schema.as_str(), a.table.table_index.unwrap_or(i32::MAX), a.table.name.as_str()).cmp(&(
+                b.schema.as_str(),
+                b.table.table_index.unwrap_or(i32::MAX),
+                b.table.name.as_str(),
+            ))
+        });
+        Ok(out)
+    }
+
+    /// The newest manifest of `schema.table`, if the table exists.
+    pub async fn manifest(&self, schema: &str, table: &str) -> Result<Option<Arc<Manifest>>> {
+        self.latest_manifest(&self.table_dir(schema, table)).await
+    }
+
+    async fn latest_manifest(&self, table_dir: &ObjPath) -> Result<Option<Arc<Manifest>>> {
+        let listing = self
+            .inner
+            .store
+            .list_with_delimiter(Some(&table_dir.clone().join("_aster")))
+            .await?;
+        let newest = listing
+            .objects
+            .iter()
+            .filter_map(|o| manifest::parse_manifest_version(o.location.as_ref()).map(|v| (v, &o.location)))
+            .max_by_key(|(v, _)| *v);
+        let Some((_, location)) = newest else {
+            return Ok(None);
+        };
+        let bytes = self.inner.store.get(location).await?.bytes().await?;
+        Ok(Some(Arc::new(serde_json::from_slice(&bytes)?)))
+    }
+
+    /// Creates an empty table. Tables with sky positions are HEALPix-partitioned.
+    pub async fn create_table(&self, schema: &str, table: &FelisTable, max_rows: u64) -> Result<Arc<Manifest>> {
+        let qualified = format!("{schema}.{}", table.name);
+        if self.manifest(schema, &table.name).await?.is_some() {
+            return Err(CatalogError::TableExists(qualified));
+        }
+        let m = Manifest {
+            version: 1,
+            schema: schema.to_string(),
+            table: table.clone(),
+            position: table.position_columns(),
+            max_rows: max_rows.max(1),
+            partitions: vec![],
+        };
+        self.commit(&m).await?;
+        Ok(Arc::new(m))
+    }
+
+    /// Writes the manifest as a new version; fails if that version exists (another writer won).
+    async fn commit(&self, m: &Manifest) -> Result<()> {
+        let dir = self.table_dir(&m.schema, &m.table.name);
+        let path = dir.clone().join("_aster").clone().join(
+            manifest::manifest_name(m.version)
+                .strip_prefix("_aster/")
+                .unwrap_or_default(),
+        );
+        let body = serde_json::to_vec_pretty(m)?;
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self.inner.store.put_opts(&path, PutPayload::from(body), opts).await {
+            Ok(_) => {}
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                return Err(CatalogError::Conflict(format!("{}.{}", m.schema, m.table.name)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        hats::write_metadata(self.inner.store.as_ref(), &dir, m).await
+    }
+
+    /// Appends rows atomically: readers see all of them or none. Columns are matched to the
+    /// table's by name (case-insensitively) and cast to its types; missing nullable columns
+    /// are filled with nulls.
+    pub async fn append(&self, schema: &str, table: &str, batches: &[RecordBatch]) -> Result<Arc<Manifest>> {
+        let key = format!("{schema}.{table}");
+        let lock = self
+            .inner
+            .write_locks
+            .lock()
+            .map_err(|_| CatalogError::BadData("write lock poisoned".into()))?
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let _guard = lock.lock().await;
+        let current = self
+            .manifest(schema, table)
+            .await?
+            .ok_or_else(|| CatalogError::NoSuchTable(key.clone()))?;
+        let target = current.table.arrow_schema();
+        let conformed = batches
+            .iter()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| conform(b, &target))
+            .collect::<Result<Vec<_>>>()?;
+        if conformed.is_empty() {
+            return Ok(current);
+        }
+        let mut next = (*current).clone();
+        next.version += 1;
+        let dir = self.table_dir(schema, &current.table.name);
+        let tag = format!("{:06}-{}", next.version, &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        match &current.position {
+            Some((ra, dec)) => {
+                let all = concat_batches(&target, &conformed)?;
+                let indexed = with_healpix(&all, ra, dec)?;
+                let hp = indexed
+                    .column(indexed.num_columns() - 1)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .ok_or_else(|| CatalogError::BadData("healpix column".into()))?
+                    .values()
+                    .iter()
+                    .map(|&h| h as u64)
+                    .collect::<Vec<u64>>();
+                let existing: Vec<Cell> = current.partitions.iter().filter_map(|p| p.cell).collect();
+                for (cell, range) in partitioning::plan(&hp, &existing, current.max_rows) {
+                    let slice = indexed.slice(range.start, range.len());
+                    let rel = format!(
+                        "dataset/Norder={}/Dir={}/Npix={}/part-{tag}.parquet",
+                        cell.order,
+                        cell.dir(),
+                        cell.pixel
+                    );
+                    let file = self.write_file(&dir, &rel, &[slice]).await?;
+                    match next.partitions.iter_mut().find(|p| p.cell == Some(cell)) {
+                        Some(p) => p.files.push(file),
+                        None => next.partitions.push(Partition {
+                            cell: Some(cell),
+                            files: vec![file],
+                        }),
+                    }
+                }
+                next.partitions.sort_by_key(|p| p.cell);
+            }
+            None => {
+                let file = self
+                    .write_file(&dir, &format!("dataset/part-{tag}.parquet"), &conformed)
+                    .await?;
+                match next.partitions.first_mut() {
+                    Some(p) => p.files.push(file),
+                    None => next.partitions.push(Partition {
+                        cell: None,
+                        files: vec![file],
+                    }),
+                }
+            }
+        }
+        self.commit(&next).await?;
+        Ok(Arc::new(next))
+    }
+
+    async fn write_file(&self, dir: &ObjPath, rel: &str, batches: &[RecordBatch]) -> Result<DataFile> {
+        let path = rel.split('/').fold(dir.clone(), |p, part| p.clone().join(part));
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .build();
+        let schema = batches
+            .first()
+            .map(|b| b.schema())
+            .ok_or_else(|| CatalogError::BadData("nothing to write".into()))?;
+        let writer = BufWriter::new(self.inner.store.clone(), path.clone());
+        let mut w = AsyncArrowWriter::try_new(writer, schema, Some(props))?;
+        let mut rows = 0;
+        for b in batches {
+            w.write(b).await?;
+            rows += b.num_rows() as u64;
+        }
+        w.close().await?;
+        let size = self.inner.store.head(&path).await?.size;
+        Ok(DataFile {
+            path: rel.to_string(),
+            size,
+            rows,
+        })
+    }
+
+    /// Deletes a table and all its files.
+    pub async fn drop_table(&self, schema: &str, table: &str) -> Result<()> {
+        let dir = self.table_dir(schema, table);
+        let paths: Vec<_> = self.inner.store.list(Some(&dir)).map_ok(|o| o.location).try_collect().await?;
+        for p in paths {
+            self.inner.store.delete(&p).await?;
+        }
+        Ok(())
+    }
+
+    /// Full object-store path of a data file of a table.
+    pub(crate) fn file_path(&self, m: &Manifest, rel: &str) -> ObjPath {
+        rel.split('/')
+            .fold(self.table_dir(&m.schema, &m.table.name), |p, part| p.clone().join(part))
+    }
+}
+
+/// Casts `batch` onto `target`'s columns, matched by name ignoring case.
+fn conform(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch> {
+    let src = batch.schema();
+    let columns = target
+        .fields()
+        .iter()
+        .map(|f| {
+            let found = src
+                .fields()
+                .iter()
+                .position(|s| s.name().eq_ignore_ascii_case(f.name()));
+            match found {
+                Some(i) => cast(batch.column(i), f.data_type()).map_err(|e| {
+                    CatalogError::BadData(format!("column {}: cannot convert to {}: {e}", f.name(), f.data_type()))
+                }),
+                None if f.is_nullable() => Ok(new_null_array(f.data_type(), batch.num_rows())),
+                None => Err(CatalogError::BadData(format!("column {} is missing", f.name()))),
+            }
+        })
+        .collect::<Result<Vec<ArrayRef>>>()?;
+    Ok(RecordBatch::try_new(target.clone(), columns)?)
+}
+
+/// Adds the `_healpix_29` column and sorts rows by it, so each partition's rows are
+/// contiguous and row-group statistics on the index are tight.
+fn with_healpix(batch: &RecordBatch, ra: &str, dec: &str) -> Result<RecordBatch> {
+    let get = |name: &str| -> Result<Float64Array> {
+        let col = batch
+            .column_by_name(name)
+            .ok_or_else(|| CatalogError::BadData(format!("position column {name} is missing")))?;
+        let c = cast(col, &DataType::Float64)?;
+        c.as_any()
+            .downcast_ref::<Float64Array>()
+            .cloned()
+            .ok_or_else(|| CatalogError::BadData(format!("{name} is not numeric")))
+    };
+    let (ras, decs) = (get(ra)?, get(dec)?);
+    let mut hp = Vec::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        let (a, d) = (ras.value(i), decs.value(i));
+        if ras.is_null(i) || decs.is_null(i) || !a.is_finite() || !(-90.0..=90.0).contains(&d) {
+            return Err(CatalogError::BadData(format!(
+                "row {i}: position ({ra}, {dec}) is missing or out of range; partitioned tables need a valid position on every row"
+            )));
+        }
+        // Order-29 indices stay below 12·4^29 < 2^62, so they fit HATS's int64 column.
+        hp.push(cdshealpix::nested::hash(29, a.rem_euclid(360.0).to_radians(), d.to_radians()) as i64);
+    }
+    let hp_array = Arc::new(Int64Array::from(hp)) as ArrayRef;
+    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(HEALPIX_COLUMN, DataType::Int64, false));
+    let mut columns = batch.columns().to_vec();
+    columns.push(hp_array.clone());
+    let schema = Arc::new(Schema::new_with_metadata(fields, batch.schema().metadata().clone()));
+    let with = RecordBatch::try_new(schema, columns)?;
+    let order = sort_to_indices(&hp_array, None, None)?;
+    Ok(take_record_batch(&with, &order)?)
+}

@@ -1,0 +1,166 @@
+//! The DataFusion table provider over a catalog-store table: it reads the newest manifest at
+//! each scan, keeps only the partitions whose HEALPix cells meet the sky region the filters
+//! ask for, and hands the remaining Parquet files to DataFusion's Parquet scan, which skips
+//! row groups by their statistics.
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::stats::Precision;
+use datafusion::common::{DataFusionError, Statistics};
+use datafusion::datasource::TableType;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+
+use aster_adql::geometry::SkyRegion;
+use aster_adql::region::region_of;
+
+use super::{CatalogStore, Manifest, Partition};
+
+#[derive(Debug)]
+pub struct CatalogTable {
+    store: CatalogStore,
+    schema_name: String,
+    table_name: String,
+    schema: SchemaRef,
+    position: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for CatalogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CatalogStore({})", self.inner.root)
+    }
+}
+
+impl CatalogTable {
+    pub fn new(store: CatalogStore, manifest: &Manifest) -> Self {
+        Self {
+            store,
+            schema_name: manifest.schema.clone(),
+            table_name: manifest.table.name.clone(),
+            schema: manifest.table.arrow_schema(),
+            position: manifest.position.clone(),
+        }
+    }
+
+    /// Partitions that may hold rows of `region` (all of them without one).
+    fn select<'m>(&self, m: &'m Manifest, region: Option<&SkyRegion>) -> Vec<&'m Partition> {
+        let Some(region) = region else {
+            return m.partitions.iter().collect();
+        };
+        let depth = m
+            .partitions
+            .iter()
+            .filter_map(|p| p.cell.map(|c| c.order))
+            .max()
+            .unwrap_or(0)
+            .max(3);
+        let ranges = coverage29(region, depth);
+        m.partitions
+            .iter()
+            .filter(|p| match p.cell {
+                None => true,
+                Some(c) => {
+                    let r = c.range29();
+                    ranges.iter().any(|q| q.start < r.end && r.start < q.end)
+                }
+            })
+            .collect()
+    }
+}
+
+/// HEALPix cells at `depth` that overlap `region`, as ranges of order-29 indices.
+fn coverage29(region: &SkyRegion, depth: u8) -> Vec<Range<u64>> {
+    let bmoc = match region {
+        SkyRegion::Circle(c) => cdshealpix::nested::cone_coverage_approx(
+            depth,
+            c.center.ra_rad(),
+            c.center.dec_rad(),
+            c.radius.to_radians(),
+        ),
+        SkyRegion::Polygon(p) => {
+            let v: Vec<(f64, f64)> = p.vertices().iter().map(|v| (v.ra_rad(), v.dec_rad())).collect();
+            cdshealpix::nested::polygon_coverage(depth, &v, true)
+        }
+    };
+    let shift = 2 * (29 - u32::from(depth));
+    bmoc.to_ranges()
+        .iter()
+        .map(|r| (r.start << shift)..(r.end << shift))
+        .collect()
+}
+
+#[async_trait]
+impl TableProvider for CatalogTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::common::Result<Vec<TableProviderFilterPushDown>> {
+        // Partition pruning only narrows the files; every filter is still applied to rows.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        let m = self
+            .store
+            .manifest(&self.schema_name, &self.table_name)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?
+            .ok_or_else(|| DataFusionError::Plan(format!("table {}.{} no longer exists", self.schema_name, self.table_name)))?;
+        let region = self
+            .position
+            .as_ref()
+            .and_then(|(ra, dec)| filters.iter().find_map(|f| region_of(f, ra, dec)));
+        let partitions = self.select(&m, region.as_ref());
+        let files: Vec<PartitionedFile> = partitions
+            .iter()
+            .flat_map(|p| p.files.iter())
+            .map(|f| PartitionedFile::new(self.store.file_path(&m, &f.path).to_string(), f.size))
+            .collect();
+        let projected = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => self.schema.clone(),
+        };
+        if files.is_empty() {
+            return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+        let rows: u64 = partitions.iter().map(|p| p.rows()).sum();
+        let n_groups = state.config().target_partitions().max(1).min(files.len());
+        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); n_groups];
+        for (i, f) in files.into_iter().enumerate() {
+            groups[i % n_groups].push(f);
+        }
+        let exact = filters.is_empty() && region.is_none();
+        let stats = Statistics::new_unknown(&self.schema).with_num_rows(if exact {
+            Precision::Exact(rows as usize)
+        } else {
+            Precision::Inexact(rows as usize)
+        });
+        let source = Arc::new(ParquetSource::new(self.schema.clone()));
+        let config = FileScanConfigBuilder::new(self.store.object_store_url().clone(), source)
+            .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .with_statistics(stats)
+            .build();
+        Ok(DataSourceExec::from_data_source(config))
+    }
+}

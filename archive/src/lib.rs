@@ -1,0 +1,9 @@
+//! Aster's stores and its query engine: the HATS catalog store, table schemas (Felis) and the
+//! TAP metadata derived from them, the DataFusion query engine, the job store and the query log.
+pub mod catalog;
+pub mod formats;
+pub mod jobs;
+pub mod query;
+pub mod querylog;
+pub mod schema;
+pub mod tap_schema;

@@ -1,0 +1,218 @@
+//! The query engine: DataFusion sessions over the catalog store and TAP_SCHEMA, with the ADQL
+//! functions registered, turning ADQL into logical plans and running them as record-batch
+//! streams. Uploaded tables join a query as `TAP_UPLOAD.<name>`.
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::record_batch::RecordBatch;
+use datafusion::catalog::{MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider};
+use datafusion::datasource::MemTable;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use tokio::sync::RwLock;
+
+use aster_adql::translate::{NameMap, translate};
+use aster_adql::validate::AdqlError;
+
+use crate::catalog::{CatalogStore, CatalogTable, Manifest};
+use crate::tap_schema::{SchemaDesc, TableDesc, tap_schema_desc, tap_schema_tables_data};
+
+const CATALOG: &str = "aster";
+pub const UPLOAD_SCHEMA: &str = "TAP_UPLOAD";
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The query is not valid ADQL or names something that does not exist.
+    #[error("{0}")]
+    Adql(#[from] AdqlError),
+    #[error("{0}")]
+    Plan(String),
+    #[error("{0}")]
+    Execution(String),
+    #[error("catalog: {0}")]
+    Catalog(#[from] crate::catalog::CatalogError),
+}
+
+impl From<datafusion::error::DataFusionError> for QueryError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        use datafusion::error::DataFusionError as E;
+        match e {
+            E::Plan(m) => QueryError::Plan(clean(&m)),
+            E::SchemaError(err, _) => QueryError::Plan(clean(&err.to_string())),
+            E::SQL(err, _) => QueryError::Plan(clean(&err.to_string())),
+            E::NotImplemented(m) => QueryError::Plan(format!("not supported: {}", clean(&m))),
+            E::Context(ctx, inner) => match QueryError::from(*inner) {
+                QueryError::Plan(m) => QueryError::Plan(format!("{ctx}: {m}")),
+                other => other,
+            },
+            other => QueryError::Execution(clean(&other.to_string())),
+        }
+    }
+}
+
+/// DataFusion messages name its internal catalog; users only know their schemas.
+fn clean(m: &str) -> String {
+    m.replace(&format!("{CATALOG}."), "")
+}
+
+/// A table uploaded with a query (TAP UPLOAD).
+pub struct Upload {
+    pub name: String,
+    pub batches: Vec<RecordBatch>,
+    pub schema: arrow::datatypes::SchemaRef,
+}
+
+/// A snapshot of what the archive publishes: catalog tables and their TAP metadata.
+struct Published {
+    tables: Vec<Arc<Manifest>>,
+    metadata: Vec<SchemaDesc>,
+    loaded: Instant,
+}
+
+#[derive(Clone)]
+pub struct QueryEngine {
+    store: CatalogStore,
+    published: Arc<RwLock<Option<Arc<Published>>>>,
+    target_partitions: usize,
+}
+
+/// How long the list of tables is trusted before the store is listed again.
+const REFRESH: Duration = Duration::from_secs(5);
+
+impl QueryEngine {
+    pub fn new(store: CatalogStore) -> Self {
+        Self {
+            store,
+            published: Arc::new(RwLock::new(None)),
+            target_partitions: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        }
+    }
+
+    pub fn store(&self) -> &CatalogStore {
+        &self.store
+    }
+
+    /// Forgets the cached table list (after a table is created or dropped).
+    pub async fn invalidate(&self) {
+        *self.published.write().await = None;
+    }
+
+    async fn published(&self) -> Result<Arc<Published>, QueryError> {
+        if let Some(p) = self.published.read().await.as_ref() {
+            if p.loaded.elapsed() < REFRESH {
+                return Ok(p.clone());
+            }
+        }
+        let tables = self.store.tables().await?;
+        let mut metadata: Vec<SchemaDesc> = Vec::new();
+        for m in &tables {
+            let desc = TableDesc::from_felis(&m.schema, &m.table);
+            match metadata.iter_mut().find(|s| s.name == m.schema) {
+                Some(s) => s.tables.push(desc),
+                None => metadata.push(SchemaDesc {
+                    name: m.schema.clone(),
+                    description: schema_description(&m.schema),
+                    tables: vec![desc],
+                }),
+            }
+        }
+        metadata.push(tap_schema_desc());
+        let p = Arc::new(Published {
+            tables,
+            metadata,
+            loaded: Instant::now(),
+        });
+        *self.published.write().await = Some(p.clone());
+        Ok(p)
+    }
+
+    /// The schemas, tables and columns TAP publishes (for VOSI-tables).
+    pub async fn metadata(&self) -> Result<Vec<SchemaDesc>, QueryError> {
+        Ok(self.published().await?.metadata.clone())
+    }
+
+    async fn session(&self, uploads: Vec<Upload>) -> Result<(SessionContext, NameMap), QueryError> {
+        let published = self.published().await?;
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, "public")
+            .with_information_schema(false)
+            .with_target_partitions(self.target_partitions);
+        let ctx = SessionContext::new_with_config(config);
+        for f in aster_adql::udf::all() {
+            ctx.register_udf(f);
+        }
+        let catalog = Arc::new(MemoryCatalogProvider::new());
+        let mut names = NameMap::default();
+        for m in &published.tables {
+            let schema = match datafusion::catalog::CatalogProvider::schema(catalog.as_ref(), &m.schema) {
+                Some(s) => s,
+                None => {
+                    let s: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
+                    datafusion::catalog::CatalogProvider::register_schema(catalog.as_ref(), &m.schema, s.clone())?;
+                    s
+                }
+            };
+            schema.register_table(m.table.name.clone(), Arc::new(CatalogTable::new(self.store.clone(), m)))?;
+            names.insert(&m.schema);
+            names.insert(&m.table.name);
+            m.table.columns.iter().for_each(|c| names.insert(&c.name));
+        }
+        let tap: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
+        for (name, table) in tap_schema_tables_data(&published.metadata)? {
+            names.insert(&name);
+            tap.register_table(name, table)?;
+        }
+        for t in ["schema_name", "table_name", "column_name"] {
+            names.insert(t);
+        }
+        datafusion::catalog::CatalogProvider::register_schema(catalog.as_ref(), "TAP_SCHEMA", tap)?;
+        names.insert("TAP_SCHEMA");
+        if !uploads.is_empty() {
+            let up: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
+            for u in uploads {
+                u.schema.fields().iter().for_each(|f| names.insert(f.name()));
+                names.insert(&u.name);
+                let t = MemTable::try_new(u.schema.clone(), vec![u.batches])?;
+                up.register_table(u.name, Arc::new(t))?;
+            }
+            datafusion::catalog::CatalogProvider::register_schema(catalog.as_ref(), UPLOAD_SCHEMA, up)?;
+            names.insert(UPLOAD_SCHEMA);
+        }
+        ctx.register_catalog(CATALOG, catalog);
+        Ok((ctx, names))
+    }
+
+    /// Plans an ADQL query; errors name the line and column of the problem where known.
+    pub async fn plan(&self, adql: &str, uploads: Vec<Upload>) -> Result<(SessionContext, LogicalPlan), QueryError> {
+        let (ctx, names) = self.session(uploads).await?;
+        let stmt = translate(adql, &names)?;
+        let plan = ctx
+            .state()
+            .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(stmt)))
+            .await?;
+        Ok((ctx, plan))
+    }
+
+    /// Runs an ADQL query, returning its rows as a stream; `limit` caps the rows (MAXREC).
+    pub async fn execute(
+        &self,
+        adql: &str,
+        uploads: Vec<Upload>,
+        limit: Option<usize>,
+    ) -> Result<SendableRecordBatchStream, QueryError> {
+        let (ctx, plan) = self.plan(adql, uploads).await?;
+        let mut df = ctx.execute_logical_plan(plan).await?;
+        if let Some(n) = limit {
+            df = df.limit(0, Some(n))?;
+        }
+        Ok(df.execute_stream().await?)
+    }
+}
+
+fn schema_description(schema: &str) -> Option<String> {
+    crate::schema::builtin_schemas()
+        .into_iter()
+        .find(|s| s.name == schema)
+        .and_then(|s| s.description)
+}

@@ -1,0 +1,313 @@
+//! A deterministic synthetic sky and observing cadence: stars and galaxies with ugrizy fluxes
+//! (nJy), variable stars and transients, asteroids, and visits with their conditions; plus
+//! the photometric noise model that turns true fluxes into measurements. Same seed, same sky.
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+pub const BANDS: [&str; 6] = ["u", "g", "r", "i", "z", "y"];
+/// Effective wavelengths of the bands, nm.
+pub const BAND_WAVELENGTH_NM: [f64; 6] = [367.0, 482.0, 622.0, 754.0, 869.0, 971.0];
+/// Single-visit 5-sigma point-source depths (AB mag) at median conditions.
+pub const SINGLE_VISIT_DEPTH: [f64; 6] = [23.7, 24.9, 24.4, 23.9, 23.3, 22.4];
+/// Coadd 5-sigma depths (AB mag) of the demo release.
+pub const COADD_DEPTH: [f64; 6] = [25.6, 26.9, 26.9, 26.4, 25.6, 24.8];
+
+/// AB magnitude of a flux in nJy (31.4 is the AB zero point for nJy).
+pub fn mag_to_njy(mag: f64) -> f64 {
+    10f64.powf((31.4 - mag) / 2.5)
+}
+pub fn njy_to_mag(flux: f64) -> f64 {
+    31.4 - 2.5 * flux.log10()
+}
+
+/// A circular survey footprint on the sky (degrees).
+#[derive(Debug, Clone, Copy)]
+pub struct Footprint {
+    pub ra: f64,
+    pub dec: f64,
+    pub radius: f64,
+}
+
+impl Footprint {
+    /// A footprint whose area grows with the object count, holding a fixed density
+    /// (50 000 objects per square degree) but never smaller than a camera field.
+    pub fn for_objects(n: u64) -> Self {
+        let area = n as f64 / 50_000.0;
+        let radius = (area / std::f64::consts::PI).sqrt().max(2.0);
+        Self { ra: 62.0, dec: -37.0, radius }
+    }
+
+    /// A uniformly distributed position inside the footprint.
+    fn sample(&self, rng: &mut impl Rng) -> (f64, f64) {
+        // Uniform on the spherical cap around the pole, then rotated onto the centre.
+        let cos_r = self.radius.to_radians().cos();
+        let z = rng.random_range(cos_r..=1.0);
+        let phi = rng.random_range(0.0..std::f64::consts::TAU);
+        let s = (1.0 - z * z).sqrt();
+        let v = [s * phi.cos(), s * phi.sin(), z];
+        rotate_from_pole(v, self.ra, self.dec)
+    }
+}
+
+/// Rotates a unit vector given relative to the north pole onto (ra0, dec0).
+fn rotate_from_pole(v: [f64; 3], ra0: f64, dec0: f64) -> (f64, f64) {
+    let (sa, ca) = ra0.to_radians().sin_cos();
+    let (sd, cd) = dec0.to_radians().sin_cos();
+    // Columns: east, north, centre directions at (ra0, dec0).
+    let east = [-sa, ca, 0.0];
+    let north = [-sd * ca, -sd * sa, cd];
+    let centre = [cd * ca, cd * sa, sd];
+    let w: Vec<f64> = (0..3).map(|i| v[0] * east[i] + v[1] * north[i] + v[2] * centre[i]).collect();
+    let dec = w[2].clamp(-1.0, 1.0).asin().to_degrees();
+    let ra = w[1].atan2(w[0]).to_degrees().rem_euclid(360.0);
+    (ra, dec)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Variability {
+    /// Sinusoidal variable: period (days), fractional amplitude, phase.
+    Periodic { period: f64, amplitude: f64, phase: f64 },
+    /// A supernova-like transient: peak MJD, peak flux in r (nJy), rise and fall times (days).
+    Transient { peak_mjd: f64, peak_flux: f64, rise: f64, fall: f64 },
+}
+
+#[derive(Debug, Clone)]
+pub struct SimObject {
+    pub id: i64,
+    pub ra: f64,
+    pub dec: f64,
+    pub is_star: bool,
+    /// True mean fluxes in ugrizy, nJy.
+    pub flux: [f64; 6],
+    /// Half-light radius of galaxies, arcsec (0 for stars).
+    pub size: f64,
+    pub variability: Option<Variability>,
+}
+
+impl SimObject {
+    /// True flux in `band` at time `mjd`, including variability.
+    pub fn flux_at(&self, band: usize, mjd: f64) -> f64 {
+        let base = self.flux[band];
+        match self.variability {
+            None => base,
+            Some(Variability::Periodic { period, amplitude, phase }) => {
+                base * (1.0 + amplitude * (std::f64::consts::TAU * mjd / period + phase).sin())
+            }
+            Some(Variability::Transient { peak_mjd, peak_flux, rise, fall }) => {
+                let dt = mjd - peak_mjd;
+                let shape = if dt < 0.0 { (-(dt / rise).powi(2)).exp() } else { (-dt / fall).exp() };
+                // Bluer near peak: a simple colour term across bands.
+                let colour = 1.0 - 0.08 * (band as f64 - 2.0);
+                base + peak_flux * shape * colour.max(0.2)
+            }
+        }
+    }
+}
+
+/// `n` objects in `footprint`, deterministic for `seed`; ids are 1..=n.
+pub fn objects(seed: u64, n: u64, footprint: Footprint) -> impl Iterator<Item = SimObject> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (1..=n as i64).map(move |id| {
+        let (ra, dec) = footprint.sample(&mut rng);
+        let is_star = rng.random_bool(0.3);
+        // Number counts rise steeply to the faint end: r magnitude from a truncated power law.
+        let u: f64 = rng.random();
+        let r_mag = 16.0 + 11.0 * u.powf(0.35);
+        let (colours, size) = if is_star {
+            let t: f64 = rng.random_range(0.0..1.0);
+            ([1.2 + 1.5 * t, 0.5 + 0.9 * t, 0.0, -0.15 - 0.4 * t, -0.2 - 0.6 * t, -0.25 - 0.7 * t], 0.0)
+        } else {
+            let red: f64 = rng.random_range(0.0..1.0);
+            let size = rng.random_range(0.3..2.5) * (24.0 / r_mag).powi(2);
+            ([1.0 + 1.2 * red, 0.4 + 0.8 * red, 0.0, -0.3 - 0.3 * red, -0.45 - 0.4 * red, -0.55 - 0.5 * red], size)
+        };
+        let mut flux = [0.0; 6];
+        for b in 0..6 {
+            flux[b] = mag_to_njy(r_mag + colours[b]);
+        }
+        let roll: f64 = rng.random();
+        let variability = if is_star && roll < 0.03 {
+            Some(Variability::Periodic {
+                period: 10f64.powf(rng.random_range(-1.0..2.0)),
+                amplitude: rng.random_range(0.1..0.6),
+                phase: rng.random_range(0.0..std::f64::consts::TAU),
+            })
+        } else if !is_star && roll < 0.004 {
+            Some(Variability::Transient {
+                peak_mjd: rng.random_range(60_600.0..60_965.0),
+                peak_flux: mag_to_njy(rng.random_range(19.5..22.5)),
+                rise: rng.random_range(8.0..20.0),
+                fall: rng.random_range(20.0..60.0),
+            })
+        } else {
+            None
+        };
+        SimObject { id, ra, dec, is_star, flux, size, variability }
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct SimVisit {
+    pub visit: i64,
+    pub band: usize,
+    pub ra: f64,
+    pub dec: f64,
+    pub sky_rotation: f64,
+    pub mjd_start: f64,
+    pub exp_time: f64,
+    pub airmass: f64,
+    /// PSF FWHM, arcsec.
+    pub seeing: f64,
+    /// Sky background, nJy per square arcsec... expressed as 5-sigma depth shift (mag).
+    pub depth_offset: f64,
+    pub altitude: f64,
+    pub azimuth: f64,
+}
+
+impl SimVisit {
+    pub fn mjd_mid(&self) -> f64 {
+        self.mjd_start + self.exp_time / 2.0 / 86_400.0
+    }
+    /// 5-sigma point-source depth of this visit, AB mag.
+    pub fn depth(&self) -> f64 {
+        SINGLE_VISIT_DEPTH[self.band] + self.depth_offset
+    }
+}
+
+/// Half-width of a detector on the sky, degrees, and the 3x3 detector layout of the camera.
+pub const DETECTOR_HALF_WIDTH: f64 = 0.6;
+pub const DETECTORS: i64 = 9;
+
+/// The detector (0..9) of a visit that sees (ra, dec), if any: a 3x3 grid of square
+/// detectors on the tangent plane around the pointing.
+pub fn detector_of(v: &SimVisit, ra: f64, dec: f64) -> Option<(i64, f64, f64)> {
+    let (x, y) = tangent_plane(v.ra, v.dec, ra, dec)?;
+    let size = 2.0 * DETECTOR_HALF_WIDTH;
+    let (gx, gy) = ((x / size + 1.5).floor(), (y / size + 1.5).floor());
+    if !(0.0..3.0).contains(&gx) || !(0.0..3.0).contains(&gy) {
+        return None;
+    }
+    // Pixel coordinates: 0.2 arcsec pixels, 4000x4000 per detector.
+    let px = ((x / size + 1.5) - gx) * 4000.0;
+    let py = ((y / size + 1.5) - gy) * 4000.0;
+    Some(((gy * 3.0 + gx) as i64, px, py))
+}
+
+/// Gnomonic projection of (ra, dec) about (ra0, dec0), degrees; None on the far side.
+pub fn tangent_plane(ra0: f64, dec0: f64, ra: f64, dec: f64) -> Option<(f64, f64)> {
+    let (a0, d0, a, d) = (ra0.to_radians(), dec0.to_radians(), ra.to_radians(), dec.to_radians());
+    let cos_c = d0.sin() * d.sin() + d0.cos() * d.cos() * (a - a0).cos();
+    if cos_c <= 0.0 {
+        return None;
+    }
+    let x = d.cos() * (a - a0).sin() / cos_c;
+    let y = (d0.cos() * d.sin() - d0.sin() * d.cos() * (a - a0).cos()) / cos_c;
+    Some((x.to_degrees(), y.to_degrees()))
+}
+
+/// Visit centre of detector `det` on the sky.
+pub fn detector_center(v: &SimVisit, det: i64) -> (f64, f64) {
+    let size = 2.0 * DETECTOR_HALF_WIDTH;
+    let (gx, gy) = ((det % 3) as f64 - 1.0, (det / 3) as f64 - 1.0);
+    let (x, y) = ((gx * size).to_radians(), (gy * size).to_radians());
+    let (a0, d0) = (v.ra.to_radians(), v.dec.to_radians());
+    let rho = (x * x + y * y).sqrt();
+    if rho == 0.0 {
+        return (v.ra, v.dec);
+    }
+    let c = rho.atan();
+    let dec = (c.cos() * d0.sin() + y * c.sin() * d0.cos() / rho).asin();
+    let ra = a0 + (x * c.sin()).atan2(rho * d0.cos() * c.cos() - y * d0.sin() * c.sin());
+    (ra.to_degrees().rem_euclid(360.0), dec.to_degrees())
+}
+
+/// `n` visits dithered over `footprint` across a year, cycling through the bands.
+pub fn cadence(seed: u64, n: u64, footprint: Footprint) -> Vec<SimVisit> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_cade);
+    let inner = Footprint { radius: (footprint.radius - 1.0).max(0.2), ..footprint };
+    (0..n)
+        .map(|i| {
+            let (ra, dec) = inner.sample(&mut rng);
+            let night = (i as f64 * 365.0 / n.max(1) as f64).floor();
+            let altitude: f64 = rng.random_range(40.0..85.0);
+            let airmass = 1.0 / altitude.to_radians().sin();
+            let seeing = rng.random_range(0.55..1.3) * airmass.powf(0.6);
+            SimVisit {
+                visit: 2_026_000_000 + i as i64 * 100,
+                band: [1, 2, 3, 4, 0, 5][i as usize % 6],
+                ra,
+                dec,
+                sky_rotation: rng.random_range(0.0..360.0),
+                mjd_start: 60_600.0 + night + rng.random_range(0.05..0.35),
+                exp_time: 30.0,
+                airmass,
+                seeing,
+                depth_offset: -1.25 * (seeing / 0.7).log10() * 2.0 - 0.2 * (airmass - 1.0) + rng.random_range(-0.3..0.1),
+                altitude,
+                azimuth: rng.random_range(0.0..360.0),
+            }
+        })
+        .collect()
+}
+
+/// A flux measurement: the true flux plus Gaussian noise whose sigma makes a source of
+/// `depth_mag` a 5-sigma detection (background-limited).
+pub fn measure(rng: &mut impl Rng, true_flux: f64, depth_mag: f64) -> (f64, f64) {
+    let sigma = mag_to_njy(depth_mag) / 5.0;
+    (true_flux + sigma * gaussian(rng), sigma)
+}
+
+/// Standard normal deviate (Box-Muller).
+pub fn gaussian(rng: &mut impl Rng) -> f64 {
+    let u1: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+/// A deterministic generator for noise, derived from the release seed and a purpose tag.
+pub fn noise_rng(seed: u64, tag: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ tag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_sky() {
+        let f = Footprint::for_objects(1000);
+        let a: Vec<_> = objects(7, 100, f).map(|o| (o.ra, o.dec, o.flux[2])).collect();
+        let b: Vec<_> = objects(7, 100, f).map(|o| (o.ra, o.dec, o.flux[2])).collect();
+        assert_eq!(a, b);
+        let c: Vec<_> = objects(8, 100, f).map(|o| (o.ra, o.dec, o.flux[2])).collect();
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn objects_fall_inside_the_footprint() {
+        let f = Footprint::for_objects(1000);
+        for o in objects(1, 2000, f) {
+            let (x, y) = tangent_plane(f.ra, f.dec, o.ra, o.dec).unwrap();
+            assert!((x * x + y * y).sqrt() <= f.radius * 1.01, "{o:?}");
+        }
+    }
+
+    #[test]
+    fn detectors_tile_the_field_and_centres_map_back() {
+        let v = &cadence(3, 1, Footprint::for_objects(1000))[0];
+        for det in 0..DETECTORS {
+            let (ra, dec) = detector_center(v, det);
+            let (d, px, py) = detector_of(v, ra, dec).unwrap();
+            assert_eq!(d, det);
+            assert!((px - 2000.0).abs() < 1.0 && (py - 2000.0).abs() < 1.0);
+        }
+    }
+
+    #[test]
+    fn noise_matches_depth() {
+        let mut rng = noise_rng(1, 2);
+        let (_, sigma) = measure(&mut rng, 0.0, 24.0);
+        assert!((mag_to_njy(24.0) / sigma - 5.0).abs() < 1e-9);
+        assert!((njy_to_mag(mag_to_njy(21.3)) - 21.3).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,6 @@
+//! Aster's HTTP services (TAP 1.1 with UWS 1.1 and VOSI, the query history, metrics) and the
+//! table writers they stream results with.
+pub mod formats;
+pub mod metrics;
+pub mod tap;
+pub mod uws;

@@ -1,0 +1,158 @@
+//! Configuration: defaults, overridden by a TOML file (`--config` or `ASTER_CONFIG`), then by
+//! `ASTER_*` environment variables, then by command-line flags.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+/// Every setting, with its default. The TOML file uses the same names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the archive keeps its metadata (SQLite) and, by default, its catalogs.
+    pub data_dir: PathBuf,
+    /// Address the server listens on.
+    pub addr: SocketAddr,
+    /// Where catalogs live: a directory or `file://` URL, or `s3://bucket/prefix`.
+    /// Default: `<data_dir>/catalogs`.
+    pub catalog_url: Option<String>,
+    /// Public base URL of the service as clients see it (for links in job documents and
+    /// capabilities). Default: taken from each request's Host header.
+    pub public_url: Option<String>,
+    pub tap: TapConfig,
+    pub demo: DemoConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TapConfig {
+    /// Rows returned when a query gives no MAXREC.
+    pub default_maxrec: u64,
+    /// The most rows any query may return.
+    pub max_maxrec: u64,
+    /// Seconds a synchronous query may run before it is cancelled with an error.
+    pub sync_timeout_secs: u64,
+    /// Default and maximum run time of async jobs, seconds.
+    pub async_default_duration_secs: u64,
+    pub async_max_duration_secs: u64,
+    /// Days async jobs and their results are kept.
+    pub job_lifetime_days: i64,
+    /// Largest request body (uploads), bytes.
+    pub max_upload_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoConfig {
+    pub objects: u64,
+    pub visits: u64,
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("aster-data"),
+            addr: "127.0.0.1:8080".parse().expect("valid default address"),
+            catalog_url: None,
+            public_url: None,
+            tap: TapConfig::default(),
+            demo: DemoConfig::default(),
+        }
+    }
+}
+
+impl Default for TapConfig {
+    fn default() -> Self {
+        Self {
+            default_maxrec: 100_000,
+            max_maxrec: 50_000_000,
+            sync_timeout_secs: 600,
+            async_default_duration_secs: 3600,
+            async_max_duration_secs: 86_400,
+            job_lifetime_days: 7,
+            max_upload_bytes: 256 << 20,
+        }
+    }
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self {
+            objects: 100_000,
+            visits: 24,
+            seed: 2026,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the TOML file if one is named, then `ASTER_*` variables.
+    pub fn load(file: Option<&Path>) -> Result<Self> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading configuration {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing configuration {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(|k| std::env::var(k).ok())?;
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<()> {
+        fn parse<T: std::str::FromStr>(name: &str, v: String) -> Result<T>
+        where
+            T::Err: std::fmt::Display,
+        {
+            v.parse::<T>().map_err(|e| anyhow::anyhow!("{name}={v}: {e}"))
+        }
+        if let Some(v) = get("ASTER_DATA_DIR") {
+            self.data_dir = v.into();
+        }
+        if let Some(v) = get("ASTER_ADDR") {
+            self.addr = parse("ASTER_ADDR", v)?;
+        }
+        if let Some(v) = get("ASTER_CATALOG_URL") {
+            self.catalog_url = Some(v);
+        }
+        if let Some(v) = get("ASTER_PUBLIC_URL") {
+            self.public_url = Some(v);
+        }
+        if let Some(v) = get("ASTER_TAP_DEFAULT_MAXREC") {
+            self.tap.default_maxrec = parse("ASTER_TAP_DEFAULT_MAXREC", v)?;
+        }
+        if let Some(v) = get("ASTER_TAP_MAX_MAXREC") {
+            self.tap.max_maxrec = parse("ASTER_TAP_MAX_MAXREC", v)?;
+        }
+        if let Some(v) = get("ASTER_TAP_SYNC_TIMEOUT_SECS") {
+            self.tap.sync_timeout_secs = parse("ASTER_TAP_SYNC_TIMEOUT_SECS", v)?;
+        }
+        Ok(())
+    }
+
+    pub fn catalog_location(&self) -> String {
+        self.catalog_url
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("catalogs").display().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_then_env_override_defaults() {
+        let mut c: Config = toml::from_str("addr = \"0.0.0.0:9000\"\n[tap]\ndefault_maxrec = 10\n").unwrap();
+        assert_eq!(c.addr.port(), 9000);
+        assert_eq!(c.tap.default_maxrec, 10);
+        assert_eq!(c.tap.max_maxrec, TapConfig::default().max_maxrec);
+        c.apply_env(|k| (k == "ASTER_TAP_DEFAULT_MAXREC").then(|| "20".to_string())).unwrap();
+        assert_eq!(c.tap.default_maxrec, 20);
+        assert!(c.apply_env(|k| (k == "ASTER_ADDR").then(|| "nonsense".to_string())).is_err());
+        assert!(toml::from_str::<Config>("unknown_key = 1").is_err());
+    }
+}

@@ -1,0 +1,178 @@
+//! The `aster` command: serve the archive, build the demo release, import catalogs, check
+//! ADQL and benchmark the TAP service.
+mod bench;
+mod config;
+mod demo;
+mod server;
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+use config::Config;
+
+#[derive(Parser)]
+#[command(name = "aster", version, about = "Aster: the survey's data management system and IVOA archive")]
+struct Cli {
+    /// Configuration file (TOML); settings also come from ASTER_* environment variables.
+    #[arg(long, global = true, env = "ASTER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./aster-data].
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the archive (TAP, VOSI, metrics).
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:8080].
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
+        /// Build the demo data release first if the data directory holds no catalogs.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Build the deterministic synthetic demo data release.
+    Demo {
+        /// Number of objects [default: 100000].
+        #[arg(long)]
+        objects: Option<u64>,
+        /// Number of visits [default: 24]; 0 gives an Object-only release (for benchmarks).
+        #[arg(long)]
+        visits: Option<u64>,
+        /// Random seed [default: 2026].
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Catalog operations.
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
+    /// ADQL tools.
+    Adql {
+        #[command(subcommand)]
+        command: AdqlCommand,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogCommand {
+    /// Load tables from Parquet, CSV, FITS binary tables or VOTable into a partitioned table.
+    Import {
+        /// SCHEMA.NAME of the table to create or append to.
+        #[arg(long)]
+        table: String,
+        /// Right ascension column (degrees); found by UCD pos.eq.ra when omitted.
+        #[arg(long)]
+        ra: Option<String>,
+        /// Declination column (degrees); found by UCD pos.eq.dec when omitted.
+        #[arg(long)]
+        dec: Option<String>,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdqlCommand {
+    /// Check ADQL queries (one per file, or stdin) without a database; exit 1 if any is invalid.
+    Check { files: Vec<PathBuf> },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Time typical TAP queries end to end through HTTP against a running server.
+    Tap {
+        /// Base URL of the TAP service.
+        #[arg(long, default_value = "http://127.0.0.1:8080/tap")]
+        url: String,
+        /// Repetitions per query.
+        #[arg(long, default_value_t = 20)]
+        repeat: usize,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,datafusion=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(d) = cli.data_dir {
+        config.data_dir = d;
+    }
+    if let Command::Adql { command: AdqlCommand::Check { files } } = &cli.command {
+        std::process::exit(adql_check(files)?);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Serve { addr, demo } => {
+                if let Some(a) = addr {
+                    config.addr = a;
+                }
+                server::serve(config, demo).await
+            }
+            Command::Demo { objects, visits, seed } => {
+                let spec = demo::DemoSpec {
+                    objects: objects.unwrap_or(config.demo.objects),
+                    visits: visits.unwrap_or(config.demo.visits),
+                    seed: seed.unwrap_or(config.demo.seed),
+                };
+                let store = server::open_store(&config)?;
+                let t = std::time::Instant::now();
+                demo::build(&store, spec).await?;
+                eprintln!("demo release built in {:.1} s at {}", t.elapsed().as_secs_f64(), config.catalog_location());
+                Ok(())
+            }
+            Command::Catalog { command: CatalogCommand::Import { table, ra, dec, files } } => {
+                let store = server::open_store(&config)?;
+                server::import(&store, &table, ra.as_deref(), dec.as_deref(), &files).await
+            }
+            Command::Bench { command: BenchCommand::Tap { url, repeat } } => bench::tap(&url, repeat).await,
+            Command::Adql { .. } => unreachable!("handled above"),
+        }
+    })
+}
+
+/// `aster adql check`: one query per file, or one query on stdin.
+fn adql_check(files: &[PathBuf]) -> Result<i32> {
+    let mut inputs = Vec::new();
+    if files.is_empty() {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).context("reading stdin")?;
+        inputs.push(("<stdin>".to_string(), text));
+    }
+    for f in files {
+        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        inputs.push((f.display().to_string(), text));
+    }
+    if inputs.is_empty() {
+        bail!("no query given");
+    }
+    let mut invalid = 0;
+    for (name, text) in &inputs {
+        match aster_adql::validate::check(text) {
+            Ok(()) => println!("{name}: valid"),
+            Err(e) => {
+                invalid += 1;
+                println!("{name}: invalid: {e}");
+            }
+        }
+    }
+    Ok(if invalid > 0 { 1 } else { 0 })
+}
