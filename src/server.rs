@@ -87,8 +87,12 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
 }
 
 async fn count_responses(req: Request, next: Next) -> Response {
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).await;
     metrics::http_response(resp.status().as_u16());
+    resp.headers_mut().insert(
+        header::SERVER,
+        axum::http::HeaderValue::from_static(concat!("Aster/", env!("CARGO_PKG_VERSION"))),
+    );
     resp
 }
 

@@ -27,19 +27,34 @@ use crate::validate::{self, AdqlError};
 #[derive(Debug, Default, Clone)]
 pub struct NameMap {
     canonical: HashMap<String, String>,
+    /// Schema and table names, kept apart: a table `Visit` and a column `visit` coexist.
+    relations: HashMap<String, String>,
 }
 
 impl NameMap {
+    /// A column (or other name used in expressions).
     pub fn insert(&mut self, name: &str) {
         self.canonical
             .entry(name.to_ascii_lowercase())
             .or_insert_with(|| name.to_string());
     }
+    /// A schema or table name.
+    pub fn insert_relation(&mut self, name: &str) {
+        self.relations
+            .entry(name.to_ascii_lowercase())
+            .or_insert_with(|| name.to_string());
+    }
+    fn resolve_relation(&self, ident: &mut Ident) {
+        Self::apply(&self.relations, ident);
+    }
     fn resolve(&self, ident: &mut Ident) {
+        Self::apply(&self.canonical, ident);
+    }
+    fn apply(map: &HashMap<String, String>, ident: &mut Ident) {
         if ident.quote_style.is_some() {
             return;
         }
-        if let Some(c) = self.canonical.get(&ident.value.to_ascii_lowercase()) {
+        if let Some(c) = map.get(&ident.value.to_ascii_lowercase()) {
             // All-lowercase names need nothing: DataFusion lowercases unquoted identifiers.
             if c.chars().any(|ch| ch.is_ascii_uppercase()) {
                 ident.value = c.clone();
@@ -112,7 +127,7 @@ impl VisitorMut for Rewriter<'_> {
     fn pre_visit_relation(&mut self, relation: &mut ObjectName) -> ControlFlow<()> {
         for part in &mut relation.0 {
             if let ObjectNamePart::Identifier(id) = part {
-                self.names.resolve(id);
+                self.names.resolve_relation(id);
             }
         }
         ControlFlow::Continue(())
@@ -132,7 +147,13 @@ impl VisitorMut for Rewriter<'_> {
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
         match expr {
             Expr::Identifier(id) => self.names.resolve(id),
-            Expr::CompoundIdentifier(ids) => ids.iter_mut().for_each(|id| self.names.resolve(id)),
+            Expr::CompoundIdentifier(ids) => {
+                // schema.table.column: the qualifiers are relations, the last part a column.
+                if let Some((last, qualifiers)) = ids.split_last_mut() {
+                    qualifiers.iter_mut().for_each(|id| self.names.resolve_relation(id));
+                    self.names.resolve(last);
+                }
+            }
             Expr::Value(v) => {
                 if let Value::HexStringLiteral(hex) = &v.value {
                     // ADQL 2.1 hex literals are integers; sqlparser reads them as strings.
@@ -729,8 +750,11 @@ mod tests {
 
     fn names() -> NameMap {
         let mut n = NameMap::default();
-        for s in ["dp", "Object", "coord_ra", "coord_dec", "r_psfFlux", "objectId"] {
+        for s in ["coord_ra", "coord_dec", "r_psfFlux", "objectId", "visit"] {
             n.insert(s);
+        }
+        for s in ["dp", "Object", "Visit"] {
+            n.insert_relation(s);
         }
         n
     }
@@ -767,6 +791,12 @@ mod tests {
     fn unsupported_geometry_reports_a_position() {
         let e = translate("SELECT * FROM dp.Object WHERE\n CONTAINS(REGION('x'), CIRCLE(1, 2, 3)) = 1", &names()).unwrap_err();
         assert!(e.message.contains("REGION") || e.message.contains("CONTAINS"), "{e}");
+    }
+
+    #[test]
+    fn tables_and_columns_of_one_name_stay_apart() {
+        let s = sql("SELECT visit FROM dp.visit");
+        assert!(s.contains("SELECT visit FROM dp.\"Visit\""), "{s}");
     }
 
     #[test]

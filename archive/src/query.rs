@@ -154,30 +154,30 @@ impl QueryEngine {
                 }
             };
             schema.register_table(m.table.name.clone(), Arc::new(CatalogTable::new(self.store.clone(), m)))?;
-            names.insert(&m.schema);
-            names.insert(&m.table.name);
+            names.insert_relation(&m.schema);
+            names.insert_relation(&m.table.name);
             m.table.columns.iter().for_each(|c| names.insert(&c.name));
         }
         let tap: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
         for (name, table) in tap_schema_tables_data(&published.metadata)? {
-            names.insert(&name);
+            names.insert_relation(&name);
             tap.register_table(name, table)?;
         }
         for t in ["schema_name", "table_name", "column_name"] {
             names.insert(t);
         }
         datafusion::catalog::CatalogProvider::register_schema(catalog.as_ref(), "TAP_SCHEMA", tap)?;
-        names.insert("TAP_SCHEMA");
+        names.insert_relation("TAP_SCHEMA");
         if !uploads.is_empty() {
             let up: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
             for u in uploads {
                 u.schema.fields().iter().for_each(|f| names.insert(f.name()));
-                names.insert(&u.name);
+                names.insert_relation(&u.name);
                 let t = MemTable::try_new(u.schema.clone(), vec![u.batches])?;
                 up.register_table(u.name, Arc::new(t))?;
             }
             datafusion::catalog::CatalogProvider::register_schema(catalog.as_ref(), UPLOAD_SCHEMA, up)?;
-            names.insert(UPLOAD_SCHEMA);
+            names.insert_relation(UPLOAD_SCHEMA);
         }
         ctx.register_catalog(CATALOG, catalog);
         Ok((ctx, names))

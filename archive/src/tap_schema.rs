@@ -61,7 +61,8 @@ pub fn votable_type(dt: &DataType) -> (&'static str, Option<&'static str>) {
         DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..) => ("double", Some("*")),
         DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => ("char", Some("*")),
         DataType::Binary | DataType::LargeBinary => ("unsignedByte", Some("*")),
-        _ => ("char", Some("*")),
+        // Strings may hold any Unicode, so results carry them as unicodeChar.
+        _ => ("unicodeChar", Some("*")),
     }
 }
 
@@ -198,6 +199,27 @@ fn tap_schema_tables() -> Vec<(&'static str, &'static str, Vec<(Field, &'static 
     ]
 }
 
+/// The foreign keys among TAP_SCHEMA's own tables that TAP 1.1 declares.
+fn tap_schema_keys(table: &str) -> Vec<KeyDesc> {
+    let key = |id: &str, target: &str, from: &str, to: &str| KeyDesc {
+        id: format!("{TAP_SCHEMA}.{id}"),
+        from_table: format!("{TAP_SCHEMA}.{table}"),
+        target_table: format!("{TAP_SCHEMA}.{target}"),
+        description: None,
+        columns: vec![(from.into(), to.into())],
+    };
+    match table {
+        "tables" => vec![key("tables_schema_fk", "schemas", "schema_name", "schema_name")],
+        "columns" => vec![key("columns_table_fk", "tables", "table_name", "table_name")],
+        "keys" => vec![
+            key("keys_from_fk", "tables", "from_table", "table_name"),
+            key("keys_target_fk", "tables", "target_table", "table_name"),
+        ],
+        "key_columns" => vec![key("key_columns_key_fk", "keys", "key_id", "key_id")],
+        _ => vec![],
+    }
+}
+
 /// The TAP_SCHEMA schema itself, described like any other.
 pub fn tap_schema_desc() -> SchemaDesc {
     SchemaDesc {
@@ -213,10 +235,15 @@ pub fn tap_schema_desc() -> SchemaDesc {
                     .into_iter()
                     .map(|(f, d)| {
                         let f = f.with_metadata([(meta::DESCRIPTION.to_string(), d.to_string())].into());
-                        ColumnDesc::from_field(&f, true, false, true)
+                        let mut c = ColumnDesc::from_field(&f, true, false, true);
+                        // `size` is an ADQL reserved word: TAP 1.1 publishes it delimited.
+                        if c.name == "size" {
+                            c.name = "\"size\"".into();
+                        }
+                        c
                     })
                     .collect(),
-                keys: vec![],
+                keys: tap_schema_keys(name),
             })
             .collect(),
     }

@@ -161,10 +161,11 @@ pub const FUNCTIONS: &[FunctionSig] = &[
     sig("ivo_epoch_prop", 8, 8, Scalar, true, Numeric, Any, "ivo_epoch_prop(ra DOUBLE, dec DOUBLE, parallax DOUBLE, pmra DOUBLE, pmdec DOUBLE, radial_velocity DOUBLE, ref_epoch DOUBLE, out_epoch DOUBLE) -> DOUBLE[6]", "Full astrometry propagated from ref_epoch to out_epoch."),
     sig("ivo_epoch_prop_pos", 8, 8, Scalar, true, Numeric, Point, "ivo_epoch_prop_pos(ra DOUBLE, dec DOUBLE, parallax DOUBLE, pmra DOUBLE, pmdec DOUBLE, radial_velocity DOUBLE, ref_epoch DOUBLE, out_epoch DOUBLE) -> POINT", "Position propagated from ref_epoch to out_epoch."),
     sig("ivo_interval_overlaps", 4, 4, Scalar, true, Numeric, Numeric, "ivo_interval_overlaps(l1 DOUBLE, h1 DOUBLE, l2 DOUBLE, h2 DOUBLE) -> INTEGER", "1 when the intervals [l1, h1] and [l2, h2] overlap."),
-    sig("ivo_normal_random", 2, 2, Scalar, true, Numeric, Numeric, "ivo_normal_random(mu DOUBLE, sigma DOUBLE) -> DOUBLE", "Random value from a normal distribution."),
     sig("nJy_to_abmag", 1, 1, Scalar, true, Numeric, Numeric, "nJy_to_abmag(flux DOUBLE) -> DOUBLE", "AB magnitude of a flux in nanojansky."),
     sig("nJy_to_abmag_err", 2, 2, Scalar, true, Numeric, Numeric, "nJy_to_abmag_err(flux DOUBLE, flux_err DOUBLE) -> DOUBLE", "AB magnitude error from a flux and its error in nanojansky."),
     sig("abmag_to_nJy", 1, 1, Scalar, true, Numeric, Numeric, "abmag_to_nJy(mag DOUBLE) -> DOUBLE", "Flux in nanojansky of an AB magnitude."),
+    sig("ab_color", 2, 2, Scalar, true, Numeric, Numeric, "ab_color(flux1 DOUBLE, flux2 DOUBLE) -> DOUBLE", "AB colour m1 - m2 of two fluxes in nanojansky."),
+    sig("reduced_chi2", 3, 3, Scalar, true, Numeric, Numeric, "reduced_chi2(chi2 DOUBLE, ndata INTEGER, nparam INTEGER) -> DOUBLE", "Chi-square per degree of freedom."),
 ];
 
 /// Looks `name` up in [`FUNCTIONS`], ignoring case.

@@ -288,7 +288,10 @@ enum Scaling {
     /// Integer offset (TSCAL = 1 and an integral TZERO, e.g. the unsigned conventions).
     Offset(i128),
     /// General linear scaling to float.
-    Linear { scale: f64, zero: f64 },
+    Linear {
+        scale: f64,
+        zero: f64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -346,7 +349,8 @@ impl Column {
         }
         match self.scaling {
             Scaling::None => Item::Int(raw),
-            Scaling::Offset(zero) => Item::Int(raw + zero),
+            // Saturating: an absurd TZERO then fails the column type's range check.
+            Scaling::Offset(zero) => Item::Int(raw.saturating_add(zero)),
             Scaling::Linear { scale, zero } => Item::Float(zero + scale * raw as f64),
         }
     }
@@ -457,7 +461,11 @@ fn read_bintable(header: &Header, data: &[u8]) -> Result<ImportedTable, FormatEr
         offset = offset
             .checked_add(width)
             .filter(|&end| end <= row_width)
-            .ok_or_else(|| err(format!("columns up to {n} are wider than NAXIS1 = {row_width}")))?;
+            .ok_or_else(|| {
+                err(format!(
+                    "columns up to {n} are wider than NAXIS1 = {row_width}"
+                ))
+            })?;
         if code == Code::X || layout == Layout::Fixed(0) {
             continue;
         }
@@ -502,9 +510,8 @@ fn read_bintable(header: &Header, data: &[u8]) -> Result<ImportedTable, FormatEr
             let col = builder
                 .column(i)
                 .ok_or_else(|| err("column count mismatch"))?;
-            read_cell(column, row, heap, col).map_err(|e| {
-                err(format!("row {}, column '{}': {e}", r + 1, column.meta.name))
-            })?;
+            read_cell(column, row, heap, col)
+                .map_err(|e| err(format!("row {}, column '{}': {e}", r + 1, column.meta.name)))?;
         }
         builder.end_row()?;
     }

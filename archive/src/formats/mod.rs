@@ -28,7 +28,9 @@ pub use votable::read_votable;
 pub struct ImportedTable {
     /// The table's own name, where the format has one (VOTable TABLE name, FITS EXTNAME).
     pub name: Option<String>,
+    /// Columns with unique names, unit/ucd/utype/xtype/description in field metadata.
     pub schema: SchemaRef,
+    /// The rows, in batches of at most 65 536.
     pub batches: Vec<RecordBatch>,
 }
 
@@ -85,9 +87,7 @@ fn read_delimited(bytes: &[u8], delimiter: u8) -> Result<ImportedTable, FormatEr
         .with_batch_size(CSV_BATCH_ROWS)
         .build(Cursor::new(bytes))
         .map_err(csv_error)?;
-    let batches = reader
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(csv_error)?;
+    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(csv_error)?;
     Ok(ImportedTable {
         name: None,
         schema,

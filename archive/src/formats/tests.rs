@@ -1,8 +1,6 @@
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, AsArray, BooleanArray, Int32Array, ListArray, RecordBatch, StringArray,
-};
+use arrow::array::{Array, AsArray, BooleanArray, Int32Array, ListArray, RecordBatch, StringArray};
 use arrow::datatypes::{
     DataType, Field, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, Schema,
     UInt8Type, UInt16Type, UInt64Type,
@@ -263,7 +261,8 @@ fn votable_malformed_inputs_give_errors() {
     assert!(votable_error("<VOTABLE><RESOURCE><TABLE></RESOURCE>").contains("XML error"));
     let unknown_type = r#"<VOTABLE><TABLE><FIELD name="p" datatype="quad"/></TABLE></VOTABLE>"#;
     assert!(votable_error(unknown_type).contains("unknown datatype"));
-    let bad_size = r#"<VOTABLE><TABLE><FIELD name="p" datatype="int" arraysize="*x2"/></TABLE></VOTABLE>"#;
+    let bad_size =
+        r#"<VOTABLE><TABLE><FIELD name="p" datatype="int" arraysize="*x2"/></TABLE></VOTABLE>"#;
     assert!(votable_error(bad_size).contains("arraysize"));
     let entity = r#"<VOTABLE><TABLE><FIELD name="p" datatype="char" arraysize="*"/>
 <DATA><TABLEDATA><TR><TD>&foo;</TD></TR></TABLEDATA></DATA></TABLE></VOTABLE>"#;
@@ -324,7 +323,12 @@ fn kws(key: &str, value: &str) -> String {
     format!("{key:<8}= '{value:<8}'")
 }
 
-fn bintable_cards(naxis1: usize, naxis2: usize, pcount: usize, cols: &[(&str, &str)]) -> Vec<String> {
+fn bintable_cards(
+    naxis1: usize,
+    naxis2: usize,
+    pcount: usize,
+    cols: &[(&str, &str)],
+) -> Vec<String> {
     let mut cards = vec![
         kws("XTENSION", "BINTABLE"),
         kw("BITPIX", "8"),
@@ -396,7 +400,10 @@ fn fits_bintable_types_scaling_nulls_and_heap() {
     let t = read_fits_table(&file).expect("valid FITS");
     assert_eq!(t.name.as_deref(), Some("cat"));
     assert_eq!(rows(&t), 2);
-    assert!(t.schema.field_with_name("bits").is_err(), "X columns are skipped");
+    assert!(
+        t.schema.field_with_name("bits").is_err(),
+        "X columns are skipped"
+    );
     let flag = column(&t, "flag");
     assert!(flag.as_boolean().value(0) && flag.is_null(1));
     assert_eq!(column(&t, "b").as_primitive::<UInt8Type>().value(1), 201);
@@ -543,5 +550,8 @@ fn builders_reject_mismatched_values() {
     let list = bits.as_any().downcast_ref::<ListArray>().unwrap();
     let values = list.value(0);
     let values = values.as_any().downcast_ref::<BooleanArray>().unwrap();
-    assert_eq!(values.iter().flatten().collect::<Vec<_>>(), [false, true, true, false]);
+    assert_eq!(
+        values.iter().flatten().collect::<Vec<_>>(),
+        [false, true, true, false]
+    );
 }

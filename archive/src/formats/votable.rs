@@ -166,6 +166,10 @@ impl VoField {
         self.null == Some(NullValue::Int(v))
     }
 
+    fn is_null_text(&self, v: &str) -> bool {
+        matches!(&self.null, Some(NullValue::Text(n)) if n == v)
+    }
+
     fn is_null_float(&self, v: f64) -> bool {
         matches!(self.null, Some(NullValue::Float(n)) if n == v)
     }
@@ -190,9 +194,7 @@ impl FieldDecl {
             ))
         })?;
         let mut shape = match &self.arraysize {
-            Some(a) => {
-                parse_arraysize(a).map_err(|e| err(format!("FIELD '{name}': {e}")))?
-            }
+            Some(a) => parse_arraysize(a).map_err(|e| err(format!("FIELD '{name}': {e}")))?,
             None => Shape::Scalar,
         };
         // arraysize="1" on a number is a plain scalar for every practical purpose.
@@ -201,9 +203,11 @@ impl FieldDecl {
         }
         let null = match self.null {
             None => None,
-            Some(text) if ty.is_int() => Some(NullValue::Int(parse_int(&text).ok_or_else(
-                || err(format!("FIELD '{name}' has invalid null value '{text}'")),
-            )?)),
+            Some(text) if ty.is_int() => {
+                Some(NullValue::Int(parse_int(&text).ok_or_else(|| {
+                    err(format!("FIELD '{name}' has invalid null value '{text}'"))
+                })?))
+            }
             Some(text) if ty.is_text() => Some(NullValue::Text(text)),
             Some(text) => text.trim().parse().ok().map(NullValue::Float),
         };
@@ -331,8 +335,7 @@ pub fn read_votable(bytes: &[u8]) -> Result<ImportedTable, FormatError> {
                         }
                     }
                     b"TD" => {
-                        if let (Data::Tabledata { cell, .. }, Some(b)) = (&mut data, &mut builder)
-                        {
+                        if let (Data::Tabledata { cell, .. }, Some(b)) = (&mut data, &mut builder) {
                             table_cell(&fields, b, *cell, row, None)?;
                             *cell += 1;
                         }
@@ -370,7 +373,12 @@ pub fn read_votable(bytes: &[u8]) -> Result<ImportedTable, FormatError> {
             Event::GeneralRef(e) => {
                 if collect != Collect::Nothing {
                     let c = resolve_entity(&e)?;
-                    push_text(&mut collect, &mut text, &mut data, c.encode_utf8(&mut [0; 4]));
+                    push_text(
+                        &mut collect,
+                        &mut text,
+                        &mut data,
+                        c.encode_utf8(&mut [0; 4]),
+                    );
                 }
             }
             Event::End(e) => {
@@ -391,8 +399,7 @@ pub fn read_votable(bytes: &[u8]) -> Result<ImportedTable, FormatError> {
                         collect = Collect::Nothing;
                     }
                     b"TD" => {
-                        if let (Data::Tabledata { cell, .. }, Some(b)) = (&mut data, &mut builder)
-                        {
+                        if let (Data::Tabledata { cell, .. }, Some(b)) = (&mut data, &mut builder) {
                             table_cell(&fields, b, *cell, row, Some(&text))?;
                             *cell += 1;
                         }
@@ -452,8 +459,8 @@ fn attr(e: &BytesStart<'_>, name: &[u8]) -> Result<Option<String>, FormatError> 
 
 fn field_decl(e: &BytesStart<'_>) -> Result<FieldDecl, FormatError> {
     let name = attr(e, b"name")?.or(attr(e, b"ID")?).unwrap_or_default();
-    let datatype = attr(e, b"datatype")?
-        .ok_or_else(|| err(format!("FIELD '{name}' has no datatype")))?;
+    let datatype =
+        attr(e, b"datatype")?.ok_or_else(|| err(format!("FIELD '{name}' has no datatype")))?;
     Ok(FieldDecl {
         meta: ColumnMeta {
             name,
@@ -622,7 +629,7 @@ fn parse_float(token: &str) -> Result<f64, String> {
 /// Decodes TABLEDATA cell text.
 fn decode_text(field: &VoField, col: &mut ColumnBuilder, text: &str) -> Result<(), String> {
     if field.ty.is_text() {
-        let null = text.is_empty() || field.null == Some(NullValue::Text(text.to_owned()));
+        let null = text.is_empty() || field.is_null_text(text);
         return col.append(if null { Datum::Null } else { Datum::Text(text) });
     }
     let trimmed = text.trim();
@@ -691,9 +698,9 @@ fn decode_text(field: &VoField, col: &mut ColumnBuilder, text: &str) -> Result<(
 /// Rejects an element count that contradicts the declared arraysize.
 fn check_count(field: &VoField, count: usize) -> Result<(), String> {
     match field.shape {
-        Shape::Fixed(n) if count != n => Err(format!(
-            "{count} elements where arraysize requires {n}"
-        )),
+        Shape::Fixed(n) if count != n => {
+            Err(format!("{count} elements where arraysize requires {n}"))
+        }
         Shape::Variable(Some(max)) if count > max => Err(format!(
             "{count} elements where arraysize allows at most {max}"
         )),
@@ -823,8 +830,7 @@ fn decode_binary(
                 s.truncate(s.trim_end().len());
             }
             // Plain BINARY has no null flags: an empty string is the only null there is.
-            let null = (s.is_empty() && !binary2)
-                || field.null == Some(NullValue::Text(s.clone()));
+            let null = (s.is_empty() && !binary2) || field.is_null_text(&s);
             col.append(if null { Datum::Null } else { Datum::Text(&s) })
         }
         _ if !field.is_list() => col.append(scalar_datum(field, raw)),

@@ -57,11 +57,19 @@ pub(crate) enum Kind {
     Float,
     Double,
     /// Strings, and everything rendered as text (timestamps, dates, unsupported types).
-    Text,
+    /// `ascii` marks text Aster renders itself and knows to be ASCII (timestamps, all-null
+    /// columns); other text may hold any Unicode and is written as VOTable `unicodeChar`,
+    /// because VOTable 1.4 `char` is ASCII-only and astropy rejects anything else in it.
+    Text {
+        ascii: bool,
+    },
     /// Opaque bytes, written as `unsignedByte` arrays.
     Bytes,
     /// Numeric arrays; `fixed` is the element count when every cell has the same length.
-    Array { elem: ElemType, fixed: Option<usize> },
+    Array {
+        elem: ElemType,
+        fixed: Option<usize>,
+    },
 }
 
 /// Output description of one column.
@@ -88,7 +96,8 @@ impl ColumnSpec {
             Kind::Int(IntType::Long) => "long",
             Kind::Float => "float",
             Kind::Double => "double",
-            Kind::Text => "char",
+            Kind::Text { ascii: true } => "char",
+            Kind::Text { ascii: false } => "unicodeChar",
             Kind::Array { elem, .. } => match elem {
                 ElemType::Float => "float",
                 ElemType::Double => "double",
@@ -100,7 +109,9 @@ impl ColumnSpec {
     /// The VOTable `arraysize` attribute, if the column holds arrays (strings are char arrays).
     pub fn votable_arraysize(&self) -> Option<String> {
         match self.kind {
-            Kind::Text | Kind::Bytes | Kind::Array { fixed: None, .. } => Some("*".to_owned()),
+            Kind::Text { .. } | Kind::Bytes | Kind::Array { fixed: None, .. } => {
+                Some("*".to_owned())
+            }
             Kind::Array { fixed: Some(n), .. } => Some(n.to_string()),
             _ => None,
         }
@@ -140,13 +151,7 @@ pub(crate) fn column_specs(schema: &Schema) -> Vec<ColumnSpec> {
 }
 
 fn spec_for(field: &Field, name: String) -> ColumnSpec {
-    let meta = |key: &str| {
-        field
-            .metadata()
-            .get(key)
-            .filter(|v| !v.is_empty())
-            .cloned()
-    };
+    let meta = |key: &str| field.metadata().get(key).filter(|v| !v.is_empty()).cloned();
     let xtype = meta("xtype");
     let (kind, implied_xtype) = kind_of(field.data_type(), xtype.as_deref());
     ColumnSpec {
@@ -155,10 +160,17 @@ fn spec_for(field: &Field, name: String) -> ColumnSpec {
         unit: meta("unit"),
         ucd: meta("ucd"),
         utype: meta("utype"),
-        xtype: xtype.or(implied_xtype.map(str::to_owned)),
+        // DALI's timestamp xtype belongs on char columns only; text of unknown content goes
+        // out as unicodeChar, so a stored timestamp xtype is dropped there.
+        xtype: xtype
+            .filter(|x| !(x.eq_ignore_ascii_case("timestamp") && matches!(kind, Kind::Text { ascii: false })))
+            .or(implied_xtype.map(str::to_owned)),
         description: meta("description"),
     }
 }
+
+/// Free text.
+const TEXT: Kind = Kind::Text { ascii: false };
 
 /// The output kind of an Arrow type, and the xtype the type itself implies (timestamps).
 fn kind_of(data_type: &DataType, xtype: Option<&str>) -> (Kind, Option<&'static str>) {
@@ -175,7 +187,7 @@ fn kind_of(data_type: &DataType, xtype: Option<&str>) -> (Kind, Option<&'static 
         | DataType::Decimal128(..)
         | DataType::Decimal256(..) => (Kind::Double, None),
         DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => {
-            (Kind::Text, Some("timestamp"))
+            (Kind::Text { ascii: true }, Some("timestamp"))
         }
         DataType::Binary
         | DataType::LargeBinary
@@ -192,24 +204,26 @@ fn kind_of(data_type: &DataType, xtype: Option<&str>) -> (Kind, Option<&'static 
                     };
                     (Kind::Array { elem, fixed }, None)
                 }
-                None => (Kind::Text, None),
+                None => (TEXT, None),
             }
         }
-        DataType::FixedSizeList(item, n) => match (elem_type(item.data_type()), usize::try_from(*n))
-        {
-            (Some(elem), Ok(n)) if n > 0 => (
-                Kind::Array {
-                    elem,
-                    fixed: Some(n),
-                },
-                None,
-            ),
-            (Some(elem), _) => (Kind::Array { elem, fixed: None }, None),
-            (None, _) => (Kind::Text, None),
-        },
+        DataType::FixedSizeList(item, n) => {
+            match (elem_type(item.data_type()), usize::try_from(*n)) {
+                (Some(elem), Ok(n)) if n > 0 => (
+                    Kind::Array {
+                        elem,
+                        fixed: Some(n),
+                    },
+                    None,
+                ),
+                (Some(elem), _) => (Kind::Array { elem, fixed: None }, None),
+                (None, _) => (TEXT, None),
+            }
+        }
         DataType::Dictionary(_, value) => kind_of(value, xtype),
-        // Null columns, intervals, structs, ...: written as text (all-null or displayed).
-        _ => (Kind::Text, None),
+        DataType::Null => (Kind::Text { ascii: true }, None),
+        // Intervals, structs, ...: written as their display text.
+        _ => (TEXT, None),
     }
 }
 
@@ -400,7 +414,7 @@ pub(crate) fn prepare(spec: &ColumnSpec, array: &ArrayRef) -> Result<Values, For
         Kind::Int(_) => Values::Int(downcast(spec, &typed(DataType::Int64)?)?),
         Kind::Float => Values::Float(downcast(spec, &typed(DataType::Float32)?)?),
         Kind::Double => Values::Double(downcast(spec, &typed(DataType::Float64)?)?),
-        Kind::Text => Values::Text(prepare_text(spec, &array)?),
+        Kind::Text { .. } => Values::Text(prepare_text(spec, &array)?),
         Kind::Bytes => Values::Bytes(match array.data_type() {
             DataType::Binary => BytesArray::Binary(downcast(spec, &array)?),
             DataType::LargeBinary => BytesArray::Large(downcast(spec, &array)?),

@@ -55,7 +55,7 @@ impl Code {
             Kind::Int(IntType::Long) => Self::Int(8),
             Kind::Float => Self::Float,
             Kind::Double => Self::Double,
-            Kind::Text => Self::Text,
+            Kind::Text { .. } => Self::Text,
             Kind::Bytes => Self::Var(None),
             Kind::Array { elem, fixed: None } => Self::Var(Some(elem)),
             Kind::Array {
@@ -86,9 +86,9 @@ impl Code {
             Self::Int(1) => Some(255),
             Self::Int(2) => Some(i16::MIN.into()),
             Self::Int(4) => Some(i32::MIN.into()),
-            Self::Int(_) | Self::Var(Some(ElemType::Long)) | Self::Fixed(ElemType::Long, _) => {
-                Some(ARRAY_NULL_LONG)
-            }
+            // Variable-length arrays get no TNULL: astropy's Table reader fails on TNULL for
+            // them, so a null element stays the plain value i64::MIN there.
+            Self::Int(_) | Self::Fixed(ElemType::Long, _) => Some(ARRAY_NULL_LONG),
             _ => None,
         }
     }
@@ -320,8 +320,9 @@ impl TableEncoder for FitsEncoder {
             }
         };
         for (spec, stats) in self.specs.iter().zip(&self.stats) {
-            if stats.had_null && stats.sentinel_used {
-                let sentinel = stats.code.int_null().unwrap_or_default();
+            if let (true, true, Some(sentinel)) =
+                (stats.had_null, stats.sentinel_used, stats.code.int_null())
+            {
                 return Err(spec.value_error(format!(
                     "FITS cannot tell nulls from the value {sentinel} in the same column"
                 )));
@@ -365,13 +366,17 @@ impl TableEncoder for FitsEncoder {
         header.string("XTENSION", "BINTABLE", "binary table extension");
         header.int("BITPIX", 8, "");
         header.int("NAXIS", 2, "");
-        header.int("NAXIS1", row_width as u64 as i128, "bytes per row");
+        header.int("NAXIS1", row_width as i128, "bytes per row");
         header.int("NAXIS2", spool.row_count.into(), "rows");
         header.int("PCOUNT", spool.heap_len.into(), "heap bytes");
         header.int("GCOUNT", 1, "");
         header.int("TFIELDS", self.specs.len() as i128, "");
-        for (i, ((spec, stats), width)) in
-            self.specs.iter().zip(&self.stats).zip(&text_widths).enumerate()
+        for (i, ((spec, stats), width)) in self
+            .specs
+            .iter()
+            .zip(&self.stats)
+            .zip(&text_widths)
+            .enumerate()
         {
             let n = i + 1;
             header.string(&format!("TTYPE{n}"), &spec.name, "");
@@ -540,11 +545,11 @@ fn spool_cell(
                 }
                 _ => 0,
             };
-            let count = count as u64;
-            spool.heap_len = spool
-                .heap_len
-                .checked_add(count * elem_width_of(stats.code) as u64)
+            spool.heap_len = (count as u64)
+                .checked_mul(elem_width_of(stats.code) as u64)
+                .and_then(|bytes| spool.heap_len.checked_add(bytes))
                 .ok_or(FormatError::State("heap size overflows"))?;
+            let count = count as u64;
             stats.max_len = stats.max_len.max(count);
             row.extend_from_slice(&count.to_le_bytes());
             row.extend_from_slice(&start.to_le_bytes());
@@ -659,7 +664,13 @@ impl Header {
         // Headers are printable ASCII only; anything else would make the file invalid.
         let mut card: Vec<u8> = text
             .chars()
-            .map(|c| if (' '..='~').contains(&c) { c as u8 } else { b'?' })
+            .map(|c| {
+                if (' '..='~').contains(&c) {
+                    c as u8
+                } else {
+                    b'?'
+                }
+            })
             .take(CARD)
             .collect();
         card.resize(CARD, b' ');
@@ -680,7 +691,11 @@ impl Header {
     }
 
     fn boolean(&mut self, key: &str, value: bool, comment: &str) {
-        self.keyed(key, &format!("{:>20}", if value { 'T' } else { 'F' }), comment);
+        self.keyed(
+            key,
+            &format!("{:>20}", if value { 'T' } else { 'F' }),
+            comment,
+        );
     }
 
     /// A string value, quotes doubled and truncated to fit the card (FITS fixed format pads

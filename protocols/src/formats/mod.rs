@@ -227,21 +227,22 @@ pub trait TableEncoder: Send {
     /// Ends the document, reporting `status` where the format can.
     fn finish(&mut self, status: &QueryStatus, out: &mut Vec<u8>) -> Result<(), FormatError>;
 
-    /// Emits output that `finish` left pending (at most about 1 MiB per call); returns `false`
-    /// once nothing remains. Only formats that must know the row count before the data (FITS)
-    /// have such a tail; the others return `false` at once.
+    /// Emits output that `finish` left pending, about 1 MiB per call. Returns `true` while more
+    /// remains (call again after sending `out`); the call that returns `false` may still have
+    /// appended the last bytes, so `out` must be sent in every case. Only formats that must know
+    /// the row count before the data (FITS) have such a tail; the others return `false` at once.
     fn drain_tail(&mut self, out: &mut Vec<u8>) -> Result<bool, FormatError>;
 }
 
 /// Creates a fresh encoder for `format`.
 pub fn encoder(format: OutputFormat) -> Box<dyn TableEncoder> {
     match format {
-        OutputFormat::VotableBinary2 => {
-            Box::new(votable::VotableEncoder::new(votable::Serialization::Binary2))
-        }
-        OutputFormat::VotableTabledata => {
-            Box::new(votable::VotableEncoder::new(votable::Serialization::Tabledata))
-        }
+        OutputFormat::VotableBinary2 => Box::new(votable::VotableEncoder::new(
+            votable::Serialization::Binary2,
+        )),
+        OutputFormat::VotableTabledata => Box::new(votable::VotableEncoder::new(
+            votable::Serialization::Tabledata,
+        )),
         OutputFormat::Csv => Box::new(delimited::DelimitedEncoder::new(delimited::Dialect::Csv)),
         OutputFormat::Tsv => Box::new(delimited::DelimitedEncoder::new(delimited::Dialect::Tsv)),
         OutputFormat::Fits => Box::new(fits::FitsEncoder::new()),

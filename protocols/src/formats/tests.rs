@@ -135,7 +135,11 @@ fn batch() -> RecordBatch {
         Arc::new(UInt8Array::from(vec![Some(8), None, Some(254)])),
         Arc::new(UInt16Array::from(vec![Some(16), None, Some(u16::MAX)])),
         Arc::new(UInt32Array::from(vec![Some(32), None, Some(u32::MAX)])),
-        Arc::new(UInt64Array::from(vec![Some(64), None, Some(i64::MAX as u64)])),
+        Arc::new(UInt64Array::from(vec![
+            Some(64),
+            None,
+            Some(i64::MAX as u64),
+        ])),
         Arc::new(Float32Array::from(vec![Some(0.1), None, Some(f32::NAN)])),
         Arc::new(Float64Array::from(vec![
             Some(0.1 + 0.2),
@@ -148,23 +152,15 @@ fn batch() -> RecordBatch {
             None,
             Some("line1\nline2"),
         ])),
-        Arc::new(StringViewArray::from(vec![
-            Some("view"),
-            None,
-            Some("a,b"),
-        ])),
+        Arc::new(StringViewArray::from(vec![Some("view"), None, Some("a,b")])),
         Arc::new(BinaryArray::from(vec![
             Some(&[1u8, 2, 255][..]),
             None,
             Some(&[][..]),
         ])),
         Arc::new(
-            TimestampMicrosecondArray::from(vec![
-                Some(1_600_000_000_123_456),
-                None,
-                Some(0),
-            ])
-            .with_timezone("UTC"),
+            TimestampMicrosecondArray::from(vec![Some(1_600_000_000_123_456), None, Some(0)])
+                .with_timezone("UTC"),
         ),
         Arc::new(TimestampNanosecondArray::from(vec![
             Some(1_600_000_000_000_000_000),
@@ -270,8 +266,9 @@ fn strings(array: &ArrayRef) -> Vec<Option<String>> {
         .collect()
 }
 
-/// Checks a VOTable or FITS read-back of the fixture (`rows` copies of it).
-fn check_votable_like(t: &ImportedTable, blank_is_null: bool) {
+/// Checks a VOTable or FITS read-back of the fixture. `blank_is_null`: the format cannot
+/// tell an empty string from null; `int_array_nulls`: it keeps null elements of integer arrays.
+fn check_read_back(t: &ImportedTable, blank_is_null: bool, int_array_nulls: bool) {
     let b = col(t, "b");
     assert!(b.as_boolean().value(0) && b.is_null(1) && !b.as_boolean().value(2));
     let i8c = col(t, "i8");
@@ -293,7 +290,10 @@ fn check_votable_like(t: &ImportedTable, blank_is_null: bool) {
     assert_eq!(col(t, "u64").as_primitive::<Int64Type>().value(2), i64::MAX);
     let f32c = col(t, "f32");
     assert_eq!(f32c.as_primitive::<Float32Type>().value(0), 0.1);
-    assert!(f32c.is_null(1) && f32c.is_null(2), "null and NaN read as null");
+    assert!(
+        f32c.is_null(1) && f32c.is_null(2),
+        "null and NaN read as null"
+    );
     let ra = col(t, "ra");
     assert_eq!(ra.as_primitive::<Float64Type>().value(0), 0.1 + 0.2);
     assert_eq!(ra.as_primitive::<Float64Type>().value(2), f64::INFINITY);
@@ -331,7 +331,12 @@ fn check_votable_like(t: &ImportedTable, blank_is_null: bool) {
         .as_primitive::<Int64Type>()
         .iter()
         .collect();
-    assert_eq!(li2, vec![None, Some(i64::from(i32::MAX))]);
+    let null_elem = if int_array_nulls {
+        None
+    } else {
+        Some(i64::MIN)
+    };
+    assert_eq!(li2, vec![null_elem, Some(i64::from(i32::MAX))]);
     let lf = col(t, "lf");
     // Single precision survives, whether widened in binary or re-parsed from text.
     let lf0: Vec<f32> = list_f64(&lf, 0).iter().map(|v| *v as f32).collect();
@@ -349,9 +354,18 @@ fn from_param_accepts_tap_spellings() {
         ("votable", VotableBinary2),
         ("VOTable", VotableBinary2),
         ("application/x-votable+xml", VotableBinary2),
-        ("application/x-votable+xml;serialization=binary2", VotableBinary2),
-        ("application/x-votable+xml; serialization=BINARY2", VotableBinary2),
-        ("application/x-votable+xml;serialization=TABLEDATA", VotableTabledata),
+        (
+            "application/x-votable+xml;serialization=binary2",
+            VotableBinary2,
+        ),
+        (
+            "application/x-votable+xml; serialization=BINARY2",
+            VotableBinary2,
+        ),
+        (
+            "application/x-votable+xml;serialization=TABLEDATA",
+            VotableTabledata,
+        ),
         ("text/xml", VotableBinary2),
         ("votable/td", VotableTabledata),
         ("votable/b2", VotableBinary2),
@@ -395,7 +409,7 @@ fn votable_binary2_round_trip() {
     assert!(!text.contains("OVERFLOW"));
     let t = read_votable(&out).expect("readable");
     assert_eq!(t.name.as_deref(), Some("result"));
-    check_votable_like(&t, false);
+    check_read_back(&t, false, true);
     let bin = col(&t, "bin");
     let bin0: Vec<Option<i64>> = bin
         .as_list::<i32>()
@@ -416,7 +430,7 @@ fn votable_tabledata_round_trip() {
     assert!(text.contains("<TD>0.30000000000000004</TD>"));
     let t = read_votable(&out).expect("readable");
     // An empty string and a null are both an empty TD.
-    check_votable_like(&t, true);
+    check_read_back(&t, true, true);
 }
 
 #[test]
@@ -431,7 +445,11 @@ fn votable_overflow_and_error_trail_the_table() {
         assert!(overflow > table_end);
         assert!(text.find("value=\"OK\"").unwrap() < text.find("<TABLE").unwrap());
 
-        let out = encode(format, &[batch()], &QueryStatus::Error("disk <full>".into()));
+        let out = encode(
+            format,
+            &[batch()],
+            &QueryStatus::Error("disk <full>".into()),
+        );
         let text = String::from_utf8(out.clone()).unwrap();
         let error = text
             .find("<INFO name=\"QUERY_STATUS\" value=\"ERROR\">disk &lt;full&gt;</INFO>")
@@ -465,8 +483,13 @@ fn binary2_base64_is_continuous_across_batches() {
             .unwrap()
         })
         .collect();
-    let (out, _) =
-        encode_with(OutputFormat::VotableBinary2, &schema, &batches, &QueryStatus::Ok).unwrap();
+    let (out, _) = encode_with(
+        OutputFormat::VotableBinary2,
+        &schema,
+        &batches,
+        &QueryStatus::Ok,
+    )
+    .unwrap();
     let text = String::from_utf8(out.clone()).unwrap();
     let start = text.find("<STREAM encoding=\"base64\">\n").unwrap() + 27;
     let end = text.find("</STREAM>").unwrap();
@@ -501,7 +524,13 @@ fn xml_escaping_of_names_and_illegal_characters() {
     )
     .unwrap();
     for format in [OutputFormat::VotableTabledata, OutputFormat::VotableBinary2] {
-        let (out, _) = encode_with(format, &schema, &[batch.clone()], &QueryStatus::Ok).unwrap();
+        let (out, _) = encode_with(
+            format,
+            &schema,
+            std::slice::from_ref(&batch),
+            &QueryStatus::Ok,
+        )
+        .unwrap();
         let t = read_votable(&out).expect("well-formed XML");
         let names: Vec<_> = t.schema.fields().iter().map(|f| f.name().clone()).collect();
         assert_eq!(names, ["a\"<b>&c", "a\"<b>&c_2", "col3"]);
@@ -588,7 +617,10 @@ fn csv_round_trip_with_arrow_reader() {
     assert_eq!(get("sv", 2).as_deref(), Some("a,b"));
     assert_eq!(get("ts", 0).as_deref(), Some("2020-09-13T12:26:40.123456"));
     assert_eq!(get("poly", 0).as_deref(), Some("1 2 3 4 5 6"));
-    assert_eq!(get("li", 2).as_deref(), Some("-9223372036854775808 2147483647"));
+    assert_eq!(
+        get("li", 2).as_deref(),
+        Some("-9223372036854775808 2147483647")
+    );
     assert_eq!(get("bin", 0).as_deref(), Some("1 2 255"));
     assert!(matches!(
         encode_with(
@@ -640,7 +672,13 @@ fn json_round_trip() {
     assert_eq!(data[0][idx("pt")], serde_json::json!([10.5, -20.25]));
     assert_eq!(data[2][idx("i64")], i64::MAX);
     assert!(data[2][idx("ra")].is_null(), "infinity is null in JSON");
-    assert!(data[1].as_array().unwrap().iter().all(serde_json::Value::is_null));
+    assert!(
+        data[1]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(serde_json::Value::is_null)
+    );
     assert_eq!(v["status"], "OVERFLOW");
     let ok = encode(OutputFormat::Json, &[], &QueryStatus::Ok);
     let v: serde_json::Value = serde_json::from_slice(&ok).unwrap();
@@ -651,7 +689,11 @@ fn json_round_trip() {
 #[test]
 fn parquet_round_trip_keeps_metadata() {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let out = encode(OutputFormat::Parquet, &[batch(), batch()], &QueryStatus::Overflow);
+    let out = encode(
+        OutputFormat::Parquet,
+        &[batch(), batch()],
+        &QueryStatus::Overflow,
+    );
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(out)).unwrap();
     let kv = builder
         .metadata()
@@ -670,11 +712,19 @@ fn parquet_round_trip_keeps_metadata() {
     assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 6);
     let b = &batches[0];
     for (i, field) in schema().fields().iter().enumerate() {
-        assert_eq!(b.column(i).data_type(), field.data_type(), "{}", field.name());
+        assert_eq!(
+            b.column(i).data_type(),
+            field.data_type(),
+            "{}",
+            field.name()
+        );
     }
     let original = batch();
     let i = schema().index_of("poly").unwrap();
-    assert_eq!(b.column(i).slice(0, 3).as_ref(), original.column(i).as_ref());
+    assert_eq!(
+        b.column(i).slice(0, 3).as_ref(),
+        original.column(i).as_ref()
+    );
     let s = b.column(schema().index_of("sv").unwrap());
     assert_eq!(s.as_string_view().value(0), "view");
 }
@@ -715,17 +765,23 @@ fn fits_round_trip() {
     let n = |name: &str| schema().index_of(name).unwrap() + 1;
     assert_eq!(card(&ext, &format!("TFORM{}", n("b"))), "'1L      '");
     assert_eq!(card(&ext, &format!("TFORM{}", n("u8"))), "'1B      '");
-    assert_eq!(card(&ext, &format!("TNULL{}", n("i64"))), "-9223372036854775808");
+    assert_eq!(
+        card(&ext, &format!("TNULL{}", n("i64"))),
+        "-9223372036854775808"
+    );
     assert!(card(&ext, &format!("TFORM{}", n("s"))).starts_with(&format!("'{}A", S0.len())));
     assert_eq!(card(&ext, &format!("TFORM{}", n("pt"))), "'2D      '");
     assert_eq!(card(&ext, &format!("TFORM{}", n("poly"))), "'1PD(6)  '");
     assert_eq!(card(&ext, &format!("TUNIT{}", n("ra"))), "'deg     '");
-    assert_eq!(card(&ext, &format!("TUCD{}", n("ra"))), "'pos.eq.ra;meta.main'");
+    assert_eq!(
+        card(&ext, &format!("TUCD{}", n("ra"))),
+        "'pos.eq.ra;meta.main'"
+    );
     assert!(ext.iter().any(|c| c.contains("QUERY_STATUS=OVERFLOW")));
 
     let t = read_fits_table(&out).expect("readable");
     assert_eq!(t.name.as_deref(), Some("result"));
-    check_votable_like(&t, true);
+    check_read_back(&t, true, false);
 }
 
 #[test]
@@ -785,9 +841,21 @@ fn uint64_beyond_i64_is_an_error_not_a_wrong_value() {
         vec![Arc::new(UInt64Array::from(vec![u64::MAX])) as ArrayRef],
     )
     .unwrap();
-    for format in [OutputFormat::VotableBinary2, OutputFormat::Csv, OutputFormat::Fits] {
-        let result = encode_with(format, &schema, &[batch.clone()], &QueryStatus::Ok);
-        assert!(matches!(result, Err(FormatError::Value { .. })), "{format:?}");
+    for format in [
+        OutputFormat::VotableBinary2,
+        OutputFormat::Csv,
+        OutputFormat::Fits,
+    ] {
+        let result = encode_with(
+            format,
+            &schema,
+            std::slice::from_ref(&batch),
+            &QueryStatus::Ok,
+        );
+        assert!(
+            matches!(result, Err(FormatError::Value { .. })),
+            "{format:?}"
+        );
     }
 }
 
@@ -798,7 +866,10 @@ fn encoders_reject_misuse() {
         let mut out = Vec::new();
         assert!(enc.batch(&batch(), &mut out).is_err(), "{format:?}");
         enc.begin(&schema(), &info(), &mut out).unwrap();
-        assert!(enc.begin(&schema(), &info(), &mut out).is_err(), "{format:?}");
+        assert!(
+            enc.begin(&schema(), &info(), &mut out).is_err(),
+            "{format:?}"
+        );
     }
 }
 
@@ -811,10 +882,36 @@ fn external_validators() {
     let dir = std::env::var_os("ASTER_FORMATS_OUT")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
+    // STILTS 3.4.7's votlint cannot read variable-length xtype="polygon" arrays in binary
+    // serializations (it fails the same way on VOTables STILTS itself writes), so the copy
+    // checked here leaves that one xtype out.
+    let fields: Vec<Field> = schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let mut f = f.as_ref().clone();
+            if f.name() == "poly" {
+                f.set_metadata(HashMap::new());
+            }
+            f
+        })
+        .collect();
+    let checked_schema = Arc::new(Schema::new(fields));
+    let checked =
+        RecordBatch::try_new(Arc::clone(&checked_schema), batch().columns().to_vec()).unwrap();
     let mut files = Vec::new();
     for &format in OutputFormat::all() {
-        let out = encode(format, &[batch(), batch()], &QueryStatus::Overflow);
-        let path = dir.join(format!("aster-all-types-{format:?}.{}", format.file_extension()));
+        let (out, _) = encode_with(
+            format,
+            &checked_schema,
+            &[checked.clone(), checked.clone()],
+            &QueryStatus::Overflow,
+        )
+        .unwrap();
+        let path = dir.join(format!(
+            "aster-all-types-{format:?}.{}",
+            format.file_extension()
+        ));
         std::fs::write(&path, out).unwrap();
         files.push((format, path));
     }
@@ -831,7 +928,8 @@ fn external_validators() {
         let path = path.to_str().unwrap();
         match format {
             OutputFormat::VotableBinary2 | OutputFormat::VotableTabledata => {
-                let Some(out) = stilts(&["votlint", "validate=true", &format!("votable={path}")]) else {
+                let Some(out) = stilts(&["votlint", "validate=true", &format!("votable={path}")])
+                else {
                     return;
                 };
                 let report = format!(
@@ -843,7 +941,8 @@ fn external_validators() {
                 assert!(!report.contains("ERROR"), "{report}");
             }
             OutputFormat::Fits => {
-                let Some(out) = stilts(&["tpipe", &format!("in={path}"), "ifmt=fits", "omode=count"])
+                let Some(out) =
+                    stilts(&["tpipe", &format!("in={path}"), "ifmt=fits", "omode=count"])
                 else {
                     return;
                 };
@@ -854,4 +953,62 @@ fn external_validators() {
             _ => {}
         }
     }
+}
+
+#[test]
+fn dictionaries_and_other_types_are_written_as_text() {
+    use arrow::array::{DictionaryArray, Time64MicrosecondArray};
+    use arrow::datatypes::Int32Type as Key;
+    let dict: DictionaryArray<Key> = vec![Some("g"), None, Some("r")].into_iter().collect();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("band", dict.data_type().clone(), true),
+        Field::new(
+            "t",
+            DataType::Time64(arrow::datatypes::TimeUnit::Microsecond),
+            true,
+        ),
+        Field::new("emoji", DataType::Utf8, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(dict) as ArrayRef,
+            Arc::new(Time64MicrosecondArray::from(vec![
+                Some(3_600_000_000),
+                None,
+                Some(0),
+            ])),
+            Arc::new(StringArray::from(vec![Some("🔭 ok"), None, Some("")])),
+        ],
+    )
+    .unwrap();
+    for format in [OutputFormat::VotableBinary2, OutputFormat::VotableTabledata] {
+        let (out, _) = encode_with(
+            format,
+            &schema,
+            std::slice::from_ref(&batch),
+            &QueryStatus::Ok,
+        )
+        .unwrap();
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(text.contains("<FIELD name=\"emoji\" datatype=\"unicodeChar\" arraysize=\"*\"/>"));
+        let t = read_votable(&out).unwrap();
+        assert_eq!(
+            strings(&col(&t, "band")),
+            [Some("g".to_owned()), None, Some("r".to_owned())]
+        );
+        assert_eq!(strings(&col(&t, "t"))[0].as_deref(), Some("01:00:00"));
+        assert_eq!(strings(&col(&t, "emoji"))[0].as_deref(), Some("🔭 ok"));
+    }
+    let (csv, _) = encode_with(
+        OutputFormat::Csv,
+        &schema,
+        std::slice::from_ref(&batch),
+        &QueryStatus::Ok,
+    )
+    .unwrap();
+    assert_eq!(
+        String::from_utf8(csv).unwrap(),
+        "band,t,emoji\r\ng,01:00:00,🔭 ok\r\n,,\r\nr,00:00:00,\r\n"
+    );
 }

@@ -12,8 +12,8 @@ use arrow::datatypes::Schema;
 use arrow::record_batch::RecordBatch;
 
 use super::columns::{
-    ARRAY_NULL_LONG, ArrayCell, Cell, ColumnSpec, Elem, IntType, Kind, Values, column_specs,
-    prepare, write_f32, write_f64, write_int,
+    ARRAY_NULL_LONG, ArrayCell, Cell, ColumnSpec, Elem, ElemType, IntType, Kind, Values,
+    column_specs, prepare, write_f32, write_f64, write_int,
 };
 use super::{FormatError, QueryStatus, ResultInfo, TableEncoder};
 
@@ -106,7 +106,7 @@ impl VotableEncoder {
         let long_array = matches!(
             spec.kind,
             Kind::Array {
-                elem: super::columns::ElemType::Long,
+                elem: ElemType::Long,
                 ..
             }
         );
@@ -143,11 +143,32 @@ impl VotableEncoder {
         Ok(())
     }
 
-    fn tabledata_row(&mut self, columns: &[Values], row: usize, out: &mut Vec<u8>) {
+    fn tabledata_row(&self, columns: &[Values], row: usize, out: &mut Vec<u8>) {
         out.extend_from_slice(b"<TR>");
-        for values in columns {
+        for (spec, values) in self.specs.iter().zip(columns) {
             match values.cell(row) {
-                Cell::Null => out.extend_from_slice(b"<TD/>"),
+                // Fixed-size arrays cannot be empty; their null is all elements null.
+                Cell::Null => match spec.kind {
+                    Kind::Array {
+                        elem,
+                        fixed: Some(n),
+                    } => {
+                        out.extend_from_slice(b"<TD>");
+                        for j in 0..n {
+                            if j > 0 {
+                                out.push(b' ');
+                            }
+                            match elem {
+                                ElemType::Long => write_int(out, ARRAY_NULL_LONG),
+                                ElemType::Float | ElemType::Double => {
+                                    out.extend_from_slice(b"NaN");
+                                }
+                            }
+                        }
+                        out.extend_from_slice(b"</TD>");
+                    }
+                    _ => out.extend_from_slice(b"<TD/>"),
+                },
                 cell => {
                     out.extend_from_slice(b"<TD>");
                     tabledata_cell(cell, out);
@@ -297,9 +318,23 @@ fn binary2_cell(spec: &ColumnSpec, cell: Cell<'_>, buf: &mut Vec<u8>) -> Result<
         (Kind::Float, _) => buf.extend_from_slice(&f32::NAN.to_be_bytes()),
         (Kind::Double, Cell::Double(v)) => buf.extend_from_slice(&v.to_be_bytes()),
         (Kind::Double, _) => buf.extend_from_slice(&f64::NAN.to_be_bytes()),
-        (Kind::Text, Cell::Text(s)) => write_counted(spec, s.as_bytes(), buf)?,
+        (Kind::Text { ascii: true }, Cell::Text(s)) => write_counted(spec, s.as_bytes(), buf)?,
+        (Kind::Text { ascii: false }, Cell::Text(s)) => {
+            // unicodeChar: UTF-16 code units (characters beyond the BMP as surrogate pairs,
+            // which STIL and astropy decode), counted in characters of two bytes.
+            let count_at = buf.len();
+            buf.extend_from_slice(&0u32.to_be_bytes());
+            let mut units = 0usize;
+            for unit in s.encode_utf16() {
+                buf.extend_from_slice(&unit.to_be_bytes());
+                units += 1;
+            }
+            let units = u32::try_from(units)
+                .map_err(|_| spec.value_error("string longer than 2^32 characters"))?;
+            buf[count_at..count_at + 4].copy_from_slice(&units.to_be_bytes());
+        }
         (Kind::Bytes, Cell::Bytes(b)) => write_counted(spec, b, buf)?,
-        (Kind::Text | Kind::Bytes, _) => buf.extend_from_slice(&0u32.to_be_bytes()),
+        (Kind::Text { .. } | Kind::Bytes, _) => buf.extend_from_slice(&0u32.to_be_bytes()),
         (Kind::Array { fixed, .. }, Cell::Array(a)) => {
             if fixed.is_none() {
                 write_count(spec, a.len(), buf)?;
@@ -312,9 +347,9 @@ fn binary2_cell(spec: &ColumnSpec, cell: Cell<'_>, buf: &mut Vec<u8>) -> Result<
             None => buf.extend_from_slice(&0u32.to_be_bytes()),
             Some(n) => {
                 let null = match elem {
-                    super::columns::ElemType::Float => Elem::Float(None),
-                    super::columns::ElemType::Double => Elem::Double(None),
-                    super::columns::ElemType::Long => Elem::Long(None),
+                    ElemType::Float => Elem::Float(None),
+                    ElemType::Double => Elem::Double(None),
+                    ElemType::Long => Elem::Long(None),
                 };
                 for _ in 0..n {
                     write_binary_elem(null, buf);

@@ -84,6 +84,7 @@ pub fn router(service: TapService, jobs: JobStore, uws_config: UwsConfig) -> Rou
         .route("/tables", get(tables))
         .route("/tables/{name}", get(one_table))
         .route("/history", get(history))
+        .route("/examples", get(|| async { ([(header::CONTENT_TYPE, "application/xhtml+xml")], vosi::examples()) }))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(service)
         .nest("/async", uws::router(jobs, runner, uws_config))

@@ -53,6 +53,10 @@ pub fn capabilities(base: &str, default_maxrec: u64, max_maxrec: u64, max_upload
             escape(base)
         ));
     }
+ x.push_str(&format!(
+        "  <capability standardID=\"ivo://ivoa.net/std/DALI#examples\">\n    <interface xsi:type=\"vr:WebBrowser\">\n      <accessURL use=\"full\">{}/examples</accessURL>\n    </interface>\n  </capability>\n",
+        escape(base)
+    ));
     x.push_str(&format!(
         "  <capability standardID=\"ivo://ivoa.net/std/TAP\" xsi:type=\"tr:TableAccess\">\n    <interface xsi:type=\"vs:ParamHTTP\" role=\"std\" version=\"1.1\">\n      <accessURL use=\"base\">{}</accessURL>\n    </interface>\n",
         escape(base)
@@ -72,7 +76,6 @@ pub fn capabilities(base: &str, default_maxrec: u64, max_maxrec: u64, max_upload
         ("ivo://ivoa.net/std/TAPRegExt#features-adql-sets", &["UNION", "EXCEPT", "INTERSECT"]),
         ("ivo://ivoa.net/std/TAPRegExt#features-adql-common-table", &["WITH"]),
         ("ivo://ivoa.net/std/TAPRegExt#features-adql-type", &["CAST"]),
-        ("ivo://ivoa.net/std/TAPRegExt#features-adql-conditional", &["COALESCE", "NULLIF", "CASE"]),
         ("ivo://ivoa.net/std/TAPRegExt#features-adql-offset", &["OFFSET"]),
         ("ivo://ivoa.net/std/TAPRegExt#features-adql-bitwise", &["BIT_AND", "BIT_OR", "BIT_XOR", "BIT_NOT"]),
     ];
@@ -173,4 +176,25 @@ pub fn single_table(t: &TableDesc) -> String {
     table(&mut x, t, true, "vosi:table");
     let body = x.replacen("<vosi:table ", &format!("<vosi:table {NS} "), 1);
     format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{}", body.trim_start())
+}
+
+/// Example queries (DALI examples: XHTML with RDFa), shown to users by TOPCAT and others.
+pub const EXAMPLES: &[(&str, &str, &str)] = &[
+    ("cone", "Cone search on the Object table", "SELECT objectId, coord_ra, coord_dec, nJy_to_abmag(r_psfFlux) AS r_mag\nFROM dp.Object\nWHERE CONTAINS(POINT('ICRS', coord_ra, coord_dec), CIRCLE('ICRS', 62.0, -37.0, 0.1)) = 1"),
+    ("colour-cut", "Bright blue stars by AB colour", "SELECT TOP 100 objectId, ab_color(g_psfFlux, r_psfFlux) AS g_r\nFROM dp.Object\nWHERE refExtendedness = 0 AND r_psfFlux > abmag_to_nJy(20)\nORDER BY g_r"),
+    ("light-curve", "Light curve of one DIAObject", "SELECT s.midpointMjdTai, s.band, s.psfFlux, s.psfFluxErr\nFROM ap.DiaSource AS s\nWHERE s.diaObjectId IN (SELECT TOP 1 diaObjectId FROM ap.DiaObject ORDER BY nDiaSources DESC)\nORDER BY s.midpointMjdTai"),
+    ("healpix-counts", "Object counts per HEALPix cell", "SELECT ivo_healpix_index(6, coord_ra, coord_dec) AS hpx6, COUNT(*) AS n\nFROM dp.Object\nGROUP BY hpx6"),
+];
+
+pub fn examples() -> String {
+    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE html>\n<html xmlns=\"http://www.w3.org/1999/xhtml\">\n<head><title>Aster TAP examples</title></head>\n<body vocab=\"http://www.ivoa.net/rdf/examples#\">\n<h1>Aster TAP examples</h1>\n");
+    for (id, name, query) in EXAMPLES {
+        x.push_str(&format!(
+            "<div typeof=\"example\" id=\"{id}\" resource=\"#{id}\">\n<h2 property=\"name\">{}</h2>\n<pre property=\"query\">{}</pre>\n</div>\n",
+            escape(name),
+            escape(query)
+        ));
+    }
+    x.push_str("</body>\n</html>\n");
+    x
 }
