@@ -66,7 +66,7 @@ mod tests {
     #[test]
     fn dense_cells_split_and_every_row_is_placed_once() {
         let dense = Cell { order: 0, pixel: 4 }.range29().start;
-        let mut rows: Vec<u64> = (0..1000).map(|i| dense + i * 1_000_000).collect();
+        let mut rows: Vec<u64> = (0..1000).map(|i| dense + i * (1 << 40)).collect();
         rows.push(Cell { order: 0, pixel: 7 }.range29().start + 5);
         let plan = plan(&rows, &[], 100);
         let placed: usize = plan.iter().map(|(_, r)| r.len()).sum();

@@ -555,3 +555,55 @@ fn builders_reject_mismatched_values() {
         [false, true, true, false]
     );
 }
+
+/// Deterministic mutation fuzzing: corrupted and truncated files must give `Ok` or `Err`,
+/// never a panic.
+#[test]
+fn mutated_files_never_panic() {
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let fits = {
+        let mut row = Vec::new();
+        row.extend_from_slice(&2i32.to_be_bytes());
+        row.extend_from_slice(&0i32.to_be_bytes());
+        row.extend_from_slice(b"abcd");
+        let mut heap = Vec::new();
+        heap.extend_from_slice(&1.0f64.to_be_bytes());
+        heap.extend_from_slice(&2.0f64.to_be_bytes());
+        fits_file(
+            &bintable_cards(12, 1, 16, &[("v", "1PD(2)"), ("s", "4A")]),
+            &row,
+            &heap,
+        )
+    };
+    let binary2 = binary2_doc(&STANDARD.encode(binary2_rows()), "").into_bytes();
+    let samples: [(&str, Vec<u8>); 4] = [
+        ("t.vot", TABLEDATA.as_bytes().to_vec()),
+        ("b.vot", binary2),
+        ("t.fits", fits),
+        ("t.csv", b"a,b,c\n1,2.5,x\n3,,\"y\"\n".to_vec()),
+    ];
+    for (name, original) in &samples {
+        for _ in 0..1500 {
+            let mut bytes = original.clone();
+            for _ in 0..(next() % 4 + 1) {
+                let i = (next() % bytes.len() as u64) as usize;
+                bytes[i] = match next() % 3 {
+                    0 => next() as u8,
+                    1 => b"0123456789*x<>/ '\"=&"[(next() % 20) as usize],
+                    _ => bytes[i] ^ 0x80,
+                };
+            }
+            if next() % 4 == 0 {
+                let cut = (next() % bytes.len() as u64) as usize;
+                bytes.truncate(cut);
+            }
+            let _ = read_any(name, Bytes::from(bytes));
+        }
+    }
+}

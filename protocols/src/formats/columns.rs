@@ -163,7 +163,10 @@ fn spec_for(field: &Field, name: String) -> ColumnSpec {
         // DALI's timestamp xtype belongs on char columns only; text of unknown content goes
         // out as unicodeChar, so a stored timestamp xtype is dropped there.
         xtype: xtype
-            .filter(|x| !(x.eq_ignore_ascii_case("timestamp") && matches!(kind, Kind::Text { ascii: false })))
+            .filter(|x| {
+                !(x.eq_ignore_ascii_case("timestamp")
+                    && matches!(kind, Kind::Text { ascii: false }))
+            })
             .or(implied_xtype.map(str::to_owned)),
         description: meta("description"),
     }
