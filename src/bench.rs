@@ -49,7 +49,10 @@ pub async fn tap(url: &str, repeat: usize) -> Result<()> {
     }
     let client = reqwest::Client::new();
     let sync = format!("{}/sync", url.trim_end_matches('/'));
-    println!("{:<30} {:>10} {:>10} {:>10}", "query", "p50 (ms)", "p95 (ms)", "rows");
+    println!(
+        "{:<30} {:>10} {:>10} {:>10}",
+        "query", "p50 (ms)", "p95 (ms)", "rows"
+    );
     for (k, case) in cases(0).iter().enumerate() {
         let mut times = Vec::with_capacity(repeat);
         let mut rows = 0;
@@ -58,7 +61,12 @@ pub async fn tap(url: &str, repeat: usize) -> Result<()> {
             let t = Instant::now();
             let resp = client
                 .post(&sync)
-                .form(&[("LANG", "ADQL"), ("QUERY", q.as_str()), ("RESPONSEFORMAT", "csv"), ("MAXREC", "10000000")])
+                .form(&[
+                    ("LANG", "ADQL"),
+                    ("QUERY", q.as_str()),
+                    ("RESPONSEFORMAT", "csv"),
+                    ("MAXREC", "10000000"),
+                ])
                 .send()
                 .await
                 .with_context(|| format!("querying {sync}"))?;
@@ -66,9 +74,17 @@ pub async fn tap(url: &str, repeat: usize) -> Result<()> {
             let body = resp.bytes().await?;
             times.push(t.elapsed());
             if !status.is_success() {
-                bail!("{}: HTTP {status}: {}", case.name, String::from_utf8_lossy(&body));
+                bail!(
+                    "{}: HTTP {status}: {}",
+                    case.name,
+                    String::from_utf8_lossy(&body)
+                );
             }
-            rows = body.iter().filter(|&&b| b == b'\n').count().saturating_sub(1);
+            rows = body
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                .saturating_sub(1);
         }
         times.sort();
         println!(

@@ -94,7 +94,8 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading configuration {}", path.display()))?;
-                toml::from_str(&text).with_context(|| format!("parsing configuration {}", path.display()))?
+                toml::from_str(&text)
+                    .with_context(|| format!("parsing configuration {}", path.display()))?
             }
             None => Config::default(),
         };
@@ -107,7 +108,8 @@ impl Config {
         where
             T::Err: std::fmt::Display,
         {
-            v.parse::<T>().map_err(|e| anyhow::anyhow!("{name}={v}: {e}"))
+            v.parse::<T>()
+                .map_err(|e| anyhow::anyhow!("{name}={v}: {e}"))
         }
         if let Some(v) = get("ASTER_DATA_DIR") {
             self.data_dir = v.into();
@@ -146,13 +148,18 @@ mod tests {
 
     #[test]
     fn toml_then_env_override_defaults() {
-        let mut c: Config = toml::from_str("addr = \"0.0.0.0:9000\"\n[tap]\ndefault_maxrec = 10\n").unwrap();
+        let mut c: Config =
+            toml::from_str("addr = \"0.0.0.0:9000\"\n[tap]\ndefault_maxrec = 10\n").unwrap();
         assert_eq!(c.addr.port(), 9000);
         assert_eq!(c.tap.default_maxrec, 10);
         assert_eq!(c.tap.max_maxrec, TapConfig::default().max_maxrec);
-        c.apply_env(|k| (k == "ASTER_TAP_DEFAULT_MAXREC").then(|| "20".to_string())).unwrap();
+        c.apply_env(|k| (k == "ASTER_TAP_DEFAULT_MAXREC").then(|| "20".to_string()))
+            .unwrap();
         assert_eq!(c.tap.default_maxrec, 20);
-        assert!(c.apply_env(|k| (k == "ASTER_ADDR").then(|| "nonsense".to_string())).is_err());
+        assert!(
+            c.apply_env(|k| (k == "ASTER_ADDR").then(|| "nonsense".to_string()))
+                .is_err()
+        );
         assert!(toml::from_str::<Config>("unknown_key = 1").is_err());
     }
 }

@@ -5,13 +5,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use arrow::array::{ArrayRef, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::{
+    ArrayRef, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch,
+    StringArray, TimestampMicrosecondArray,
+};
 use arrow::datatypes::{Field, Schema};
 use aster_archive::catalog::{CatalogStore, DEFAULT_MAX_ROWS};
 use aster_archive::schema::builtin_schemas;
 use aster_processing::sky::{
-    self, BANDS, COADD_DEPTH, DETECTORS, Footprint, SimObject, SimVisit, detector_center, detector_of,
-    measure, noise_rng,
+    self, BANDS, COADD_DEPTH, DETECTORS, Footprint, SimObject, SimVisit, detector_center,
+    detector_of, measure, noise_rng,
 };
 use rand::Rng;
 
@@ -52,7 +55,8 @@ impl Columns {
         self
     }
     fn ts(&mut self, name: &'static str, v: Vec<Option<i64>>) -> &mut Self {
-        self.0.push((name, Arc::new(TimestampMicrosecondArray::from(v))));
+        self.0
+            .push((name, Arc::new(TimestampMicrosecondArray::from(v))));
         self
     }
     fn batch(self) -> Result<RecordBatch> {
@@ -86,16 +90,26 @@ macro_rules! band_names {
 /// Per-band flux columns need static names.
 fn band_col(band: usize, suffix: &str) -> &'static str {
     const NAMES: [[&str; 11]; 6] = band_names!["u", "g", "r", "i", "z", "y"];
-    let i = SUFFIXES.iter().position(|s| *s == suffix).expect("known suffix");
+    let i = SUFFIXES
+        .iter()
+        .position(|s| *s == suffix)
+        .expect("known suffix");
     NAMES[band][i]
 }
 
 const SUFFIXES: [&str; 11] = [
-    "psfFlux", "psfFluxErr", "cModelFlux", "cModelFluxErr", "extendedness",
-    "psfFluxMean", "psfFluxMeanErr", "psfFluxSigma", "psfFluxNdata", "H", "G12",
+    "psfFlux",
+    "psfFluxErr",
+    "cModelFlux",
+    "cModelFluxErr",
+    "extendedness",
+    "psfFluxMean",
+    "psfFluxMeanErr",
+    "psfFluxSigma",
+    "psfFluxNdata",
+    "H",
+    "G12",
 ];
-
-
 
 /// Builds the whole demo release into `store`, replacing any tables of the same names.
 pub async fn build(store: &CatalogStore, spec: DemoSpec) -> Result<()> {
@@ -124,7 +138,9 @@ pub async fn build(store: &CatalogStore, spec: DemoSpec) -> Result<()> {
             break;
         }
         tracing::info!(objects = chunk.len(), chunk = chunk_no, "writing dp.Object");
-        store.append("dp", "Object", &[objects_batch(&chunk, spec.seed)?]).await?;
+        store
+            .append("dp", "Object", &[objects_batch(&chunk, spec.seed)?])
+            .await?;
         if !visits.is_empty() {
             let (src, forced) = visit_measurements(&chunk, &visits, spec.seed, chunk_no)?;
             store.append("dp", "Source", &[src]).await?;
@@ -146,43 +162,143 @@ async fn write_visits(store: &CatalogStore, visits: &[SimVisit]) -> Result<()> {
     }
     let mut c = Columns::default();
     c.i64("visit", visits.iter().map(|v| Some(v.visit)).collect())
-        .str("physical_filter", visits.iter().map(|v| Some(format!("{}_aster", BANDS[v.band]))).collect())
-        .str("band", visits.iter().map(|v| Some(BANDS[v.band].to_string())).collect())
+        .str(
+            "physical_filter",
+            visits
+                .iter()
+                .map(|v| Some(format!("{}_aster", BANDS[v.band])))
+                .collect(),
+        )
+        .str(
+            "band",
+            visits
+                .iter()
+                .map(|v| Some(BANDS[v.band].to_string()))
+                .collect(),
+        )
         .f64("ra", visits.iter().map(|v| Some(v.ra)).collect())
         .f64("decl", visits.iter().map(|v| Some(v.dec)).collect())
-        .f64("skyRotation", visits.iter().map(|v| Some(v.sky_rotation)).collect())
+        .f64(
+            "skyRotation",
+            visits.iter().map(|v| Some(v.sky_rotation)).collect(),
+        )
         .f64("azimuth", visits.iter().map(|v| Some(v.azimuth)).collect())
-        .f64("altitude", visits.iter().map(|v| Some(v.altitude)).collect())
-        .f64("zenithDistance", visits.iter().map(|v| Some(90.0 - v.altitude)).collect())
+        .f64(
+            "altitude",
+            visits.iter().map(|v| Some(v.altitude)).collect(),
+        )
+        .f64(
+            "zenithDistance",
+            visits.iter().map(|v| Some(90.0 - v.altitude)).collect(),
+        )
         .f64("airmass", visits.iter().map(|v| Some(v.airmass)).collect())
         .f64("expTime", visits.iter().map(|v| Some(v.exp_time)).collect())
-        .ts("expMidpt", visits.iter().map(|v| Some(mjd_to_unix_us(v.mjd_mid()))).collect())
-        .f64("expMidptMJD", visits.iter().map(|v| Some(v.mjd_mid())).collect())
-        .ts("obsStart", visits.iter().map(|v| Some(mjd_to_unix_us(v.mjd_start))).collect())
-        .f64("obsStartMJD", visits.iter().map(|v| Some(v.mjd_start)).collect());
+        .ts(
+            "expMidpt",
+            visits
+                .iter()
+                .map(|v| Some(mjd_to_unix_us(v.mjd_mid())))
+                .collect(),
+        )
+        .f64(
+            "expMidptMJD",
+            visits.iter().map(|v| Some(v.mjd_mid())).collect(),
+        )
+        .ts(
+            "obsStart",
+            visits
+                .iter()
+                .map(|v| Some(mjd_to_unix_us(v.mjd_start)))
+                .collect(),
+        )
+        .f64(
+            "obsStartMJD",
+            visits.iter().map(|v| Some(v.mjd_start)).collect(),
+        );
     store.append("dp", "Visit", &[c.batch()?]).await?;
 
-    let ccds: Vec<(&SimVisit, i64)> = visits.iter().flat_map(|v| (0..DETECTORS).map(move |d| (v, d))).collect();
+    let ccds: Vec<(&SimVisit, i64)> = visits
+        .iter()
+        .flat_map(|v| (0..DETECTORS).map(move |d| (v, d)))
+        .collect();
     let mut rng = noise_rng(0, 77);
     let mut c = Columns::default();
-    c.i64("ccdVisitId", ccds.iter().map(|(v, d)| Some(v.visit + d)).collect())
-        .i64("visitId", ccds.iter().map(|(v, _)| Some(v.visit)).collect())
-        .str("physical_filter", ccds.iter().map(|(v, _)| Some(format!("{}_aster", BANDS[v.band]))).collect())
-        .str("band", ccds.iter().map(|(v, _)| Some(BANDS[v.band].to_string())).collect())
-        .f64("ra", ccds.iter().map(|(v, d)| Some(detector_center(v, *d).0)).collect())
-        .f64("decl", ccds.iter().map(|(v, d)| Some(detector_center(v, *d).1)).collect())
-        .f64("zenithDistance", ccds.iter().map(|(v, _)| Some(90.0 - v.altitude)).collect())
-        .f32("zeroPoint", ccds.iter().map(|_| Some(31.0 + rng.random_range(-0.05..0.05))).collect())
-        .f32("psfSigma", ccds.iter().map(|(v, _)| Some((v.seeing / 2.355 / 0.2) as f32)).collect())
-        .f32("skyBg", ccds.iter().map(|(v, _)| Some((800.0 * v.airmass) as f32)).collect())
-        .f32("skyNoise", ccds.iter().map(|(v, _)| Some((28.0 * v.airmass.sqrt()) as f32)).collect())
-        .i64("detector", ccds.iter().map(|(_, d)| Some(*d)).collect())
-        .f32("seeing", ccds.iter().map(|(v, _)| Some(v.seeing as f32)).collect())
-        .f64("expMidptMJD", ccds.iter().map(|(v, _)| Some(v.mjd_mid())).collect())
-        .f64("expTime", ccds.iter().map(|(v, _)| Some(v.exp_time)).collect())
-        .f64("obsStartMJD", ccds.iter().map(|(v, _)| Some(v.mjd_start)).collect())
-        .i64("xSize", ccds.iter().map(|_| Some(4000)).collect())
-        .i64("ySize", ccds.iter().map(|_| Some(4000)).collect());
+    c.i64(
+        "ccdVisitId",
+        ccds.iter().map(|(v, d)| Some(v.visit + d)).collect(),
+    )
+    .i64("visitId", ccds.iter().map(|(v, _)| Some(v.visit)).collect())
+    .str(
+        "physical_filter",
+        ccds.iter()
+            .map(|(v, _)| Some(format!("{}_aster", BANDS[v.band])))
+            .collect(),
+    )
+    .str(
+        "band",
+        ccds.iter()
+            .map(|(v, _)| Some(BANDS[v.band].to_string()))
+            .collect(),
+    )
+    .f64(
+        "ra",
+        ccds.iter()
+            .map(|(v, d)| Some(detector_center(v, *d).0))
+            .collect(),
+    )
+    .f64(
+        "decl",
+        ccds.iter()
+            .map(|(v, d)| Some(detector_center(v, *d).1))
+            .collect(),
+    )
+    .f64(
+        "zenithDistance",
+        ccds.iter().map(|(v, _)| Some(90.0 - v.altitude)).collect(),
+    )
+    .f32(
+        "zeroPoint",
+        ccds.iter()
+            .map(|_| Some(31.0 + rng.random_range(-0.05..0.05)))
+            .collect(),
+    )
+    .f32(
+        "psfSigma",
+        ccds.iter()
+            .map(|(v, _)| Some((v.seeing / 2.355 / 0.2) as f32))
+            .collect(),
+    )
+    .f32(
+        "skyBg",
+        ccds.iter()
+            .map(|(v, _)| Some((800.0 * v.airmass) as f32))
+            .collect(),
+    )
+    .f32(
+        "skyNoise",
+        ccds.iter()
+            .map(|(v, _)| Some((28.0 * v.airmass.sqrt()) as f32))
+            .collect(),
+    )
+    .i64("detector", ccds.iter().map(|(_, d)| Some(*d)).collect())
+    .f32(
+        "seeing",
+        ccds.iter().map(|(v, _)| Some(v.seeing as f32)).collect(),
+    )
+    .f64(
+        "expMidptMJD",
+        ccds.iter().map(|(v, _)| Some(v.mjd_mid())).collect(),
+    )
+    .f64(
+        "expTime",
+        ccds.iter().map(|(v, _)| Some(v.exp_time)).collect(),
+    )
+    .f64(
+        "obsStartMJD",
+        ccds.iter().map(|(v, _)| Some(v.mjd_start)).collect(),
+    )
+    .i64("xSize", ccds.iter().map(|_| Some(4000)).collect())
+    .i64("ySize", ccds.iter().map(|_| Some(4000)).collect());
     store.append("dp", "CcdVisit", &[c.batch()?]).await?;
     Ok(())
 }
@@ -197,21 +313,53 @@ fn objects_batch(objs: &[SimObject], seed: u64) -> Result<RecordBatch> {
         .f64("coord_dec", objs.iter().map(|o| Some(o.dec)).collect())
         .i64("parentObjectId", vec![Some(0); n])
         .bool("detect_isPrimary", vec![Some(true); n])
-        .f64("refExtendedness", objs.iter().map(|o| Some(if o.is_star { 0.0 } else { 1.0 })).collect())
+        .f64(
+            "refExtendedness",
+            objs.iter()
+                .map(|o| Some(if o.is_star { 0.0 } else { 1.0 }))
+                .collect(),
+        )
         .str("refBand", vec![Some("i".to_string()); n])
-        .i64("tract", objs.iter().map(|o| Some(cdshealpix::nested::hash(6, o.ra.to_radians(), o.dec.to_radians()) as i64)).collect())
-        .i64("patch", objs.iter().map(|o| Some((cdshealpix::nested::hash(9, o.ra.to_radians(), o.dec.to_radians()) % 64) as i64)).collect());
-    let (mut xx, mut yy, mut xy) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        .i64(
+            "tract",
+            objs.iter()
+                .map(|o| {
+                    Some(cdshealpix::nested::hash(6, o.ra.to_radians(), o.dec.to_radians()) as i64)
+                })
+                .collect(),
+        )
+        .i64(
+            "patch",
+            objs.iter()
+                .map(|o| {
+                    Some(
+                        (cdshealpix::nested::hash(9, o.ra.to_radians(), o.dec.to_radians()) % 64)
+                            as i64,
+                    )
+                })
+                .collect(),
+        );
+    let (mut xx, mut yy, mut xy) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
     for o in objs {
         // Second moments in pixel² (0.2"/px): PSF of 0.7" plus the galaxy's size.
         let psf = (0.7 / 2.355 / 0.2f64).powi(2);
         let gal = (o.size / 0.2).powi(2);
-        let e: f64 = if o.is_star { 0.0 } else { rng.random_range(-0.3..0.3) };
+        let e: f64 = if o.is_star {
+            0.0
+        } else {
+            rng.random_range(-0.3..0.3)
+        };
         xx.push(Some(psf + gal * (1.0 + e)));
         yy.push(Some(psf + gal * (1.0 - e)));
         xy.push(Some(gal * rng.random_range(-0.2..0.2)));
     }
-    c.f64("shape_xx", xx).f64("shape_yy", yy).f64("shape_xy", xy);
+    c.f64("shape_xx", xx)
+        .f64("shape_yy", yy)
+        .f64("shape_xy", xy);
     for b in 0..6 {
         let mut psf = Vec::with_capacity(n);
         let mut psf_err = Vec::with_capacity(n);
@@ -220,7 +368,11 @@ fn objects_batch(objs: &[SimObject], seed: u64) -> Result<RecordBatch> {
         for o in objs {
             let (f, e) = measure(&mut rng, o.flux[b], COADD_DEPTH[b]);
             // PSF photometry misses a galaxy's extended light; the model flux recovers it.
-            let loss = if o.is_star { 1.0 } else { 1.0 / (1.0 + (o.size / 0.7).powi(2)) };
+            let loss = if o.is_star {
+                1.0
+            } else {
+                1.0 / (1.0 + (o.size / 0.7).powi(2))
+            };
             psf.push(Some(f * loss));
             psf_err.push(Some(e));
             let (fc, ec) = measure(&mut rng, o.flux[b], COADD_DEPTH[b] - 0.2);
@@ -231,13 +383,23 @@ fn objects_batch(objs: &[SimObject], seed: u64) -> Result<RecordBatch> {
             .f64(band_col(b, "psfFluxErr"), psf_err)
             .f64(band_col(b, "cModelFlux"), cm)
             .f64(band_col(b, "cModelFluxErr"), cm_err)
-            .f64(band_col(b, "extendedness"), objs.iter().map(|o| Some(if o.is_star { 0.0 } else { 1.0 })).collect());
+            .f64(
+                band_col(b, "extendedness"),
+                objs.iter()
+                    .map(|o| Some(if o.is_star { 0.0 } else { 1.0 }))
+                    .collect(),
+            );
     }
     c.batch()
 }
 
 /// Source (detections at SNR ≥ 5) and ForcedSource (every object in every visit) rows.
-fn visit_measurements(objs: &[SimObject], visits: &[SimVisit], seed: u64, chunk: u64) -> Result<(RecordBatch, RecordBatch)> {
+fn visit_measurements(
+    objs: &[SimObject],
+    visits: &[SimVisit],
+    seed: u64,
+    chunk: u64,
+) -> Result<(RecordBatch, RecordBatch)> {
     let mut rng = noise_rng(seed, 2 << 40 | chunk);
     let mut s = SourceRows::default();
     let mut f = ForcedRows::default();
@@ -356,12 +518,40 @@ struct DiaDetection<'a> {
     science: f64,
 }
 
-async fn write_dia(store: &CatalogStore, variables: &[SimObject], visits: &[SimVisit], seed: u64) -> Result<()> {
+async fn write_dia(
+    store: &CatalogStore,
+    variables: &[SimObject],
+    visits: &[SimVisit],
+    seed: u64,
+) -> Result<()> {
     let mut rng = noise_rng(seed, 3 << 40);
     let mut detections: Vec<DiaDetection> = Vec::new();
     let mut forced = Columns::default();
-    let (mut f_id, mut f_obj, mut f_ra, mut f_dec, mut f_visit, mut f_det, mut f_flux, mut f_err, mut f_mjd, mut f_sci, mut f_band) =
-        (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (
+        mut f_id,
+        mut f_obj,
+        mut f_ra,
+        mut f_dec,
+        mut f_visit,
+        mut f_det,
+        mut f_flux,
+        mut f_err,
+        mut f_mjd,
+        mut f_sci,
+        mut f_band,
+    ) = (
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+    );
     let mut detected: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
     for o in variables {
         // DIAObject ids live in their own range, apart from Object ids.
@@ -406,9 +596,16 @@ async fn write_dia(store: &CatalogStore, variables: &[SimObject], visits: &[SimV
         }
     }
     // Forced photometry is kept only for DIAObjects that exist, i.e. were detected at least once.
-    let keep: Vec<bool> = f_obj.iter().map(|id| id.is_some_and(|i| detected.contains_key(&i))).collect();
+    let keep: Vec<bool> = f_obj
+        .iter()
+        .map(|id| id.is_some_and(|i| detected.contains_key(&i)))
+        .collect();
     fn filt<T: Clone>(v: Vec<T>, keep: &[bool]) -> Vec<T> {
-        v.into_iter().zip(keep).filter(|(_, k)| **k).map(|(x, _)| x).collect()
+        v.into_iter()
+            .zip(keep)
+            .filter(|(_, k)| **k)
+            .map(|(x, _)| x)
+            .collect()
     }
     forced
         .i64("diaForcedSourceId", filt(f_id, &keep))
@@ -417,30 +614,68 @@ async fn write_dia(store: &CatalogStore, variables: &[SimObject], visits: &[SimV
         .f64("dec", filt(f_dec, &keep))
         .i64("visit", filt(f_visit, &keep))
         .i32("detector", filt(f_det, &keep))
-        .f32("psfFlux", filt(f_flux, &keep).into_iter().map(|x| x.map(|v| v as f32)).collect())
-        .f32("psfFluxErr", filt(f_err, &keep).into_iter().map(|x| x.map(|v| v as f32)).collect())
+        .f32(
+            "psfFlux",
+            filt(f_flux, &keep)
+                .into_iter()
+                .map(|x| x.map(|v| v as f32))
+                .collect(),
+        )
+        .f32(
+            "psfFluxErr",
+            filt(f_err, &keep)
+                .into_iter()
+                .map(|x| x.map(|v| v as f32))
+                .collect(),
+        )
         .f64("midpointMjdTai", filt(f_mjd, &keep))
-        .f32("scienceFlux", filt(f_sci, &keep).into_iter().map(|x| x.map(|v| v as f32)).collect())
+        .f32(
+            "scienceFlux",
+            filt(f_sci, &keep)
+                .into_iter()
+                .map(|x| x.map(|v| v as f32))
+                .collect(),
+        )
         .str("band", filt(f_band, &keep));
 
     // DIAObject summaries from their detections.
     let mut c = Columns::default();
     let ids: Vec<i64> = detected.keys().copied().collect();
-    let pick = |id: &i64| -> Vec<&DiaDetection> { detected[id].iter().map(|&i| &detections[i]).collect() };
+    let pick =
+        |id: &i64| -> Vec<&DiaDetection> { detected[id].iter().map(|&i| &detections[i]).collect() };
     c.i64("diaObjectId", ids.iter().map(|i| Some(*i)).collect())
-        .f64("validityStartMjdTai", ids.iter().map(|i| pick(i).iter().map(|d| d.visit.mjd_mid()).reduce(f64::min)).collect())
+        .f64(
+            "validityStartMjdTai",
+            ids.iter()
+                .map(|i| pick(i).iter().map(|d| d.visit.mjd_mid()).reduce(f64::min))
+                .collect(),
+        )
         .f64("ra", ids.iter().map(|i| Some(pick(i)[0].ra)).collect())
         .f64("dec", ids.iter().map(|i| Some(pick(i)[0].dec)).collect())
-        .i32("nDiaSources", ids.iter().map(|i| Some(pick(i).len() as i32)).collect())
-        .f64("firstDiaSourceMjdTai", ids.iter().map(|i| pick(i).iter().map(|d| d.visit.mjd_mid()).reduce(f64::min)).collect())
-        .f64("lastDiaSourceMjdTai", ids.iter().map(|i| pick(i).iter().map(|d| d.visit.mjd_mid()).reduce(f64::max)).collect());
+        .i32(
+            "nDiaSources",
+            ids.iter().map(|i| Some(pick(i).len() as i32)).collect(),
+        )
+        .f64(
+            "firstDiaSourceMjdTai",
+            ids.iter()
+                .map(|i| pick(i).iter().map(|d| d.visit.mjd_mid()).reduce(f64::min))
+                .collect(),
+        )
+        .f64(
+            "lastDiaSourceMjdTai",
+            ids.iter()
+                .map(|i| pick(i).iter().map(|d| d.visit.mjd_mid()).reduce(f64::max))
+                .collect(),
+        );
     for b in 0..6 {
         let mut mean = vec![];
         let mut mean_err = vec![];
         let mut sigma = vec![];
         let mut ndata = vec![];
         for id in &ids {
-            let ds: Vec<&DiaDetection> = pick(id).into_iter().filter(|d| d.visit.band == b).collect();
+            let ds: Vec<&DiaDetection> =
+                pick(id).into_iter().filter(|d| d.visit.band == b).collect();
             let n = ds.len();
             ndata.push(Some(n as i32));
             if n == 0 {
@@ -462,8 +697,12 @@ async fn write_dia(store: &CatalogStore, variables: &[SimObject], visits: &[SimV
             .i32(band_col(b, "psfFluxNdata"), ndata);
     }
     store.append("ap", "DiaObject", &[c.batch()?]).await?;
-    store.append("ap", "DiaForcedSource", &[forced.batch()?]).await?;
-    store.append("ap", "DiaSource", &[dia_sources_batch(&detections)?]).await?;
+    store
+        .append("ap", "DiaForcedSource", &[forced.batch()?])
+        .await?;
+    store
+        .append("ap", "DiaSource", &[dia_sources_batch(&detections)?])
+        .await?;
     Ok(())
 }
 
@@ -474,37 +713,87 @@ fn dia_sources_batch(ds: &[DiaDetection]) -> Result<RecordBatch> {
         .i32("detector", ds.iter().map(|d| Some(d.det as i32)).collect())
         .i64("diaObjectId", ds.iter().map(|d| d.object).collect())
         .i64("ssObjectId", ds.iter().map(|d| d.ss_object).collect())
-        .f64("midpointMjdTai", ds.iter().map(|d| Some(d.visit.mjd_mid())).collect())
+        .f64(
+            "midpointMjdTai",
+            ds.iter().map(|d| Some(d.visit.mjd_mid())).collect(),
+        )
         .f64("ra", ds.iter().map(|d| Some(d.ra)).collect())
         .f64("dec", ds.iter().map(|d| Some(d.dec)).collect())
-        .f32("raErr", ds.iter().map(|d| Some((d.visit.seeing / (d.diff / d.err).abs() / 3600.0) as f32)).collect())
-        .f32("decErr", ds.iter().map(|d| Some((d.visit.seeing / (d.diff / d.err).abs() / 3600.0) as f32)).collect())
+        .f32(
+            "raErr",
+            ds.iter()
+                .map(|d| Some((d.visit.seeing / (d.diff / d.err).abs() / 3600.0) as f32))
+                .collect(),
+        )
+        .f32(
+            "decErr",
+            ds.iter()
+                .map(|d| Some((d.visit.seeing / (d.diff / d.err).abs() / 3600.0) as f32))
+                .collect(),
+        )
         .f32("x", ds.iter().map(|d| Some(d.x as f32)).collect())
         .f32("y", ds.iter().map(|d| Some(d.y as f32)).collect())
         .f32("apFlux", ds.iter().map(|d| Some(d.diff as f32)).collect())
         .f32("apFluxErr", ds.iter().map(|d| Some(d.err as f32)).collect())
-        .f32("snr", ds.iter().map(|d| Some((d.diff / d.err).abs() as f32)).collect())
+        .f32(
+            "snr",
+            ds.iter()
+                .map(|d| Some((d.diff / d.err).abs() as f32))
+                .collect(),
+        )
         .f32("psfFlux", ds.iter().map(|d| Some(d.diff as f32)).collect())
-        .f32("psfFluxErr", ds.iter().map(|d| Some(d.err as f32)).collect())
-        .f32("scienceFlux", ds.iter().map(|d| Some(d.science as f32)).collect())
-        .f32("scienceFluxErr", ds.iter().map(|d| Some(d.err as f32)).collect())
-        .str("band", ds.iter().map(|d| Some(BANDS[d.visit.band].to_string())).collect())
-        .bool("isNegative", ds.iter().map(|d| Some(d.diff < 0.0)).collect())
-        .f32("reliability", ds.iter().map(|d| Some((1.0 - 1.0 / (d.diff / d.err).abs()).clamp(0.0, 1.0) as f32)).collect())
+        .f32(
+            "psfFluxErr",
+            ds.iter().map(|d| Some(d.err as f32)).collect(),
+        )
+        .f32(
+            "scienceFlux",
+            ds.iter().map(|d| Some(d.science as f32)).collect(),
+        )
+        .f32(
+            "scienceFluxErr",
+            ds.iter().map(|d| Some(d.err as f32)).collect(),
+        )
+        .str(
+            "band",
+            ds.iter()
+                .map(|d| Some(BANDS[d.visit.band].to_string()))
+                .collect(),
+        )
+        .bool(
+            "isNegative",
+            ds.iter().map(|d| Some(d.diff < 0.0)).collect(),
+        )
+        .f32(
+            "reliability",
+            ds.iter()
+                .map(|d| Some((1.0 - 1.0 / (d.diff / d.err).abs()).clamp(0.0, 1.0) as f32))
+                .collect(),
+        )
         .f32("extendedness", ds.iter().map(|_| Some(0.0)).collect());
     c.batch()
 }
 
 /// Asteroids on straight tracks across the footprint: SSObjects and their DIASources.
-async fn write_solar_system(store: &CatalogStore, visits: &[SimVisit], footprint: Footprint, seed: u64) -> Result<()> {
+async fn write_solar_system(
+    store: &CatalogStore,
+    visits: &[SimVisit],
+    footprint: Footprint,
+    seed: u64,
+) -> Result<()> {
     let mut rng = noise_rng(seed, 4 << 40);
     let n = 200;
     let mut detections = Vec::new();
     let mut rows: Vec<(i64, String, i32, f64, f64, [f64; 3])> = Vec::new();
-    let t0 = visits.iter().map(|v| v.mjd_start).fold(f64::INFINITY, f64::min);
+    let t0 = visits
+        .iter()
+        .map(|v| v.mjd_start)
+        .fold(f64::INFINITY, f64::min);
     for k in 0..n {
         let id = 9_000_000_000 + k as i64;
-        let ra0 = footprint.ra + rng.random_range(-footprint.radius..footprint.radius) / footprint.dec.to_radians().cos();
+        let ra0 = footprint.ra
+            + rng.random_range(-footprint.radius..footprint.radius)
+                / footprint.dec.to_radians().cos();
         let dec0 = footprint.dec + rng.random_range(-footprint.radius..footprint.radius);
         // Main-belt rates: ~0.25 deg/day near opposition.
         let (vra, vdec) = (rng.random_range(-0.3..0.3), rng.random_range(-0.1..0.1));
@@ -522,7 +811,11 @@ async fn write_solar_system(store: &CatalogStore, visits: &[SimVisit], footprint
             let Some((det, x, y)) = detector_of(v, ra, dec) else {
                 continue;
             };
-            let (flux, err) = measure(&mut rng, sky::mag_to_njy(mag + 0.3 * (v.band as f64 - 2.0).abs()), v.depth());
+            let (flux, err) = measure(
+                &mut rng,
+                sky::mag_to_njy(mag + 0.3 * (v.band as f64 - 2.0).abs()),
+                v.depth(),
+            );
             if flux / err < 5.0 {
                 continue;
             }
@@ -545,21 +838,40 @@ async fn write_solar_system(store: &CatalogStore, visits: &[SimVisit], footprint
             });
         }
         if let Some(f) = first {
-            let name = format!("2026 {}{}{}", (b'A' + (k % 24) as u8) as char, (b'A' + (k / 24 % 25) as u8) as char, k);
+            let name = format!(
+                "2026 {}{}{}",
+                (b'A' + (k % 24) as u8) as char,
+                (b'A' + (k / 24 % 25) as u8) as char,
+                k
+            );
             rows.push((id, name, count, last - f, f, [h_r + 0.4, h_r, h_r - 0.2]));
         }
     }
     let mut c = Columns::default();
     c.i64("ssObjectId", rows.iter().map(|r| Some(r.0)).collect())
-        .str("designation", rows.iter().map(|r| Some(r.1.clone())).collect())
+        .str(
+            "designation",
+            rows.iter().map(|r| Some(r.1.clone())).collect(),
+        )
         .i32("nObs", rows.iter().map(|r| Some(r.2)).collect())
         .f32("arc", rows.iter().map(|r| Some(r.3 as f32)).collect())
-        .f64("firstObservationMjdTai", rows.iter().map(|r| Some(r.4)).collect());
+        .f64(
+            "firstObservationMjdTai",
+            rows.iter().map(|r| Some(r.4)).collect(),
+        );
     for (i, b) in [1usize, 2, 3].iter().enumerate() {
-        c.f32(band_col(*b, "H"), rows.iter().map(|r| Some(r.5[i] as f32)).collect())
-            .f32(band_col(*b, "G12"), rows.iter().map(|_| Some(0.15)).collect());
+        c.f32(
+            band_col(*b, "H"),
+            rows.iter().map(|r| Some(r.5[i] as f32)).collect(),
+        )
+        .f32(
+            band_col(*b, "G12"),
+            rows.iter().map(|_| Some(0.15)).collect(),
+        );
     }
     store.append("ap", "SSObject", &[c.batch()?]).await?;
-    store.append("ap", "DiaSource", &[dia_sources_batch(&detections)?]).await?;
+    store
+        .append("ap", "DiaSource", &[dia_sources_batch(&detections)?])
+        .await?;
     Ok(())
 }

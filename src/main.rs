@@ -14,7 +14,11 @@ use clap::{Parser, Subcommand};
 use config::Config;
 
 #[derive(Parser)]
-#[command(name = "aster", version, about = "Aster: the survey's data management system and IVOA archive")]
+#[command(
+    name = "aster",
+    version,
+    about = "Aster: the survey's data management system and IVOA archive"
+)]
 struct Cli {
     /// Configuration file (TOML); settings also come from ASTER_* environment variables.
     #[arg(long, global = true, env = "ASTER_CONFIG")]
@@ -107,7 +111,8 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,datafusion=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,datafusion=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -115,10 +120,15 @@ fn main() -> Result<()> {
     if let Some(d) = cli.data_dir {
         config.data_dir = d;
     }
-    if let Command::Adql { command: AdqlCommand::Check { files } } = &cli.command {
+    if let Command::Adql {
+        command: AdqlCommand::Check { files },
+    } = &cli.command
+    {
         std::process::exit(adql_check(files)?);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         match cli.command {
             Command::Serve { addr, demo } => {
@@ -127,7 +137,11 @@ fn main() -> Result<()> {
                 }
                 server::serve(config, demo).await
             }
-            Command::Demo { objects, visits, seed } => {
+            Command::Demo {
+                objects,
+                visits,
+                seed,
+            } => {
                 let spec = demo::DemoSpec {
                     objects: objects.unwrap_or(config.demo.objects),
                     visits: visits.unwrap_or(config.demo.visits),
@@ -136,14 +150,28 @@ fn main() -> Result<()> {
                 let store = server::open_store(&config)?;
                 let t = std::time::Instant::now();
                 demo::build(&store, spec).await?;
-                eprintln!("demo release built in {:.1} s at {}", t.elapsed().as_secs_f64(), config.catalog_location());
+                eprintln!(
+                    "demo release built in {:.1} s at {}",
+                    t.elapsed().as_secs_f64(),
+                    config.catalog_location()
+                );
                 Ok(())
             }
-            Command::Catalog { command: CatalogCommand::Import { table, ra, dec, files } } => {
+            Command::Catalog {
+                command:
+                    CatalogCommand::Import {
+                        table,
+                        ra,
+                        dec,
+                        files,
+                    },
+            } => {
                 let store = server::open_store(&config)?;
                 server::import(&store, &table, ra.as_deref(), dec.as_deref(), &files).await
             }
-            Command::Bench { command: BenchCommand::Tap { url, repeat } } => bench::tap(&url, repeat).await,
+            Command::Bench {
+                command: BenchCommand::Tap { url, repeat },
+            } => bench::tap(&url, repeat).await,
             Command::Adql { .. } => unreachable!("handled above"),
         }
     })
@@ -154,11 +182,14 @@ fn adql_check(files: &[PathBuf]) -> Result<i32> {
     let mut inputs = Vec::new();
     if files.is_empty() {
         let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).context("reading stdin")?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading stdin")?;
         inputs.push(("<stdin>".to_string(), text));
     }
     for f in files {
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
         inputs.push((f.display().to_string(), text));
     }
     if inputs.is_empty() {

@@ -69,19 +69,38 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
     );
     let app = Router::new()
         .route("/", get(home))
-        .route("/metrics", get(|| async { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::render()) }))
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    metrics::render(),
+                )
+            }),
+        )
         .nest("/tap", tap::router(service, jobs, uws))
         .layer(middleware::from_fn(count_responses))
         .layer(CatchPanicLayer::custom(|_| {
-            tap::error_response(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal error: the request failed unexpectedly")
+            tap::error_response(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error: the request failed unexpectedly",
+            )
         }))
-        .layer(CorsLayer::new().allow_origin(Any).allow_methods(Any).allow_headers(Any).expose_headers(Any))
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods(Any)
+                .allow_headers(Any)
+                .expose_headers(Any),
+        )
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .with_context(|| format!("listening on {}", config.addr))?;
     tracing::info!(addr = %config.addr, "Aster is serving: TAP at http://{}/tap", config.addr);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown())
+        .await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -126,44 +145,84 @@ async fn home() -> impl IntoResponse {
 
 /// `aster catalog import`: files into SCHEMA.NAME, creating the table from the first file's
 /// columns (units, UCDs and descriptions from its metadata) when it does not exist.
-pub async fn import(store: &CatalogStore, table: &str, ra: Option<&str>, dec: Option<&str>, files: &[PathBuf]) -> Result<()> {
+pub async fn import(
+    store: &CatalogStore,
+    table: &str,
+    ra: Option<&str>,
+    dec: Option<&str>,
+    files: &[PathBuf],
+) -> Result<()> {
     let (schema, name) = table
         .split_once('.')
         .filter(|(s, n)| valid_ident(s) && valid_ident(n))
-        .with_context(|| format!("--table {table}: expected SCHEMA.NAME with letters, digits and _"))?;
+        .with_context(|| {
+            format!("--table {table}: expected SCHEMA.NAME with letters, digits and _")
+        })?;
     for file in files {
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        let t = read_any(&file.display().to_string(), bytes.into()).with_context(|| format!("reading {}", file.display()))?;
+        let t = read_any(&file.display().to_string(), bytes.into())
+            .with_context(|| format!("reading {}", file.display()))?;
         if store.manifest(schema, name).await?.is_none() {
             let felis = felis_from_arrow(name, &t.schema, ra, dec)?;
             let max_rows = DEFAULT_MAX_ROWS;
             store.create_table(schema, &felis, max_rows).await?;
         }
         let rows: usize = t.batches.iter().map(|b| b.num_rows()).sum();
-        let m = store.append(schema, name, &t.batches).await.with_context(|| format!("loading {}", file.display()))?;
-        println!("{}: {rows} rows into {schema}.{name} ({} rows, {} partitions)", file.display(), m.rows(), m.partitions.len());
+        let m = store
+            .append(schema, name, &t.batches)
+            .await
+            .with_context(|| format!("loading {}", file.display()))?;
+        println!(
+            "{}: {rows} rows into {schema}.{name} ({} rows, {} partitions)",
+            file.display(),
+            m.rows(),
+            m.partitions.len()
+        );
     }
     Ok(())
 }
 
 fn valid_ident(s: &str) -> bool {
-    s.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn felis_from_arrow(name: &str, schema: &arrow::datatypes::Schema, ra: Option<&str>, dec: Option<&str>) -> Result<FelisTable> {
+fn felis_from_arrow(
+    name: &str,
+    schema: &arrow::datatypes::Schema,
+    ra: Option<&str>,
+    dec: Option<&str>,
+) -> Result<FelisTable> {
     let find = |given: Option<&str>, ucd: &str, names: &[&str]| -> Option<String> {
         if let Some(g) = given {
-            return schema.fields().iter().find(|f| f.name().eq_ignore_ascii_case(g)).map(|f| f.name().clone());
+            return schema
+                .fields()
+                .iter()
+                .find(|f| f.name().eq_ignore_ascii_case(g))
+                .map(|f| f.name().clone());
         }
         schema
             .fields()
             .iter()
-            .find(|f| f.metadata().get(meta::UCD).is_some_and(|u| u.starts_with(ucd)))
-            .or_else(|| schema.fields().iter().find(|f| names.iter().any(|n| f.name().eq_ignore_ascii_case(n))))
+            .find(|f| {
+                f.metadata()
+                    .get(meta::UCD)
+                    .is_some_and(|u| u.starts_with(ucd))
+            })
+            .or_else(|| {
+                schema
+                    .fields()
+                    .iter()
+                    .find(|f| names.iter().any(|n| f.name().eq_ignore_ascii_case(n)))
+            })
             .map(|f| f.name().clone())
     };
     let ra_col = find(ra, "pos.eq.ra", &["ra", "raj2000", "ra_icrs", "coord_ra"]);
-    let dec_col = find(dec, "pos.eq.dec", &["dec", "decl", "dej2000", "de_icrs", "coord_dec"]);
+    let dec_col = find(
+        dec,
+        "pos.eq.dec",
+        &["dec", "decl", "dej2000", "de_icrs", "coord_dec"],
+    );
     if ra.is_some() && ra_col.is_none() {
         bail!("no column {} in the file", ra.unwrap_or_default());
     }

@@ -229,8 +229,13 @@ mod tests {
 
     #[test]
     fn polygon_contains_across_ra_wrap() {
-        let p = Polygon::new(vec![pos(359.0, -1.0), pos(1.0, -1.0), pos(1.0, 1.0), pos(359.0, 1.0)])
-            .unwrap();
+        let p = Polygon::new(vec![
+            pos(359.0, -1.0),
+            pos(1.0, -1.0),
+            pos(1.0, 1.0),
+            pos(359.0, 1.0),
+        ])
+        .unwrap();
         assert!(p.contains(&pos(0.0, 0.0)));
         assert!(p.contains(&pos(359.5, 0.5)));
         assert!(!p.contains(&pos(2.0, 0.0)));

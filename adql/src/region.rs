@@ -15,7 +15,11 @@ pub fn region_of(filter: &Expr, ra: &str, dec: &str) -> Option<SkyRegion> {
     };
     match op {
         Operator::Eq => {
-            let (call, one) = if is_one(right) { (left, right) } else { (right, left) };
+            let (call, one) = if is_one(right) {
+                (left, right)
+            } else {
+                (right, left)
+            };
             if !is_one(one) {
                 return None;
             }
@@ -69,7 +73,10 @@ fn distance_region(call: &Expr, radius: &Expr, ra: &str, dec: &str) -> Option<Sk
     } else {
         return None;
     };
-    Some(SkyRegion::Circle(Circle::new(SkyPosition::new(center.0, center.1)?, r)?))
+    Some(SkyRegion::Circle(Circle::new(
+        SkyPosition::new(center.0, center.1)?,
+        r,
+    )?))
 }
 
 fn strip(e: &Expr) -> &Expr {
@@ -122,18 +129,46 @@ mod tests {
 
     #[test]
     fn recognises_cones_and_polygons() {
-        let cone = udf_call(udf::IN_CIRCLE, vec![col("ra"), col("dec"), lit(10.0), lit(20.0), lit(0.5)]).eq(lit(1));
-        assert!(matches!(region_of(&cone, "ra", "dec"), Some(SkyRegion::Circle(c)) if c.radius == 0.5));
+        let cone = udf_call(
+            udf::IN_CIRCLE,
+            vec![col("ra"), col("dec"), lit(10.0), lit(20.0), lit(0.5)],
+        )
+        .eq(lit(1));
+        assert!(
+            matches!(region_of(&cone, "ra", "dec"), Some(SkyRegion::Circle(c)) if c.radius == 0.5)
+        );
         assert_eq!(region_of(&cone, "ra2", "dec"), None);
-        let dist = udf_call(udf::DISTANCE, vec![lit(10.0), lit(20.0), col("ra"), col("dec")]).lt(lit(0.2));
-        assert!(matches!(region_of(&dist, "ra", "dec"), Some(SkyRegion::Circle(c)) if c.radius == 0.2));
+        let dist = udf_call(
+            udf::DISTANCE,
+            vec![lit(10.0), lit(20.0), col("ra"), col("dec")],
+        )
+        .lt(lit(0.2));
+        assert!(
+            matches!(region_of(&dist, "ra", "dec"), Some(SkyRegion::Circle(c)) if c.radius == 0.2)
+        );
         let poly = lit(1).eq(udf_call(
             udf::IN_POLYGON,
-            vec![col("ra"), col("dec"), lit(1.0), lit(1.0), lit(2.0), lit(1.0), lit(2.0), lit(2.0)],
+            vec![
+                col("ra"),
+                col("dec"),
+                lit(1.0),
+                lit(1.0),
+                lit(2.0),
+                lit(1.0),
+                lit(2.0),
+                lit(2.0),
+            ],
         ));
-        assert!(matches!(region_of(&poly, "ra", "dec"), Some(SkyRegion::Polygon(_))));
+        assert!(matches!(
+            region_of(&poly, "ra", "dec"),
+            Some(SkyRegion::Polygon(_))
+        ));
         // A flag compared with 0 excludes a region: no pruning.
-        let outside = udf_call(udf::IN_CIRCLE, vec![col("ra"), col("dec"), lit(10.0), lit(20.0), lit(0.5)]).eq(lit(0));
+        let outside = udf_call(
+            udf::IN_CIRCLE,
+            vec![col("ra"), col("dec"), lit(10.0), lit(20.0), lit(0.5)],
+        )
+        .eq(lit(0));
         assert_eq!(region_of(&outside, "ra", "dec"), None);
     }
 }

@@ -5,14 +5,14 @@
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 
+use datafusion::sql::sqlparser::ast::Spanned;
+use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, CaseWhen, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList,
-    FunctionArguments, Ident, LimitClause, ObjectName, ObjectNamePart, Query,
-    Select, SelectItem, SetExpr, Statement, TableFactor, TopQuantity, UnaryOperator, Value,
-    ValueWithSpan, VisitMut, VisitorMut,
+    FunctionArguments, Ident, LimitClause, ObjectName, ObjectNamePart, Query, Select, SelectItem,
+    SetExpr, Statement, TableFactor, TopQuantity, UnaryOperator, Value, ValueWithSpan, VisitMut,
+    VisitorMut,
 };
-use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
-use datafusion::sql::sqlparser::ast::Spanned;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Span;
@@ -150,7 +150,9 @@ impl VisitorMut for Rewriter<'_> {
             Expr::CompoundIdentifier(ids) => {
                 // schema.table.column: the qualifiers are relations, the last part a column.
                 if let Some((last, qualifiers)) = ids.split_last_mut() {
-                    qualifiers.iter_mut().for_each(|id| self.names.resolve_relation(id));
+                    qualifiers
+                        .iter_mut()
+                        .for_each(|id| self.names.resolve_relation(id));
                     self.names.resolve(last);
                 }
             }
@@ -159,7 +161,10 @@ impl VisitorMut for Rewriter<'_> {
                     // ADQL 2.1 hex literals are integers; sqlparser reads them as strings.
                     match i64::from_str_radix(hex, 16) {
                         Ok(n) => *expr = num(n as f64, true),
-                        Err(_) => return self.fail(format!("hex literal 0x{hex} is out of range"), v.span),
+                        Err(_) => {
+                            return self
+                                .fail(format!("hex literal 0x{hex} is out of range"), v.span);
+                        }
                     }
                 }
             }
@@ -195,7 +200,9 @@ fn move_top(query: &mut Query) -> Result<(), String> {
         if let Some(n) = take_top(select)? {
             let offset = match query.limit_clause.take() {
                 Some(LimitClause::LimitOffset { offset, .. }) => offset,
-                Some(LimitClause::OffsetCommaLimit { .. }) => return Err("LIMIT is not ADQL".into()),
+                Some(LimitClause::OffsetCommaLimit { .. }) => {
+                    return Err("LIMIT is not ADQL".into());
+                }
                 None => None,
             };
             query.limit_clause = Some(LimitClause::LimitOffset {
@@ -258,7 +265,11 @@ fn take_top(select: &mut Select) -> Result<Option<Expr>, String> {
 // ---- small AST builders -------------------------------------------------------------
 
 fn num(x: f64, integer: bool) -> Expr {
-    let text = if integer { format!("{}", x as i64) } else { format!("{x:?}") };
+    let text = if integer {
+        format!("{}", x as i64)
+    } else {
+        format!("{x:?}")
+    };
     Expr::Value(ValueWithSpan {
         value: Value::Number(text, false),
         span: Span::empty(),
@@ -348,7 +359,10 @@ fn plain_args(f: &Function) -> Result<Vec<Expr>, String> {
                 _ => Err(format!("{}: unexpected argument form", function_name(f))),
             })
             .collect(),
-        FunctionArguments::Subquery(_) => Err(format!("{}: unexpected subquery argument", function_name(f))),
+        FunctionArguments::Subquery(_) => Err(format!(
+            "{}: unexpected subquery argument",
+            function_name(f)
+        )),
     }
 }
 
@@ -378,7 +392,13 @@ fn shape_of(e: &Expr) -> Result<Option<Shape>, String> {
         return Ok(None);
     }
     let mut a = strip_coordsys(plain_args(f)?);
-    let bad = || Err(format!("{}: wrong number of arguments ({})", name.to_uppercase(), a.len()));
+    let bad = || {
+        Err(format!(
+            "{}: wrong number of arguments ({})",
+            name.to_uppercase(),
+            a.len()
+        ))
+    };
     Ok(Some(match name.as_str() {
         "point" => {
             if a.len() != 2 {
@@ -413,7 +433,10 @@ fn shape_of(e: &Expr) -> Result<Option<Shape>, String> {
         _ => {
             // POLYGON(a1, b1, a2, b2, ...) or POLYGON(POINT, POINT, POINT, ...).
             let mut pts = Vec::new();
-            if a.iter().all(|e| matches!(shape_of(e), Ok(Some(Shape::Point(..))))) && a.len() >= 3 {
+            if a.iter()
+                .all(|e| matches!(shape_of(e), Ok(Some(Shape::Point(..)))))
+                && a.len() >= 3
+            {
                 for e in &a {
                     if let Some(Shape::Point(x, y)) = shape_of(e)? {
                         pts.push((x, y));
@@ -447,15 +470,22 @@ fn literal(e: &Expr) -> Option<f64> {
             Value::Number(n, _) => n.parse().ok(),
             _ => None,
         },
-        Expr::UnaryOp { op: UnaryOperator::Minus, expr } => literal(expr).map(|x| -x),
-        Expr::UnaryOp { op: UnaryOperator::Plus, expr } => literal(expr),
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => literal(expr).map(|x| -x),
+        Expr::UnaryOp {
+            op: UnaryOperator::Plus,
+            expr,
+        } => literal(expr),
         _ => None,
     }
 }
 
 /// BOX as the polygon of its corners; needs constant arguments.
 fn box_polygon(x: &Expr, y: &Expr, w: &Expr, h: &Expr) -> Result<Vec<(Expr, Expr)>, String> {
-    let (Some(x), Some(y), Some(w), Some(h)) = (literal(x), literal(y), literal(w), literal(h)) else {
+    let (Some(x), Some(y), Some(w), Some(h)) = (literal(x), literal(y), literal(w), literal(h))
+    else {
         return Err("BOX is supported with constant arguments only".into());
     };
     let center = SkyPosition::new(x, y).ok_or("BOX: centre is not a valid position")?;
@@ -509,7 +539,11 @@ fn intersects(a: Shape, b: Shape) -> Result<Expr, String> {
             BinaryOperator::LtEq,
             bin(ar, BinaryOperator::Plus, br),
         )),
-        _ => return Err("INTERSECTS is supported between a point and a shape, or two circles".into()),
+        _ => {
+            return Err(
+                "INTERSECTS is supported between a point and a shape, or two circles".into(),
+            );
+        }
     })
 }
 
@@ -523,7 +557,11 @@ fn shape_value(s: Shape) -> Result<Expr, String> {
 }
 
 fn need_shape(e: &Expr, what: &str) -> Result<Shape, String> {
-    shape_of(e)?.ok_or_else(|| format!("{what}: the argument must be a geometry constructor (POINT, CIRCLE, BOX or POLYGON)"))
+    shape_of(e)?.ok_or_else(|| {
+        format!(
+            "{what}: the argument must be a geometry constructor (POINT, CIRCLE, BOX or POLYGON)"
+        )
+    })
 }
 
 fn exactly<const N: usize>(name: &str, args: Vec<Expr>) -> Result<[Expr; N], String> {
@@ -542,18 +580,44 @@ fn rewrite_function(f: &Function) -> Result<Option<Expr>, String> {
     let name = function_name(f);
     let known = matches!(
         name.as_str(),
-        "point" | "circle" | "polygon" | "box" | "region" | "contains" | "intersects" | "distance"
-            | "area" | "coord1" | "coord2" | "coordsys" | "centroid" | "log" | "ceiling" | "truncate"
-            | "mod" | "rand" | "ivo_healpix_index" | "ivo_hasword" | "ivo_nocasematch" | "ivo_string_agg"
-            | "ivo_interval_overlaps" | "njy_to_abmag" | "njy_to_abmag_err" | "abmag_to_njy" | "ab_color"
-            | "reduced_chi2" | "in_unit"
+        "point"
+            | "circle"
+            | "polygon"
+            | "box"
+            | "region"
+            | "contains"
+            | "intersects"
+            | "distance"
+            | "area"
+            | "coord1"
+            | "coord2"
+            | "coordsys"
+            | "centroid"
+            | "log"
+            | "ceiling"
+            | "truncate"
+            | "mod"
+            | "rand"
+            | "ivo_healpix_index"
+            | "ivo_hasword"
+            | "ivo_nocasematch"
+            | "ivo_string_agg"
+            | "ivo_interval_overlaps"
+            | "njy_to_abmag"
+            | "njy_to_abmag_err"
+            | "abmag_to_njy"
+            | "ab_color"
+            | "reduced_chi2"
+            | "in_unit"
     );
     if !known {
         return Ok(None);
     }
     let args = plain_args(f)?;
     Ok(Some(match name.as_str() {
-        "point" | "circle" | "polygon" | "box" => shape_value(need_shape(&Expr::Function(f.clone()), &name)?)?,
+        "point" | "circle" | "polygon" | "box" => {
+            shape_value(need_shape(&Expr::Function(f.clone()), &name)?)?
+        }
         "region" => return Err("REGION is not supported: use POINT, CIRCLE, BOX or POLYGON".into()),
         "in_unit" => return Err("IN_UNIT is not supported".into()),
         "contains" => {
@@ -597,12 +661,22 @@ fn rewrite_function(f: &Function) -> Result<Option<Expr>, String> {
                     let sr = bin(
                         num(2.0 * std::f64::consts::PI, false),
                         BinaryOperator::Multiply,
-                        bin(num(1.0, false), BinaryOperator::Minus, call("cos", vec![call("radians", vec![r])])),
+                        bin(
+                            num(1.0, false),
+                            BinaryOperator::Minus,
+                            call("cos", vec![call("radians", vec![r])]),
+                        ),
                     );
-                    bin(sr, BinaryOperator::Multiply, num((180.0 / std::f64::consts::PI).powi(2), false))
+                    bin(
+                        sr,
+                        BinaryOperator::Multiply,
+                        num((180.0 / std::f64::consts::PI).powi(2), false),
+                    )
                 }
                 Shape::Polygon(pts) => call(udf::POLYGON_AREA, flatten(pts)),
-                Shape::Box(x, y, w, h) => call(udf::POLYGON_AREA, flatten(box_polygon(&x, &y, &w, &h)?)),
+                Shape::Box(x, y, w, h) => {
+                    call(udf::POLYGON_AREA, flatten(box_polygon(&x, &y, &w, &h)?))
+                }
                 Shape::Point(..) => num(0.0, false),
             }
         }
@@ -681,7 +755,11 @@ fn rewrite_function(f: &Function) -> Result<Option<Expr>, String> {
         "njy_to_abmag" => {
             let [f] = exactly("nJy_to_abmag", args)?;
             let mag = bin(
-                bin(num(-2.5, false), BinaryOperator::Multiply, call("log10", vec![f.clone()])),
+                bin(
+                    num(-2.5, false),
+                    BinaryOperator::Multiply,
+                    call("log10", vec![f.clone()]),
+                ),
                 BinaryOperator::Plus,
                 num(AB_ZEROPOINT_NJY, false),
             );
@@ -702,7 +780,11 @@ fn rewrite_function(f: &Function) -> Result<Option<Expr>, String> {
                 "power",
                 vec![
                     num(10.0, false),
-                    bin(bin(num(AB_ZEROPOINT_NJY, false), BinaryOperator::Minus, m), BinaryOperator::Divide, num(2.5, false)),
+                    bin(
+                        bin(num(AB_ZEROPOINT_NJY, false), BinaryOperator::Minus, m),
+                        BinaryOperator::Divide,
+                        num(2.5, false),
+                    ),
                 ],
             )
         }
@@ -725,7 +807,11 @@ fn rewrite_function(f: &Function) -> Result<Option<Expr>, String> {
             let dof = bin(ndata, BinaryOperator::Minus, nparam);
             case_when(
                 bin(dof.clone(), BinaryOperator::Gt, num(0.0, false)),
-                bin(chi2, BinaryOperator::Divide, bin(dof, BinaryOperator::Multiply, num(1.0, false))),
+                bin(
+                    chi2,
+                    BinaryOperator::Divide,
+                    bin(dof, BinaryOperator::Multiply, num(1.0, false)),
+                ),
                 None,
             )
         }
@@ -767,30 +853,54 @@ mod tests {
     fn top_becomes_limit_and_names_get_canonical_case() {
         let s = sql("SELECT TOP 5 objectid, R_PSFFLUX FROM dp.object ORDER BY r_psfflux DESC");
         assert!(s.contains("LIMIT 5"), "{s}");
-        assert!(s.contains("\"objectId\"") && s.contains("\"r_psfFlux\"") && s.contains("\"Object\""), "{s}");
+        assert!(
+            s.contains("\"objectId\"") && s.contains("\"r_psfFlux\"") && s.contains("\"Object\""),
+            "{s}"
+        );
         assert!(!s.contains("TOP"), "{s}");
     }
 
     #[test]
     fn geometry_predicates_become_udfs() {
-        let s = sql("SELECT * FROM dp.Object WHERE 1 = CONTAINS(POINT('ICRS', coord_ra, coord_dec), CIRCLE('ICRS', 10, 20, 0.1))");
-        assert!(s.contains("adql_in_circle(coord_ra, coord_dec, 10, 20, 0.1)"), "{s}");
+        let s = sql(
+            "SELECT * FROM dp.Object WHERE 1 = CONTAINS(POINT('ICRS', coord_ra, coord_dec), CIRCLE('ICRS', 10, 20, 0.1))",
+        );
+        assert!(
+            s.contains("adql_in_circle(coord_ra, coord_dec, 10, 20, 0.1)"),
+            "{s}"
+        );
         let s = sql("SELECT DISTANCE(POINT(coord_ra, coord_dec), POINT(1, 2)) AS d FROM dp.Object");
-        assert!(s.contains("adql_distance(coord_ra, coord_dec, 1, 2)"), "{s}");
-        let s = sql("SELECT * FROM dp.Object WHERE CONTAINS(POINT(coord_ra, coord_dec), BOX(10, 0, 2, 2)) = 1");
-        assert!(s.contains("adql_in_polygon(coord_ra, coord_dec, 8.99"), "{s}");
+        assert!(
+            s.contains("adql_distance(coord_ra, coord_dec, 1, 2)"),
+            "{s}"
+        );
+        let s = sql(
+            "SELECT * FROM dp.Object WHERE CONTAINS(POINT(coord_ra, coord_dec), BOX(10, 0, 2, 2)) = 1",
+        );
+        assert!(
+            s.contains("adql_in_polygon(coord_ra, coord_dec, 8.99"),
+            "{s}"
+        );
     }
 
     #[test]
     fn top_in_union_branch_limits_that_branch() {
-        let s = sql("SELECT TOP 1 objectId FROM dp.Object UNION SELECT TOP 2 objectId FROM dp.Object");
+        let s =
+            sql("SELECT TOP 1 objectId FROM dp.Object UNION SELECT TOP 2 objectId FROM dp.Object");
         assert!(s.contains("LIMIT 1") && s.contains("LIMIT 2"), "{s}");
     }
 
     #[test]
     fn unsupported_geometry_reports_a_position() {
-        let e = translate("SELECT * FROM dp.Object WHERE\n CONTAINS(REGION('x'), CIRCLE(1, 2, 3)) = 1", &names()).unwrap_err();
-        assert!(e.message.contains("REGION") || e.message.contains("CONTAINS"), "{e}");
+        let e = translate(
+            "SELECT * FROM dp.Object WHERE\n CONTAINS(REGION('x'), CIRCLE(1, 2, 3)) = 1",
+            &names(),
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("REGION") || e.message.contains("CONTAINS"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! survey's derived quantities. The ADQL translator rewrites calls onto these names.
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Float64Array, Float64Builder, Int32Array, Int64Array, ListBuilder};
+use arrow::array::{
+    Array, ArrayRef, Float64Array, Float64Builder, Int32Array, Int64Array, ListBuilder,
+};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{Result, exec_err, plan_err};
@@ -35,7 +37,10 @@ const XTYPE: &str = "xtype";
 enum Arity {
     Exact(usize),
     /// At least n, and an even count beyond the first `skip` arguments.
-    Pairs { min: usize, skip: usize },
+    Pairs {
+        min: usize,
+        skip: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,7 +86,9 @@ impl std::hash::Hash for RowUdf {
 impl RowUdf {
     fn new(name: &'static str, arity: Arity, output: Output, kernel: Kernel) -> ScalarUDF {
         let signature = match arity {
-            Arity::Exact(n) => Signature::uniform(n, vec![DataType::Float64], Volatility::Immutable),
+            Arity::Exact(n) => {
+                Signature::uniform(n, vec![DataType::Float64], Volatility::Immutable)
+            }
             Arity::Pairs { .. } => Signature::one_of(
                 vec![TypeSignature::Variadic(vec![DataType::Float64])],
                 Volatility::Immutable,
@@ -126,10 +133,16 @@ impl ScalarUDFImpl for RowUdf {
         })
     }
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        let types: Vec<DataType> = args.arg_fields.iter().map(|f| f.data_type().clone()).collect();
+        let types: Vec<DataType> = args
+            .arg_fields
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
         let field = Field::new(self.name, self.return_type(&types)?, true);
         Ok(Arc::new(match self.output {
-            Output::List(xtype) if !xtype.is_empty() => field.with_metadata([(XTYPE.to_string(), xtype.to_string())].into()),
+            Output::List(xtype) if !xtype.is_empty() => {
+                field.with_metadata([(XTYPE.to_string(), xtype.to_string())].into())
+            }
             _ => field,
         }))
     }
@@ -167,9 +180,19 @@ impl ScalarUDFImpl for RowUdf {
             (Kernel::Values(f), output) => {
                 let mut eval = |i: usize| if fill(&mut row, i) { f(&row) } else { None };
                 match output {
-                    Output::Float => Arc::new((0..rows).map(|i| eval(i).map(|v| v[0])).collect::<Float64Array>()),
-                    Output::Flag => Arc::new((0..rows).map(|i| eval(i).map(|v| v[0] as i32)).collect::<Int32Array>()),
-                    Output::Long => return exec_err!("{}: integer output needs an integer kernel", self.name),
+                    Output::Float => Arc::new(
+                        (0..rows)
+                            .map(|i| eval(i).map(|v| v[0]))
+                            .collect::<Float64Array>(),
+                    ),
+                    Output::Flag => Arc::new(
+                        (0..rows)
+                            .map(|i| eval(i).map(|v| v[0] as i32))
+                            .collect::<Int32Array>(),
+                    ),
+                    Output::Long => {
+                        return exec_err!("{}: integer output needs an integer kernel", self.name);
+                    }
                     Output::List(_) => {
                         let mut b = ListBuilder::new(Float64Builder::new()).with_field(list_item());
                         for i in 0..rows {
@@ -241,7 +264,12 @@ fn circle(a: &[f64]) -> Option<Vec<f64>> {
 
 fn polygon(a: &[f64]) -> Option<Vec<f64>> {
     let p = polygon_of(a)?;
-    Some(p.vertices().iter().flat_map(|v| [v.ra(), v.dec()]).collect())
+    Some(
+        p.vertices()
+            .iter()
+            .flat_map(|v| [v.ra(), v.dec()])
+            .collect(),
+    )
 }
 
 fn polygon_area(a: &[f64]) -> Option<Vec<f64>> {
@@ -284,14 +312,20 @@ fn epoch_prop(a: &[f64]) -> Option<Vec<f64>> {
     let r = [cd * ca, cd * sa, sd];
     let mas = std::f64::consts::PI / 180.0 / 3.6e6;
     let (pma, pmd) = (pmra * mas, pmdec * mas); // rad/yr
-    let zeta = if plx > 0.0 { rv * plx / AU_KM_YR_PER_S * mas } else { 0.0 }; // rad/yr
+    let zeta = if plx > 0.0 {
+        rv * plx / AU_KM_YR_PER_S * mas
+    } else {
+        0.0
+    }; // rad/yr
     let f = 1.0 + 2.0 * zeta * dt + (pma * pma + pmd * pmd + zeta * zeta) * dt * dt;
     let f = f.sqrt();
     let mut u = [0.0; 3];
     let mut pm = [0.0; 3];
     for i in 0..3 {
         u[i] = (r[i] * (1.0 + zeta * dt) + (p[i] * pma + q[i] * pmd) * dt) / f;
-        pm[i] = ((p[i] * pma + q[i] * pmd) * (1.0 + zeta * dt) - r[i] * (pma * pma + pmd * pmd) * dt) / f.powi(3);
+        pm[i] = ((p[i] * pma + q[i] * pmd) * (1.0 + zeta * dt)
+            - r[i] * (pma * pma + pmd * pmd) * dt)
+            / f.powi(3);
     }
     let zeta1 = (zeta + (pma * pma + pmd * pmd + zeta * zeta) * dt) / (f * f);
     let dec1 = u[2].clamp(-1.0, 1.0).asin();
@@ -303,7 +337,11 @@ fn epoch_prop(a: &[f64]) -> Option<Vec<f64>> {
     let pmra1 = (p1[0] * pm[0] + p1[1] * pm[1] + p1[2] * pm[2]) / mas;
     let pmdec1 = (q1[0] * pm[0] + q1[1] * pm[1] + q1[2] * pm[2]) / mas;
     let plx1 = plx / f;
-    let rv1 = if plx > 0.0 { zeta1 * AU_KM_YR_PER_S / (plx1 * mas) } else { rv };
+    let rv1 = if plx > 0.0 {
+        zeta1 * AU_KM_YR_PER_S / (plx1 * mas)
+    } else {
+        rv
+    };
     Some(vec![ra1, dec1.to_degrees(), plx1, pmra1, pmdec1, rv1])
 }
 
@@ -315,17 +353,72 @@ fn epoch_prop_pos(a: &[f64]) -> Option<Vec<f64>> {
 /// Every function this module provides, for registration on a session.
 pub fn all() -> Vec<ScalarUDF> {
     vec![
-        RowUdf::new(IN_CIRCLE, Arity::Exact(5), Output::Flag, Kernel::Values(in_circle)),
-        RowUdf::new(IN_POLYGON, Arity::Pairs { min: 8, skip: 2 }, Output::Flag, Kernel::Values(in_polygon)),
-        RowUdf::new(DISTANCE, Arity::Exact(4), Output::Float, Kernel::Values(distance)),
-        RowUdf::new(POINT, Arity::Exact(2), Output::List("point"), Kernel::Values(point)),
-        RowUdf::new(CIRCLE, Arity::Exact(3), Output::List("circle"), Kernel::Values(circle)),
-        RowUdf::new(POLYGON, Arity::Pairs { min: 6, skip: 0 }, Output::List("polygon"), Kernel::Values(polygon)),
-        RowUdf::new(POLYGON_AREA, Arity::Pairs { min: 6, skip: 0 }, Output::Float, Kernel::Values(polygon_area)),
-        RowUdf::new(HEALPIX_INDEX, Arity::Exact(3), Output::Long, Kernel::Long(healpix_index)),
-        RowUdf::new(HEALPIX_CENTER, Arity::Exact(2), Output::List("point"), Kernel::Values(healpix_center)),
-        RowUdf::new(EPOCH_PROP, Arity::Exact(8), Output::List(""), Kernel::Values(epoch_prop)),
-        RowUdf::new(EPOCH_PROP_POS, Arity::Exact(8), Output::List("point"), Kernel::Values(epoch_prop_pos)),
+        RowUdf::new(
+            IN_CIRCLE,
+            Arity::Exact(5),
+            Output::Flag,
+            Kernel::Values(in_circle),
+        ),
+        RowUdf::new(
+            IN_POLYGON,
+            Arity::Pairs { min: 8, skip: 2 },
+            Output::Flag,
+            Kernel::Values(in_polygon),
+        ),
+        RowUdf::new(
+            DISTANCE,
+            Arity::Exact(4),
+            Output::Float,
+            Kernel::Values(distance),
+        ),
+        RowUdf::new(
+            POINT,
+            Arity::Exact(2),
+            Output::List("point"),
+            Kernel::Values(point),
+        ),
+        RowUdf::new(
+            CIRCLE,
+            Arity::Exact(3),
+            Output::List("circle"),
+            Kernel::Values(circle),
+        ),
+        RowUdf::new(
+            POLYGON,
+            Arity::Pairs { min: 6, skip: 0 },
+            Output::List("polygon"),
+            Kernel::Values(polygon),
+        ),
+        RowUdf::new(
+            POLYGON_AREA,
+            Arity::Pairs { min: 6, skip: 0 },
+            Output::Float,
+            Kernel::Values(polygon_area),
+        ),
+        RowUdf::new(
+            HEALPIX_INDEX,
+            Arity::Exact(3),
+            Output::Long,
+            Kernel::Long(healpix_index),
+        ),
+        RowUdf::new(
+            HEALPIX_CENTER,
+            Arity::Exact(2),
+            Output::List("point"),
+            Kernel::Values(healpix_center),
+        ),
+        RowUdf::new(
+            EPOCH_PROP,
+            Arity::Exact(8),
+            Output::List(""),
+            Kernel::Values(epoch_prop),
+        ),
+        RowUdf::new(
+            EPOCH_PROP_POS,
+            Arity::Exact(8),
+            Output::List("point"),
+            Kernel::Values(epoch_prop_pos),
+        ),
     ]
 }
 
@@ -357,6 +450,8 @@ mod tests {
         assert!((v[0] - 180.0).abs() < 1e-9);
         // No time elapsed: unchanged.
         let w = epoch_prop(&[10.0, 20.0, 5.0, 3.0, -4.0, 20.0, 2016.0, 2016.0]).unwrap();
-        assert!((w[0] - 10.0).abs() < 1e-12 && (w[3] - 3.0).abs() < 1e-9 && (w[5] - 20.0).abs() < 1e-6);
+        assert!(
+            (w[0] - 10.0).abs() < 1e-12 && (w[3] - 3.0).abs() < 1e-9 && (w[5] - 20.0).abs() < 1e-6
+        );
     }
 }

@@ -85,7 +85,9 @@ impl QueryEngine {
         Self {
             store,
             published: Arc::new(RwLock::new(None)),
-            target_partitions: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            target_partitions: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
         }
     }
 
@@ -145,15 +147,23 @@ impl QueryEngine {
         let catalog = Arc::new(MemoryCatalogProvider::new());
         let mut names = NameMap::default();
         for m in &published.tables {
-            let schema = match datafusion::catalog::CatalogProvider::schema(catalog.as_ref(), &m.schema) {
-                Some(s) => s,
-                None => {
-                    let s: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
-                    datafusion::catalog::CatalogProvider::register_schema(catalog.as_ref(), &m.schema, s.clone())?;
-                    s
-                }
-            };
-            schema.register_table(m.table.name.clone(), Arc::new(CatalogTable::new(self.store.clone(), m)))?;
+            let schema =
+                match datafusion::catalog::CatalogProvider::schema(catalog.as_ref(), &m.schema) {
+                    Some(s) => s,
+                    None => {
+                        let s: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
+                        datafusion::catalog::CatalogProvider::register_schema(
+                            catalog.as_ref(),
+                            &m.schema,
+                            s.clone(),
+                        )?;
+                        s
+                    }
+                };
+            schema.register_table(
+                m.table.name.clone(),
+                Arc::new(CatalogTable::new(self.store.clone(), m)),
+            )?;
             names.insert_relation(&m.schema);
             names.insert_relation(&m.table.name);
             m.table.columns.iter().for_each(|c| names.insert(&c.name));
@@ -171,12 +181,19 @@ impl QueryEngine {
         if !uploads.is_empty() {
             let up: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
             for u in uploads {
-                u.schema.fields().iter().for_each(|f| names.insert(f.name()));
+                u.schema
+                    .fields()
+                    .iter()
+                    .for_each(|f| names.insert(f.name()));
                 names.insert_relation(&u.name);
                 let t = MemTable::try_new(u.schema.clone(), vec![u.batches])?;
                 up.register_table(u.name, Arc::new(t))?;
             }
-            datafusion::catalog::CatalogProvider::register_schema(catalog.as_ref(), UPLOAD_SCHEMA, up)?;
+            datafusion::catalog::CatalogProvider::register_schema(
+                catalog.as_ref(),
+                UPLOAD_SCHEMA,
+                up,
+            )?;
             names.insert_relation(UPLOAD_SCHEMA);
         }
         ctx.register_catalog(CATALOG, catalog);
@@ -184,12 +201,18 @@ impl QueryEngine {
     }
 
     /// Plans an ADQL query; errors name the line and column of the problem where known.
-    pub async fn plan(&self, adql: &str, uploads: Vec<Upload>) -> Result<(SessionContext, LogicalPlan), QueryError> {
+    pub async fn plan(
+        &self,
+        adql: &str,
+        uploads: Vec<Upload>,
+    ) -> Result<(SessionContext, LogicalPlan), QueryError> {
         let (ctx, names) = self.session(uploads).await?;
         let stmt = translate(adql, &names)?;
         let plan = ctx
             .state()
-            .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(stmt)))
+            .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+                stmt,
+            )))
             .await?;
         Ok((ctx, plan))
     }

@@ -90,7 +90,11 @@ impl QueryLog {
     }
 
     /// The newest `limit` entries of `owner` (None: anonymous queries), newest first.
-    pub fn history(&self, owner: Option<&str>, limit: usize) -> Result<Vec<LogEntry>, QueryLogError> {
+    pub fn history(
+        &self,
+        owner: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, QueryLogError> {
         let conn = self.conn()?;
         let mut stmt = conn.prepare(
             "SELECT id, owner, started, duration_ms, rows, status, error, query, mode, job_id
@@ -124,10 +128,25 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("log.sqlite");
         let log = QueryLog::open(&path).unwrap();
-        let a = log.start(NewEntry { owner: Some("ann"), query: "SELECT 1", mode: "sync", job_id: None }).unwrap();
+        let a = log
+            .start(NewEntry {
+                owner: Some("ann"),
+                query: "SELECT 1",
+                mode: "sync",
+                job_id: None,
+            })
+            .unwrap();
         log.finish(a, 12, Some(1), "ok", None).unwrap();
-        let b = log.start(NewEntry { owner: None, query: "SELECT x", mode: "sync", job_id: None }).unwrap();
-        log.finish(b, 3, None, "error", Some("no column x")).unwrap();
+        let b = log
+            .start(NewEntry {
+                owner: None,
+                query: "SELECT x",
+                mode: "sync",
+                job_id: None,
+            })
+            .unwrap();
+        log.finish(b, 3, None, "error", Some("no column x"))
+            .unwrap();
         drop(log);
         let log = QueryLog::open(&path).unwrap();
         let ann = log.history(Some("ann"), 10).unwrap();

@@ -21,9 +21,15 @@ pub mod meta {
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
     #[error("reading {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: not a valid Felis schema: {source}")]
-    Yaml { path: String, source: serde_yaml::Error },
+    Yaml {
+        path: String,
+        source: serde_yaml::Error,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -42,9 +48,17 @@ pub struct FelisTable {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    #[serde(rename = "primaryKey", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "primaryKey",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub primary_key: Option<serde_yaml::Value>,
-    #[serde(rename = "tap:table_index", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "tap:table_index",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub table_index: Option<i32>,
     pub columns: Vec<FelisColumn>,
     #[serde(rename = "foreignKeys", default)]
@@ -70,17 +84,33 @@ pub struct FelisColumn {
     pub length: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    #[serde(rename = "fits:tunit", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "fits:tunit",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub fits_unit: Option<String>,
     #[serde(rename = "ivoa:unit", default, skip_serializing_if = "Option::is_none")]
     pub ivoa_unit: Option<String>,
     #[serde(rename = "ivoa:ucd", default, skip_serializing_if = "Option::is_none")]
     pub ucd: Option<String>,
-    #[serde(rename = "votable:utype", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "votable:utype",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub utype: Option<String>,
-    #[serde(rename = "votable:xtype", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "votable:xtype",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub xtype: Option<String>,
-    #[serde(rename = "tap:principal", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "tap:principal",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub principal: Option<i32>,
     #[serde(rename = "tap:std", default, skip_serializing_if = "Option::is_none")]
     pub std: Option<i32>,
@@ -149,16 +179,22 @@ impl FelisColumn {
         if let Some(u) = &self.utype {
             md.insert(meta::UTYPE.to_string(), u.clone());
         }
-        let xtype = self.xtype.clone().or_else(|| {
-            (self.datatype == FelisType::Timestamp).then(|| "timestamp".to_string())
-        });
+        let xtype = self
+            .xtype
+            .clone()
+            .or_else(|| (self.datatype == FelisType::Timestamp).then(|| "timestamp".to_string()));
         if let Some(x) = xtype {
             md.insert(meta::XTYPE.to_string(), x);
         }
         if let Some(p) = self.principal {
             md.insert(meta::PRINCIPAL.to_string(), p.to_string());
         }
-        Field::new(&self.name, self.datatype.arrow(), self.nullable.unwrap_or(true)).with_metadata(md)
+        Field::new(
+            &self.name,
+            self.datatype.arrow(),
+            self.nullable.unwrap_or(true),
+        )
+        .with_metadata(md)
     }
 }
 
@@ -169,7 +205,10 @@ impl FelisTable {
             md.insert(meta::DESCRIPTION.to_string(), d.trim().to_string());
         }
         Arc::new(Schema::new_with_metadata(
-            self.columns.iter().map(FelisColumn::arrow_field).collect::<Vec<_>>(),
+            self.columns
+                .iter()
+                .map(FelisColumn::arrow_field)
+                .collect::<Vec<_>>(),
             md,
         ))
     }
@@ -211,10 +250,11 @@ impl FelisTable {
 
 impl FelisSchema {
     pub fn parse(text: &str, origin: &str) -> Result<Self, SchemaError> {
-        let schema: FelisSchema = serde_yaml::from_str(text).map_err(|source| SchemaError::Yaml {
-            path: origin.to_string(),
-            source,
-        })?;
+        let schema: FelisSchema =
+            serde_yaml::from_str(text).map_err(|source| SchemaError::Yaml {
+                path: origin.to_string(),
+                source,
+            })?;
         schema.validate()?;
         Ok(schema)
     }
@@ -251,7 +291,9 @@ impl FelisSchema {
     }
 
     pub fn table(&self, name: &str) -> Option<&FelisTable> {
-        self.tables.iter().find(|t| t.name.eq_ignore_ascii_case(name))
+        self.tables
+            .iter()
+            .find(|t| t.name.eq_ignore_ascii_case(name))
     }
 }
 
@@ -263,7 +305,8 @@ pub fn builtin_schemas() -> Vec<FelisSchema> {
     ]
     .into_iter()
     .map(|(text, origin)| {
-        FelisSchema::parse(text, origin).unwrap_or_else(|e| panic!("built-in schema is invalid: {e}"))
+        FelisSchema::parse(text, origin)
+            .unwrap_or_else(|e| panic!("built-in schema is invalid: {e}"))
     })
     .collect()
 }
@@ -284,7 +327,10 @@ mod tests {
         );
         let f = object.arrow_schema();
         let flux = f.field_with_name("r_psfFlux").unwrap();
-        assert_eq!(flux.metadata().get(meta::UNIT).map(String::as_str), Some("nJy"));
+        assert_eq!(
+            flux.metadata().get(meta::UNIT).map(String::as_str),
+            Some("nJy")
+        );
         let ap = schemas.iter().find(|s| s.name == "ap").unwrap();
         assert!(ap.table("DiaSource").unwrap().position_columns().is_some());
     }

@@ -58,7 +58,9 @@ pub fn votable_type(dt: &DataType) -> (&'static str, Option<&'static str>) {
         DataType::Int64 | DataType::UInt32 | DataType::UInt64 => ("long", None),
         DataType::Float32 => ("float", None),
         DataType::Float64 | DataType::Decimal128(..) => ("double", None),
-        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..) => ("double", Some("*")),
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..) => {
+            ("double", Some("*"))
+        }
         DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => ("char", Some("*")),
         DataType::Binary | DataType::LargeBinary => ("unsignedByte", Some("*")),
         // Strings may hold any Unicode, so results carry them as unicodeChar.
@@ -100,7 +102,9 @@ impl TableDesc {
             .iter()
             .enumerate()
             .map(|(i, f)| {
-                let is_pos = pos.as_ref().is_some_and(|(r, d)| r == f.name() || d == f.name());
+                let is_pos = pos
+                    .as_ref()
+                    .is_some_and(|(r, d)| r == f.name() || d == f.name());
                 let is_key = pk.contains(f.name());
                 ColumnDesc::from_field(f, i < 8 || is_key || is_pos, is_key || is_pos, false)
             })
@@ -139,7 +143,11 @@ impl TableDesc {
 }
 
 fn col_of(reference: &str) -> String {
-    reference.rsplit('.').next().unwrap_or(reference).to_string()
+    reference
+        .rsplit('.')
+        .next()
+        .unwrap_or(reference)
+        .to_string()
 }
 
 const TAP_SCHEMA: &str = "TAP_SCHEMA";
@@ -154,48 +162,89 @@ fn i(name: &str) -> Field {
 /// TAP_SCHEMA's own tables: (name, description, fields with descriptions).
 fn tap_schema_tables() -> Vec<(&'static str, &'static str, Vec<(Field, &'static str)>)> {
     vec![
-        ("schemas", "Schemas in this service", vec![
-            (s("schema_name"), "schema name for reference to tap_schema.schemas"),
-            (s("utype"), "lists the utypes of schemas in the tableset"),
-            (s("description"), "describes schemas in the tableset"),
-            (i("schema_index"), "recommended sort order when listing schemas"),
-        ]),
-        ("tables", "Tables in this service", vec![
-            (s("schema_name"), "the schema this table belongs to"),
-            (s("table_name"), "the fully qualified table name"),
-            (s("table_type"), "one of: table or view"),
-            (s("utype"), "lists the utype of tables in the tableset"),
-            (s("description"), "describes tables in the tableset"),
-            (i("table_index"), "recommended sort order when listing tables"),
-        ]),
-        ("columns", "Columns of the tables in this service", vec![
-            (s("table_name"), "the table this column belongs to"),
-            (s("column_name"), "the column name"),
-            (s("utype"), "lists the utypes of columns in the tableset"),
-            (s("ucd"), "lists the UCDs of columns in the tableset"),
-            (s("unit"), "lists the unit used for column values in the tableset"),
-            (s("description"), "describes the columns in the tableset"),
-            (s("datatype"), "lists the ADQL datatype of columns in the tableset"),
-            (s("arraysize"), "lists the size of variable-length columns in the tableset"),
-            (s("xtype"), "a DALI or custom extended type annotation"),
-            (i("size"), "deprecated: use arraysize"),
-            (i("principal"), "a principal column; 1 means 1, 0 means 0"),
-            (i("indexed"), "an indexed column; 1 means 1, 0 means 0"),
-            (i("std"), "a standard column; 1 means 1, 0 means 0"),
-            (i("column_index"), "recommended sort order when listing columns"),
-        ]),
-        ("keys", "Foreign keys between tables", vec![
-            (s("key_id"), "unique key to join to tap_schema.key_columns"),
-            (s("from_table"), "the table with the foreign key"),
-            (s("target_table"), "the table with the primary key"),
-            (s("utype"), "lists the utype of keys in the tableset"),
-            (s("description"), "describes keys in the tableset"),
-        ]),
-        ("key_columns", "Columns of the foreign keys", vec![
-            (s("key_id"), "key to join to tap_schema.keys"),
-            (s("from_column"), "column in the from_table"),
-            (s("target_column"), "column in the target_table"),
-        ]),
+        (
+            "schemas",
+            "Schemas in this service",
+            vec![
+                (
+                    s("schema_name"),
+                    "schema name for reference to tap_schema.schemas",
+                ),
+                (s("utype"), "lists the utypes of schemas in the tableset"),
+                (s("description"), "describes schemas in the tableset"),
+                (
+                    i("schema_index"),
+                    "recommended sort order when listing schemas",
+                ),
+            ],
+        ),
+        (
+            "tables",
+            "Tables in this service",
+            vec![
+                (s("schema_name"), "the schema this table belongs to"),
+                (s("table_name"), "the fully qualified table name"),
+                (s("table_type"), "one of: table or view"),
+                (s("utype"), "lists the utype of tables in the tableset"),
+                (s("description"), "describes tables in the tableset"),
+                (
+                    i("table_index"),
+                    "recommended sort order when listing tables",
+                ),
+            ],
+        ),
+        (
+            "columns",
+            "Columns of the tables in this service",
+            vec![
+                (s("table_name"), "the table this column belongs to"),
+                (s("column_name"), "the column name"),
+                (s("utype"), "lists the utypes of columns in the tableset"),
+                (s("ucd"), "lists the UCDs of columns in the tableset"),
+                (
+                    s("unit"),
+                    "lists the unit used for column values in the tableset",
+                ),
+                (s("description"), "describes the columns in the tableset"),
+                (
+                    s("datatype"),
+                    "lists the ADQL datatype of columns in the tableset",
+                ),
+                (
+                    s("arraysize"),
+                    "lists the size of variable-length columns in the tableset",
+                ),
+                (s("xtype"), "a DALI or custom extended type annotation"),
+                (i("size"), "deprecated: use arraysize"),
+                (i("principal"), "a principal column; 1 means 1, 0 means 0"),
+                (i("indexed"), "an indexed column; 1 means 1, 0 means 0"),
+                (i("std"), "a standard column; 1 means 1, 0 means 0"),
+                (
+                    i("column_index"),
+                    "recommended sort order when listing columns",
+                ),
+            ],
+        ),
+        (
+            "keys",
+            "Foreign keys between tables",
+            vec![
+                (s("key_id"), "unique key to join to tap_schema.key_columns"),
+                (s("from_table"), "the table with the foreign key"),
+                (s("target_table"), "the table with the primary key"),
+                (s("utype"), "lists the utype of keys in the tableset"),
+                (s("description"), "describes keys in the tableset"),
+            ],
+        ),
+        (
+            "key_columns",
+            "Columns of the foreign keys",
+            vec![
+                (s("key_id"), "key to join to tap_schema.keys"),
+                (s("from_column"), "column in the from_table"),
+                (s("target_column"), "column in the target_table"),
+            ],
+        ),
     ]
 }
 
@@ -209,8 +258,18 @@ fn tap_schema_keys(table: &str) -> Vec<KeyDesc> {
         columns: vec![(from.into(), to.into())],
     };
     match table {
-        "tables" => vec![key("tables_schema_fk", "schemas", "schema_name", "schema_name")],
-        "columns" => vec![key("columns_table_fk", "tables", "table_name", "table_name")],
+        "tables" => vec![key(
+            "tables_schema_fk",
+            "schemas",
+            "schema_name",
+            "schema_name",
+        )],
+        "columns" => vec![key(
+            "columns_table_fk",
+            "tables",
+            "table_name",
+            "table_name",
+        )],
         "keys" => vec![
             key("keys_from_fk", "tables", "from_table", "table_name"),
             key("keys_target_fk", "tables", "target_table", "table_name"),
@@ -234,7 +293,8 @@ pub fn tap_schema_desc() -> SchemaDesc {
                 columns: fields
                     .into_iter()
                     .map(|(f, d)| {
-                        let f = f.with_metadata([(meta::DESCRIPTION.to_string(), d.to_string())].into());
+                        let f = f
+                            .with_metadata([(meta::DESCRIPTION.to_string(), d.to_string())].into());
                         let mut c = ColumnDesc::from_field(&f, true, false, true);
                         // `size` is an ADQL reserved word: TAP 1.1 publishes it delimited.
                         if c.name == "size" {
@@ -254,13 +314,21 @@ fn opt(v: &Option<String>) -> Option<&str> {
 }
 
 /// The five TAP_SCHEMA tables for `schemas` (which should include [`tap_schema_desc`]).
-pub fn tap_schema_tables_data(schemas: &[SchemaDesc]) -> datafusion::common::Result<Vec<(String, Arc<MemTable>)>> {
+pub fn tap_schema_tables_data(
+    schemas: &[SchemaDesc],
+) -> datafusion::common::Result<Vec<(String, Arc<MemTable>)>> {
     let defs = tap_schema_tables();
     let schema_of = |name: &str| -> Arc<Schema> {
-        let (_, _, fields) = defs.iter().find(|(n, _, _)| *n == name).expect("defined above");
+        let (_, _, fields) = defs
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .expect("defined above");
         let fields: Vec<Field> = fields
             .iter()
-            .map(|(f, d)| f.clone().with_metadata([(meta::DESCRIPTION.to_string(), d.to_string())].into()))
+            .map(|(f, d)| {
+                f.clone()
+                    .with_metadata([(meta::DESCRIPTION.to_string(), d.to_string())].into())
+            })
             .collect();
         Arc::new(Schema::new(fields))
     };
@@ -268,64 +336,129 @@ pub fn tap_schema_tables_data(schemas: &[SchemaDesc]) -> datafusion::common::Res
     let int_col = |v: Vec<Option<i32>>| Arc::new(Int32Array::from(v)) as ArrayRef;
 
     let mut out = Vec::new();
-    let tables: Vec<(&SchemaDesc, &TableDesc)> =
-        schemas.iter().flat_map(|s| s.tables.iter().map(move |t| (s, t))).collect();
+    let tables: Vec<(&SchemaDesc, &TableDesc)> = schemas
+        .iter()
+        .flat_map(|s| s.tables.iter().map(move |t| (s, t)))
+        .collect();
     let columns: Vec<(&TableDesc, &ColumnDesc, usize)> = tables
         .iter()
-        .flat_map(|(_, t)| t.columns.iter().enumerate().map(move |(i, c)| (*t, c, i + 1)))
+        .flat_map(|(_, t)| {
+            t.columns
+                .iter()
+                .enumerate()
+                .map(move |(i, c)| (*t, c, i + 1))
+        })
         .collect();
     let keys: Vec<&KeyDesc> = tables.iter().flat_map(|(_, t)| t.keys.iter()).collect();
 
-    let batch = |name: &str, cols: Vec<ArrayRef>| -> datafusion::common::Result<(String, Arc<MemTable>)> {
-        let schema = schema_of(name);
-        let b = RecordBatch::try_new(schema.clone(), cols)?;
-        Ok((name.to_string(), Arc::new(MemTable::try_new(schema, vec![vec![b]])?)))
-    };
-    out.push(batch("schemas", vec![
-        str_col(schemas.iter().map(|s| Some(s.name.as_str())).collect()),
-        str_col(schemas.iter().map(|_| None).collect()),
-        str_col(schemas.iter().map(|s| opt(&s.description)).collect()),
-        int_col((1..=schemas.len() as i32).map(Some).collect()),
-    ])?);
-    out.push(batch("tables", vec![
-        str_col(tables.iter().map(|(s, _)| Some(s.name.as_str())).collect()),
-        str_col(tables.iter().map(|(_, t)| Some(t.name.as_str())).collect()),
-        str_col(tables.iter().map(|(_, t)| Some(t.table_type.as_str())).collect()),
-        str_col(tables.iter().map(|_| None).collect()),
-        str_col(tables.iter().map(|(_, t)| opt(&t.description)).collect()),
-        int_col((1..=tables.len() as i32).map(Some).collect()),
-    ])?);
-    out.push(batch("columns", vec![
-        str_col(columns.iter().map(|(t, _, _)| Some(t.name.as_str())).collect()),
-        str_col(columns.iter().map(|(_, c, _)| Some(c.name.as_str())).collect()),
-        str_col(columns.iter().map(|(_, c, _)| opt(&c.utype)).collect()),
-        str_col(columns.iter().map(|(_, c, _)| opt(&c.ucd)).collect()),
-        str_col(columns.iter().map(|(_, c, _)| opt(&c.unit)).collect()),
-        str_col(columns.iter().map(|(_, c, _)| opt(&c.description)).collect()),
-        str_col(columns.iter().map(|(_, c, _)| Some(c.datatype.as_str())).collect()),
-        str_col(columns.iter().map(|(_, c, _)| opt(&c.arraysize)).collect()),
-        str_col(columns.iter().map(|(_, c, _)| opt(&c.xtype)).collect()),
-        int_col(columns.iter().map(|_| None).collect()),
-        int_col(columns.iter().map(|(_, c, _)| Some(c.principal as i32)).collect()),
-        int_col(columns.iter().map(|(_, c, _)| Some(c.indexed as i32)).collect()),
-        int_col(columns.iter().map(|(_, c, _)| Some(c.std as i32)).collect()),
-        int_col(columns.iter().map(|(_, _, i)| Some(*i as i32)).collect()),
-    ])?);
-    out.push(batch("keys", vec![
-        str_col(keys.iter().map(|k| Some(k.id.as_str())).collect()),
-        str_col(keys.iter().map(|k| Some(k.from_table.as_str())).collect()),
-        str_col(keys.iter().map(|k| Some(k.target_table.as_str())).collect()),
-        str_col(keys.iter().map(|_| None).collect()),
-        str_col(keys.iter().map(|k| opt(&k.description)).collect()),
-    ])?);
+    let batch =
+        |name: &str, cols: Vec<ArrayRef>| -> datafusion::common::Result<(String, Arc<MemTable>)> {
+            let schema = schema_of(name);
+            let b = RecordBatch::try_new(schema.clone(), cols)?;
+            Ok((
+                name.to_string(),
+                Arc::new(MemTable::try_new(schema, vec![vec![b]])?),
+            ))
+        };
+    out.push(batch(
+        "schemas",
+        vec![
+            str_col(schemas.iter().map(|s| Some(s.name.as_str())).collect()),
+            str_col(schemas.iter().map(|_| None).collect()),
+            str_col(schemas.iter().map(|s| opt(&s.description)).collect()),
+            int_col((1..=schemas.len() as i32).map(Some).collect()),
+        ],
+    )?);
+    out.push(batch(
+        "tables",
+        vec![
+            str_col(tables.iter().map(|(s, _)| Some(s.name.as_str())).collect()),
+            str_col(tables.iter().map(|(_, t)| Some(t.name.as_str())).collect()),
+            str_col(
+                tables
+                    .iter()
+                    .map(|(_, t)| Some(t.table_type.as_str()))
+                    .collect(),
+            ),
+            str_col(tables.iter().map(|_| None).collect()),
+            str_col(tables.iter().map(|(_, t)| opt(&t.description)).collect()),
+            int_col((1..=tables.len() as i32).map(Some).collect()),
+        ],
+    )?);
+    out.push(batch(
+        "columns",
+        vec![
+            str_col(
+                columns
+                    .iter()
+                    .map(|(t, _, _)| Some(t.name.as_str()))
+                    .collect(),
+            ),
+            str_col(
+                columns
+                    .iter()
+                    .map(|(_, c, _)| Some(c.name.as_str()))
+                    .collect(),
+            ),
+            str_col(columns.iter().map(|(_, c, _)| opt(&c.utype)).collect()),
+            str_col(columns.iter().map(|(_, c, _)| opt(&c.ucd)).collect()),
+            str_col(columns.iter().map(|(_, c, _)| opt(&c.unit)).collect()),
+            str_col(
+                columns
+                    .iter()
+                    .map(|(_, c, _)| opt(&c.description))
+                    .collect(),
+            ),
+            str_col(
+                columns
+                    .iter()
+                    .map(|(_, c, _)| Some(c.datatype.as_str()))
+                    .collect(),
+            ),
+            str_col(columns.iter().map(|(_, c, _)| opt(&c.arraysize)).collect()),
+            str_col(columns.iter().map(|(_, c, _)| opt(&c.xtype)).collect()),
+            int_col(columns.iter().map(|_| None).collect()),
+            int_col(
+                columns
+                    .iter()
+                    .map(|(_, c, _)| Some(c.principal as i32))
+                    .collect(),
+            ),
+            int_col(
+                columns
+                    .iter()
+                    .map(|(_, c, _)| Some(c.indexed as i32))
+                    .collect(),
+            ),
+            int_col(columns.iter().map(|(_, c, _)| Some(c.std as i32)).collect()),
+            int_col(columns.iter().map(|(_, _, i)| Some(*i as i32)).collect()),
+        ],
+    )?);
+    out.push(batch(
+        "keys",
+        vec![
+            str_col(keys.iter().map(|k| Some(k.id.as_str())).collect()),
+            str_col(keys.iter().map(|k| Some(k.from_table.as_str())).collect()),
+            str_col(keys.iter().map(|k| Some(k.target_table.as_str())).collect()),
+            str_col(keys.iter().map(|_| None).collect()),
+            str_col(keys.iter().map(|k| opt(&k.description)).collect()),
+        ],
+    )?);
     let kc: Vec<(&str, &str, &str)> = keys
         .iter()
-        .flat_map(|k| k.columns.iter().map(move |(a, b)| (k.id.as_str(), a.as_str(), b.as_str())))
+        .flat_map(|k| {
+            k.columns
+                .iter()
+                .map(move |(a, b)| (k.id.as_str(), a.as_str(), b.as_str()))
+        })
         .collect();
-    out.push(batch("key_columns", vec![
-        str_col(kc.iter().map(|x| Some(x.0)).collect()),
-        str_col(kc.iter().map(|x| Some(x.1)).collect()),
-        str_col(kc.iter().map(|x| Some(x.2)).collect()),
-    ])?);
+    out.push(batch(
+        "key_columns",
+        vec![
+            str_col(kc.iter().map(|x| Some(x.0)).collect()),
+            str_col(kc.iter().map(|x| Some(x.1)).collect()),
+            str_col(kc.iter().map(|x| Some(x.2)).collect()),
+        ],
+    )?);
     Ok(out)
 }

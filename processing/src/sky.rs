@@ -34,7 +34,11 @@ impl Footprint {
     pub fn for_objects(n: u64) -> Self {
         let area = n as f64 / 50_000.0;
         let radius = (area / std::f64::consts::PI).sqrt().max(2.0);
-        Self { ra: 62.0, dec: -37.0, radius }
+        Self {
+            ra: 62.0,
+            dec: -37.0,
+            radius,
+        }
     }
 
     /// A uniformly distributed position inside the footprint.
@@ -57,7 +61,9 @@ fn rotate_from_pole(v: [f64; 3], ra0: f64, dec0: f64) -> (f64, f64) {
     let east = [-sa, ca, 0.0];
     let north = [-sd * ca, -sd * sa, cd];
     let centre = [cd * ca, cd * sa, sd];
-    let w: Vec<f64> = (0..3).map(|i| v[0] * east[i] + v[1] * north[i] + v[2] * centre[i]).collect();
+    let w: Vec<f64> = (0..3)
+        .map(|i| v[0] * east[i] + v[1] * north[i] + v[2] * centre[i])
+        .collect();
     let dec = w[2].clamp(-1.0, 1.0).asin().to_degrees();
     let ra = w[1].atan2(w[0]).to_degrees().rem_euclid(360.0);
     (ra, dec)
@@ -66,9 +72,18 @@ fn rotate_from_pole(v: [f64; 3], ra0: f64, dec0: f64) -> (f64, f64) {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Variability {
     /// Sinusoidal variable: period (days), fractional amplitude, phase.
-    Periodic { period: f64, amplitude: f64, phase: f64 },
+    Periodic {
+        period: f64,
+        amplitude: f64,
+        phase: f64,
+    },
     /// A supernova-like transient: peak MJD, peak flux in r (nJy), rise and fall times (days).
-    Transient { peak_mjd: f64, peak_flux: f64, rise: f64, fall: f64 },
+    Transient {
+        peak_mjd: f64,
+        peak_flux: f64,
+        rise: f64,
+        fall: f64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -90,12 +105,23 @@ impl SimObject {
         let base = self.flux[band];
         match self.variability {
             None => base,
-            Some(Variability::Periodic { period, amplitude, phase }) => {
-                base * (1.0 + amplitude * (std::f64::consts::TAU * mjd / period + phase).sin())
-            }
-            Some(Variability::Transient { peak_mjd, peak_flux, rise, fall }) => {
+            Some(Variability::Periodic {
+                period,
+                amplitude,
+                phase,
+            }) => base * (1.0 + amplitude * (std::f64::consts::TAU * mjd / period + phase).sin()),
+            Some(Variability::Transient {
+                peak_mjd,
+                peak_flux,
+                rise,
+                fall,
+            }) => {
                 let dt = mjd - peak_mjd;
-                let shape = if dt < 0.0 { (-(dt / rise).powi(2)).exp() } else { (-dt / fall).exp() };
+                let shape = if dt < 0.0 {
+                    (-(dt / rise).powi(2)).exp()
+                } else {
+                    (-dt / fall).exp()
+                };
                 // Bluer near peak: a simple colour term across bands.
                 let colour = 1.0 - 0.08 * (band as f64 - 2.0);
                 base + peak_flux * shape * colour.max(0.2)
@@ -115,11 +141,31 @@ pub fn objects(seed: u64, n: u64, footprint: Footprint) -> impl Iterator<Item = 
         let r_mag = 16.0 + 11.0 * u.powf(0.35);
         let (colours, size) = if is_star {
             let t: f64 = rng.random_range(0.0..1.0);
-            ([1.2 + 1.5 * t, 0.5 + 0.9 * t, 0.0, -0.15 - 0.4 * t, -0.2 - 0.6 * t, -0.25 - 0.7 * t], 0.0)
+            (
+                [
+                    1.2 + 1.5 * t,
+                    0.5 + 0.9 * t,
+                    0.0,
+                    -0.15 - 0.4 * t,
+                    -0.2 - 0.6 * t,
+                    -0.25 - 0.7 * t,
+                ],
+                0.0,
+            )
         } else {
             let red: f64 = rng.random_range(0.0..1.0);
             let size = rng.random_range(0.3..2.5) * (24.0 / r_mag).powi(2);
-            ([1.0 + 1.2 * red, 0.4 + 0.8 * red, 0.0, -0.3 - 0.3 * red, -0.45 - 0.4 * red, -0.55 - 0.5 * red], size)
+            (
+                [
+                    1.0 + 1.2 * red,
+                    0.4 + 0.8 * red,
+                    0.0,
+                    -0.3 - 0.3 * red,
+                    -0.45 - 0.4 * red,
+                    -0.55 - 0.5 * red,
+                ],
+                size,
+            )
         };
         let mut flux = [0.0; 6];
         for b in 0..6 {
@@ -142,7 +188,15 @@ pub fn objects(seed: u64, n: u64, footprint: Footprint) -> impl Iterator<Item = 
         } else {
             None
         };
-        SimObject { id, ra, dec, is_star, flux, size, variability }
+        SimObject {
+            id,
+            ra,
+            dec,
+            is_star,
+            flux,
+            size,
+            variability,
+        }
     })
 }
 
@@ -195,7 +249,12 @@ pub fn detector_of(v: &SimVisit, ra: f64, dec: f64) -> Option<(i64, f64, f64)> {
 
 /// Gnomonic projection of (ra, dec) about (ra0, dec0), degrees; None on the far side.
 pub fn tangent_plane(ra0: f64, dec0: f64, ra: f64, dec: f64) -> Option<(f64, f64)> {
-    let (a0, d0, a, d) = (ra0.to_radians(), dec0.to_radians(), ra.to_radians(), dec.to_radians());
+    let (a0, d0, a, d) = (
+        ra0.to_radians(),
+        dec0.to_radians(),
+        ra.to_radians(),
+        dec.to_radians(),
+    );
     let cos_c = d0.sin() * d.sin() + d0.cos() * d.cos() * (a - a0).cos();
     if cos_c <= 0.0 {
         return None;
@@ -224,7 +283,10 @@ pub fn detector_center(v: &SimVisit, det: i64) -> (f64, f64) {
 /// `n` visits dithered over `footprint` across a year, cycling through the bands.
 pub fn cadence(seed: u64, n: u64, footprint: Footprint) -> Vec<SimVisit> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_cade);
-    let inner = Footprint { radius: (footprint.radius - 1.0).max(0.2), ..footprint };
+    let inner = Footprint {
+        radius: (footprint.radius - 1.0).max(0.2),
+        ..footprint
+    };
     (0..n)
         .map(|i| {
             let (ra, dec) = inner.sample(&mut rng);
@@ -242,7 +304,8 @@ pub fn cadence(seed: u64, n: u64, footprint: Footprint) -> Vec<SimVisit> {
                 exp_time: 30.0,
                 airmass,
                 seeing,
-                depth_offset: -1.25 * (seeing / 0.7).log10() * 2.0 - 0.2 * (airmass - 1.0) + rng.random_range(-0.3..0.1),
+                depth_offset: -1.25 * (seeing / 0.7).log10() * 2.0 - 0.2 * (airmass - 1.0)
+                    + rng.random_range(-0.3..0.1),
                 altitude,
                 azimuth: rng.random_range(0.0..360.0),
             }
@@ -276,10 +339,16 @@ mod tests {
     #[test]
     fn same_seed_same_sky() {
         let f = Footprint::for_objects(1000);
-        let a: Vec<_> = objects(7, 100, f).map(|o| (o.ra, o.dec, o.flux[2])).collect();
-        let b: Vec<_> = objects(7, 100, f).map(|o| (o.ra, o.dec, o.flux[2])).collect();
+        let a: Vec<_> = objects(7, 100, f)
+            .map(|o| (o.ra, o.dec, o.flux[2]))
+            .collect();
+        let b: Vec<_> = objects(7, 100, f)
+            .map(|o| (o.ra, o.dec, o.flux[2]))
+            .collect();
         assert_eq!(a, b);
-        let c: Vec<_> = objects(8, 100, f).map(|o| (o.ra, o.dec, o.flux[2])).collect();
+        let c: Vec<_> = objects(8, 100, f)
+            .map(|o| (o.ra, o.dec, o.flux[2]))
+            .collect();
         assert_ne!(a, c);
     }
 

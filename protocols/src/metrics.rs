@@ -2,7 +2,9 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
 
 static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
 
@@ -40,7 +42,9 @@ static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 
 pub fn query_done(mode: &str, status: &str, elapsed: Duration) {
     QUERIES.with_label_values(&[mode, status]).inc();
-    QUERY_SECONDS.with_label_values(&[mode]).observe(elapsed.as_secs_f64());
+    QUERY_SECONDS
+        .with_label_values(&[mode])
+        .observe(elapsed.as_secs_f64());
 }
 
 pub fn http_response(status: u16) {

@@ -87,8 +87,7 @@ def test_upload_join(tap_url, data_dir):
 
 def test_maxrec_overflow(tap_url):
     service = pyvo.dal.TAPService(tap_url)
-    with pytest.warns(Warning):
-        result = service.search("SELECT objectId FROM dp.Object", maxrec=7)
+    result = service.search("SELECT objectId FROM dp.Object", maxrec=7)
     assert len(result) == 7
     assert result.query_status == "OVERFLOW"
 

@@ -4,13 +4,17 @@
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema};
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path as ObjPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ArrowWriter;
 
 use super::{HEALPIX_COLUMN, Manifest, Result};
 
-pub(super) async fn write_metadata(store: &dyn ObjectStore, dir: &ObjPath, m: &Manifest) -> Result<()> {
+pub(super) async fn write_metadata(
+    store: &dyn ObjectStore,
+    dir: &ObjPath,
+    m: &Manifest,
+) -> Result<()> {
     let Some((ra, dec)) = &m.position else {
         return Ok(());
     };
@@ -18,8 +22,15 @@ pub(super) async fn write_metadata(store: &dyn ObjectStore, dir: &ObjPath, m: &M
     for cell in m.partitions.iter().filter_map(|p| p.cell) {
         csv.push_str(&format!("{},{}\n", cell.order, cell.pixel));
     }
-    store.put(&dir.clone().join("partition_info.csv"), csv.into()).await?;
-    let max_order = m.partitions.iter().filter_map(|p| p.cell.map(|c| c.order)).max().unwrap_or(0);
+    store
+        .put(&dir.clone().join("partition_info.csv"), csv.into())
+        .await?;
+    let max_order = m
+        .partitions
+        .iter()
+        .filter_map(|p| p.cell.map(|c| c.order))
+        .max()
+        .unwrap_or(0);
     let props = format!(
         "#HATS catalog written by Aster\n\
          obs_collection={name}\n\
@@ -41,16 +52,28 @@ pub(super) async fn write_metadata(store: &dyn ObjectStore, dir: &ObjPath, m: &M
         version = env!("CARGO_PKG_VERSION"),
         date = chrono::Utc::now().format("%Y-%m-%dT%H:%M%Z"),
     );
-    store.put(&dir.clone().join("properties"), props.into()).await?;
+    store
+        .put(&dir.clone().join("properties"), props.into())
+        .await?;
     // The schema-only Parquet file HATS readers take the catalog's columns from.
     let table_schema = m.table.arrow_schema();
-    let mut fields: Vec<Field> = table_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = table_schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     fields.push(Field::new(HEALPIX_COLUMN, DataType::Int64, false));
-    let schema = Arc::new(Schema::new_with_metadata(fields, table_schema.metadata().clone()));
+    let schema = Arc::new(Schema::new_with_metadata(
+        fields,
+        table_schema.metadata().clone(),
+    ));
     let mut buf = Vec::new();
     ArrowWriter::try_new(&mut buf, schema, None)?.close()?;
     store
-        .put(&dir.clone().join("dataset").clone().join("_common_metadata"), buf.into())
+        .put(
+            &dir.clone().join("dataset").clone().join("_common_metadata"),
+            buf.into(),
+        )
         .await?;
     Ok(())
 }

@@ -23,7 +23,8 @@ impl Cell {
         self.pixel / 10_000 * 10_000
     }
     pub fn contains(&self, other: &Cell) -> bool {
-        other.order >= self.order && (other.pixel >> (2 * u32::from(other.order - self.order))) == self.pixel
+        other.order >= self.order
+            && (other.pixel >> (2 * u32::from(other.order - self.order))) == self.pixel
     }
 }
 
@@ -86,11 +87,27 @@ mod tests {
 
     #[test]
     fn cells_nest_and_name() {
-        let c = Cell { order: 2, pixel: 37 };
-        assert!(c.contains(&Cell { order: 4, pixel: 37 * 16 + 3 }));
-        assert!(!c.contains(&Cell { order: 4, pixel: 38 * 16 }));
+        let c = Cell {
+            order: 2,
+            pixel: 37,
+        };
+        assert!(c.contains(&Cell {
+            order: 4,
+            pixel: 37 * 16 + 3
+        }));
+        assert!(!c.contains(&Cell {
+            order: 4,
+            pixel: 38 * 16
+        }));
         assert_eq!(c.range29().end - c.range29().start, 1 << 54);
         assert_eq!(parse_manifest_version(&manifest_name(42)), Some(42));
-        assert_eq!(Cell { order: 8, pixel: 123_456 }.dir(), 120_000);
+        assert_eq!(
+            Cell {
+                order: 8,
+                pixel: 123_456
+            }
+            .dir(),
+            120_000
+        );
     }
 }

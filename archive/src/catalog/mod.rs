@@ -16,8 +16,8 @@ use arrow::compute::{cast, concat_batches, sort_to_indices, take_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use futures::TryStreamExt;
-use object_store::path::Path as ObjPath;
 use object_store::buffered::BufWriter;
+use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::Compression;
@@ -86,7 +86,8 @@ impl CatalogStore {
                     .with_bucket_name(bucket)
                     .build()
                     .map_err(|e| loc_err(e.to_string()))?;
-                let url = ObjectStoreUrl::parse(format!("s3://{bucket}")).map_err(|e| loc_err(e.to_string()))?;
+                let url = ObjectStoreUrl::parse(format!("s3://{bucket}"))
+                    .map_err(|e| loc_err(e.to_string()))?;
                 (Arc::new(s3), url, ObjPath::from(prefix))
             } else {
                 let dir = location.strip_prefix("file://").unwrap_or(location);
@@ -134,11 +135,16 @@ impl CatalogStore {
             }
         }
         out.sort_by(|a, b| {
-            (a.schema.as_str(), a.table.table_index.unwrap_or(i32::MAX), a.table.name.as_str()).cmp(&(
-                b.schema.as_str(),
-                b.table.table_index.unwrap_or(i32::MAX),
-                b.table.name.as_str(),
-            ))
+            (
+                a.schema.as_str(),
+                a.table.table_index.unwrap_or(i32::MAX),
+                a.table.name.as_str(),
+            )
+                .cmp(&(
+                    b.schema.as_str(),
+                    b.table.table_index.unwrap_or(i32::MAX),
+                    b.table.name.as_str(),
+                ))
         });
         Ok(out)
     }
@@ -157,7 +163,9 @@ impl CatalogStore {
         let newest = listing
             .objects
             .iter()
-            .filter_map(|o| manifest::parse_manifest_version(o.location.as_ref()).map(|v| (v, &o.location)))
+            .filter_map(|o| {
+                manifest::parse_manifest_version(o.location.as_ref()).map(|v| (v, &o.location))
+            })
             .max_by_key(|(v, _)| *v);
         let Some((_, location)) = newest else {
             return Ok(None);
@@ -167,7 +175,12 @@ impl CatalogStore {
     }
 
     /// Creates an empty table. Tables with sky positions are HEALPix-partitioned.
-    pub async fn create_table(&self, schema: &str, table: &FelisTable, max_rows: u64) -> Result<Arc<Manifest>> {
+    pub async fn create_table(
+        &self,
+        schema: &str,
+        table: &FelisTable,
+        max_rows: u64,
+    ) -> Result<Arc<Manifest>> {
         let qualified = format!("{schema}.{}", table.name);
         if self.manifest(schema, &table.name).await?.is_some() {
             return Err(CatalogError::TableExists(qualified));
@@ -197,10 +210,18 @@ impl CatalogStore {
             mode: PutMode::Create,
             ..Default::default()
         };
-        match self.inner.store.put_opts(&path, PutPayload::from(body), opts).await {
+        match self
+            .inner
+            .store
+            .put_opts(&path, PutPayload::from(body), opts)
+            .await
+        {
             Ok(_) => {}
             Err(object_store::Error::AlreadyExists { .. }) => {
-                return Err(CatalogError::Conflict(format!("{}.{}", m.schema, m.table.name)));
+                return Err(CatalogError::Conflict(format!(
+                    "{}.{}",
+                    m.schema, m.table.name
+                )));
             }
             Err(e) => return Err(e.into()),
         }
@@ -210,7 +231,12 @@ impl CatalogStore {
     /// Appends rows atomically: readers see all of them or none. Columns are matched to the
     /// table's by name (case-insensitively) and cast to its types; missing nullable columns
     /// are filled with nulls.
-    pub async fn append(&self, schema: &str, table: &str, batches: &[RecordBatch]) -> Result<Arc<Manifest>> {
+    pub async fn append(
+        &self,
+        schema: &str,
+        table: &str,
+        batches: &[RecordBatch],
+    ) -> Result<Arc<Manifest>> {
         let key = format!("{schema}.{table}");
         let lock = self
             .inner
@@ -237,7 +263,11 @@ impl CatalogStore {
         let mut next = (*current).clone();
         next.version += 1;
         let dir = self.table_dir(schema, &current.table.name);
-        let tag = format!("{:06}-{}", next.version, &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let tag = format!(
+            "{:06}-{}",
+            next.version,
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
         match &current.position {
             Some((ra, dec)) => {
                 let all = concat_batches(&target, &conformed)?;
@@ -251,7 +281,8 @@ impl CatalogStore {
                     .iter()
                     .map(|&h| h as u64)
                     .collect::<Vec<u64>>();
-                let existing: Vec<Cell> = current.partitions.iter().filter_map(|p| p.cell).collect();
+                let existing: Vec<Cell> =
+                    current.partitions.iter().filter_map(|p| p.cell).collect();
                 for (cell, range) in partitioning::plan(&hp, &existing, current.max_rows) {
                     let slice = indexed.slice(range.start, range.len());
                     let rel = format!(
@@ -288,8 +319,15 @@ impl CatalogStore {
         Ok(Arc::new(next))
     }
 
-    async fn write_file(&self, dir: &ObjPath, rel: &str, batches: &[RecordBatch]) -> Result<DataFile> {
-        let path = rel.split('/').fold(dir.clone(), |p, part| p.clone().join(part));
+    async fn write_file(
+        &self,
+        dir: &ObjPath,
+        rel: &str,
+        batches: &[RecordBatch],
+    ) -> Result<DataFile> {
+        let path = rel
+            .split('/')
+            .fold(dir.clone(), |p, part| p.clone().join(part));
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
@@ -317,7 +355,13 @@ impl CatalogStore {
     /// Deletes a table and all its files.
     pub async fn drop_table(&self, schema: &str, table: &str) -> Result<()> {
         let dir = self.table_dir(schema, table);
-        let paths: Vec<_> = self.inner.store.list(Some(&dir)).map_ok(|o| o.location).try_collect().await?;
+        let paths: Vec<_> = self
+            .inner
+            .store
+            .list(Some(&dir))
+            .map_ok(|o| o.location)
+            .try_collect()
+            .await?;
         for p in paths {
             self.inner.store.delete(&p).await?;
         }
@@ -327,7 +371,9 @@ impl CatalogStore {
     /// Full object-store path of a data file of a table.
     pub(crate) fn file_path(&self, m: &Manifest, rel: &str) -> ObjPath {
         rel.split('/')
-            .fold(self.table_dir(&m.schema, &m.table.name), |p, part| p.clone().join(part))
+            .fold(self.table_dir(&m.schema, &m.table.name), |p, part| {
+                p.clone().join(part)
+            })
     }
 }
 
@@ -344,10 +390,17 @@ fn conform(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch> {
                 .position(|s| s.name().eq_ignore_ascii_case(f.name()));
             match found {
                 Some(i) => cast(batch.column(i), f.data_type()).map_err(|e| {
-                    CatalogError::BadData(format!("column {}: cannot convert to {}: {e}", f.name(), f.data_type()))
+                    CatalogError::BadData(format!(
+                        "column {}: cannot convert to {}: {e}",
+                        f.name(),
+                        f.data_type()
+                    ))
                 }),
                 None if f.is_nullable() => Ok(new_null_array(f.data_type(), batch.num_rows())),
-                None => Err(CatalogError::BadData(format!("column {} is missing", f.name()))),
+                None => Err(CatalogError::BadData(format!(
+                    "column {} is missing",
+                    f.name()
+                ))),
             }
         })
         .collect::<Result<Vec<ArrayRef>>>()?;
@@ -377,14 +430,24 @@ fn with_healpix(batch: &RecordBatch, ra: &str, dec: &str) -> Result<RecordBatch>
             )));
         }
         // Order-29 indices stay below 12·4^29 < 2^62, so they fit HATS's int64 column.
-        hp.push(cdshealpix::nested::hash(29, a.rem_euclid(360.0).to_radians(), d.to_radians()) as i64);
+        hp.push(
+            cdshealpix::nested::hash(29, a.rem_euclid(360.0).to_radians(), d.to_radians()) as i64,
+        );
     }
     let hp_array = Arc::new(Int64Array::from(hp)) as ArrayRef;
-    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     fields.push(Field::new(HEALPIX_COLUMN, DataType::Int64, false));
     let mut columns = batch.columns().to_vec();
     columns.push(hp_array.clone());
-    let schema = Arc::new(Schema::new_with_metadata(fields, batch.schema().metadata().clone()));
+    let schema = Arc::new(Schema::new_with_metadata(
+        fields,
+        batch.schema().metadata().clone(),
+    ));
     let with = RecordBatch::try_new(schema, columns)?;
     let order = sort_to_indices(&hp_array, None, None)?;
     Ok(take_record_batch(&with, &order)?)

@@ -8,10 +8,20 @@ pub const MAX_ORDER: u8 = 13;
 /// Assigns rows, given by their sorted order-29 indices, to partition cells. Existing
 /// partitions keep their cells: rows inside one go to it, and new cells never overlap one.
 /// Returns (cell, start..end) slices into `sorted29`.
-pub fn plan(sorted29: &[u64], existing: &[Cell], max_rows: u64) -> Vec<(Cell, std::ops::Range<usize>)> {
+pub fn plan(
+    sorted29: &[u64],
+    existing: &[Cell],
+    max_rows: u64,
+) -> Vec<(Cell, std::ops::Range<usize>)> {
     let mut out = Vec::new();
     for pixel in 0..12 {
-        split(Cell { order: 0, pixel }, sorted29, existing, max_rows, &mut out);
+        split(
+            Cell { order: 0, pixel },
+            sorted29,
+            existing,
+            max_rows,
+            &mut out,
+        );
     }
     out
 }
@@ -37,7 +47,10 @@ fn split(
     let has_existing_inside = existing.iter().any(|e| cell.contains(e));
     let small_enough = (end - start) as u64 <= max_rows;
     if (!has_existing_inside && small_enough) || cell.order >= MAX_ORDER {
-        if let Some(owner) = existing.iter().find(|e| e.contains(&cell) || cell.contains(e)) {
+        if let Some(owner) = existing
+            .iter()
+            .find(|e| e.contains(&cell) || cell.contains(e))
+        {
             // At the deepest order, an overlapping existing cell still owns the rows.
             out.push((*owner, start..end));
         } else {
@@ -77,9 +90,22 @@ mod tests {
 
     #[test]
     fn appends_respect_existing_partitions() {
-        let existing = [Cell { order: 1, pixel: 17 }];
-        let inside = Cell { order: 3, pixel: 17 * 16 }.range29().start;
-        let outside = Cell { order: 1, pixel: 18 }.range29().start;
+        let existing = [Cell {
+            order: 1,
+            pixel: 17,
+        }];
+        let inside = Cell {
+            order: 3,
+            pixel: 17 * 16,
+        }
+        .range29()
+        .start;
+        let outside = Cell {
+            order: 1,
+            pixel: 18,
+        }
+        .range29()
+        .start;
         let rows = vec![inside, inside + 1, outside];
         let plan = plan(&rows, &existing, 10);
         assert!(plan.contains(&(existing[0], 0..2)));

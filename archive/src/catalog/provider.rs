@@ -85,7 +85,11 @@ fn coverage29(region: &SkyRegion, depth: u8) -> Vec<Range<u64>> {
             c.radius.to_radians(),
         ),
         SkyRegion::Polygon(p) => {
-            let v: Vec<(f64, f64)> = p.vertices().iter().map(|v| (v.ra_rad(), v.dec_rad())).collect();
+            let v: Vec<(f64, f64)> = p
+                .vertices()
+                .iter()
+                .map(|v| (v.ra_rad(), v.dec_rad()))
+                .collect();
             cdshealpix::nested::polygon_coverage(depth, &v, true)
         }
     };
@@ -124,7 +128,12 @@ impl TableProvider for CatalogTable {
             .manifest(&self.schema_name, &self.table_name)
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?
-            .ok_or_else(|| DataFusionError::Plan(format!("table {}.{} no longer exists", self.schema_name, self.table_name)))?;
+            .ok_or_else(|| {
+                DataFusionError::Plan(format!(
+                    "table {}.{} no longer exists",
+                    self.schema_name, self.table_name
+                ))
+            })?;
         let region = self
             .position
             .as_ref()

@@ -35,7 +35,13 @@ pub struct TapService {
 }
 
 impl TapService {
-    pub fn new(engine: QueryEngine, log: QueryLog, limits: TapLimits, max_upload: usize, public_url: Option<String>) -> Self {
+    pub fn new(
+        engine: QueryEngine,
+        log: QueryLog,
+        limits: TapLimits,
+        max_upload: usize,
+        public_url: Option<String>,
+    ) -> Self {
         Self {
             engine,
             log,
@@ -84,7 +90,15 @@ pub fn router(service: TapService, jobs: JobStore, uws_config: UwsConfig) -> Rou
         .route("/tables", get(tables))
         .route("/tables/{name}", get(one_table))
         .route("/history", get(history))
-        .route("/examples", get(|| async { ([(header::CONTENT_TYPE, "application/xhtml+xml")], vosi::examples()) }))
+        .route(
+            "/examples",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/xhtml+xml")],
+                    vosi::examples(),
+                )
+            }),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(service)
         .nest("/async", uws::router(jobs, runner, uws_config))
@@ -118,7 +132,12 @@ async fn landing(State(s): State<TapService>, headers: HeaderMap) -> Response {
 }
 
 async fn capabilities(State(s): State<TapService>, headers: HeaderMap) -> Response {
-    xml(vosi::capabilities(&s.base_url(&headers), s.limits.default_maxrec, s.limits.max_maxrec, s.max_upload))
+    xml(vosi::capabilities(
+        &s.base_url(&headers),
+        s.limits.default_maxrec,
+        s.limits.max_maxrec,
+        s.max_upload,
+    ))
 }
 
 async fn availability() -> Response {
@@ -126,10 +145,20 @@ async fn availability() -> Response {
 }
 
 async fn tables(State(s): State<TapService>, Query(q): Query<HashMap<String, String>>) -> Response {
-    let detail = match q.iter().find(|(k, _)| k.eq_ignore_ascii_case("detail")).map(|(_, v)| v.as_str()) {
+    let detail = match q
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("detail"))
+        .map(|(_, v)| v.as_str())
+    {
         None | Some("max") => true,
         Some("min") => false,
-        Some(other) => return (StatusCode::BAD_REQUEST, format!("detail={other}: expected min or max")).into_response(),
+        Some(other) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("detail={other}: expected min or max"),
+            )
+                .into_response();
+        }
     };
     match s.engine.metadata().await {
         Ok(m) => xml(vosi::tableset(&m, detail)),
@@ -139,7 +168,11 @@ async fn tables(State(s): State<TapService>, Query(q): Query<HashMap<String, Str
 
 async fn one_table(State(s): State<TapService>, Path(name): Path<String>) -> Response {
     match s.engine.metadata().await {
-        Ok(m) => match m.iter().flat_map(|s| &s.tables).find(|t| t.name.eq_ignore_ascii_case(&name)) {
+        Ok(m) => match m
+            .iter()
+            .flat_map(|s| &s.tables)
+            .find(|t| t.name.eq_ignore_ascii_case(&name))
+        {
             Some(t) => xml(vosi::single_table(t)),
             None => (StatusCode::NOT_FOUND, format!("no table named {name}")).into_response(),
         },
@@ -152,11 +185,21 @@ fn owner_of(req_ext: Option<&Owner>) -> Option<String> {
 }
 
 /// GET /tap/history: the caller's own queries, newest first, as JSON.
-async fn history(State(s): State<TapService>, owner: Option<axum::Extension<Owner>>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn history(
+    State(s): State<TapService>,
+    owner: Option<axum::Extension<Owner>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let limit = match q.get("limit").map(|v| v.parse::<usize>()) {
         None => 100,
         Some(Ok(n)) if n > 0 && n <= 10_000 => n,
-        Some(_) => return (StatusCode::BAD_REQUEST, "limit must be an integer from 1 to 10000").into_response(),
+        Some(_) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "limit must be an integer from 1 to 10000",
+            )
+                .into_response();
+        }
     };
     let who = owner_of(owner.as_deref());
     let log = s.log.clone();
@@ -167,7 +210,11 @@ async fn history(State(s): State<TapService>, owner: Option<axum::Extension<Owne
     }
 }
 
-async fn sync_get(State(s): State<TapService>, owner: Option<axum::Extension<Owner>>, Query(q): Query<Vec<(String, String)>>) -> Response {
+async fn sync_get(
+    State(s): State<TapService>,
+    owner: Option<axum::Extension<Owner>>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Response {
     let params = TapParams {
         params: q,
         files: HashMap::new(),
@@ -175,7 +222,11 @@ async fn sync_get(State(s): State<TapService>, owner: Option<axum::Extension<Own
     sync(s, owner_of(owner.as_deref()), params).await
 }
 
-async fn sync_post(State(s): State<TapService>, owner: Option<axum::Extension<Owner>>, req: Request) -> Response {
+async fn sync_post(
+    State(s): State<TapService>,
+    owner: Option<axum::Extension<Owner>>,
+    req: Request,
+) -> Response {
     let owner = owner_of(owner.as_deref());
     let is_multipart = req
         .headers()
@@ -202,7 +253,9 @@ async fn sync_post(State(s): State<TapService>, owner: Option<axum::Extension<Ow
                     files: HashMap::new(),
                 }
             }
-            Err(e) => return error_response(StatusCode::BAD_REQUEST, &format!("reading request: {e}")),
+            Err(e) => {
+                return error_response(StatusCode::BAD_REQUEST, &format!("reading request: {e}"));
+            }
         }
     };
     sync(s, owner, params).await
@@ -213,16 +266,26 @@ fn url_pairs(bytes: &[u8]) -> Vec<(String, String)> {
 }
 
 async fn read_multipart(req: Request) -> Result<TapParams, String> {
-    let mut mp = Multipart::from_request(req, &()).await.map_err(|e| e.to_string())?;
+    let mut mp = Multipart::from_request(req, &())
+        .await
+        .map_err(|e| e.to_string())?;
     let mut p = TapParams::default();
-    while let Some(field) = mp.next_field().await.map_err(|e| format!("multipart: {e}"))? {
+    while let Some(field) = mp
+        .next_field()
+        .await
+        .map_err(|e| format!("multipart: {e}"))?
+    {
         let name = field.name().unwrap_or_default().to_string();
         let is_file = field.file_name().is_some();
-        let data = field.bytes().await.map_err(|e| format!("multipart part {name}: {e}"))?;
+        let data = field
+            .bytes()
+            .await
+            .map_err(|e| format!("multipart part {name}: {e}"))?;
         if is_file {
             p.files.insert(name, data);
         } else {
-            p.params.push((name, String::from_utf8_lossy(&data).into_owned()));
+            p.params
+                .push((name, String::from_utf8_lossy(&data).into_owned()));
         }
     }
     Ok(p)
@@ -236,14 +299,21 @@ async fn sync(s: TapService, owner: Option<String>, params: TapParams) -> Respon
     let format = req.format;
     let timeout = s.limits.sync_timeout;
     let deadline = tokio::time::Instant::now() + timeout;
-    let started = tokio::time::timeout(timeout, run::start(&s.engine, &s.log, owner.as_deref(), "sync", None, req)).await;
+    let started = tokio::time::timeout(
+        timeout,
+        run::start(&s.engine, &s.log, owner.as_deref(), "sync", None, req),
+    )
+    .await;
     let (mut enc, head) = match started {
         Ok(Ok(x)) => x,
         Ok(Err(e)) => return error_response(StatusCode::BAD_REQUEST, &e.to_string()),
         Err(_) => {
             return error_response(
                 StatusCode::BAD_REQUEST,
-                &format!("the query did not finish within the synchronous limit of {} s; run it with /tap/async", timeout.as_secs()),
+                &format!(
+                    "the query did not finish within the synchronous limit of {} s; run it with /tap/async",
+                    timeout.as_secs()
+                ),
             );
         }
     };
@@ -262,7 +332,10 @@ async fn sync(s: TapService, owner: Option<String>, params: TapParams) -> Respon
                 Err(_) => {
                     let mut out = Vec::new();
                     enc.finish(
-                        &QueryStatus::Error(format!("the query exceeded the synchronous limit of {} s", timeout.as_secs())),
+                        &QueryStatus::Error(format!(
+                            "the query exceeded the synchronous limit of {} s",
+                            timeout.as_secs()
+                        )),
                         &mut out,
                     );
                     out
@@ -273,7 +346,8 @@ async fn sync(s: TapService, owner: Option<String>, params: TapParams) -> Respon
             }
         }
     });
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
     let mut resp = Response::new(Body::from_stream(stream));
     if let Ok(v) = HeaderValue::from_str(format.media_type()) {
         resp.headers_mut().insert(header::CONTENT_TYPE, v);
@@ -290,7 +364,11 @@ struct TapRunner {
 
 impl JobRunner for TapRunner {
     fn validate(&self, job: &Job) -> Result<(), String> {
-        self.params_of(job).and_then(|p| run::check_request(&p, &self.service.limits).map(|_| ()).map_err(|e| e.0))
+        self.params_of(job).and_then(|p| {
+            run::check_request(&p, &self.service.limits)
+                .map(|_| ())
+                .map_err(|e| e.0)
+        })
     }
 
     fn run(&self, job: Job) {
@@ -334,22 +412,43 @@ impl TapRunner {
     }
 }
 
-async fn run_job(service: &TapService, jobs: &JobStore, job: &Job, params: Result<TapParams, String>) -> Result<(), String> {
+async fn run_job(
+    service: &TapService,
+    jobs: &JobStore,
+    job: &Job,
+    params: Result<TapParams, String>,
+) -> Result<(), String> {
     let req = run::check_request(&params?, &service.limits).map_err(|e| e.0)?;
     let format = req.format;
     jobs.start(&job.id).map_err(|e| e.to_string())?;
-    let (mut enc, head) = run::start(&service.engine, &service.log, job.owner.as_deref(), "async", Some(&job.id), req)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (mut enc, head) = run::start(
+        &service.engine,
+        &service.log,
+        job.owner.as_deref(),
+        "async",
+        Some(&job.id),
+        req,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let file_name = format!("result.{}", format.file_extension());
-    let path = jobs.result_path(&job.id, &file_name).map_err(|e| e.to_string())?;
-    let mut file = tokio::fs::File::create(&path).await.map_err(|e| format!("writing result: {e}"))?;
+    let path = jobs
+        .result_path(&job.id, &file_name)
+        .map_err(|e| e.to_string())?;
+    let mut file = tokio::fs::File::create(&path)
+        .await
+        .map_err(|e| format!("writing result: {e}"))?;
     file.write_all(&head).await.map_err(|e| e.to_string())?;
     while let Some(chunk) = enc.next_chunk().await {
-        file.write_all(&chunk).await.map_err(|e| format!("writing result: {e}"))?;
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| format!("writing result: {e}"))?;
     }
     file.flush().await.map_err(|e| e.to_string())?;
-    let size = tokio::fs::metadata(&path).await.map(|m| m.len()).unwrap_or(0);
+    let size = tokio::fs::metadata(&path)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0);
     jobs.complete(
         &job.id,
         vec![JobResult {
@@ -365,7 +464,12 @@ async fn run_job(service: &TapService, jobs: &JobStore, job: &Job, params: Resul
 }
 
 /// Default UWS limits for TAP from the service settings.
-pub fn uws_config(default_duration: u64, max_duration: u64, lifetime: chrono::Duration, max_body: usize) -> UwsConfig {
+pub fn uws_config(
+    default_duration: u64,
+    max_duration: u64,
+    lifetime: chrono::Duration,
+    max_body: usize,
+) -> UwsConfig {
     let mut c = UwsConfig::new("tap");
     c.default_execution_duration = default_duration;
     c.max_execution_duration = max_duration;

@@ -3,6 +3,10 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use std::sync::Arc;
+
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use aster_archive::formats::read_any;
 use aster_archive::query::{QueryEngine, QueryError, Upload};
@@ -63,13 +67,26 @@ pub struct BadRequest(pub String);
 pub fn check_request(p: &TapParams, limits: &TapLimits) -> Result<QueryRequest, BadRequest> {
     if let Some(req) = p.get("REQUEST") {
         if !req.eq_ignore_ascii_case("doQuery") {
-            return Err(BadRequest(format!("REQUEST={req} is not supported; use doQuery")));
+            return Err(BadRequest(format!(
+                "REQUEST={req} is not supported; use doQuery"
+            )));
         }
     }
     match p.get("LANG") {
-        None => return Err(BadRequest("LANG is missing: this service takes LANG=ADQL".into())),
-        Some(l) if ["ADQL", "ADQL-2.0", "ADQL-2.1"].iter().any(|a| a.eq_ignore_ascii_case(l.trim())) => {}
-        Some(l) => return Err(BadRequest(format!("LANG={l} is not supported; use LANG=ADQL"))),
+        None => {
+            return Err(BadRequest(
+                "LANG is missing: this service takes LANG=ADQL".into(),
+            ));
+        }
+        Some(l)
+            if ["ADQL", "ADQL-2.0", "ADQL-2.1"]
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(l.trim())) => {}
+        Some(l) => {
+            return Err(BadRequest(format!(
+                "LANG={l} is not supported; use LANG=ADQL"
+            )));
+        }
     }
     let query = p
         .get("QUERY")
@@ -84,7 +101,9 @@ pub fn check_request(p: &TapParams, limits: &TapLimits) -> Result<QueryRequest, 
                 .parse()
                 .map_err(|_| BadRequest(format!("MAXREC={m} is not a non-negative integer")))?;
             if n < 0 {
-                return Err(BadRequest(format!("MAXREC={m} is not a non-negative integer")));
+                return Err(BadRequest(format!(
+                    "MAXREC={m} is not a non-negative integer"
+                )));
             }
             (n as u64).min(limits.max_maxrec)
         }
@@ -105,22 +124,25 @@ pub fn check_request(p: &TapParams, limits: &TapLimits) -> Result<QueryRequest, 
                 || !name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
                 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             {
-                return Err(BadRequest(format!("UPLOAD table name '{name}' is not a valid ADQL identifier")));
+                return Err(BadRequest(format!(
+                    "UPLOAD table name '{name}' is not a valid ADQL identifier"
+                )));
             }
             let part = uri.trim().strip_prefix("param:").ok_or_else(|| {
                 BadRequest(format!(
                     "UPLOAD {name}: only inline uploads (param:<part>) are accepted; this service does not fetch URLs"
                 ))
             })?;
-            let bytes = p
-                .files
-                .get(part)
-                .ok_or_else(|| BadRequest(format!("UPLOAD {name}: no multipart part named '{part}'")))?;
-            let t = read_any(part, bytes.clone()).map_err(|e| BadRequest(format!("UPLOAD {name}: {e}")))?;
+            let bytes = p.files.get(part).ok_or_else(|| {
+                BadRequest(format!("UPLOAD {name}: no multipart part named '{part}'"))
+            })?;
+            let t = read_any(part, bytes.clone())
+                .map_err(|e| BadRequest(format!("UPLOAD {name}: {e}")))?;
+            let (schema, batches) = typed_timestamps(t.schema, t.batches);
             uploads.push(Upload {
                 name: name.to_string(),
-                schema: t.schema,
-                batches: t.batches,
+                schema,
+                batches,
             });
         }
     }
@@ -130,6 +152,68 @@ pub fn check_request(p: &TapParams, limits: &TapLimits) -> Result<QueryRequest, 
         maxrec,
         uploads,
     })
+}
+
+/// Uploaded text columns marked as DALI timestamps become timestamp columns, so queries
+/// compare them as times and results declare them as timestamps again. Columns whose
+/// values do not parse stay text.
+fn typed_timestamps(schema: SchemaRef, batches: Vec<RecordBatch>) -> (SchemaRef, Vec<RecordBatch>) {
+    let target = DataType::Timestamp(TimeUnit::Microsecond, None);
+    let candidates: Vec<usize> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| {
+            matches!(
+                f.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            ) && f
+                .metadata()
+                .get("xtype")
+                .is_some_and(|x| x.eq_ignore_ascii_case("timestamp"))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let convertible: Vec<usize> = candidates
+        .into_iter()
+        .filter(|&i| batches.iter().all(|b| cast(b.column(i), &target).is_ok()))
+        .collect();
+    if convertible.is_empty() {
+        return (schema, batches);
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            if convertible.contains(&i) {
+                f.as_ref().clone().with_data_type(target.clone())
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    let new_schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    let mut out = Vec::with_capacity(batches.len());
+    for b in &batches {
+        let cols: Result<Vec<_>, _> = b
+            .columns()
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if convertible.contains(&i) {
+                    cast(c, &target)
+                } else {
+                    Ok(c.clone())
+                }
+            })
+            .collect();
+        match cols.and_then(|c| RecordBatch::try_new(new_schema.clone(), c)) {
+            Ok(nb) => out.push(nb),
+            Err(_) => return (schema, batches),
+        }
+    }
+    (new_schema, out)
 }
 
 /// A planned, running query whose rows are being encoded.
@@ -166,12 +250,20 @@ pub async fn start(
         .map_err(|e| tracing::warn!(error = %e, "query log"))
         .ok();
     // One row past MAXREC tells an overflow from an exact fit.
-    let planned = engine.execute(&req.query, req.uploads, Some(req.maxrec as usize + 1)).await;
+    let planned = engine
+        .execute(&req.query, req.uploads, Some(req.maxrec as usize + 1))
+        .await;
     let stream = match planned {
         Ok(s) => s,
         Err(e) => {
             if let Some(id) = log_id {
-                let _ = log.finish(id, started.elapsed().as_millis() as i64, None, "error", Some(&e.to_string()));
+                let _ = log.finish(
+                    id,
+                    started.elapsed().as_millis() as i64,
+                    None,
+                    "error",
+                    Some(&e.to_string()),
+                );
             }
             metrics::query_done(mode, "error", started.elapsed());
             return Err(e);
@@ -270,9 +362,13 @@ impl Encoding {
             QueryStatus::Error(e) => ("error", Some(e.as_str())),
         };
         if let Some(id) = self.log_id {
-            let _ = self
-                .log
-                .finish(id, self.started.elapsed().as_millis() as i64, Some(rows as i64), label, err);
+            let _ = self.log.finish(
+                id,
+                self.started.elapsed().as_millis() as i64,
+                Some(rows as i64),
+                label,
+                err,
+            );
         }
         metrics::query_done(self.mode, label, self.started.elapsed());
     }
