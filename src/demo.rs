@@ -27,43 +27,43 @@ pub struct DemoSpec {
 
 /// Columns of one batch, by name; the store fills the table's other columns with nulls.
 #[derive(Default)]
-struct Columns(Vec<(&'static str, ArrayRef)>);
+struct Columns(Vec<(String, ArrayRef)>);
 
 impl Columns {
-    fn f64(&mut self, name: &'static str, v: Vec<Option<f64>>) -> &mut Self {
-        self.0.push((name, Arc::new(Float64Array::from(v))));
+    fn f64(&mut self, name: impl Into<String>, v: Vec<Option<f64>>) -> &mut Self {
+        self.0.push((name.into(), Arc::new(Float64Array::from(v))));
         self
     }
-    fn f32(&mut self, name: &'static str, v: Vec<Option<f32>>) -> &mut Self {
-        self.0.push((name, Arc::new(Float32Array::from(v))));
+    fn f32(&mut self, name: impl Into<String>, v: Vec<Option<f32>>) -> &mut Self {
+        self.0.push((name.into(), Arc::new(Float32Array::from(v))));
         self
     }
-    fn i64(&mut self, name: &'static str, v: Vec<Option<i64>>) -> &mut Self {
-        self.0.push((name, Arc::new(Int64Array::from(v))));
+    fn i64(&mut self, name: impl Into<String>, v: Vec<Option<i64>>) -> &mut Self {
+        self.0.push((name.into(), Arc::new(Int64Array::from(v))));
         self
     }
-    fn i32(&mut self, name: &'static str, v: Vec<Option<i32>>) -> &mut Self {
-        self.0.push((name, Arc::new(Int32Array::from(v))));
+    fn i32(&mut self, name: impl Into<String>, v: Vec<Option<i32>>) -> &mut Self {
+        self.0.push((name.into(), Arc::new(Int32Array::from(v))));
         self
     }
-    fn str(&mut self, name: &'static str, v: Vec<Option<String>>) -> &mut Self {
-        self.0.push((name, Arc::new(StringArray::from(v))));
+    fn str(&mut self, name: impl Into<String>, v: Vec<Option<String>>) -> &mut Self {
+        self.0.push((name.into(), Arc::new(StringArray::from(v))));
         self
     }
-    fn bool(&mut self, name: &'static str, v: Vec<Option<bool>>) -> &mut Self {
-        self.0.push((name, Arc::new(BooleanArray::from(v))));
+    fn bool(&mut self, name: impl Into<String>, v: Vec<Option<bool>>) -> &mut Self {
+        self.0.push((name.into(), Arc::new(BooleanArray::from(v))));
         self
     }
-    fn ts(&mut self, name: &'static str, v: Vec<Option<i64>>) -> &mut Self {
+    fn ts(&mut self, name: impl Into<String>, v: Vec<Option<i64>>) -> &mut Self {
         self.0
-            .push((name, Arc::new(TimestampMicrosecondArray::from(v))));
+            .push((name.into(), Arc::new(TimestampMicrosecondArray::from(v))));
         self
     }
     fn batch(self) -> Result<RecordBatch> {
         let fields: Vec<Field> = self
             .0
             .iter()
-            .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
+            .map(|(n, a)| Field::new(n.as_str(), a.data_type().clone(), true))
             .collect();
         Ok(RecordBatch::try_new(
             Arc::new(Schema::new(fields)),
@@ -76,40 +76,10 @@ fn mjd_to_unix_us(mjd: f64) -> i64 {
     ((mjd - 40_587.0) * 86_400.0 * 1e6) as i64
 }
 
-macro_rules! band_names {
-    ($($b:literal),*) => {
-        [$([
-            concat!($b, "_psfFlux"), concat!($b, "_psfFluxErr"), concat!($b, "_cModelFlux"),
-            concat!($b, "_cModelFluxErr"), concat!($b, "_extendedness"), concat!($b, "_psfFluxMean"),
-            concat!($b, "_psfFluxMeanErr"), concat!($b, "_psfFluxSigma"), concat!($b, "_psfFluxNdata"),
-            concat!($b, "_H"), concat!($b, "_G12"),
-        ]),*]
-    };
+/// Name of a per-band column, e.g. `r_psfFlux`.
+fn band_col(band: usize, suffix: &str) -> String {
+    format!("{}_{suffix}", BANDS[band])
 }
-
-/// Per-band flux columns need static names.
-fn band_col(band: usize, suffix: &str) -> &'static str {
-    const NAMES: [[&str; 11]; 6] = band_names!["u", "g", "r", "i", "z", "y"];
-    let i = SUFFIXES
-        .iter()
-        .position(|s| *s == suffix)
-        .expect("known suffix");
-    NAMES[band][i]
-}
-
-const SUFFIXES: [&str; 11] = [
-    "psfFlux",
-    "psfFluxErr",
-    "cModelFlux",
-    "cModelFluxErr",
-    "extendedness",
-    "psfFluxMean",
-    "psfFluxMeanErr",
-    "psfFluxSigma",
-    "psfFluxNdata",
-    "H",
-    "G12",
-];
 
 /// Builds the whole demo release into `store`, replacing any tables of the same names.
 pub async fn build(store: &CatalogStore, spec: DemoSpec) -> Result<()> {
@@ -518,6 +488,19 @@ struct DiaDetection<'a> {
     science: f64,
 }
 
+/// Forced photometry of a variable on one visit's difference image.
+struct ForcedDia<'a> {
+    id: i64,
+    dia_object: i64,
+    ra: f64,
+    dec: f64,
+    visit: &'a SimVisit,
+    det: i64,
+    diff: f64,
+    err: f64,
+    science: f64,
+}
+
 async fn write_dia(
     store: &CatalogStore,
     variables: &[SimObject],
@@ -526,32 +509,7 @@ async fn write_dia(
 ) -> Result<()> {
     let mut rng = noise_rng(seed, 3 << 40);
     let mut detections: Vec<DiaDetection> = Vec::new();
-    let mut forced = Columns::default();
-    let (
-        mut f_id,
-        mut f_obj,
-        mut f_ra,
-        mut f_dec,
-        mut f_visit,
-        mut f_det,
-        mut f_flux,
-        mut f_err,
-        mut f_mjd,
-        mut f_sci,
-        mut f_band,
-    ) = (
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-    );
+    let mut forced: Vec<ForcedDia> = Vec::new();
     let mut detected: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
     for o in variables {
         // DIAObject ids live in their own range, apart from Object ids.
@@ -582,61 +540,63 @@ async fn write_dia(
                     science,
                 });
             }
-            f_id.push(Some((v.visit + det) * 10_000_000 + o.id % 10_000_000));
-            f_obj.push(Some(dia_id));
-            f_ra.push(Some(o.ra));
-            f_dec.push(Some(o.dec));
-            f_visit.push(Some(v.visit));
-            f_det.push(Some(det as i32));
-            f_flux.push(Some(diff));
-            f_err.push(Some(err));
-            f_mjd.push(Some(v.mjd_mid()));
-            f_sci.push(Some(science));
-            f_band.push(Some(BANDS[v.band].to_string()));
+            forced.push(ForcedDia {
+                id: (v.visit + det) * 10_000_000 + o.id % 10_000_000,
+                dia_object: dia_id,
+                ra: o.ra,
+                dec: o.dec,
+                visit: v,
+                det,
+                diff,
+                err,
+                science,
+            });
         }
     }
     // Forced photometry is kept only for DIAObjects that exist, i.e. were detected at least once.
-    let keep: Vec<bool> = f_obj
-        .iter()
-        .map(|id| id.is_some_and(|i| detected.contains_key(&i)))
-        .collect();
-    fn filt<T: Clone>(v: Vec<T>, keep: &[bool]) -> Vec<T> {
-        v.into_iter()
-            .zip(keep)
-            .filter(|(_, k)| **k)
-            .map(|(x, _)| x)
-            .collect()
-    }
-    forced
-        .i64("diaForcedSourceId", filt(f_id, &keep))
-        .i64("diaObjectId", filt(f_obj, &keep))
-        .f64("ra", filt(f_ra, &keep))
-        .f64("dec", filt(f_dec, &keep))
-        .i64("visit", filt(f_visit, &keep))
-        .i32("detector", filt(f_det, &keep))
-        .f32(
-            "psfFlux",
-            filt(f_flux, &keep)
-                .into_iter()
-                .map(|x| x.map(|v| v as f32))
-                .collect(),
-        )
-        .f32(
-            "psfFluxErr",
-            filt(f_err, &keep)
-                .into_iter()
-                .map(|x| x.map(|v| v as f32))
-                .collect(),
-        )
-        .f64("midpointMjdTai", filt(f_mjd, &keep))
-        .f32(
-            "scienceFlux",
-            filt(f_sci, &keep)
-                .into_iter()
-                .map(|x| x.map(|v| v as f32))
-                .collect(),
-        )
-        .str("band", filt(f_band, &keep));
+    forced.retain(|f| detected.contains_key(&f.dia_object));
+    let mut fc = Columns::default();
+    fc.i64(
+        "diaForcedSourceId",
+        forced.iter().map(|f| Some(f.id)).collect(),
+    )
+    .i64(
+        "diaObjectId",
+        forced.iter().map(|f| Some(f.dia_object)).collect(),
+    )
+    .f64("ra", forced.iter().map(|f| Some(f.ra)).collect())
+    .f64("dec", forced.iter().map(|f| Some(f.dec)).collect())
+    .i64(
+        "visit",
+        forced.iter().map(|f| Some(f.visit.visit)).collect(),
+    )
+    .i32(
+        "detector",
+        forced.iter().map(|f| Some(f.det as i32)).collect(),
+    )
+    .f32(
+        "psfFlux",
+        forced.iter().map(|f| Some(f.diff as f32)).collect(),
+    )
+    .f32(
+        "psfFluxErr",
+        forced.iter().map(|f| Some(f.err as f32)).collect(),
+    )
+    .f64(
+        "midpointMjdTai",
+        forced.iter().map(|f| Some(f.visit.mjd_mid())).collect(),
+    )
+    .f32(
+        "scienceFlux",
+        forced.iter().map(|f| Some(f.science as f32)).collect(),
+    )
+    .str(
+        "band",
+        forced
+            .iter()
+            .map(|f| Some(BANDS[f.visit.band].to_string()))
+            .collect(),
+    );
 
     // DIAObject summaries from their detections.
     let mut c = Columns::default();
@@ -698,7 +658,7 @@ async fn write_dia(
     }
     store.append("ap", "DiaObject", &[c.batch()?]).await?;
     store
-        .append("ap", "DiaForcedSource", &[forced.batch()?])
+        .append("ap", "DiaForcedSource", &[fc.batch()?])
         .await?;
     store
         .append("ap", "DiaSource", &[dia_sources_batch(&detections)?])

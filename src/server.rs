@@ -164,8 +164,7 @@ pub async fn import(
             .with_context(|| format!("reading {}", file.display()))?;
         if store.manifest(schema, name).await?.is_none() {
             let felis = felis_from_arrow(name, &t.schema, ra, dec)?;
-            let max_rows = DEFAULT_MAX_ROWS;
-            store.create_table(schema, &felis, max_rows).await?;
+            store.create_table(schema, &felis, DEFAULT_MAX_ROWS).await?;
         }
         let rows: usize = t.batches.iter().map(|b| b.num_rows()).sum();
         let m = store

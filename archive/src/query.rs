@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
-use datafusion::catalog::{MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider};
+use datafusion::catalog::{
+    CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider,
+};
 use datafusion::datasource::MemTable;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
@@ -15,11 +17,12 @@ use tokio::sync::RwLock;
 use aster_adql::translate::{NameMap, translate};
 use aster_adql::validate::AdqlError;
 
-use crate::catalog::{CatalogStore, CatalogTable, Manifest};
+use crate::catalog::{CatalogStore, CatalogTable};
 use crate::tap_schema::{SchemaDesc, TableDesc, tap_schema_desc, tap_schema_tables_data};
 
 const CATALOG: &str = "aster";
 pub const UPLOAD_SCHEMA: &str = "TAP_UPLOAD";
+const TAP_SCHEMA: &str = "TAP_SCHEMA";
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -65,7 +68,10 @@ pub struct Upload {
 
 /// A snapshot of what the archive publishes: catalog tables and their TAP metadata.
 struct Published {
-    tables: Vec<Arc<Manifest>>,
+    /// DataFusion schemas of the catalog tables and TAP_SCHEMA.
+    schemas: Vec<(String, Arc<dyn SchemaProvider>)>,
+    /// Canonical spellings of every published name.
+    names: NameMap,
     metadata: Vec<SchemaDesc>,
     loaded: Instant,
 }
@@ -107,21 +113,50 @@ impl QueryEngine {
             }
         }
         let tables = self.store.tables().await?;
+        let builtin = crate::schema::builtin_schemas();
         let mut metadata: Vec<SchemaDesc> = Vec::new();
+        let mut schemas: Vec<(String, Arc<dyn SchemaProvider>)> = Vec::new();
+        let mut names = NameMap::default();
         for m in &tables {
             let desc = TableDesc::from_felis(&m.schema, &m.table);
             match metadata.iter_mut().find(|s| s.name == m.schema) {
                 Some(s) => s.tables.push(desc),
                 None => metadata.push(SchemaDesc {
                     name: m.schema.clone(),
-                    description: schema_description(&m.schema),
+                    description: builtin
+                        .iter()
+                        .find(|s| s.name == m.schema)
+                        .and_then(|s| s.description.clone()),
                     tables: vec![desc],
                 }),
             }
+            let provider = match schemas.iter().find(|(n, _)| *n == m.schema) {
+                Some((_, p)) => p.clone(),
+                None => {
+                    let p: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
+                    schemas.push((m.schema.clone(), p.clone()));
+                    p
+                }
+            };
+            provider.register_table(
+                m.table.name.clone(),
+                Arc::new(CatalogTable::new(self.store.clone(), m)),
+            )?;
+            names.insert_relation(&m.schema);
+            names.insert_relation(&m.table.name);
+            m.table.columns.iter().for_each(|c| names.insert(&c.name));
         }
         metadata.push(tap_schema_desc());
+        let tap: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
+        for (name, table) in tap_schema_tables_data(&metadata)? {
+            names.insert_relation(&name);
+            tap.register_table(name, table)?;
+        }
+        names.insert_relation(TAP_SCHEMA);
+        schemas.push((TAP_SCHEMA.to_string(), tap));
         let p = Arc::new(Published {
-            tables,
+            schemas,
+            names,
             metadata,
             loaded: Instant::now(),
         });
@@ -134,6 +169,8 @@ impl QueryEngine {
         Ok(self.published().await?.metadata.clone())
     }
 
+    /// A session over the published schemas (built once per refresh and shared by every
+    /// query) and this query's uploads.
     async fn session(&self, uploads: Vec<Upload>) -> Result<(SessionContext, NameMap), QueryError> {
         let published = self.published().await?;
         let config = SessionConfig::new()
@@ -145,39 +182,10 @@ impl QueryEngine {
             ctx.register_udf(f);
         }
         let catalog = Arc::new(MemoryCatalogProvider::new());
-        let mut names = NameMap::default();
-        for m in &published.tables {
-            let schema =
-                match datafusion::catalog::CatalogProvider::schema(catalog.as_ref(), &m.schema) {
-                    Some(s) => s,
-                    None => {
-                        let s: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
-                        datafusion::catalog::CatalogProvider::register_schema(
-                            catalog.as_ref(),
-                            &m.schema,
-                            s.clone(),
-                        )?;
-                        s
-                    }
-                };
-            schema.register_table(
-                m.table.name.clone(),
-                Arc::new(CatalogTable::new(self.store.clone(), m)),
-            )?;
-            names.insert_relation(&m.schema);
-            names.insert_relation(&m.table.name);
-            m.table.columns.iter().for_each(|c| names.insert(&c.name));
+        for (name, schema) in &published.schemas {
+            catalog.register_schema(name, schema.clone())?;
         }
-        let tap: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
-        for (name, table) in tap_schema_tables_data(&published.metadata)? {
-            names.insert_relation(&name);
-            tap.register_table(name, table)?;
-        }
-        for t in ["schema_name", "table_name", "column_name"] {
-            names.insert(t);
-        }
-        datafusion::catalog::CatalogProvider::register_schema(catalog.as_ref(), "TAP_SCHEMA", tap)?;
-        names.insert_relation("TAP_SCHEMA");
+        let mut names = published.names.clone();
         if !uploads.is_empty() {
             let up: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
             for u in uploads {
@@ -189,11 +197,7 @@ impl QueryEngine {
                 let t = MemTable::try_new(u.schema.clone(), vec![u.batches])?;
                 up.register_table(u.name, Arc::new(t))?;
             }
-            datafusion::catalog::CatalogProvider::register_schema(
-                catalog.as_ref(),
-                UPLOAD_SCHEMA,
-                up,
-            )?;
+            catalog.register_schema(UPLOAD_SCHEMA, up)?;
             names.insert_relation(UPLOAD_SCHEMA);
         }
         ctx.register_catalog(CATALOG, catalog);
@@ -231,11 +235,4 @@ impl QueryEngine {
         }
         Ok(df.execute_stream().await?)
     }
-}
-
-fn schema_description(schema: &str) -> Option<String> {
-    crate::schema::builtin_schemas()
-        .into_iter()
-        .find(|s| s.name == schema)
-        .and_then(|s| s.description)
 }

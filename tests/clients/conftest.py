@@ -5,12 +5,16 @@ import os
 import pytest
 
 
+def _env(name):
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(f"{name} is not set: run scripts/test-all")
+    return value
+
+
 @pytest.fixture(scope="session")
 def base_url():
-    url = os.environ.get("ASTER_TEST_URL")
-    if not url:
-        pytest.fail("ASTER_TEST_URL is not set: run scripts/test-all")
-    return url
+    return _env("ASTER_TEST_URL")
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +24,4 @@ def tap_url(base_url):
 
 @pytest.fixture(scope="session")
 def data_dir():
-    d = os.environ.get("ASTER_TEST_DATA")
-    if not d:
-        pytest.fail("ASTER_TEST_DATA is not set: run scripts/test-all")
-    return d
+    return _env("ASTER_TEST_DATA")

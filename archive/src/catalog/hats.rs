@@ -1,14 +1,11 @@
 //! The HATS metadata files beside a table's data (`properties`, `partition_info.csv`,
 //! `dataset/_common_metadata`), rewritten after each commit so the `hats` and `lsdb` Python
 //! packages open the table as a catalog.
-use std::sync::Arc;
-
-use arrow::datatypes::{DataType, Field, Schema};
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ArrowWriter;
 
-use super::{HEALPIX_COLUMN, Manifest, Result};
+use super::{HEALPIX_COLUMN, Manifest, Result, with_healpix_field};
 
 pub(super) async fn write_metadata(
     store: &dyn ObjectStore,
@@ -56,22 +53,12 @@ pub(super) async fn write_metadata(
         .put(&dir.clone().join("properties"), props.into())
         .await?;
     // The schema-only Parquet file HATS readers take the catalog's columns from.
-    let table_schema = m.table.arrow_schema();
-    let mut fields: Vec<Field> = table_schema
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields.push(Field::new(HEALPIX_COLUMN, DataType::Int64, false));
-    let schema = Arc::new(Schema::new_with_metadata(
-        fields,
-        table_schema.metadata().clone(),
-    ));
+    let schema = with_healpix_field(&m.table.arrow_schema());
     let mut buf = Vec::new();
     ArrowWriter::try_new(&mut buf, schema, None)?.close()?;
     store
         .put(
-            &dir.clone().join("dataset").clone().join("_common_metadata"),
+            &dir.clone().join("dataset").join("_common_metadata"),
             buf.into(),
         )
         .await?;

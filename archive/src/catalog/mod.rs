@@ -118,7 +118,7 @@ impl CatalogStore {
     }
 
     fn table_dir(&self, schema: &str, table: &str) -> ObjPath {
-        self.inner.root.clone().join(schema).clone().join(table)
+        self.inner.root.clone().join(schema).join(table)
     }
 
     /// Every table's newest manifest, ordered by schema and table index.
@@ -200,11 +200,7 @@ impl CatalogStore {
     /// Writes the manifest as a new version; fails if that version exists (another writer won).
     async fn commit(&self, m: &Manifest) -> Result<()> {
         let dir = self.table_dir(&m.schema, &m.table.name);
-        let path = dir.clone().join("_aster").clone().join(
-            manifest::manifest_name(m.version)
-                .strip_prefix("_aster/")
-                .unwrap_or_default(),
-        );
+        let path = child_path(&dir, &manifest::manifest_name(m.version));
         let body = serde_json::to_vec_pretty(m)?;
         let opts = PutOptions {
             mode: PutMode::Create,
@@ -325,9 +321,7 @@ impl CatalogStore {
         rel: &str,
         batches: &[RecordBatch],
     ) -> Result<DataFile> {
-        let path = rel
-            .split('/')
-            .fold(dir.clone(), |p, part| p.clone().join(part));
+        let path = child_path(dir, rel);
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
@@ -370,11 +364,20 @@ impl CatalogStore {
 
     /// Full object-store path of a data file of a table.
     pub(crate) fn file_path(&self, m: &Manifest, rel: &str) -> ObjPath {
-        rel.split('/')
-            .fold(self.table_dir(&m.schema, &m.table.name), |p, part| {
-                p.clone().join(part)
-            })
+        child_path(&self.table_dir(&m.schema, &m.table.name), rel)
     }
+}
+
+/// `dir` joined with a relative path of `/`-separated parts.
+fn child_path(dir: &ObjPath, rel: &str) -> ObjPath {
+    rel.split('/').fold(dir.clone(), |p, part| p.join(part))
+}
+
+/// `schema` with the HATS spatial index column appended, as every data file stores it.
+fn with_healpix_field(schema: &Schema) -> SchemaRef {
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(HEALPIX_COLUMN, DataType::Int64, false));
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// Casts `batch` onto `target`'s columns, matched by name ignoring case.
@@ -435,20 +438,9 @@ fn with_healpix(batch: &RecordBatch, ra: &str, dec: &str) -> Result<RecordBatch>
         );
     }
     let hp_array = Arc::new(Int64Array::from(hp)) as ArrayRef;
-    let mut fields: Vec<Field> = batch
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields.push(Field::new(HEALPIX_COLUMN, DataType::Int64, false));
     let mut columns = batch.columns().to_vec();
     columns.push(hp_array.clone());
-    let schema = Arc::new(Schema::new_with_metadata(
-        fields,
-        batch.schema().metadata().clone(),
-    ));
-    let with = RecordBatch::try_new(schema, columns)?;
+    let with = RecordBatch::try_new(with_healpix_field(&batch.schema()), columns)?;
     let order = sort_to_indices(&hp_array, None, None)?;
     Ok(take_record_batch(&with, &order)?)
 }
