@@ -137,3 +137,13 @@ def test_query_history_records_queries(base_url, tap_url):
 def test_metrics_endpoint(base_url):
     text = requests.get(base_url + "/metrics", timeout=30).text
     assert "aster_tap_queries_total" in text
+
+
+def test_error_after_rows_is_never_a_complete_csv(tap_url):
+    # Integer division by zero fails while rows stream; VOTable says so in a trailing
+    # INFO, while CSV cannot, so the server must cut the transfer instead.
+    q = "SELECT objectId / (objectId - 5) AS q FROM dp.Object"
+    r = requests.get(tap_url + "/sync", params={"LANG": "ADQL", "QUERY": q, "RESPONSEFORMAT": "votable/td"}, timeout=60)
+    assert 'value="ERROR"' in r.text.split("</TABLE>")[-1]
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        requests.get(tap_url + "/sync", params={"LANG": "ADQL", "QUERY": q, "RESPONSEFORMAT": "csv"}, timeout=60)

@@ -331,14 +331,21 @@ async fn sync(s: TapService, owner: Option<String>, params: TapParams) -> Respon
                 Ok(None) => break,
                 Err(_) => {
                     let mut out = Vec::new();
-                    enc.finish(
-                        &QueryStatus::Error(format!(
-                            "the query exceeded the synchronous limit of {} s",
-                            timeout.as_secs()
-                        )),
-                        &mut out,
-                    );
-                    out
+                    let limit = QueryStatus::Error(format!(
+                        "the query exceeded the synchronous limit of {} s",
+                        timeout.as_secs()
+                    ));
+                    enc.finish(&limit, &mut out).map(|()| out)
+                }
+            };
+            // A document that cannot be completed must not look complete: failing the body
+            // makes the server abort the response instead of ending it cleanly.
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "aborting a result that cannot be completed");
+                    let _ = tx.send(Err(std::io::Error::other(e))).await;
+                    return;
                 }
             };
             if !chunk.is_empty() && tx.send(Ok(Bytes::from(chunk))).await.is_err() {
@@ -440,7 +447,7 @@ async fn run_job(
         .map_err(|e| format!("writing result: {e}"))?;
     file.write_all(&head).await.map_err(|e| e.to_string())?;
     while let Some(chunk) = enc.next_chunk().await {
-        file.write_all(&chunk)
+        file.write_all(&chunk?)
             .await
             .map_err(|e| format!("writing result: {e}"))?;
     }

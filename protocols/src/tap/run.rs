@@ -297,16 +297,17 @@ pub async fn start(
 }
 
 impl Encoding {
-    /// The next chunk of encoded bytes, or None at the end.
-    pub async fn next_chunk(&mut self) -> Option<Vec<u8>> {
+    /// The next chunk of encoded bytes, or None at the end. An error means the document
+    /// cannot be completed (e.g. a CSV cannot carry a query error): the caller must not let
+    /// what was sent pass for a whole result.
+    pub async fn next_chunk(&mut self) -> Option<Result<Vec<u8>, String>> {
         let mut out = Vec::new();
         if self.tail {
             return match self.encoder.drain_tail(&mut out) {
-                Ok(true) => Some(out),
-                Ok(false) => (!out.is_empty()).then_some(out),
+                Ok(more) => (more || !out.is_empty()).then_some(Ok(out)),
                 Err(e) => {
-                    tracing::warn!(error = %e, "encoding result");
-                    None
+                    self.tail = false;
+                    Some(Err(e.to_string()))
                 }
             };
         }
@@ -322,14 +323,13 @@ impl Encoding {
                 match encoded {
                     Err(e) => QueryStatus::Error(e),
                     Ok(()) if self.overflow => QueryStatus::Overflow,
-                    Ok(()) => return Some(out),
+                    Ok(()) => return Some(Ok(out)),
                 }
             }
             Some(Err(e)) => QueryStatus::Error(QueryError::from(e).to_string()),
             None => QueryStatus::Ok,
         };
-        self.finish(&status, &mut out);
-        Some(out)
+        Some(self.finish(&status, &mut out).map(|()| out))
     }
 
     /// Cuts a batch at MAXREC, noting the overflow; None when none of it fits.
@@ -345,21 +345,21 @@ impl Encoding {
         (room > 0).then(|| batch.slice(0, room as usize))
     }
 
-    /// Ends the document with `status`, and records the outcome.
-    pub fn finish(&mut self, status: &QueryStatus, out: &mut Vec<u8>) {
+    /// Ends the document with `status`, and records the outcome. Err when the format
+    /// cannot end the document that way.
+    pub fn finish(&mut self, status: &QueryStatus, out: &mut Vec<u8>) -> Result<(), String> {
         if self.finished {
-            return;
+            return Ok(());
         }
         self.finished = true;
-        if let Err(e) = self.encoder.finish(status, out) {
-            tracing::warn!(error = %e, "finishing result");
-        }
-        self.tail = true;
+        let ended = self.encoder.finish(status, out).map_err(|e| e.to_string());
+        self.tail = ended.is_ok();
         let rows = self.rows;
-        let (label, err) = match status {
-            QueryStatus::Ok => ("ok", None),
-            QueryStatus::Overflow => ("overflow", None),
-            QueryStatus::Error(e) => ("error", Some(e.as_str())),
+        let (label, err) = match (status, &ended) {
+            (QueryStatus::Error(e), _) => ("error", Some(e.as_str())),
+            (_, Err(e)) => ("error", Some(e.as_str())),
+            (QueryStatus::Ok, Ok(())) => ("ok", None),
+            (QueryStatus::Overflow, Ok(())) => ("overflow", None),
         };
         if let Some(id) = self.log_id {
             let _ = self.log.finish(
@@ -371,6 +371,7 @@ impl Encoding {
             );
         }
         metrics::query_done(self.mode, label, self.started.elapsed());
+        ended
     }
 
     pub fn rows(&self) -> u64 {
