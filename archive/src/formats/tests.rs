@@ -1,3 +1,6 @@
+//! Tests of the table readers: every format with every type and nulls, and malformed or
+//! hostile files that must give errors, never panics.
+
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, BooleanArray, Int32Array, ListArray, RecordBatch, StringArray};

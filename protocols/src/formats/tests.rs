@@ -1,3 +1,6 @@
+//! Tests of the result writers: round trips of every format with every type and nulls,
+//! streaming across batches, status endings, escaping and size bounds.
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
