@@ -330,13 +330,13 @@ fn objects_batch(objs: &[SimObject], seed: u64) -> Result<RecordBatch> {
     c.f64("shape_xx", xx)
         .f64("shape_yy", yy)
         .f64("shape_xy", xy);
-    for b in 0..6 {
+    for (b, &depth) in COADD_DEPTH.iter().enumerate() {
         let mut psf = Vec::with_capacity(n);
         let mut psf_err = Vec::with_capacity(n);
         let mut cm = Vec::with_capacity(n);
         let mut cm_err = Vec::with_capacity(n);
         for o in objs {
-            let (f, e) = measure(&mut rng, o.flux[b], COADD_DEPTH[b]);
+            let (f, e) = measure(&mut rng, o.flux[b], depth);
             // PSF photometry misses a galaxy's extended light; the model flux recovers it.
             let loss = if o.is_star {
                 1.0
@@ -345,7 +345,7 @@ fn objects_batch(objs: &[SimObject], seed: u64) -> Result<RecordBatch> {
             };
             psf.push(Some(f * loss));
             psf_err.push(Some(e));
-            let (fc, ec) = measure(&mut rng, o.flux[b], COADD_DEPTH[b] - 0.2);
+            let (fc, ec) = measure(&mut rng, o.flux[b], depth - 0.2);
             cm.push(Some(fc));
             cm_err.push(Some(ec));
         }

@@ -46,7 +46,7 @@ fn flag_region(call: &Expr, ra: &str, dec: &str) -> Option<SkyRegion> {
             SkyPosition::new(values[0], values[1])?,
             values[2],
         )?)),
-        udf::IN_POLYGON if values.len() >= 6 && values.len() % 2 == 0 => {
+        udf::IN_POLYGON if values.len() >= 6 && values.len().is_multiple_of(2) => {
             let vertices = values
                 .chunks_exact(2)
                 .map(|c| SkyPosition::new(c[0], c[1]))

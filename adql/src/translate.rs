@@ -332,6 +332,9 @@ fn flag(cond: Expr) -> Expr {
 // ---- function rewriting -------------------------------------------------------------
 
 /// A geometry value written with a constructor in the query.
+// Short-lived during one rewrite and never stored in bulk, so boxing the larger variants
+// would only add allocations.
+#[allow(clippy::large_enum_variant)]
 enum Shape {
     Point(Expr, Expr),
     Circle(Expr, Expr, Expr),
@@ -369,10 +372,10 @@ fn plain_args(f: &Function) -> Result<Vec<Expr>, String> {
 /// Geometry constructors may start with a coordinate-system string (ADQL 2.0 style),
 /// which ADQL 2.1 deprecates; every system is treated as ICRS.
 fn strip_coordsys(mut args: Vec<Expr>) -> Vec<Expr> {
-    if let Some(Expr::Value(v)) = args.first() {
-        if matches!(v.value, Value::SingleQuotedString(_)) || matches!(v.value, Value::Null) {
-            args.remove(0);
-        }
+    if let Some(Expr::Value(v)) = args.first()
+        && (matches!(v.value, Value::SingleQuotedString(_)) || matches!(v.value, Value::Null))
+    {
+        args.remove(0);
     }
     args
 }
@@ -409,10 +412,10 @@ fn shape_of(e: &Expr) -> Result<Option<Shape>, String> {
         }
         "circle" => {
             // CIRCLE(POINT(a, b), r) is ADQL 2.1's other form.
-            if a.len() == 2 {
-                if let Some(Shape::Point(x, y)) = shape_of(&a[0])? {
-                    return Ok(Some(Shape::Circle(x, y, a.remove(1))));
-                }
+            if a.len() == 2
+                && let Some(Shape::Point(x, y)) = shape_of(&a[0])?
+            {
+                return Ok(Some(Shape::Circle(x, y, a.remove(1))));
             }
             if a.len() != 3 {
                 return bad();
@@ -443,7 +446,7 @@ fn shape_of(e: &Expr) -> Result<Option<Shape>, String> {
                     }
                 }
             } else {
-                if a.len() < 6 || a.len() % 2 != 0 {
+                if a.len() < 6 || !a.len().is_multiple_of(2) {
                     return bad();
                 }
                 let mut it = a.into_iter();

@@ -84,7 +84,8 @@ impl std::hash::Hash for RowUdf {
 }
 
 impl RowUdf {
-    fn new(name: &'static str, arity: Arity, output: Output, kernel: Kernel) -> ScalarUDF {
+    /// The DataFusion function for this row kernel.
+    fn udf(name: &'static str, arity: Arity, output: Output, kernel: Kernel) -> ScalarUDF {
         let signature = match arity {
             Arity::Exact(n) => {
                 Signature::uniform(n, vec![DataType::Float64], Volatility::Immutable)
@@ -106,7 +107,7 @@ impl RowUdf {
     fn check_arity(&self, n: usize) -> Result<()> {
         let ok = match self.arity {
             Arity::Exact(k) => n == k,
-            Arity::Pairs { min, skip } => n >= min && (n - skip) % 2 == 0,
+            Arity::Pairs { min, skip } => n >= min && (n - skip).is_multiple_of(2),
         };
         if ok {
             Ok(())
@@ -353,67 +354,67 @@ fn epoch_prop_pos(a: &[f64]) -> Option<Vec<f64>> {
 /// Every function this module provides, for registration on a session.
 pub fn all() -> Vec<ScalarUDF> {
     vec![
-        RowUdf::new(
+        RowUdf::udf(
             IN_CIRCLE,
             Arity::Exact(5),
             Output::Flag,
             Kernel::Values(in_circle),
         ),
-        RowUdf::new(
+        RowUdf::udf(
             IN_POLYGON,
             Arity::Pairs { min: 8, skip: 2 },
             Output::Flag,
             Kernel::Values(in_polygon),
         ),
-        RowUdf::new(
+        RowUdf::udf(
             DISTANCE,
             Arity::Exact(4),
             Output::Float,
             Kernel::Values(distance),
         ),
-        RowUdf::new(
+        RowUdf::udf(
             POINT,
             Arity::Exact(2),
             Output::List("point"),
             Kernel::Values(point),
         ),
-        RowUdf::new(
+        RowUdf::udf(
             CIRCLE,
             Arity::Exact(3),
             Output::List("circle"),
             Kernel::Values(circle),
         ),
-        RowUdf::new(
+        RowUdf::udf(
             POLYGON,
             Arity::Pairs { min: 6, skip: 0 },
             Output::List("polygon"),
             Kernel::Values(polygon),
         ),
-        RowUdf::new(
+        RowUdf::udf(
             POLYGON_AREA,
             Arity::Pairs { min: 6, skip: 0 },
             Output::Float,
             Kernel::Values(polygon_area),
         ),
-        RowUdf::new(
+        RowUdf::udf(
             HEALPIX_INDEX,
             Arity::Exact(3),
             Output::Long,
             Kernel::Long(healpix_index),
         ),
-        RowUdf::new(
+        RowUdf::udf(
             HEALPIX_CENTER,
             Arity::Exact(2),
             Output::List("point"),
             Kernel::Values(healpix_center),
         ),
-        RowUdf::new(
+        RowUdf::udf(
             EPOCH_PROP,
             Arity::Exact(8),
             Output::List(""),
             Kernel::Values(epoch_prop),
         ),
-        RowUdf::new(
+        RowUdf::udf(
             EPOCH_PROP_POS,
             Arity::Exact(8),
             Output::List("point"),

@@ -107,10 +107,10 @@ impl QueryEngine {
     }
 
     async fn published(&self) -> Result<Arc<Published>, QueryError> {
-        if let Some(p) = self.published.read().await.as_ref() {
-            if p.loaded.elapsed() < REFRESH {
-                return Ok(p.clone());
-            }
+        if let Some(p) = self.published.read().await.as_ref()
+            && p.loaded.elapsed() < REFRESH
+        {
+            return Ok(p.clone());
         }
         let tables = self.store.tables().await?;
         let builtin = crate::schema::builtin_schemas();

@@ -159,8 +159,11 @@ fn i(name: &str) -> Field {
     Field::new(name, DataType::Int32, true)
 }
 
-/// TAP_SCHEMA's own tables: (name, description, fields with descriptions).
-fn tap_schema_tables() -> Vec<(&'static str, &'static str, Vec<(Field, &'static str)>)> {
+/// One of TAP_SCHEMA's own tables: name, description, fields with their descriptions.
+type TapSchemaTable = (&'static str, &'static str, Vec<(Field, &'static str)>);
+
+/// TAP_SCHEMA's own tables.
+fn tap_schema_tables() -> Vec<TapSchemaTable> {
     vec![
         (
             "schemas",

@@ -385,10 +385,10 @@ impl JobRunner for TapRunner {
         let id = job.id.clone();
         let handle = tokio::spawn(async move {
             let outcome = run_job(&service, &jobs, &job, params).await;
-            if let Err(message) = outcome {
-                if let Err(e) = jobs.fail(&job.id, &message) {
-                    tracing::debug!(job = %job.id, error = %e, "job ended before it could fail");
-                }
+            if let Err(message) = outcome
+                && let Err(e) = jobs.fail(&job.id, &message)
+            {
+                tracing::debug!(job = %job.id, error = %e, "job ended before it could fail");
             }
         });
         if let Ok(mut r) = self.running.lock() {

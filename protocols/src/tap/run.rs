@@ -65,12 +65,12 @@ pub struct BadRequest(pub String);
 
 /// Checks DALI/TAP parameters: LANG, QUERY, MAXREC, RESPONSEFORMAT, UPLOAD.
 pub fn check_request(p: &TapParams, limits: &TapLimits) -> Result<QueryRequest, BadRequest> {
-    if let Some(req) = p.get("REQUEST") {
-        if !req.eq_ignore_ascii_case("doQuery") {
-            return Err(BadRequest(format!(
-                "REQUEST={req} is not supported; use doQuery"
-            )));
-        }
+    if let Some(req) = p.get("REQUEST")
+        && !req.eq_ignore_ascii_case("doQuery")
+    {
+        return Err(BadRequest(format!(
+            "REQUEST={req} is not supported; use doQuery"
+        )));
     }
     match p.get("LANG") {
         None => {
