@@ -351,9 +351,16 @@ fn epoch_prop_pos(a: &[f64]) -> Option<Vec<f64>> {
     Some(vec![v[0], v[1]])
 }
 
-/// Every function this module provides, for registration on a session.
+/// The function of this name among [`all`].
+pub fn by_name(name: &str) -> Option<ScalarUDF> {
+    all().into_iter().find(|f| f.name() == name)
+}
+
+/// Every function this module provides (and the crossmatch cover), for registration on a
+/// session.
 pub fn all() -> Vec<ScalarUDF> {
     vec![
+        crate::crossmatch::HealpixCover::udf(),
         RowUdf::udf(
             IN_CIRCLE,
             Arity::Exact(5),

@@ -1,6 +1,7 @@
 //! The query engine: DataFusion sessions over the catalog store and TAP_SCHEMA, with the ADQL
 //! functions registered, turning ADQL into logical plans and running them as record-batch
-//! streams. Uploaded tables join a query as `TAP_UPLOAD.<name>`.
+//! streams. Uploaded tables join a query as `TAP_UPLOAD.<name>`; positional crossmatch joins
+//! run as HEALPix-cell hash joins.
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,10 +11,12 @@ use datafusion::catalog::{
 };
 use datafusion::datasource::MemTable;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use tokio::sync::RwLock;
 
+use aster_adql::crossmatch::CrossmatchJoin;
 use aster_adql::translate::{NameMap, translate};
 use aster_adql::validate::AdqlError;
 
@@ -173,11 +176,24 @@ impl QueryEngine {
     /// query) and this query's uploads.
     async fn session(&self, uploads: Vec<Upload>) -> Result<(SessionContext, NameMap), QueryError> {
         let published = self.published().await?;
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, "public")
             .with_information_schema(false)
             .with_target_partitions(self.target_partitions);
-        let ctx = SessionContext::new_with_config(config);
+        // A hash join's dynamic filter re-evaluates the probe side's key expression in the
+        // scan; for crossmatches that key is a HEALPix index computed per row, so the filter
+        // doubles the work while pruning nothing (catalog files are not sorted by any key a
+        // join uses other than position).
+        config
+            .options_mut()
+            .optimizer
+            .enable_join_dynamic_filter_pushdown = false;
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_optimizer_rule(Arc::new(CrossmatchJoin))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         for f in aster_adql::udf::all() {
             ctx.register_udf(f);
         }
