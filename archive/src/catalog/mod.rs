@@ -221,7 +221,7 @@ impl CatalogStore {
             }
             Err(e) => return Err(e.into()),
         }
-        hats::write_metadata(self.inner.store.as_ref(), &dir, m).await
+        hats::write_metadata(&self.inner.store, &dir, m).await
     }
 
     /// Appends rows atomically: readers see all of them or none. Columns are matched to the
@@ -322,14 +322,14 @@ impl CatalogStore {
         batches: &[RecordBatch],
     ) -> Result<DataFile> {
         let path = child_path(dir, rel);
-        let props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .build();
         let schema = batches
             .first()
             .map(|b| b.schema())
             .ok_or_else(|| CatalogError::BadData("nothing to write".into()))?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .build();
         let writer = BufWriter::new(self.inner.store.clone(), path.clone());
         let mut w = AsyncArrowWriter::try_new(writer, schema, Some(props))?;
         let mut rows = 0;

@@ -1,27 +1,32 @@
 //! The DataFusion table provider over a catalog-store table: it reads the newest manifest at
 //! each scan, keeps only the partitions whose HEALPix cells meet the sky region the filters
-//! ask for, and hands the remaining Parquet files to DataFusion's Parquet scan, which skips
-//! row groups by their statistics.
+//! ask for, and hands the remaining Parquet files to DataFusion's Parquet scan. Rows are
+//! sorted by `_healpix_29` within each file, so the region also becomes ranges of that
+//! column, which let the scan skip row groups and pages by their statistics; the query's
+//! other filters prune by statistics and are evaluated while decoding, before the columns
+//! they do not need.
 use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::DFSchema;
 use datafusion::common::stats::Precision;
 use datafusion::common::{DataFusionError, Statistics};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, col, lit};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 
+use aster_adql::crossmatch::order_for_radius;
 use aster_adql::geometry::SkyRegion;
 use aster_adql::region::region_of;
 
-use super::{CatalogStore, Manifest, Partition};
+use super::{CatalogStore, HEALPIX_COLUMN, Manifest, Partition, with_healpix_field};
 
 #[derive(Debug)]
 pub struct CatalogTable {
@@ -73,6 +78,55 @@ impl CatalogTable {
             })
             .collect()
     }
+}
+
+/// The order whose cells are about a quarter of the region's radius: fine enough that the
+/// covering ranges hug the region, coarse enough that there are few of them.
+fn fine_depth(region: &SkyRegion) -> u8 {
+    let radius = match region {
+        SkyRegion::Circle(c) => c.radius,
+        SkyRegion::Polygon(p) => {
+            let c = p.centroid();
+            p.vertices()
+                .iter()
+                .map(|v| c.distance(v))
+                .fold(0.0, f64::max)
+        }
+    };
+    order_for_radius(radius / 8.0).min(20)
+}
+
+/// `_healpix_29` within any of `ranges`: the region as a predicate Parquet statistics can
+/// evaluate.
+fn healpix_predicate(ranges: &[Range<u64>]) -> Option<Expr> {
+    ranges
+        .iter()
+        .map(|r| {
+            col(HEALPIX_COLUMN)
+                .gt_eq(lit(r.start as i64))
+                .and(col(HEALPIX_COLUMN).lt(lit(r.end as i64)))
+        })
+        .reduce(Expr::or)
+}
+
+/// Whether evaluating filters while decoding (so other columns are decoded only for rows
+/// that pass) can save work: only when the scan reads columns the filters do not. Dynamic
+/// filters (TOP-N thresholds) arrive later and count as such a filter.
+fn late_materialization_pays(
+    projection: Option<&Vec<usize>>,
+    filters: &[Expr],
+    schema: &arrow::datatypes::Schema,
+) -> bool {
+    let filtered: std::collections::HashSet<String> = filters
+        .iter()
+        .flat_map(|f| f.column_refs())
+        .map(|c| c.name.clone())
+        .collect();
+    let read: Vec<&str> = match projection {
+        Some(p) => p.iter().map(|&i| schema.field(i).name().as_str()).collect(),
+        None => schema.fields().iter().map(|f| f.name().as_str()).collect(),
+    };
+    read.iter().any(|c| !filtered.contains(*c))
 }
 
 /// HEALPix cells at `depth` that overlap `region`, as ranges of order-29 indices.
@@ -163,7 +217,22 @@ impl TableProvider for CatalogTable {
         } else {
             Precision::Inexact(rows as usize)
         });
-        let source = Arc::new(ParquetSource::new(self.schema.clone()));
+        // Positioned tables' files also hold `_healpix_29`, after the table's columns, so
+        // projections by index are unchanged when the scan reads it for pruning.
+        let mut source = ParquetSource::new(match &self.position {
+            Some(_) => with_healpix_field(&self.schema),
+            None => self.schema.clone(),
+        })
+        .with_pushdown_filters(late_materialization_pays(projection, filters, &self.schema))
+        .with_reorder_filters(true)
+        .with_enable_page_index(true);
+        if let (Some(_), Some(region)) = (&self.position, &region)
+            && let Some(predicate) = healpix_predicate(&coverage29(region, fine_depth(region)))
+        {
+            let df_schema = DFSchema::try_from(with_healpix_field(&self.schema))?;
+            source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
+        }
+        let source = Arc::new(source);
         let config = FileScanConfigBuilder::new(self.store.object_store_url().clone(), source)
             .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
             .with_projection_indices(projection.cloned())?
