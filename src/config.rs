@@ -38,8 +38,12 @@ pub struct TapConfig {
     pub async_max_duration_secs: u64,
     /// Days async jobs and their results are kept.
     pub job_lifetime_days: i64,
-    /// Largest request body (uploads), bytes.
+    /// Largest request body (uploads), bytes; also the largest table fetched from a URL.
     pub max_upload_bytes: usize,
+    /// URL prefixes under which UPLOAD may name tables for the service to fetch (TAP's
+    /// upload-http). The archive's own base URL is always allowed, so a finished job's
+    /// result can be uploaded into the next query; nothing else is fetched unless listed.
+    pub upload_url_prefixes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -73,6 +77,7 @@ impl Default for TapConfig {
             async_max_duration_secs: 86_400,
             job_lifetime_days: 7,
             max_upload_bytes: 256 << 20,
+            upload_url_prefixes: Vec::new(),
         }
     }
 }
@@ -132,7 +137,31 @@ impl Config {
         if let Some(v) = get("ASTER_TAP_SYNC_TIMEOUT_SECS") {
             self.tap.sync_timeout_secs = parse("ASTER_TAP_SYNC_TIMEOUT_SECS", v)?;
         }
+        if let Some(v) = get("ASTER_TAP_UPLOAD_URL_PREFIXES") {
+            self.tap.upload_url_prefixes = v
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(String::from)
+                .collect();
+        }
         Ok(())
+    }
+
+    /// Base URLs clients reach this server at: the configured public URL, and the listen
+    /// address itself (as localhost too, when it is a loopback address).
+    pub fn own_base_urls(&self) -> Vec<String> {
+        let mut urls: Vec<String> = self.public_url.iter().cloned().collect();
+        let ip = self.addr.ip();
+        if !ip.is_unspecified() {
+            urls.push(format!("http://{}/", self.addr));
+        }
+        if ip.is_loopback() || ip.is_unspecified() {
+            urls.push(format!("http://localhost:{}/", self.addr.port()));
+            urls.push(format!("http://127.0.0.1:{}/", self.addr.port()));
+        }
+        urls.dedup();
+        urls
     }
 
     pub fn catalog_location(&self) -> String {

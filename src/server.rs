@@ -18,6 +18,7 @@ use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{Any, CorsLayer};
 
@@ -60,6 +61,12 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
         },
         t.max_upload_bytes,
         config.public_url.clone(),
+        tap::UploadSources::new(
+            &[config.own_base_urls(), t.upload_url_prefixes.clone()].concat(),
+            t.max_upload_bytes,
+            Duration::from_secs(t.sync_timeout_secs),
+        )
+        .map_err(anyhow::Error::msg)?,
     );
     let uws = tap::uws_config(
         t.async_default_duration_secs,
@@ -98,6 +105,13 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.addr))?;
     tracing::info!(addr = %config.addr, "Aster is serving: TAP at http://{}/tap", config.addr);
+    // Results stream in many small writes; without TCP_NODELAY each can wait for the
+    // client's delayed ACK (40 ms on Linux) on kept-alive connections.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())
         .await?;
@@ -134,13 +148,9 @@ async fn shutdown() {
     tracing::info!("shutting down");
 }
 
+/// The portal's front page (static/), built into the binary so it is served from anywhere.
 async fn home() -> impl IntoResponse {
-    Html(
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Aster</title></head><body>\
-         <h1>Aster archive</h1><p>IVOA services of the survey.</p><ul>\
-         <li><a href=\"/tap\">TAP 1.1 / ADQL 2.1</a> (use with TOPCAT or pyvo)</li>\
-         <li><a href=\"/tap/tables\">tables</a></li><li><a href=\"/metrics\">metrics</a></li></ul></body></html>",
-    )
+    Html(include_str!("../static/index.html"))
 }
 
 /// `aster catalog import`: files into SCHEMA.NAME, creating the table from the first file's

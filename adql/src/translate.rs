@@ -459,6 +459,70 @@ fn shape_of(e: &Expr) -> Result<Option<Shape>, String> {
     }))
 }
 
+/// The shape an STC-S string describes (TAP 1.0 / STC-S 1.0 as ADQL's REGION takes it):
+/// `Position`, `Circle`, `Box` and `Polygon`, in ICRS (or an unspecified frame).
+fn region_shape(stcs: &str) -> Result<Shape, String> {
+    let mut words = stcs.split_whitespace();
+    let kind = words
+        .next()
+        .ok_or("REGION: empty STC-S string")?
+        .to_ascii_lowercase();
+    let mut numbers = Vec::new();
+    for w in words {
+        match w.parse::<f64>() {
+            Ok(x) if x.is_finite() => numbers.push(x),
+            _ if !numbers.is_empty() => {
+                return Err(format!("REGION: unexpected '{w}' among the coordinates"));
+            }
+            _ => match w.to_ascii_uppercase().as_str() {
+                "ICRS" | "J2000" | "FK5" | "UNKNOWNFRAME" | "BARYCENTER" | "GEOCENTER"
+                | "TOPOCENTER" | "UNKNOWNREFPOS" | "SPHERICAL2" => {}
+                other => {
+                    return Err(format!(
+                        "REGION: '{other}' is not supported; regions are in ICRS"
+                    ));
+                }
+            },
+        }
+    }
+    let n = |x: f64| num(x, false);
+    let need = |k: usize| {
+        if numbers.len() == k {
+            Ok(())
+        } else {
+            Err(format!(
+                "REGION: {kind} takes {k} numbers, got {}",
+                numbers.len()
+            ))
+        }
+    };
+    Ok(match kind.as_str() {
+        "position" => {
+            need(2)?;
+            Shape::Point(n(numbers[0]), n(numbers[1]))
+        }
+        "circle" => {
+            need(3)?;
+            Shape::Circle(n(numbers[0]), n(numbers[1]), n(numbers[2]))
+        }
+        "box" => {
+            need(4)?;
+            Shape::Box(n(numbers[0]), n(numbers[1]), n(numbers[2]), n(numbers[3]))
+        }
+        "polygon" => {
+            if numbers.len() < 6 || !numbers.len().is_multiple_of(2) {
+                return Err("REGION: Polygon takes at least three vertices".into());
+            }
+            Shape::Polygon(numbers.chunks(2).map(|c| (n(c[0]), n(c[1]))).collect())
+        }
+        other => {
+            return Err(format!(
+                "REGION: STC-S '{other}' is not supported (Position, Circle, Box and Polygon are)"
+            ));
+        }
+    })
+}
+
 fn strip_nested(e: &Expr) -> &Expr {
     match e {
         Expr::Nested(inner) => strip_nested(inner),
@@ -621,7 +685,17 @@ fn rewrite_function(f: &Function) -> Result<Option<Expr>, String> {
         "point" | "circle" | "polygon" | "box" => {
             shape_value(need_shape(&Expr::Function(f.clone()), &name)?)?
         }
-        "region" => return Err("REGION is not supported: use POINT, CIRCLE, BOX or POLYGON".into()),
+        "region" => {
+            let [text] = exactly("region", args)?;
+            let stcs = match strip_nested(&text) {
+                Expr::Value(v) => match &v.value {
+                    Value::SingleQuotedString(s) => s.clone(),
+                    _ => return Err("REGION takes an STC-S string literal".into()),
+                },
+                _ => return Err("REGION takes an STC-S string literal".into()),
+            };
+            shape_value(region_shape(&stcs)?)?
+        }
         "in_unit" => return Err("IN_UNIT is not supported".into()),
         "contains" => {
             let [a, b] = exactly("contains", args)?;
@@ -646,9 +720,16 @@ fn rewrite_function(f: &Function) -> Result<Option<Expr>, String> {
         },
         "coord1" | "coord2" => {
             let [p] = exactly(&name, args)?;
-            match need_shape(&p, &name.to_uppercase())? {
-                Shape::Point(x, y) => Expr::Nested(Box::new(if name == "coord1" { x } else { y })),
-                _ => return Err(format!("{} takes a point", name.to_uppercase())),
+            match shape_of(&p)? {
+                Some(Shape::Point(x, y)) => {
+                    Expr::Nested(Box::new(if name == "coord1" { x } else { y }))
+                }
+                Some(_) => return Err(format!("{} takes a point", name.to_uppercase())),
+                // A point-valued column or expression: its first or second coordinate.
+                None => call(
+                    "array_element",
+                    vec![p, num(if name == "coord1" { 1.0 } else { 2.0 }, true)],
+                ),
             }
         }
         "coordsys" => {
@@ -896,14 +977,38 @@ mod tests {
     #[test]
     fn unsupported_geometry_reports_a_position() {
         let e = translate(
-            "SELECT * FROM dp.Object WHERE\n CONTAINS(REGION('x'), CIRCLE(1, 2, 3)) = 1",
+            "SELECT * FROM dp.Object WHERE\n CONTAINS(REGION('Union ICRS (Circle 1 2 3)'), CIRCLE(1, 2, 3)) = 1",
             &names(),
         )
         .unwrap_err();
-        assert!(
-            e.message.contains("REGION") || e.message.contains("CONTAINS"),
-            "{e}"
+        assert!(e.message.contains("REGION"), "{e}");
+        assert_eq!(e.line, 2, "{e}");
+    }
+
+    #[test]
+    fn regions_from_stcs_and_coordinates_of_point_values() {
+        let s = sql(
+            "SELECT * FROM dp.Object WHERE CONTAINS(POINT(coord_ra, coord_dec), REGION('Circle ICRS 10 20 0.5')) = 1",
         );
+        assert!(
+            s.contains("adql_in_circle(coord_ra, coord_dec, 10.0, 20.0, 0.5)"),
+            "{s}"
+        );
+        let s = sql("SELECT REGION('Position ICRS 1.5 -2') FROM dp.Object");
+        assert!(s.contains("adql_point(1.5, -2.0)"), "{s}");
+        let s = sql("SELECT COORD1(CENTROID(CIRCLE(1, 2, 3))), COORD2(p) FROM dp.Object");
+        assert!(s.contains("array_element(p, 2)"), "{s}");
+        for bad in [
+            "Circle GALACTIC 1 2 3",
+            "Circle ICRS 1 2",
+            "Polygon 1 2 3 4",
+            "",
+        ] {
+            assert!(
+                translate(&format!("SELECT REGION('{bad}') FROM dp.Object"), &names()).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

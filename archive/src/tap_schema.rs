@@ -49,22 +49,69 @@ pub struct SchemaDesc {
     pub tables: Vec<TableDesc>,
 }
 
-/// VOTable datatype and arraysize for an Arrow type, as TAP_SCHEMA and VOSI declare them.
-pub fn votable_type(dt: &DataType) -> (&'static str, Option<&'static str>) {
+/// VOTable datatype and arraysize for an Arrow type (and its DALI xtype), as TAP_SCHEMA and
+/// VOSI declare them. The result writers declare the same (a test in the protocols crate
+/// holds the two together).
+pub fn votable_type(dt: &DataType, xtype: Option<&str>) -> (&'static str, Option<String>) {
+    let any = || Some("*".to_string());
     match dt {
         DataType::Boolean => ("boolean", None),
-        DataType::Int8 | DataType::Int16 | DataType::UInt8 => ("short", None),
+        DataType::Int8 | DataType::Int16 => ("short", None),
+        DataType::UInt8 => ("unsignedByte", None),
         DataType::Int32 | DataType::UInt16 => ("int", None),
         DataType::Int64 | DataType::UInt32 | DataType::UInt64 => ("long", None),
-        DataType::Float32 => ("float", None),
-        DataType::Float64 | DataType::Decimal128(..) => ("double", None),
-        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..) => {
-            ("double", Some("*"))
+        DataType::Float16 | DataType::Float32 => ("float", None),
+        DataType::Float64
+        | DataType::Decimal32(..)
+        | DataType::Decimal64(..)
+        | DataType::Decimal128(..)
+        | DataType::Decimal256(..) => ("double", None),
+        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 | DataType::Null => {
+            ("char", any())
         }
-        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => ("char", Some("*")),
-        DataType::Binary | DataType::LargeBinary => ("unsignedByte", Some("*")),
-        // Strings may hold any Unicode, so results carry them as unicodeChar.
-        _ => ("unicodeChar", Some("*")),
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => ("unsignedByte", any()),
+        DataType::List(item) | DataType::LargeList(item) => match array_element(item.data_type()) {
+            // DALI fixes the shape of points and circles even when stored as plain lists.
+            Some(elem) => match xtype.map(str::to_ascii_lowercase).as_deref() {
+                Some("point") => (elem, Some("2".into())),
+                Some("circle") => (elem, Some("3".into())),
+                _ => (elem, any()),
+            },
+            None => ("unicodeChar", any()),
+        },
+        DataType::FixedSizeList(item, n) => match array_element(item.data_type()) {
+            Some(elem) if *n > 0 => (elem, Some(n.to_string())),
+            Some(elem) => (elem, any()),
+            None => ("unicodeChar", any()),
+        },
+        DataType::Dictionary(_, value) => votable_type(value, xtype),
+        // Strings may hold any Unicode, so results carry them as unicodeChar; other types
+        // are written as their display text.
+        _ => ("unicodeChar", any()),
+    }
+}
+
+/// The VOTable element type of numeric arrays.
+fn array_element(dt: &DataType) -> Option<&'static str> {
+    match dt {
+        DataType::Float16 | DataType::Float32 => Some("float"),
+        DataType::Float64
+        | DataType::Decimal32(..)
+        | DataType::Decimal64(..)
+        | DataType::Decimal128(..)
+        | DataType::Decimal256(..) => Some("double"),
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64 => Some("long"),
+        _ => None,
     }
 }
 
@@ -72,14 +119,14 @@ impl ColumnDesc {
     pub fn from_field(f: &Field, principal: bool, indexed: bool, std: bool) -> Self {
         let md = f.metadata();
         let get = |k: &str| md.get(k).filter(|v| !v.is_empty()).cloned();
-        let (datatype, arraysize) = votable_type(f.data_type());
         let xtype = get(meta::XTYPE).or_else(|| {
             matches!(f.data_type(), DataType::Timestamp(..)).then(|| "timestamp".to_string())
         });
+        let (datatype, arraysize) = votable_type(f.data_type(), xtype.as_deref());
         Self {
             name: f.name().clone(),
             datatype: datatype.to_string(),
-            arraysize: arraysize.map(str::to_string),
+            arraysize,
             xtype,
             unit: get(meta::UNIT),
             ucd: get(meta::UCD),

@@ -4,3 +4,4 @@ pub mod formats;
 pub mod metrics;
 pub mod tap;
 pub mod uws;
+mod xml;

@@ -85,6 +85,76 @@ def test_upload_join(tap_url, data_dir):
         assert got[int(oid)] == pytest.approx(flux, rel=1e-12)
 
 
+def crossmatch_fixture(data_dir, n=2000, seed=5):
+    """Upload positions: half near real objects (within 1.5 arcsec), half anywhere nearby."""
+    rng = np.random.default_rng(seed)
+    df = object_rows(data_dir, ["objectId", "coord_ra", "coord_dec"])
+    near = df.sample(n // 2, random_state=seed)
+    ra = np.concatenate([near.coord_ra.values + rng.uniform(-1.0, 1.0, n // 2) / 3600,
+                         rng.uniform(df.coord_ra.min(), df.coord_ra.max(), n - n // 2)])
+    dec = np.concatenate([near.coord_dec.values + rng.uniform(-1.0, 1.0, n // 2) / 3600,
+                          rng.uniform(df.coord_dec.min(), df.coord_dec.max(), n - n // 2)])
+    return df, Table({"uid": np.arange(n, dtype=np.int64), "ra": ra, "dec": dec})
+
+
+def test_upload_crossmatch_matches_astropy(tap_url, data_dir):
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+    df, upload = crossmatch_fixture(data_dir)
+    radius = 2.0 / 3600
+    service = pyvo.dal.TAPService(tap_url)
+    result = service.search(
+        "SELECT u.uid, o.objectId FROM dp.Object AS o JOIN TAP_UPLOAD.pos AS u "
+        f"ON 1 = CONTAINS(POINT('ICRS', o.coord_ra, o.coord_dec), CIRCLE('ICRS', u.ra, u.dec, {radius}))",
+        uploads={"pos": upload}, maxrec=1_000_000,
+    ).to_table()
+    got = sorted(zip(result["uid"].tolist(), result["objectId"].tolist()))
+    # The same match, computed independently by astropy on the same rows.
+    objects = SkyCoord(df.coord_ra.values * u.deg, df.coord_dec.values * u.deg)
+    positions = SkyCoord(np.asarray(upload["ra"]) * u.deg, np.asarray(upload["dec"]) * u.deg)
+    iu, io_, _, _ = objects.search_around_sky(positions, radius * u.deg)
+    expected = sorted(zip(np.asarray(upload["uid"])[iu].tolist(), df.objectId.values[io_].tolist()))
+    assert len(expected) >= 900
+    assert got == expected
+
+    # TOPCAT's "all rows" mode: a left join keeps every upload row, unmatched ones once.
+    left = service.search(
+        "SELECT u.uid, o.objectId FROM TAP_UPLOAD.pos AS u LEFT OUTER JOIN dp.Object AS o "
+        f"ON DISTANCE(POINT('ICRS', o.coord_ra, o.coord_dec), POINT('ICRS', u.ra, u.dec)) < {radius}",
+        uploads={"pos": upload}, maxrec=1_000_000,
+    ).to_table()
+    matched_uids = {uid for uid, _ in expected}
+    assert len(left) == len(expected) + (len(upload) - len(matched_uids))
+
+
+def test_upload_from_a_url_under_this_archive(tap_url):
+    service = pyvo.dal.TAPService(tap_url)
+    job = service.submit_job("SELECT TOP 25 objectId AS oid FROM dp.Object ORDER BY objectId")
+    job.run()
+    job.wait(phases=["COMPLETED", "ERROR", "ABORTED"], timeout=120)
+    assert job.phase == "COMPLETED", job.phase
+    ids = sorted(int(x) for x in job.fetch_result().to_table()["oid"])
+    # The previous job's result, fetched by URL (TAP upload-http), feeds the next query.
+    r = requests.post(tap_url + "/sync", data={
+        "LANG": "ADQL", "RESPONSEFORMAT": "csv",
+        "QUERY": "SELECT o.objectId FROM TAP_UPLOAD.prev AS p JOIN dp.Object AS o ON o.objectId = p.oid",
+        "UPLOAD": f"prev,{job.result_uri}",
+    }, timeout=120)
+    assert r.status_code == 200, r.text
+    got = sorted(int(x) for x in r.text.split()[1:])
+    assert got == ids
+    job.delete()
+    # Anywhere else is refused with an error document, and nothing is fetched.
+    r = requests.post(tap_url + "/sync", data={
+        "LANG": "ADQL", "QUERY": "SELECT * FROM TAP_UPLOAD.t",
+        "UPLOAD": "t,http://169.254.169.254/latest/meta-data",
+    }, timeout=60)
+    assert r.status_code == 400
+    status = votable.parse(io.BytesIO(r.content)).resources[0].infos
+    assert any(i.name == "QUERY_STATUS" and i.value == "ERROR" for i in status)
+    assert "does not fetch" in r.text
+
+
 def test_maxrec_overflow(tap_url):
     service = pyvo.dal.TAPService(tap_url)
     result = service.search("SELECT objectId FROM dp.Object", maxrec=7)

@@ -539,8 +539,11 @@ fn xml_escaping_of_names_and_illegal_characters() {
         assert_eq!(names, ["a\"<b>&c", "a\"<b>&c_2", "col3"]);
         let s = strings(&col(&t, "a\"<b>&c"));
         if format == OutputFormat::VotableTabledata {
-            assert_eq!(s[0].as_deref(), Some("bell?nul?]]>\r\n"));
-            assert_eq!(strings(&col(&t, "a\"<b>&c_2"))[0].as_deref(), Some("?ok"));
+            assert_eq!(s[0].as_deref(), Some("bell\u{FFFD}nul\u{FFFD}]]>\r\n"));
+            assert_eq!(
+                strings(&col(&t, "a\"<b>&c_2"))[0].as_deref(),
+                Some("\u{FFFD}ok")
+            );
         } else {
             // BINARY2 carries the bytes untouched, up to the NUL that ends a char string.
             assert_eq!(s[0].as_deref(), Some("bell\u{7}nul"));
@@ -577,7 +580,7 @@ fn error_votable_is_well_formed() {
             _ => {}
         }
     }
-    assert_eq!(message, "bad ADQL: SELECT <nothing> & ?more");
+    assert_eq!(message, "bad ADQL: SELECT <nothing> & \u{FFFD}more");
     assert!(error_votable("").contains("unspecified error"));
 }
 
@@ -1014,4 +1017,56 @@ fn dictionaries_and_other_types_are_written_as_text() {
         String::from_utf8(csv).unwrap(),
         "band,t,emoji\r\ng,01:00:00,🔭 ok\r\n,,\r\nr,00:00:00,\r\n"
     );
+}
+
+#[test]
+fn results_declare_the_types_tap_schema_declares() {
+    let item = |t: DataType| Arc::new(Field::new("item", t, true));
+    let fields = vec![
+        Field::new("b", DataType::Boolean, true),
+        Field::new("i8", DataType::Int8, true),
+        Field::new("u8", DataType::UInt8, true),
+        Field::new("u16", DataType::UInt16, true),
+        Field::new("i64", DataType::Int64, true),
+        Field::new("u64", DataType::UInt64, true),
+        Field::new("f32", DataType::Float32, true),
+        Field::new("dec", DataType::Decimal128(10, 2), true),
+        Field::new("s", DataType::Utf8, true),
+        Field::new(
+            "t",
+            DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
+            true,
+        ),
+        Field::new("d", DataType::Date32, true),
+        Field::new("bin", DataType::Binary, true),
+        Field::new("nul", DataType::Null, true),
+        Field::new("fl", DataType::List(item(DataType::Float32)), true),
+        Field::new("il", DataType::List(item(DataType::Int32)), true),
+        Field::new("sl", DataType::List(item(DataType::Utf8)), true),
+        Field::new(
+            "fixed",
+            DataType::FixedSizeList(item(DataType::Float64), 4),
+            true,
+        ),
+        with_meta(
+            Field::new("pos", DataType::List(item(DataType::Float64)), true),
+            &[("xtype", "point")],
+        ),
+        with_meta(
+            Field::new("circ", DataType::List(item(DataType::Float64)), true),
+            &[("xtype", "circle")],
+        ),
+    ];
+    let schema = Schema::new(fields);
+    for (spec, field) in columns::column_specs(&schema).iter().zip(schema.fields()) {
+        let xtype = field.metadata().get("xtype").map(String::as_str);
+        let (datatype, arraysize) =
+            aster_archive::tap_schema::votable_type(field.data_type(), xtype);
+        assert_eq!(
+            (spec.votable_datatype(), spec.votable_arraysize()),
+            (datatype, arraysize),
+            "{}",
+            field.name()
+        );
+    }
 }

@@ -16,6 +16,7 @@ use super::columns::{
     column_specs, prepare, write_f32, write_f64, write_int,
 };
 use super::{FormatError, QueryStatus, ResultInfo, TableEncoder};
+use crate::xml::{escape_attr, escape_text};
 
 const VOTABLE_OPEN: &str = concat!(
     "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n",
@@ -449,43 +450,6 @@ fn write_td_array(a: ArrayCell<'_>, out: &mut Vec<u8>) {
             Elem::Long(v) => write_int(out, v.unwrap_or(ARRAY_NULL_LONG)),
         }
     }
-}
-
-/// Characters XML 1.0 cannot carry at all, even as character references.
-fn xml_illegal(c: char) -> bool {
-    matches!(c, '\u{0}'..='\u{8}' | '\u{B}' | '\u{C}' | '\u{E}'..='\u{1F}' | '\u{FFFE}' | '\u{FFFF}')
-}
-
-/// Escapes element text; characters illegal in XML 1.0 become '?'.
-pub(crate) fn escape_text(s: &str, out: &mut Vec<u8>) {
-    escape(s, out, false);
-}
-
-/// Escapes an attribute value; also encodes whitespace that attribute-value normalization
-/// would otherwise turn into spaces.
-pub(crate) fn escape_attr(s: &str, out: &mut Vec<u8>) {
-    escape(s, out, true);
-}
-
-fn escape(s: &str, out: &mut Vec<u8>, attr: bool) {
-    let mut last = 0;
-    for (i, c) in s.char_indices() {
-        let replacement: &[u8] = match c {
-            '&' => b"&amp;",
-            '<' => b"&lt;",
-            '>' => b"&gt;",
-            '"' if attr => b"&quot;",
-            '\n' if attr => b"&#10;",
-            '\r' => b"&#13;",
-            '\t' if attr => b"&#9;",
-            c if xml_illegal(c) => b"?",
-            _ => continue,
-        };
-        out.extend_from_slice(&s.as_bytes()[last..i]);
-        out.extend_from_slice(replacement);
-        last = i + c.len_utf8();
-    }
-    out.extend_from_slice(&s.as_bytes()[last..]);
 }
 
 /// Base64 text in 76-character lines, continuous across batches: bytes that do not fill a

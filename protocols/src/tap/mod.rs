@@ -2,6 +2,7 @@
 //! [`crate::uws`]), VOSI capabilities, availability and tables, and the caller's query
 //! history. Errors are DALI error VOTables; results stream as they are produced.
 mod run;
+mod upload;
 pub mod vosi;
 
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use tokio::io::AsyncWriteExt;
 use crate::formats::{QueryStatus, error_votable};
 use crate::uws::{self, JobRunner, Owner, UwsConfig};
 pub use run::{TapLimits, TapParams};
+pub use upload::UploadSources;
 
 /// Everything the TAP routes share.
 #[derive(Clone)]
@@ -32,6 +34,7 @@ pub struct TapService {
     limits: TapLimits,
     max_upload: usize,
     public_url: Option<String>,
+    uploads: UploadSources,
 }
 
 impl TapService {
@@ -41,6 +44,7 @@ impl TapService {
         limits: TapLimits,
         max_upload: usize,
         public_url: Option<String>,
+        uploads: UploadSources,
     ) -> Self {
         Self {
             engine,
@@ -48,6 +52,7 @@ impl TapService {
             limits,
             max_upload,
             public_url,
+            uploads,
         }
     }
 
@@ -126,7 +131,7 @@ async fn landing(State(s): State<TapService>, headers: HeaderMap) -> Response {
          <li><a href=\"{b}/capabilities\">capabilities</a></li><li><a href=\"{b}/availability\">availability</a></li>\
          <li><a href=\"{b}/tables\">tables</a></li><li><a href=\"{b}/async\">async jobs</a></li>\
          <li><a href=\"{b}/sync?LANG=ADQL&amp;QUERY=SELECT+TOP+10+*+FROM+dp.Object\">example query</a></li></ul></body></html>",
-        b = vosi::escape(&base)
+        b = crate::xml::escape(&base)
     );
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
 }
@@ -292,7 +297,7 @@ async fn read_multipart(req: Request) -> Result<TapParams, String> {
 }
 
 async fn sync(s: TapService, owner: Option<String>, params: TapParams) -> Response {
-    let req = match run::check_request(&params, &s.limits) {
+    let req = match run::check_request(&params, &s.limits, &s.uploads) {
         Ok(r) => r,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, &e.0),
     };
@@ -301,7 +306,15 @@ async fn sync(s: TapService, owner: Option<String>, params: TapParams) -> Respon
     let deadline = tokio::time::Instant::now() + timeout;
     let started = tokio::time::timeout(
         timeout,
-        run::start(&s.engine, &s.log, owner.as_deref(), "sync", None, req),
+        run::start(
+            &s.engine,
+            &s.uploads,
+            &s.log,
+            owner.as_deref(),
+            "sync",
+            None,
+            req,
+        ),
     )
     .await;
     let (mut enc, head) = match started {
@@ -372,7 +385,7 @@ struct TapRunner {
 impl JobRunner for TapRunner {
     fn validate(&self, job: &Job) -> Result<(), String> {
         self.params_of(job).and_then(|p| {
-            run::check_request(&p, &self.service.limits)
+            run::check_request(&p, &self.service.limits, &self.service.uploads)
                 .map(|_| ())
                 .map_err(|e| e.0)
         })
@@ -425,11 +438,12 @@ async fn run_job(
     job: &Job,
     params: Result<TapParams, String>,
 ) -> Result<(), String> {
-    let req = run::check_request(&params?, &service.limits).map_err(|e| e.0)?;
+    let req = run::check_request(&params?, &service.limits, &service.uploads).map_err(|e| e.0)?;
     let format = req.format;
     jobs.start(&job.id).map_err(|e| e.to_string())?;
     let (mut enc, head) = run::start(
         &service.engine,
+        &service.uploads,
         &service.log,
         job.owner.as_deref(),
         "async",

@@ -3,18 +3,14 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use std::sync::Arc;
-
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
-use aster_archive::formats::read_any;
-use aster_archive::query::{QueryEngine, QueryError, Upload};
+use aster_archive::query::{QueryEngine, QueryError};
 use aster_archive::querylog::{NewEntry, QueryLog};
 use bytes::Bytes;
 use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
 
+use super::upload::{self, PendingUpload, UploadSources};
 use crate::formats::{OutputFormat, QueryStatus, ResultInfo, TableEncoder, encoder};
 use crate::metrics;
 
@@ -42,7 +38,7 @@ impl TapParams {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
-    fn all(&self, name: &str) -> impl Iterator<Item = &str> {
+    pub(super) fn all(&self, name: &str) -> impl Iterator<Item = &str> {
         self.params
             .iter()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
@@ -55,7 +51,7 @@ pub struct QueryRequest {
     pub query: String,
     pub format: OutputFormat,
     pub maxrec: u64,
-    pub uploads: Vec<Upload>,
+    pub uploads: Vec<PendingUpload>,
 }
 
 /// A problem with the request itself: answered as an error document (HTTP 400).
@@ -64,7 +60,11 @@ pub struct QueryRequest {
 pub struct BadRequest(pub String);
 
 /// Checks DALI/TAP parameters: LANG, QUERY, MAXREC, RESPONSEFORMAT, UPLOAD.
-pub fn check_request(p: &TapParams, limits: &TapLimits) -> Result<QueryRequest, BadRequest> {
+pub fn check_request(
+    p: &TapParams,
+    limits: &TapLimits,
+    sources: &UploadSources,
+) -> Result<QueryRequest, BadRequest> {
     if let Some(req) = p.get("REQUEST")
         && !req.eq_ignore_ascii_case("doQuery")
     {
@@ -113,107 +113,13 @@ pub fn check_request(p: &TapParams, limits: &TapLimits) -> Result<QueryRequest, 
         Some(f) => OutputFormat::from_param(f)
             .ok_or_else(|| BadRequest(format!("RESPONSEFORMAT={f} is not supported")))?,
     };
-    let mut uploads = Vec::new();
-    for spec in p.all("UPLOAD") {
-        for item in spec.split(';').filter(|s| !s.trim().is_empty()) {
-            let (name, uri) = item
-                .split_once(',')
-                .ok_or_else(|| BadRequest(format!("UPLOAD={item}: expected name,param:part")))?;
-            let name = name.trim();
-            if name.is_empty()
-                || !name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-                || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
-                return Err(BadRequest(format!(
-                    "UPLOAD table name '{name}' is not a valid ADQL identifier"
-                )));
-            }
-            let part = uri.trim().strip_prefix("param:").ok_or_else(|| {
-                BadRequest(format!(
-                    "UPLOAD {name}: only inline uploads (param:<part>) are accepted; this service does not fetch URLs"
-                ))
-            })?;
-            let bytes = p.files.get(part).ok_or_else(|| {
-                BadRequest(format!("UPLOAD {name}: no multipart part named '{part}'"))
-            })?;
-            let t = read_any(part, bytes.clone())
-                .map_err(|e| BadRequest(format!("UPLOAD {name}: {e}")))?;
-            let (schema, batches) = typed_timestamps(t.schema, t.batches);
-            uploads.push(Upload {
-                name: name.to_string(),
-                schema,
-                batches,
-            });
-        }
-    }
+    let uploads = upload::parse(p, sources)?;
     Ok(QueryRequest {
         query,
         format,
         maxrec,
         uploads,
     })
-}
-
-/// Uploaded text columns marked as DALI timestamps become timestamp columns, so queries
-/// compare them as times and results declare them as timestamps again. Columns whose
-/// values do not parse stay text.
-fn typed_timestamps(schema: SchemaRef, batches: Vec<RecordBatch>) -> (SchemaRef, Vec<RecordBatch>) {
-    let target = DataType::Timestamp(TimeUnit::Microsecond, None);
-    let candidates: Vec<usize> = schema
-        .fields()
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| {
-            matches!(
-                f.data_type(),
-                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-            ) && f
-                .metadata()
-                .get("xtype")
-                .is_some_and(|x| x.eq_ignore_ascii_case("timestamp"))
-        })
-        .map(|(i, _)| i)
-        .collect();
-    let convertible: Vec<usize> = candidates
-        .into_iter()
-        .filter(|&i| batches.iter().all(|b| cast(b.column(i), &target).is_ok()))
-        .collect();
-    if convertible.is_empty() {
-        return (schema, batches);
-    }
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            if convertible.contains(&i) {
-                f.as_ref().clone().with_data_type(target.clone())
-            } else {
-                f.as_ref().clone()
-            }
-        })
-        .collect();
-    let new_schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
-    let mut out = Vec::with_capacity(batches.len());
-    for b in &batches {
-        let cols: Result<Vec<_>, _> = b
-            .columns()
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                if convertible.contains(&i) {
-                    cast(c, &target)
-                } else {
-                    Ok(c.clone())
-                }
-            })
-            .collect();
-        match cols.and_then(|c| RecordBatch::try_new(new_schema.clone(), c)) {
-            Ok(nb) => out.push(nb),
-            Err(_) => return (schema, batches),
-        }
-    }
-    (new_schema, out)
 }
 
 /// A planned, running query whose rows are being encoded.
@@ -231,8 +137,10 @@ pub struct Encoding {
     overflow: bool,
 }
 
+/// Fetches the request's URL uploads, plans the query and begins its result document.
 pub async fn start(
     engine: &QueryEngine,
+    sources: &UploadSources,
     log: &QueryLog,
     owner: Option<&str>,
     mode: &'static str,
@@ -250,9 +158,14 @@ pub async fn start(
         .map_err(|e| tracing::warn!(error = %e, "query log"))
         .ok();
     // One row past MAXREC tells an overflow from an exact fit.
-    let planned = engine
-        .execute(&req.query, req.uploads, Some(req.maxrec as usize + 1))
-        .await;
+    let planned = match upload::resolve(req.uploads, sources).await {
+        Ok(uploads) => {
+            engine
+                .execute(&req.query, uploads, Some(req.maxrec as usize + 1))
+                .await
+        }
+        Err(e) => Err(QueryError::Execution(e)),
+    };
     let stream = match planned {
         Ok(s) => s,
         Err(e) => {

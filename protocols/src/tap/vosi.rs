@@ -3,22 +3,7 @@
 use aster_archive::tap_schema::{ColumnDesc, SchemaDesc, TableDesc};
 
 use crate::formats::OutputFormat;
-
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
+use crate::xml::escape;
 
 /// User-defined functions as TAPRegExt declares them: (signature, description).
 pub const UDFS: &[(&str, &str)] = &[
@@ -89,6 +74,7 @@ const GEOMETRY: &[&str] = &[
     "COORD2",
     "COORDSYS",
     "CENTROID",
+    "REGION",
 ];
 
 pub fn capabilities(base: &str, default_maxrec: u64, max_maxrec: u64, max_upload: usize) -> String {
@@ -170,7 +156,7 @@ pub fn capabilities(base: &str, default_maxrec: u64, max_maxrec: u64, max_upload
         x.push_str("    </outputFormat>\n");
     }
     x.push_str(&format!(
-        "    <uploadMethod ivo-id=\"ivo://ivoa.net/std/TAPRegExt#upload-inline\"/>\n    <retentionPeriod>\n      <default>604800</default>\n    </retentionPeriod>\n    <executionDuration>\n      <default>3600</default>\n      <hard>86400</hard>\n    </executionDuration>\n    <outputLimit>\n      <default unit=\"row\">{default_maxrec}</default>\n      <hard unit=\"row\">{max_maxrec}</hard>\n    </outputLimit>\n    <uploadLimit>\n      <hard unit=\"byte\">{max_upload}</hard>\n    </uploadLimit>\n  </capability>\n</vosi:capabilities>\n"
+        "    <uploadMethod ivo-id=\"ivo://ivoa.net/std/TAPRegExt#upload-inline\"/>\n    <uploadMethod ivo-id=\"ivo://ivoa.net/std/TAPRegExt#upload-http\"/>\n    <uploadMethod ivo-id=\"ivo://ivoa.net/std/TAPRegExt#upload-https\"/>\n    <retentionPeriod>\n      <default>604800</default>\n    </retentionPeriod>\n    <executionDuration>\n      <default>3600</default>\n      <hard>86400</hard>\n    </executionDuration>\n    <outputLimit>\n      <default unit=\"row\">{default_maxrec}</default>\n      <hard unit=\"row\">{max_maxrec}</hard>\n    </outputLimit>\n    <uploadLimit>\n      <hard unit=\"byte\">{max_upload}</hard>\n    </uploadLimit>\n  </capability>\n</vosi:capabilities>\n"
     ));
     x
 }
@@ -296,7 +282,7 @@ pub const EXAMPLES: &[(&str, &str, &str)] = &[
     (
         "light-curve",
         "Light curve of one DIAObject",
-        "SELECT s.midpointMjdTai, s.band, s.psfFlux, s.psfFluxErr\nFROM ap.DiaSource AS s\nWHERE s.diaObjectId IN (SELECT TOP 1 diaObjectId FROM ap.DiaObject ORDER BY nDiaSources DESC)\nORDER BY s.midpointMjdTai",
+        "SELECT s.midpointMjdTai, s.band, s.psfFlux, s.psfFluxErr\nFROM ap.DiaSource AS s\nWHERE s.diaObjectId IN (SELECT TOP 1 diaObjectId FROM ap.DiaObject ORDER BY nDiaSources DESC)\nORDER BY midpointMjdTai",
     ),
     (
         "healpix-counts",

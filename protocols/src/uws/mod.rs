@@ -766,7 +766,7 @@ async fn get_error(
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/x-votable+xml")],
-        xml::error_votable(&message),
+        crate::formats::error_votable(&message),
     )
         .into_response())
 }

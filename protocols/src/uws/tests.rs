@@ -940,10 +940,11 @@ async fn uws_interrupted_jobs_resume() {
 }
 
 #[test]
-fn uws_xml_text_is_escaped_and_valid() {
-    assert_eq!(xml::error_votable("a < b & \"c\"\u{1}").lines().count(), 6);
+fn uws_error_documents_escape_the_message() {
+    let doc = crate::formats::error_votable("a < b & \"c\"\u{1}");
     assert!(
-        xml::error_votable("a < b & \"c\"\u{1}").contains("a &lt; b &amp; &quot;c&quot;\u{FFFD}")
+        doc.contains(">a &lt; b &amp; \"c\"\u{FFFD}</INFO>"),
+        "{doc}"
     );
     assert_eq!(xml::path_segment("abc-1.2_~"), "abc-1.2_~");
     assert_eq!(xml::path_segment("a b/é"), "a%20b%2F%C3%A9");

@@ -6,6 +6,8 @@ use std::borrow::Cow;
 use aster_archive::jobs::{Job, JobRef};
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use crate::xml::escape;
+
 const XML_DECLARATION: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
 
 /// Namespace declarations of every UWS root element.
@@ -26,14 +28,19 @@ pub(super) fn job_list(jobs: &[JobRef], list_url: &str) -> String {
         let href = format!("{list_url}/{}", path_segment(&job.id));
         out.push_str(&format!(
             "  <uws:jobref id=\"{}\" xlink:href=\"{}\">\n",
-            text(&job.id),
-            text(&href)
+            escape(&job.id),
+            escape(&href)
         ));
         out.push_str(&format!("    <uws:phase>{}</uws:phase>\n", job.phase));
         if let Some(run_id) = &job.run_id {
-            out.push_str(&format!("    <uws:runId>{}</uws:runId>\n", text(run_id)));
+            out.push_str(&format!("    <uws:runId>{}</uws:runId>\n", escape(run_id)));
         }
-        nillable(&mut out, "    ", "ownerId", job.owner.as_deref().map(text));
+        nillable(
+            &mut out,
+            "    ",
+            "ownerId",
+            job.owner.as_deref().map(escape),
+        );
         out.push_str(&format!(
             "    <uws:creationTime>{}</uws:creationTime>\n",
             timestamp(job.creation_time)
@@ -49,11 +56,11 @@ pub(super) fn job(job: &Job, job_url: &str) -> String {
     let time = |t: Option<DateTime<Utc>>| t.map(|t| Cow::Owned(timestamp(t)));
     let mut out = String::from(XML_DECLARATION);
     out.push_str(&format!("<uws:job {UWS_NAMESPACES} version=\"1.1\">\n"));
-    out.push_str(&format!("  <uws:jobId>{}</uws:jobId>\n", text(&job.id)));
+    out.push_str(&format!("  <uws:jobId>{}</uws:jobId>\n", escape(&job.id)));
     if let Some(run_id) = &job.run_id {
-        out.push_str(&format!("  <uws:runId>{}</uws:runId>\n", text(run_id)));
+        out.push_str(&format!("  <uws:runId>{}</uws:runId>\n", escape(run_id)));
     }
-    nillable(&mut out, "  ", "ownerId", job.owner.as_deref().map(text));
+    nillable(&mut out, "  ", "ownerId", job.owner.as_deref().map(escape));
     out.push_str(&format!("  <uws:phase>{}</uws:phase>\n", job.phase));
     nillable(&mut out, "  ", "quote", time(job.quote));
     out.push_str(&format!(
@@ -77,7 +84,7 @@ pub(super) fn job(job: &Job, job_url: &str) -> String {
         out.push_str("  <uws:errorSummary type=\"fatal\" hasDetail=\"true\">\n");
         out.push_str(&format!(
             "    <uws:message>{}</uws:message>\n",
-            text(message)
+            escape(message)
         ));
         out.push_str("  </uws:errorSummary>\n");
     }
@@ -99,19 +106,6 @@ pub(super) fn parameters_document(job: &Job) -> String {
     out
 }
 
-/// The DALI error document: a VOTable 1.4 whose results resource says QUERY_STATUS=ERROR.
-pub(super) fn error_votable(message: &str) -> String {
-    format!(
-        "{XML_DECLARATION}<VOTABLE version=\"1.4\" xmlns=\"http://www.ivoa.net/xml/VOTable/v1.3\" \
-         xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">\n\
-         \x20 <RESOURCE type=\"results\">\n\
-         \x20   <INFO name=\"QUERY_STATUS\" value=\"ERROR\">{}</INFO>\n\
-         \x20 </RESOURCE>\n\
-         </VOTABLE>\n",
-        text(message)
-    )
-}
-
 fn parameters(out: &mut String, indent: &str, namespaces: &str, job: &Job) {
     let open = if namespaces.is_empty() {
         "<uws:parameters>".to_owned()
@@ -122,8 +116,8 @@ fn parameters(out: &mut String, indent: &str, namespaces: &str, job: &Job) {
     for (name, value) in &job.parameters {
         out.push_str(&format!(
             "{indent}  <uws:parameter id=\"{}\">{}</uws:parameter>\n",
-            text(name),
-            text(value)
+            escape(name),
+            escape(value)
         ));
     }
     out.push_str(&format!("{indent}</uws:parameters>\n"));
@@ -140,10 +134,10 @@ fn results(out: &mut String, indent: &str, namespaces: &str, job: &Job, job_url:
         let href = format!("{job_url}/results/{}", path_segment(&result.id));
         out.push_str(&format!(
             "{indent}  <uws:result id=\"{}\" xlink:href=\"{}\" size=\"{}\" mime-type=\"{}\"/>\n",
-            text(&result.id),
-            text(&href),
+            escape(&result.id),
+            escape(&href),
             result.size,
-            text(&result.media_type)
+            escape(&result.media_type)
         ));
     }
     out.push_str(&format!("{indent}</uws:results>\n"));
@@ -154,22 +148,6 @@ fn nillable(out: &mut String, indent: &str, name: &str, value: Option<Cow<'_, st
     match value {
         Some(value) => out.push_str(&format!("{indent}<uws:{name}>{value}</uws:{name}>\n")),
         None => out.push_str(&format!("{indent}<uws:{name} xsi:nil=\"true\"/>\n")),
-    }
-}
-
-/// `s` as XML character data or attribute value: markup characters escaped, and characters XML
-/// 1.0 cannot carry at all (most control characters, which user parameters may contain)
-/// replaced by U+FFFD.
-fn text(s: &str) -> Cow<'_, str> {
-    let allowed = |c: char| matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..);
-    if s.chars().all(allowed) {
-        quick_xml::escape::escape(s)
-    } else {
-        let valid: String = s
-            .chars()
-            .map(|c| if allowed(c) { c } else { '\u{FFFD}' })
-            .collect();
-        quick_xml::escape::escape(valid)
     }
 }
 
