@@ -113,13 +113,12 @@ fn disc_cells(order: f64, ra: f64, dec: f64, radius: f64) -> Vec<i64> {
         return Vec::new();
     }
     let depth = order as u8;
-    if radius == 0.0 {
-        return vec![cdshealpix::nested::hash(depth, p.ra_rad(), p.dec_rad()) as i64];
-    }
     if radius >= 90.0 {
         return (0..12i64 << (2 * u32::from(depth))).collect();
     }
-    cdshealpix::nested::cone_coverage_approx(depth, p.ra_rad(), p.dec_rad(), radius.to_radians())
+    // cdshealpix wants a radius above zero; a tiny one still covers the centre's cell.
+    let radius = radius.max(1e-9).to_radians();
+    cdshealpix::nested::cone_coverage_approx(depth, p.ra_rad(), p.dec_rad(), radius)
         .flat_iter()
         .map(|c| c as i64)
         .collect()
@@ -412,10 +411,9 @@ mod tests {
         }
         assert!(disc_cells(10.0, 10.0, 95.0, 0.1).is_empty());
         assert!(disc_cells(10.0, 10.0, 10.0, -1.0).is_empty());
-        assert_eq!(
-            disc_cells(3.0, 10.0, 10.0, 0.0),
-            vec![cell_of(3, 10.0, 10.0)]
-        );
+        for r in [0.0, 1e-300, f64::MIN_POSITIVE] {
+            assert!(disc_cells(3.0, 10.0, 10.0, r).contains(&cell_of(3, 10.0, 10.0)));
+        }
     }
 }
 

@@ -22,6 +22,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 pub use manifest::{Cell, DataFile, Manifest, Partition};
 pub use provider::CatalogTable;
@@ -326,10 +327,19 @@ impl CatalogStore {
             .first()
             .map(|b| b.schema())
             .ok_or_else(|| CatalogError::BadData("nothing to write".into()))?;
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .build();
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+        // Measured floats (fluxes, positions, shapes) are nearly all distinct: a row group's
+        // dictionary would be as large as its data and every scan would decode through it.
+        // Plain values with Snappy still shrink the columns that repeat.
+        for f in schema.fields() {
+            if matches!(f.data_type(), DataType::Float32 | DataType::Float64) {
+                props =
+                    props.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false);
+            }
+        }
+        let props = props.build();
         let writer = BufWriter::new(self.inner.store.clone(), path.clone());
         let mut w = AsyncArrowWriter::try_new(writer, schema, Some(props))?;
         let mut rows = 0;

@@ -129,14 +129,24 @@ fn late_materialization_pays(
     read.iter().any(|c| !filtered.contains(*c))
 }
 
-/// HEALPix cells at `depth` that overlap `region`, as ranges of order-29 indices.
+/// Every order-29 index: no pruning.
+fn whole_sky() -> Vec<Range<u64>> {
+    std::iter::once(0..(12u64 << 58)).collect()
+}
+
+/// HEALPix cells at `depth` that overlap `region`, as ranges of order-29 indices. A
+/// superset is always safe (filters still decide each row), so shapes the coverage code
+/// cannot take (a zero radius, a hemisphere or more, a degenerate polygon) cover more.
 fn coverage29(region: &SkyRegion, depth: u8) -> Vec<Range<u64>> {
+    // The smallest radius cdshealpix accepts; a point's cell and its neighbours.
+    const MIN_RADIUS_DEG: f64 = 1e-9;
     let bmoc = match region {
+        SkyRegion::Circle(c) if c.radius >= 90.0 => return whole_sky(),
         SkyRegion::Circle(c) => cdshealpix::nested::cone_coverage_approx(
             depth,
             c.center.ra_rad(),
             c.center.dec_rad(),
-            c.radius.to_radians(),
+            c.radius.max(MIN_RADIUS_DEG).to_radians(),
         ),
         SkyRegion::Polygon(p) => {
             let v: Vec<(f64, f64)> = p
@@ -144,7 +154,13 @@ fn coverage29(region: &SkyRegion, depth: u8) -> Vec<Range<u64>> {
                 .iter()
                 .map(|v| (v.ra_rad(), v.dec_rad()))
                 .collect();
-            cdshealpix::nested::polygon_coverage(depth, &v, true)
+            // cdshealpix asserts on some degenerate polygons (repeated or collinear
+            // vertices); those fall back to no pruning rather than fail the query.
+            match std::panic::catch_unwind(|| cdshealpix::nested::polygon_coverage(depth, &v, true))
+            {
+                Ok(b) => b,
+                Err(_) => return whole_sky(),
+            }
         }
     };
     let shift = 2 * (29 - u32::from(depth));
@@ -240,5 +256,37 @@ impl TableProvider for CatalogTable {
             .with_statistics(stats)
             .build();
         Ok(DataSourceExec::from_data_source(config))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aster_adql::geometry::{Circle, Polygon, SkyPosition};
+
+    use super::*;
+
+    fn covers(ranges: &[Range<u64>], ra: f64, dec: f64) -> bool {
+        let h = cdshealpix::nested::hash(29, ra.to_radians(), dec.to_radians());
+        ranges.iter().any(|r| r.contains(&h))
+    }
+
+    #[test]
+    fn degenerate_regions_cover_at_least_their_points() {
+        let at = |ra, dec| SkyPosition::new(ra, dec).unwrap();
+        for radius in [0.0, 1e-12, 0.1, 89.9, 90.0, 180.0] {
+            let region = SkyRegion::Circle(Circle::new(at(12.0, -37.0), radius).unwrap());
+            let depth = fine_depth(&region);
+            assert!(
+                covers(&coverage29(&region, depth), 12.0, -37.0),
+                "radius {radius}"
+            );
+        }
+        let same = Polygon::new(vec![at(1.0, 1.0), at(1.0, 1.0), at(1.0, 1.0)]).unwrap();
+        let line = Polygon::new(vec![at(1.0, 1.0), at(2.0, 1.0), at(3.0, 1.0)]).unwrap();
+        for p in [same, line] {
+            let region = SkyRegion::Polygon(p);
+            let depth = fine_depth(&region);
+            assert!(covers(&coverage29(&region, depth), 1.0, 1.0));
+        }
     }
 }
