@@ -11,6 +11,7 @@ use datafusion::catalog::{
 };
 use datafusion::datasource::MemTable;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -84,6 +85,9 @@ pub struct QueryEngine {
     store: CatalogStore,
     published: Arc<RwLock<Option<Arc<Published>>>>,
     target_partitions: usize,
+    /// Shared by every query's session: it knows the catalog's object store (local or S3)
+    /// and caches Parquet footers and page indexes, which never change once written.
+    runtime: Arc<RuntimeEnv>,
 }
 
 /// How long the list of tables is trusted before the store is listed again.
@@ -91,7 +95,10 @@ const REFRESH: Duration = Duration::from_secs(5);
 
 impl QueryEngine {
     pub fn new(store: CatalogStore) -> Self {
+        let runtime = Arc::new(RuntimeEnv::default());
+        runtime.register_object_store(store.object_store_url().as_ref(), store.object_store());
         Self {
+            runtime,
             store,
             published: Arc::new(RwLock::new(None)),
             target_partitions: std::thread::available_parallelism()
@@ -190,6 +197,7 @@ impl QueryEngine {
             .enable_join_dynamic_filter_pushdown = false;
         let state = SessionStateBuilder::new()
             .with_config(config)
+            .with_runtime_env(self.runtime.clone())
             .with_default_features()
             .with_optimizer_rule(Arc::new(CrossmatchJoin))
             .build();

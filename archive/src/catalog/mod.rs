@@ -331,12 +331,17 @@ impl CatalogStore {
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
         // Measured floats (fluxes, positions, shapes) are nearly all distinct: a row group's
-        // dictionary would be as large as its data and every scan would decode through it.
-        // Plain values with Snappy still shrink the columns that repeat.
-        for f in schema.fields() {
-            if matches!(f.data_type(), DataType::Float32 | DataType::Float64) {
-                props =
-                    props.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false);
+        // dictionary would be as large as its data, and compression saves nothing while
+        // costing every scan a pass. Such columns are stored plain and uncompressed; floats
+        // that do repeat (a constant error, a flag-like value) keep dictionary and Snappy.
+        for (i, f) in schema.fields().iter().enumerate() {
+            if matches!(f.data_type(), DataType::Float32 | DataType::Float64)
+                && mostly_distinct(batches.iter().map(|b| b.column(i)))
+            {
+                let column = ColumnPath::from(f.name().as_str());
+                props = props
+                    .set_column_dictionary_enabled(column.clone(), false)
+                    .set_column_compression(column, Compression::UNCOMPRESSED);
             }
         }
         let props = props.build();
@@ -381,6 +386,31 @@ impl CatalogStore {
 /// `dir` joined with a relative path of `/`-separated parts.
 fn child_path(dir: &ObjPath, rel: &str) -> ObjPath {
     rel.split('/').fold(dir.clone(), |p, part| p.join(part))
+}
+
+/// Whether a float column's values are mostly distinct, judged on its first few thousand
+/// values (as bit patterns, so NaNs and signed zeros count as themselves).
+fn mostly_distinct<'a>(columns: impl Iterator<Item = &'a ArrayRef>) -> bool {
+    const SAMPLE: usize = 4096;
+    let mut seen = std::collections::HashSet::with_capacity(SAMPLE);
+    let mut n = 0;
+    for c in columns {
+        let c = match cast(c, &DataType::Float64) {
+            Ok(c) => c,
+            Err(_) => return false,
+        };
+        let Some(values) = c.as_any().downcast_ref::<Float64Array>() else {
+            return false;
+        };
+        for v in values.iter().take(SAMPLE - n) {
+            seen.insert(v.map(f64::to_bits));
+            n += 1;
+        }
+        if n >= SAMPLE {
+            break;
+        }
+    }
+    n > 0 && seen.len() * 2 > n
 }
 
 /// `schema` with the HATS spatial index column appended, as every data file stores it.
@@ -453,4 +483,29 @@ fn with_healpix(batch: &RecordBatch, ra: &str, dec: &str) -> Result<RecordBatch>
     let with = RecordBatch::try_new(with_healpix_field(&batch.schema()), columns)?;
     let order = sort_to_indices(&hp_array, None, None)?;
     Ok(take_record_batch(&with, &order)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_mostly_distinct_floats_skip_dictionaries() {
+        let distinct: ArrayRef = Arc::new(Float64Array::from_iter_values(
+            (0..10_000).map(|i| f64::from(i) * 0.37),
+        ));
+        let constant: ArrayRef = Arc::new(Float64Array::from(vec![12.5; 10_000]));
+        let half_null: ArrayRef = Arc::new(Float64Array::from_iter(
+            (0..10_000).map(|i| (i % 2 == 0).then_some(f64::from(i))),
+        ));
+        let repeating: ArrayRef = Arc::new(Float64Array::from_iter_values(
+            (0..10_000).map(|i| f64::from(i % 16)),
+        ));
+        assert!(mostly_distinct([&distinct].into_iter()));
+        assert!(!mostly_distinct([&constant].into_iter()));
+        assert!(!mostly_distinct([&repeating].into_iter()));
+        // Nulls cost nothing in plain encoding; the values present are all distinct.
+        assert!(mostly_distinct([&half_null].into_iter()));
+        assert!(!mostly_distinct(std::iter::empty()));
+    }
 }

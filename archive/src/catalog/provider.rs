@@ -16,6 +16,7 @@ use datafusion::common::stats::Precision;
 use datafusion::common::{DataFusionError, Statistics};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, col, lit};
@@ -241,7 +242,11 @@ impl TableProvider for CatalogTable {
         })
         .with_pushdown_filters(late_materialization_pays(projection, filters, &self.schema))
         .with_reorder_filters(true)
-        .with_enable_page_index(true);
+        .with_enable_page_index(true)
+        .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
+            self.store.object_store(),
+            state.runtime_env().cache_manager.get_file_metadata_cache(),
+        )));
         if let (Some(_), Some(region)) = (&self.position, &region)
             && let Some(predicate) = healpix_predicate(&coverage29(region, fine_depth(region)))
         {
