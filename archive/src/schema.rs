@@ -16,6 +16,9 @@ pub mod meta {
     pub const XTYPE: &str = "xtype";
     pub const PRINCIPAL: &str = "principal";
     pub const STD: &str = "std";
+    /// The VOTable datatype a text column was declared with, when it is `char`: its values
+    /// are ASCII and results declare it `char` again (other text is `unicodeChar`).
+    pub const DATATYPE: &str = "datatype";
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -49,10 +49,14 @@ pub struct SchemaDesc {
     pub tables: Vec<TableDesc>,
 }
 
-/// VOTable datatype and arraysize for an Arrow type (and its DALI xtype), as TAP_SCHEMA and
-/// VOSI declare them. The result writers declare the same (a test in the protocols crate
+/// VOTable datatype and arraysize for an Arrow type (with its DALI xtype, and the datatype
+/// text was declared with), as TAP_SCHEMA and VOSI declare them. The result writers declare the same (a test in the protocols crate
 /// holds the two together).
-pub fn votable_type(dt: &DataType, xtype: Option<&str>) -> (&'static str, Option<String>) {
+pub fn votable_type(
+    dt: &DataType,
+    xtype: Option<&str>,
+    declared: Option<&str>,
+) -> (&'static str, Option<String>) {
     let any = || Some("*".to_string());
     match dt {
         DataType::Boolean => ("boolean", None),
@@ -87,7 +91,10 @@ pub fn votable_type(dt: &DataType, xtype: Option<&str>) -> (&'static str, Option
             Some(elem) => (elem, any()),
             None => ("unicodeChar", any()),
         },
-        DataType::Dictionary(_, value) => votable_type(value, xtype),
+        DataType::Dictionary(_, value) => votable_type(value, xtype, declared),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View if declared == Some("char") => {
+            ("char", any())
+        }
         // Strings may hold any Unicode, so results carry them as unicodeChar; other types
         // are written as their display text.
         _ => ("unicodeChar", any()),
@@ -122,7 +129,11 @@ impl ColumnDesc {
         let xtype = get(meta::XTYPE).or_else(|| {
             matches!(f.data_type(), DataType::Timestamp(..)).then(|| "timestamp".to_string())
         });
-        let (datatype, arraysize) = votable_type(f.data_type(), xtype.as_deref());
+        let (datatype, arraysize) = votable_type(
+            f.data_type(),
+            xtype.as_deref(),
+            get(meta::DATATYPE).as_deref(),
+        );
         Self {
             name: f.name().clone(),
             datatype: datatype.to_string(),

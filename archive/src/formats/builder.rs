@@ -197,6 +197,8 @@ pub(crate) struct ColumnMeta {
     pub utype: Option<String>,
     pub xtype: Option<String>,
     pub description: Option<String>,
+    /// `char` for text declared as ASCII (VOTable char, FITS A).
+    pub datatype: Option<String>,
 }
 
 /// Builds the Arrow field of a column, with metadata under the shared keys.
@@ -207,6 +209,7 @@ fn field(meta: &ColumnMeta, name: String, data_type: DataType) -> Field {
         ("utype", &meta.utype),
         ("xtype", &meta.xtype),
         ("description", &meta.description),
+        ("datatype", &meta.datatype),
     ]
     .into_iter()
     .filter_map(|(k, v)| {

@@ -478,6 +478,7 @@ fn read_bintable(header: &Header, data: &[u8]) -> Result<ImportedTable, FormatEr
             utype: header.string(&format!("TUTYP{n}")),
             xtype: header.string(&format!("TXTYP{n}")),
             description: header.string(&format!("TCOMM{n}")),
+            datatype: (code == Code::A).then(|| "char".to_owned()),
         };
         columns.push(Column {
             meta,

@@ -469,6 +469,7 @@ fn field_decl(e: &BytesStart<'_>) -> Result<FieldDecl, FormatError> {
             utype: attr(e, b"utype")?,
             xtype: attr(e, b"xtype")?,
             description: None,
+            datatype: (datatype == "char").then(|| "char".to_owned()),
         },
         datatype,
         arraysize: attr(e, b"arraysize")?,

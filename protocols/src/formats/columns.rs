@@ -58,8 +58,10 @@ pub(crate) enum Kind {
     Double,
     /// Strings, and everything rendered as text (timestamps, dates, unsupported types).
     /// `ascii` marks text Aster renders itself and knows to be ASCII (timestamps, all-null
-    /// columns); other text may hold any Unicode and is written as VOTable `unicodeChar`,
-    /// because VOTable 1.4 `char` is ASCII-only and astropy rejects anything else in it.
+    /// columns) and text that arrived declared as ASCII (VOTable `char`, FITS `A`; any
+    /// other character in it is written as '?'). Other text may hold any Unicode and is
+    /// written as VOTable `unicodeChar`, because VOTable 1.4 `char` is ASCII-only and
+    /// astropy rejects anything else in it.
     Text {
         ascii: bool,
     },
@@ -153,7 +155,11 @@ pub(crate) fn column_specs(schema: &Schema) -> Vec<ColumnSpec> {
 fn spec_for(field: &Field, name: String) -> ColumnSpec {
     let meta = |key: &str| field.metadata().get(key).filter(|v| !v.is_empty()).cloned();
     let xtype = meta("xtype");
-    let (kind, implied_xtype) = kind_of(field.data_type(), xtype.as_deref());
+    let (kind, implied_xtype) = kind_of(
+        field.data_type(),
+        xtype.as_deref(),
+        meta("datatype").as_deref(),
+    );
     ColumnSpec {
         name,
         kind,
@@ -176,8 +182,16 @@ fn spec_for(field: &Field, name: String) -> ColumnSpec {
 const TEXT: Kind = Kind::Text { ascii: false };
 
 /// The output kind of an Arrow type, and the xtype the type itself implies (timestamps).
-fn kind_of(data_type: &DataType, xtype: Option<&str>) -> (Kind, Option<&'static str>) {
+fn kind_of(
+    data_type: &DataType,
+    xtype: Option<&str>,
+    declared: Option<&str>,
+) -> (Kind, Option<&'static str>) {
     match data_type {
+        // Text that arrived as VOTable char or FITS A goes out as char again.
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View if declared == Some("char") => {
+            (Kind::Text { ascii: true }, None)
+        }
         DataType::Boolean => (Kind::Boolean, None),
         DataType::Int8 | DataType::Int16 => (Kind::Int(IntType::Short), None),
         DataType::UInt8 => (Kind::Int(IntType::UByte), None),
@@ -223,7 +237,7 @@ fn kind_of(data_type: &DataType, xtype: Option<&str>) -> (Kind, Option<&'static 
                 (None, _) => (TEXT, None),
             }
         }
-        DataType::Dictionary(_, value) => kind_of(value, xtype),
+        DataType::Dictionary(_, value) => kind_of(value, xtype, declared),
         DataType::Null => (Kind::Text { ascii: true }, None),
         // Intervals, structs, ...: written as their display text.
         _ => (TEXT, None),

@@ -1057,16 +1057,64 @@ fn results_declare_the_types_tap_schema_declares() {
             &[("xtype", "circle")],
         ),
     ];
+    let mut fields = fields;
+    fields.push(with_meta(
+        Field::new("ascii", DataType::Utf8, true),
+        &[("datatype", "char")],
+    ));
     let schema = Schema::new(fields);
     for (spec, field) in columns::column_specs(&schema).iter().zip(schema.fields()) {
         let xtype = field.metadata().get("xtype").map(String::as_str);
+        let declared = field.metadata().get("datatype").map(String::as_str);
         let (datatype, arraysize) =
-            aster_archive::tap_schema::votable_type(field.data_type(), xtype);
+            aster_archive::tap_schema::votable_type(field.data_type(), xtype, declared);
         assert_eq!(
             (spec.votable_datatype(), spec.votable_arraysize()),
             (datatype, arraysize),
             "{}",
             field.name()
+        );
+    }
+}
+
+#[test]
+fn char_columns_come_back_as_char() {
+    // A VOTable char column read in (as an upload would be) and written out again.
+    let doc = br#"<?xml version="1.0"?><VOTABLE version="1.4"><RESOURCE><TABLE>
+<FIELD name="c" datatype="char" arraysize="*"/><FIELD name="u" datatype="unicodeChar" arraysize="*"/>
+<DATA><TABLEDATA><TR><TD>abc</TD><TD>&#233;t&#233;</TD></TR></TABLEDATA></DATA></TABLE></RESOURCE></VOTABLE>"#;
+    let t = read_votable(doc).unwrap();
+    assert_eq!(meta(&t, "c", "datatype"), Some("char"));
+    assert_eq!(meta(&t, "u", "datatype"), None);
+    // A non-ASCII value cannot be char: it is written as '?'.
+    let c = StringArray::from(vec![Some("abc"), Some("na\u{EF}ve")]);
+    let u = StringArray::from(vec![Some("\u{E9}t\u{E9}"), None]);
+    let batch = RecordBatch::try_new(t.schema.clone(), vec![Arc::new(c), Arc::new(u)]).unwrap();
+    for format in [OutputFormat::VotableTabledata, OutputFormat::VotableBinary2] {
+        let (out, _) = encode_with(
+            format,
+            &t.schema,
+            std::slice::from_ref(&batch),
+            &QueryStatus::Ok,
+        )
+        .unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains("<FIELD name=\"c\" datatype=\"char\" arraysize=\"*\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("<FIELD name=\"u\" datatype=\"unicodeChar\""),
+            "{text}"
+        );
+        let back = read_votable(&out).unwrap();
+        assert_eq!(
+            strings(&col(&back, "c")),
+            vec![Some("abc".into()), Some("na?ve".into())]
+        );
+        assert_eq!(
+            strings(&col(&back, "u"))[0].as_deref(),
+            Some("\u{E9}t\u{E9}")
         );
     }
 }

@@ -170,6 +170,11 @@ impl VotableEncoder {
                     }
                     _ => out.extend_from_slice(b"<TD/>"),
                 },
+                Cell::Text(s) if matches!(spec.kind, Kind::Text { ascii: true }) => {
+                    out.extend_from_slice(b"<TD>");
+                    escape_text(&ascii_only(s), out);
+                    out.extend_from_slice(b"</TD>");
+                }
                 cell => {
                     out.extend_from_slice(b"<TD>");
                     tabledata_cell(cell, out);
@@ -319,7 +324,9 @@ fn binary2_cell(spec: &ColumnSpec, cell: Cell<'_>, buf: &mut Vec<u8>) -> Result<
         (Kind::Float, _) => buf.extend_from_slice(&f32::NAN.to_be_bytes()),
         (Kind::Double, Cell::Double(v)) => buf.extend_from_slice(&v.to_be_bytes()),
         (Kind::Double, _) => buf.extend_from_slice(&f64::NAN.to_be_bytes()),
-        (Kind::Text { ascii: true }, Cell::Text(s)) => write_counted(spec, s.as_bytes(), buf)?,
+        (Kind::Text { ascii: true }, Cell::Text(s)) => {
+            write_counted(spec, ascii_only(s).as_bytes(), buf)?;
+        }
         (Kind::Text { ascii: false }, Cell::Text(s)) => {
             // unicodeChar: UTF-16 code units (characters beyond the BMP as surrogate pairs,
             // which STIL and astropy decode), counted in characters of two bytes.
@@ -402,6 +409,19 @@ fn write_counted(spec: &ColumnSpec, bytes: &[u8], buf: &mut Vec<u8>) -> Result<(
 }
 
 /// Writes a non-null cell's TABLEDATA text.
+/// Text for a `char` column, which VOTable (and astropy) hold to ASCII: anything else
+/// becomes '?'.
+fn ascii_only(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.is_ascii() {
+        std::borrow::Cow::Borrowed(s)
+    } else {
+        s.chars()
+            .map(|c| if c.is_ascii() { c } else { '?' })
+            .collect::<String>()
+            .into()
+    }
+}
+
 fn tabledata_cell(cell: Cell<'_>, out: &mut Vec<u8>) {
     match cell {
         Cell::Null => {}
