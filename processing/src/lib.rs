@@ -1,5 +1,7 @@
 //! Science algorithms and pipeline tasks for Aster. Pure computation: no HTTP, no storage.
 //! So far: [`sky`], the deterministic synthetic sky and cadence behind the demo data release,
-//! and [`wcs`], the TAN-SIP world coordinates of images.
+//! [`wcs`], the TAN-SIP world coordinates of images, and [`image`], the image model (images,
+//! masks with named planes, calibrated Exposures).
+pub mod image;
 pub mod sky;
 pub mod wcs;
