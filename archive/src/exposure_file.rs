@@ -1,0 +1,428 @@
+//! Exposure files: one multi-extension FITS file a product, written through cfitsio. The
+//! primary HDU holds the metadata and the photometric calibration (`PHOTZP`, `PHOTZPER`);
+//! the `IMAGE` (BITPIX -32), `MASK` (BITPIX 32, planes named by `MP_<NAME>` cards) and
+//! `VARIANCE` (BITPIX -32) extensions each carry the WCS, so any FITS reader (astropy,
+//! ds9) places every plane on the sky. Values are written exactly (numbers with 17
+//! significant digits) and read back unchanged. Files are written beside their final name
+//! and renamed into place, so a failure never leaves half a file. docs/exposure-files.md
+//! describes the layout.
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::os::raw::c_char;
+use std::path::{Path, PathBuf};
+
+use aster_processing::image::{Exposure, HeaderValue, Image, Mask, PhotoCalib};
+use aster_processing::wcs::TanSipWcs;
+use fitsio::FitsFile;
+use fitsio::hdu::HduInfo;
+use fitsio::images::{ImageDescription, ImageType};
+
+/// What went wrong, naming the file and the step.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {step}: {message}")]
+pub struct ExposureFileError {
+    pub path: PathBuf,
+    pub step: &'static str,
+    pub message: String,
+}
+
+type Result<T> = std::result::Result<T, ExposureFileError>;
+
+/// Keywords cfitsio writes itself, which are not metadata.
+const STRUCTURAL: &[&str] = &[
+    "SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "PCOUNT", "GCOUNT", "XTENSION",
+    "EXTNAME", "COMMENT", "HISTORY", "", "PHOTZP", "PHOTZPER",
+];
+
+/// Writes `e` to `path` (replacing it), atomically.
+pub fn write_exposure(path: &Path, e: &Exposure) -> Result<()> {
+    let fail = |step: &'static str| {
+        move |err: &dyn std::fmt::Display| ExposureFileError {
+            path: path.to_path_buf(),
+            step,
+            message: err.to_string(),
+        }
+    };
+    let tmp = path.with_extension(format!("tmp-{}.fits", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let result = (|| -> Result<()> {
+        let mut f = FitsFile::create(&tmp)
+            .open()
+            .map_err(|x| fail("create")(&x))?;
+        for (key, value) in &e.metadata {
+            let text = match value {
+                HeaderValue::Bool(b) => (if *b { "T" } else { "F" }).to_string(),
+                HeaderValue::Int(i) => i.to_string(),
+                HeaderValue::Float(x) if x.is_finite() => format!("{x:.17E}"),
+                HeaderValue::Float(_) => {
+                    return Err(fail("metadata")(&format!("{key}: not a finite number")));
+                }
+                HeaderValue::Text(t) => quoted(t),
+            };
+            write_card(&mut f, key, &text).map_err(|x| fail("metadata")(&x))?;
+        }
+        if let Some(pc) = &e.photo_calib {
+            write_card(&mut f, "PHOTZP", &format!("{:.17E}", pc.zero_point()))
+                .and_then(|()| {
+                    write_card(&mut f, "PHOTZPER", &format!("{:.17E}", pc.zero_point_err()))
+                })
+                .map_err(|x| fail("calibration")(&x))?;
+        }
+        let (w, h) = (e.width(), e.height());
+        let plane = |f: &mut FitsFile, name: &str, kind: ImageType| {
+            let hdu = f
+                .create_image(
+                    name,
+                    &ImageDescription {
+                        data_type: kind,
+                        dimensions: &[h, w],
+                    },
+                )
+                .map_err(|x| fail("image HDU")(&x))?;
+            if let Some(wcs) = &e.wcs {
+                for (k, v) in wcs.to_cards() {
+                    write_card(f, &k, &v).map_err(|x| fail("WCS")(&x))?;
+                }
+            }
+            Ok::<_, ExposureFileError>(hdu)
+        };
+        let hdu = plane(&mut f, "IMAGE", ImageType::Float)?;
+        hdu.write_image(&mut f, e.image().data())
+            .map_err(|x| fail("IMAGE")(&x))?;
+        let hdu = plane(&mut f, "MASK", ImageType::Long)?;
+        for (k, bit) in Mask::plane_cards() {
+            write_card(&mut f, &k, &bit.to_string()).map_err(|x| fail("MASK")(&x))?;
+        }
+        hdu.write_image(&mut f, e.mask().bits().data())
+            .map_err(|x| fail("MASK")(&x))?;
+        let hdu = plane(&mut f, "VARIANCE", ImageType::Float)?;
+        hdu.write_image(&mut f, e.variance().data())
+            .map_err(|x| fail("VARIANCE")(&x))?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => std::fs::rename(&tmp, path).map_err(|x| fail("rename")(&x)),
+        Err(err) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(err)
+        }
+    }
+}
+
+/// Reads an exposure file written by [`write_exposure`] (or any file with that layout).
+pub fn read_exposure(path: &Path) -> Result<Exposure> {
+    let fail = |step: &'static str| {
+        move |err: &dyn std::fmt::Display| ExposureFileError {
+            path: path.to_path_buf(),
+            step,
+            message: err.to_string(),
+        }
+    };
+    let mut f = FitsFile::open(path).map_err(|x| fail("open")(&x))?;
+    f.primary_hdu().map_err(|x| fail("primary HDU")(&x))?;
+    let mut metadata = std::collections::BTreeMap::new();
+    let mut photzp = None;
+    let mut photzper = None;
+    for (key, value) in all_cards(&mut f).map_err(|x| fail("metadata")(&x))? {
+        match key.as_str() {
+            "PHOTZP" => photzp = value.trim().parse::<f64>().ok(),
+            "PHOTZPER" => photzper = value.trim().parse::<f64>().ok(),
+            k if STRUCTURAL.contains(&k) => {}
+            _ => {
+                metadata.insert(key, parse_value(&value));
+            }
+        }
+    }
+    let read_plane = |f: &mut FitsFile, name: &'static str| -> Result<(usize, usize)> {
+        let hdu = f.hdu(name).map_err(|x| fail(name)(&x))?;
+        match &hdu.info {
+            HduInfo::ImageInfo { shape, .. } if shape.len() == 2 => Ok((shape[1], shape[0])),
+            _ => Err(fail(name)(&"not a two-dimensional image")),
+        }
+    };
+    let (w, h) = read_plane(&mut f, "IMAGE")?;
+    let hdu = f.hdu("IMAGE").map_err(|x| fail("IMAGE")(&x))?;
+    let pixels: Vec<f32> = hdu.read_image(&mut f).map_err(|x| fail("IMAGE")(&x))?;
+    let cards: HashMap<String, String> = all_cards(&mut f)
+        .map_err(|x| fail("IMAGE")(&x))?
+        .into_iter()
+        .collect();
+    let wcs = match cards.contains_key("CTYPE1") {
+        false => None,
+        true => {
+            Some(TanSipWcs::from_cards(|k| cards.get(k).cloned()).map_err(|x| fail("WCS")(&x))?)
+        }
+    };
+    let shape = |name: &'static str, got: (usize, usize)| {
+        if got == (w, h) {
+            Ok(())
+        } else {
+            Err(fail(name)(&format!(
+                "{} x {} pixels, the image is {w} x {h}",
+                got.0, got.1
+            )))
+        }
+    };
+    shape("MASK", read_plane(&mut f, "MASK")?)?;
+    let hdu = f.hdu("MASK").map_err(|x| fail("MASK")(&x))?;
+    let bits: Vec<i32> = hdu.read_image(&mut f).map_err(|x| fail("MASK")(&x))?;
+    let mask_cards: HashMap<String, String> = all_cards(&mut f)
+        .map_err(|x| fail("MASK")(&x))?
+        .into_iter()
+        .collect();
+    // A file whose planes use other bits would be misread: refuse it.
+    for (k, bit) in Mask::plane_cards() {
+        if let Some(v) = mask_cards.get(&k)
+            && v.trim().parse::<u32>().ok() != Some(bit)
+        {
+            return Err(fail("MASK")(&format!(
+                "{k} = {} but Aster's plane is bit {bit}",
+                v.trim()
+            )));
+        }
+    }
+    shape("VARIANCE", read_plane(&mut f, "VARIANCE")?)?;
+    let hdu = f.hdu("VARIANCE").map_err(|x| fail("VARIANCE")(&x))?;
+    let variance: Vec<f32> = hdu.read_image(&mut f).map_err(|x| fail("VARIANCE")(&x))?;
+    let image = |step, data| Image::from_vec(w, h, data).map_err(|x| fail(step)(&x));
+    let mut e = Exposure::new(
+        image("IMAGE", pixels)?,
+        Mask::from_image(Image::from_vec(w, h, bits).map_err(|x| fail("MASK")(&x))?),
+        image("VARIANCE", variance)?,
+    )
+    .map_err(|x| fail("planes")(&x))?;
+    e.wcs = wcs;
+    e.metadata = metadata;
+    e.photo_calib = match photzp {
+        Some(zp) => Some(
+            PhotoCalib::new(zp, photzper.unwrap_or(0.0))
+                .ok_or_else(|| fail("calibration")(&"PHOTZP/PHOTZPER are not valid"))?,
+        ),
+        None => None,
+    };
+    Ok(e)
+}
+
+/// A FITS string value: quoted, inner quotes doubled, padded to eight characters.
+fn quoted(t: &str) -> String {
+    format!("'{:<8}'", t.replace('\'', "''"))
+}
+
+/// Parses a raw header value: logical, quoted string, integer or real.
+fn parse_value(v: &str) -> HeaderValue {
+    let v = v.trim();
+    if let Some(inner) = v.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) {
+        return HeaderValue::Text(inner.replace("''", "'").trim_end().to_string());
+    }
+    match v {
+        "T" => return HeaderValue::Bool(true),
+        "F" => return HeaderValue::Bool(false),
+        _ => {}
+    }
+    if let Ok(i) = v.parse::<i64>() {
+        return HeaderValue::Int(i);
+    }
+    match v.replace(['D', 'd'], "E").parse::<f64>() {
+        Ok(x) => HeaderValue::Float(x),
+        Err(_) => HeaderValue::Text(v.to_string()),
+    }
+}
+
+fn status_error(status: i32) -> String {
+    let mut text = [0 as c_char; 31];
+    // SAFETY: ffgerr writes at most 30 characters and a terminating NUL.
+    unsafe { fitsio::sys::ffgerr(status, text.as_mut_ptr()) };
+    // SAFETY: the buffer is NUL-terminated (zeroed, and ffgerr terminates).
+    let text = unsafe { CStr::from_ptr(text.as_ptr()) };
+    format!("cfitsio status {status}: {}", text.to_string_lossy())
+}
+
+/// Appends `KEY = value` to the current HDU's header, with the value exactly as given (the
+/// fitsio key writers round reals to fewer digits than a WCS needs).
+fn write_card(f: &mut FitsFile, key: &str, value: &str) -> std::result::Result<(), String> {
+    let valid = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !valid {
+        return Err(format!("'{key}' is not a FITS keyword (A-Z 0-9 - _)"));
+    }
+    // Names longer than eight characters use the HIERARCH convention, as the LSST stack's
+    // MP_DETECTED and friends do.
+    let card = if key.len() <= 8 {
+        format!("{key:<8}= {value:>20}")
+    } else {
+        format!("HIERARCH {key} = {value}")
+    };
+    if card.len() > 80 || !card.is_ascii() {
+        return Err(format!("{key}: the value does not fit an ASCII card"));
+    }
+    let c = CString::new(card).map_err(|e| e.to_string())?;
+    let mut status = 0;
+    // SAFETY: `f` is an open, writable file positioned on the HDU being written; the card
+    // is a NUL-terminated string of at most 80 characters.
+    unsafe { fitsio::sys::ffprec(f.as_raw(), c.as_ptr(), &mut status) };
+    if status != 0 {
+        return Err(status_error(status));
+    }
+    Ok(())
+}
+
+/// Every card of the current HDU as (keyword, raw value).
+fn all_cards(f: &mut FitsFile) -> std::result::Result<Vec<(String, String)>, String> {
+    let (mut count, mut more, mut status) = (0, 0, 0);
+    // SAFETY: `f` is open and positioned on an HDU; the out-pointers are valid.
+    unsafe { fitsio::sys::ffghsp(f.as_raw(), &mut count, &mut more, &mut status) };
+    if status != 0 {
+        return Err(status_error(status));
+    }
+    let mut out = Vec::with_capacity(count as usize);
+    for n in 1..=count {
+        // FLEN_KEYWORD = 75, FLEN_VALUE = 71, FLEN_COMMENT = 73, with room to spare.
+        let mut key = [0 as c_char; 80];
+        let mut value = [0 as c_char; 80];
+        let mut comment = [0 as c_char; 80];
+        // SAFETY: as above; the buffers are larger than cfitsio's maximum lengths.
+        unsafe {
+            fitsio::sys::ffgkyn(
+                f.as_raw(),
+                n,
+                key.as_mut_ptr(),
+                value.as_mut_ptr(),
+                comment.as_mut_ptr(),
+                &mut status,
+            )
+        };
+        if status != 0 {
+            return Err(status_error(status));
+        }
+        // SAFETY: cfitsio NUL-terminates the strings it returns.
+        let (k, v) = unsafe { (CStr::from_ptr(key.as_ptr()), CStr::from_ptr(value.as_ptr())) };
+        let k = k.to_string_lossy();
+        let k = k.strip_prefix("HIERARCH ").unwrap_or(&k).trim().to_string();
+        out.push((k, v.to_string_lossy().into_owned()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use aster_processing::image::MaskPlane;
+    use aster_processing::wcs::{PixelPosition, Sip, SipPolynomial, SkyCoord};
+
+    use super::*;
+
+    fn exposure() -> Exposure {
+        let (w, h) = (37, 23);
+        let mut e = Exposure::blank(w, h);
+        let (pix, mask, var) = e.planes_mut();
+        for (i, (p, v)) in pix.iter_mut().zip(var.iter_mut()).enumerate() {
+            *p = (i as f32).sin() * 1e4 + 0.123_456_7;
+            *v = 1.0 + i as f32 / 7.0;
+        }
+        mask.set(3, 4, MaskPlane::Sat);
+        mask.set(3, 4, MaskPlane::Cr);
+        mask.set(36, 22, MaskPlane::NoData);
+        let s = 0.2 / 3600.0;
+        let a = SipPolynomial::new(2, [((2, 0), 1.25e-7), ((1, 1), -3.5e-8)]).unwrap();
+        let b = SipPolynomial::new(2, [((0, 2), 2.0e-7)]).unwrap();
+        e.wcs = Some(
+            TanSipWcs::new(
+                PixelPosition { x: 18.25, y: 11.5 },
+                SkyCoord::new(62.123_456_789_012_3, -37.000_000_1).unwrap(),
+                [[-s, 1e-9], [2e-9, s]],
+                Some(Sip {
+                    a,
+                    b,
+                    ap: None,
+                    bp: None,
+                }),
+            )
+            .unwrap(),
+        );
+        e.photo_calib = PhotoCalib::new(31.123_456_789, 0.004);
+        e.metadata
+            .insert("FILTER".into(), HeaderValue::Text("r".into()));
+        e.metadata
+            .insert("OBJECT".into(), HeaderValue::Text("it's a field".into()));
+        e.metadata
+            .insert("VISIT".into(), HeaderValue::Int(2_026_112_500_123));
+        e.metadata
+            .insert("EXPTIME".into(), HeaderValue::Float(30.000_000_001));
+        e.metadata
+            .insert("SNAPPAIR".into(), HeaderValue::Bool(true));
+        e
+    }
+
+    #[test]
+    fn exposures_read_back_exactly() {
+        let dir = tempdir();
+        let path = dir.join("pvi.fits");
+        let e = exposure();
+        write_exposure(&path, &e).unwrap();
+        let back = read_exposure(&path).unwrap();
+        assert_eq!(back, e);
+        // Writing again replaces the file, and no temporary file is left behind.
+        write_exposure(&path, &e).unwrap();
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn bad_files_name_the_file_and_the_step() {
+        let dir = tempdir();
+        let path = dir.join("x.fits");
+        write_exposure(&path, &exposure()).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let cut = dir.join("truncated.fits");
+        std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+        let err = read_exposure(&cut).unwrap_err();
+        assert!(err.to_string().contains("truncated.fits"), "{err}");
+        let junk = dir.join("junk.fits");
+        std::fs::write(&junk, b"not a FITS file at all").unwrap();
+        assert_eq!(read_exposure(&junk).unwrap_err().step, "open");
+        assert_eq!(
+            read_exposure(&dir.join("missing.fits")).unwrap_err().step,
+            "open"
+        );
+
+        let mut bad = exposure();
+        bad.metadata.insert("lower".into(), HeaderValue::Int(1));
+        let out = dir.join("bad.fits");
+        let err = write_exposure(&out, &bad).unwrap_err();
+        assert_eq!(err.step, "metadata");
+        assert!(!out.exists());
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            3,
+            "no temporary file left"
+        );
+    }
+
+    /// For the astropy test in tests/clients: scripts/test-all names a directory, and this
+    /// leaves an exposure file there with the sky positions Aster gives some pixels.
+    #[test]
+    fn sample_for_external_readers() {
+        let Ok(dir) = std::env::var("ASTER_TEST_ARTIFACTS") else {
+            return;
+        };
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let e = exposure();
+        write_exposure(&dir.join("exposure.fits"), &e).unwrap();
+        let wcs = e.wcs.as_ref().unwrap();
+        let rows: Vec<String> = [(0.0, 0.0), (36.0, 22.0), (10.5, 3.25), (-50.0, 400.0)]
+            .iter()
+            .map(|&(x, y)| {
+                let s = wcs.pixel_to_sky(PixelPosition { x, y });
+                format!("{x} {y} {:.15} {:.15}", s.ra(), s.dec())
+            })
+            .collect();
+        std::fs::write(dir.join("exposure-sky.txt"), rows.join("\n") + "\n").unwrap();
+    }
+
+    fn tempdir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("aster-expfile-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}
