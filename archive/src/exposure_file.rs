@@ -1,5 +1,6 @@
 //! Exposure files: one multi-extension FITS file a product, written through cfitsio. The
-//! primary HDU holds the metadata and the photometric calibration (`PHOTZP`, `PHOTZPER`);
+//! primary HDU holds the metadata, the photometric calibration (`PHOTZP`, `PHOTZPER`) and
+//! the PSF (`PSFTYPE`, `PSF{XX,YY,XY}ORD`, `PSF{XX,YY,XY}_n`: moment polynomials);
 //! the `IMAGE` (BITPIX -32), `MASK` (BITPIX 32, planes named by `MP_<NAME>` cards) and
 //! `VARIANCE` (BITPIX -32) extensions each carry the WCS, so any FITS reader (astropy,
 //! ds9) places every plane on the sky. Values are written exactly (numbers with 17
@@ -12,6 +13,7 @@ use std::os::raw::c_char;
 use std::path::{Path, PathBuf};
 
 use aster_processing::image::{Exposure, HeaderValue, Image, Mask, PhotoCalib};
+use aster_processing::psf::{FieldPolynomial, GaussianPsf};
 use aster_processing::wcs::TanSipWcs;
 use fitsio::FitsFile;
 use fitsio::hdu::HduInfo;
@@ -60,6 +62,17 @@ pub fn write_exposure(path: &Path, e: &Exposure) -> Result<()> {
                 HeaderValue::Text(t) => quoted(t),
             };
             write_card(&mut f, key, &text).map_err(|x| fail("metadata")(&x))?;
+        }
+        if let Some(psf) = &e.psf {
+            write_card(&mut f, "PSFTYPE", &quoted("GAUSSIAN")).map_err(|x| fail("PSF")(&x))?;
+            for (name, poly) in [("XX", &psf.ixx), ("YY", &psf.iyy), ("XY", &psf.ixy)] {
+                write_card(&mut f, &format!("PSF{name}ORD"), &poly.order().to_string())
+                    .map_err(|x| fail("PSF")(&x))?;
+                for (i, c) in poly.coeffs().iter().enumerate() {
+                    write_card(&mut f, &format!("PSF{name}_{i}"), &format!("{c:.17E}"))
+                        .map_err(|x| fail("PSF")(&x))?;
+                }
+            }
         }
         if let Some(pc) = &e.photo_calib {
             write_card(&mut f, "PHOTZP", &format!("{:.17E}", pc.zero_point()))
@@ -123,11 +136,15 @@ pub fn read_exposure(path: &Path) -> Result<Exposure> {
     let mut metadata = std::collections::BTreeMap::new();
     let mut photzp = None;
     let mut photzper = None;
+    let mut psf_cards = HashMap::new();
     for (key, value) in all_cards(&mut f).map_err(|x| fail("metadata")(&x))? {
         match key.as_str() {
             "PHOTZP" => photzp = value.trim().parse::<f64>().ok(),
             "PHOTZPER" => photzper = value.trim().parse::<f64>().ok(),
             k if STRUCTURAL.contains(&k) => {}
+            k if is_psf_card(k) => {
+                psf_cards.insert(key, value);
+            }
             _ => {
                 metadata.insert(key, parse_value(&value));
             }
@@ -192,6 +209,7 @@ pub fn read_exposure(path: &Path) -> Result<Exposure> {
     )
     .map_err(|x| fail("planes")(&x))?;
     e.wcs = wcs;
+    e.psf = read_psf(&psf_cards, w, h).map_err(|x| fail("PSF")(&x))?;
     e.metadata = metadata;
     e.photo_calib = match photzp {
         Some(zp) => Some(
@@ -201,6 +219,55 @@ pub fn read_exposure(path: &Path) -> Result<Exposure> {
         None => None,
     };
     Ok(e)
+}
+
+/// The cards of a Gaussian PSF: PSFTYPE, PSF{XX,YY,XY}ORD and PSF{XX,YY,XY}_n.
+fn is_psf_card(k: &str) -> bool {
+    k == "PSFTYPE"
+        || ["PSFXX", "PSFYY", "PSFXY"].iter().any(|p| {
+            k.strip_prefix(p).is_some_and(|rest| {
+                rest == "ORD"
+                    || rest
+                        .strip_prefix('_')
+                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            })
+        })
+}
+
+fn read_psf(
+    cards: &HashMap<String, String>,
+    width: usize,
+    height: usize,
+) -> std::result::Result<Option<GaussianPsf>, String> {
+    let Some(kind) = cards.get("PSFTYPE") else {
+        return Ok(None);
+    };
+    if kind.trim().trim_matches('\'').trim() != "GAUSSIAN" {
+        return Err(format!("PSFTYPE {kind} is not supported"));
+    }
+    let poly = |name: &str| -> std::result::Result<FieldPolynomial, String> {
+        let order: usize = cards
+            .get(&format!("PSF{name}ORD"))
+            .and_then(|v| v.trim().parse().ok())
+            .filter(|&o| o <= 8)
+            .ok_or_else(|| format!("PSF{name}ORD is missing or not 0-8"))?;
+        let coeffs = (0..FieldPolynomial::terms(order))
+            .map(|i| {
+                cards
+                    .get(&format!("PSF{name}_{i}"))
+                    .and_then(|v| v.trim().replace(['D', 'd'], "E").parse::<f64>().ok())
+                    .ok_or_else(|| format!("PSF{name}_{i} is missing or not a number"))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        FieldPolynomial::new(order, coeffs).ok_or_else(|| format!("PSF{name}: bad coefficients"))
+    };
+    Ok(Some(GaussianPsf::new(
+        width,
+        height,
+        poly("XX")?,
+        poly("YY")?,
+        poly("XY")?,
+    )))
 }
 
 /// A FITS string value: quoted, inner quotes doubled, padded to eight characters.
@@ -341,6 +408,13 @@ mod tests {
             .unwrap(),
         );
         e.photo_calib = PhotoCalib::new(31.123_456_789, 0.004);
+        e.psf = Some(GaussianPsf::new(
+            w,
+            h,
+            FieldPolynomial::new(1, vec![4.1, 0.3, -0.2]).unwrap(),
+            FieldPolynomial::new(2, vec![3.9, 0.1, 0.05, 0.01, -0.02, 0.003]).unwrap(),
+            FieldPolynomial::constant(0.12),
+        ));
         e.metadata
             .insert("FILTER".into(), HeaderValue::Text("r".into()));
         e.metadata

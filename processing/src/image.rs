@@ -4,6 +4,7 @@
 //! row y, 0-based; rows are stored one after another (y varies slowest, as in FITS).
 use std::collections::BTreeMap;
 
+use crate::psf::GaussianPsf;
 use crate::wcs::TanSipWcs;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -275,6 +276,8 @@ pub struct Exposure {
     variance: Image<f32>,
     pub wcs: Option<TanSipWcs>,
     pub photo_calib: Option<PhotoCalib>,
+    /// The PSF over this image (DMS-REQ-0070), once characterised.
+    pub psf: Option<GaussianPsf>,
     /// Header keywords of the exposure (observation time, filter, pointing, ...).
     pub metadata: BTreeMap<String, HeaderValue>,
 }
@@ -290,6 +293,7 @@ impl Exposure {
             variance,
             wcs: None,
             photo_calib: None,
+            psf: None,
             metadata: BTreeMap::new(),
         })
     }
@@ -302,6 +306,7 @@ impl Exposure {
             variance: Image::filled(width, height, 0.0),
             wcs: None,
             photo_calib: None,
+            psf: None,
             metadata: BTreeMap::new(),
         }
     }

@@ -1,7 +1,8 @@
 //! Science algorithms and pipeline tasks for Aster. Pure computation: no HTTP, no storage.
 //! So far: [`sky`], the deterministic synthetic sky and cadence behind the demo data release,
-//! [`wcs`], the TAN-SIP world coordinates of images, and [`image`], the image model (images,
-//! masks with named planes, calibrated Exposures).
+//! [`wcs`], the TAN-SIP world coordinates of images, [`image`], the image model (images,
+//! masks with named planes, calibrated Exposures), and [`psf`], spatially varying PSFs.
 pub mod image;
+pub mod psf;
 pub mod sky;
 pub mod wcs;
