@@ -1,7 +1,9 @@
 //! Science algorithms and pipeline tasks for Aster. Pure computation: no HTTP, no storage.
 //! So far: [`sky`], the deterministic synthetic sky and cadence behind the demo data release,
 //! [`wcs`], the TAN-SIP world coordinates of images, [`image`], the image model (images,
-//! masks with named planes, calibrated Exposures), and [`psf`], spatially varying PSFs.
+//! masks with named planes, calibrated Exposures), [`psf`], spatially varying PSFs, and
+//! [`background`], the sky background model.
+pub mod background;
 pub mod image;
 pub mod psf;
 pub mod sky;
