@@ -2,8 +2,9 @@
 //! So far: [`sky`], the deterministic synthetic sky and cadence behind the demo data release,
 //! [`wcs`], the TAN-SIP world coordinates of images, [`image`], the image model (images,
 //! masks with named planes, calibrated Exposures), [`psf`], spatially varying PSFs, and
-//! [`background`], the sky background model.
+//! [`background`], the sky background model, and [`detection`], footprints and peaks.
 pub mod background;
+pub mod detection;
 pub mod image;
 pub mod psf;
 pub mod sky;
