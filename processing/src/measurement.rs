@@ -15,6 +15,19 @@ pub struct Flags {
     pub masked: bool,
     /// The centroid did not converge; the peak position was used.
     pub centroid_failed: bool,
+    /// The adaptive moments did not converge (no shape).
+    pub shape_failed: bool,
+}
+
+/// Adaptive second moments (pixels²) with their 1-sigma errors.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shape {
+    pub ixx: f64,
+    pub iyy: f64,
+    pub ixy: f64,
+    pub ixx_err: f64,
+    pub iyy_err: f64,
+    pub ixy_err: f64,
 }
 
 /// A flux and its 1-sigma error, in counts or nJy.
@@ -34,6 +47,8 @@ pub struct Measurement {
     pub psf_flux: Flux,
     /// (radius in pixels, flux).
     pub aperture_fluxes: Vec<(f64, Flux)>,
+    /// Adaptive moments (DMS-REQ-0267's shape), None when they did not converge.
+    pub shape: Option<Shape>,
     /// True when the fluxes are in nJy (the exposure had a calibration), else counts.
     pub calibrated: bool,
     pub flags: Flags,
@@ -195,6 +210,9 @@ pub fn measure(exposure: &Exposure, psf: &GaussianPsf, peak: &Peak) -> Measureme
         })
         .collect::<Vec<_>>();
 
+    let shape = adaptive_moments(exposure, cx, cy, sigma);
+    flags.shape_failed = shape.is_none();
+
     // Counts to nJy, the zeropoint's error included.
     let (psf_flux, aperture_fluxes, calibrated) = match exposure.photo_calib {
         Some(pc) => {
@@ -220,9 +238,87 @@ pub fn measure(exposure: &Exposure, psf: &GaussianPsf, peak: &Peak) -> Measureme
         y_err: errs.1,
         psf_flux,
         aperture_fluxes,
+        shape,
         calibrated,
         flags,
     }
+}
+
+/// Adaptive moments (Bernstein & Jarvis 2002): second moments measured with an elliptical
+/// Gaussian weight matched to the source, iterated until weight and source agree. For a
+/// Gaussian source the matched weight halves the moments, so each step doubles them back.
+/// Errors are propagated linearly from the pixel variances at the converged weight, times
+/// two: the weight follows the moments, and at the matched fixed point that feedback doubles
+/// their response to noise (d new/d old = 1/2).
+pub fn adaptive_moments(exposure: &Exposure, x: f64, y: f64, sigma: f64) -> Option<Shape> {
+    let image = exposure.image();
+    let var = exposure.variance();
+    let (w, h) = (exposure.width() as i64, exposure.height() as i64);
+    let (mut mx, mut my) = (x, y);
+    let (mut ixx, mut iyy, mut ixy) = (sigma * sigma, sigma * sigma, 0.0);
+    for _ in 0..50 {
+        let det = ixx * iyy - ixy * ixy;
+        if !(det > 0.0 && ixx > 0.0 && iyy > 0.0) || det > 1e6 {
+            return None;
+        }
+        let (a, b, c) = (iyy / det, -ixy / det, ixx / det);
+        let reach = (4.0 * ixx.max(iyy).sqrt()).ceil() as i64;
+        let (mut s0, mut sx, mut sy, mut sxx, mut syy, mut sxy) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+        let mut pixels = Vec::new();
+        for py in my.round() as i64 - reach..=my.round() as i64 + reach {
+            for px in mx.round() as i64 - reach..=mx.round() as i64 + reach {
+                if px < 0 || py < 0 || px >= w || py >= h {
+                    continue;
+                }
+                let v = f64::from(image.get(px as usize, py as usize)?);
+                let s = f64::from(var.get(px as usize, py as usize)?);
+                if !v.is_finite() || exposure.mask().any(px as usize, py as usize, &UNUSABLE) {
+                    continue;
+                }
+                let (dx, dy) = (px as f64 - mx, py as f64 - my);
+                let wt = (-0.5 * (a * dx * dx + 2.0 * b * dx * dy + c * dy * dy)).exp();
+                s0 += wt * v;
+                sx += wt * v * dx;
+                sy += wt * v * dy;
+                sxx += wt * v * dx * dx;
+                syy += wt * v * dy * dy;
+                sxy += wt * v * dx * dy;
+                pixels.push((wt, s, dx, dy));
+            }
+        }
+        if s0 <= 0.0 {
+            return None;
+        }
+        let (nxx, nyy, nxy) = (2.0 * sxx / s0, 2.0 * syy / s0, 2.0 * sxy / s0);
+        let (nmx, nmy) = (mx + 2.0 * sx / s0, my + 2.0 * sy / s0);
+        let change = (nxx - ixx).abs() + (nyy - iyy).abs() + (nxy - ixy).abs();
+        ixx = nxx;
+        iyy = nyy;
+        ixy = nxy;
+        mx = nmx;
+        my = nmy;
+        if (mx - x).hypot(my - y) > 4.0 * sigma {
+            return None;
+        }
+        if change < 1e-6 * (ixx + iyy) {
+            let err = |f: &dyn Fn(f64, f64) -> f64, m: f64| {
+                let v: f64 = pixels
+                    .iter()
+                    .map(|(wt, s, dx, dy)| (wt * (2.0 * f(*dx, *dy) - m)).powi(2) * s)
+                    .sum();
+                2.0 * v.sqrt() / s0
+            };
+            return Some(Shape {
+                ixx,
+                iyy,
+                ixy,
+                ixx_err: err(&|dx, _| dx * dx, ixx),
+                iyy_err: err(&|_, dy| dy * dy, iyy),
+                ixy_err: err(&|dx, dy| dx * dy, ixy),
+            });
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -299,6 +395,7 @@ mod tests {
     fn psf_flux_and_centroid_pulls_have_unit_width() {
         let psf = GaussianPsf::constant_fwhm(240, 240, SIGMA * 2.354_820_045_030_949);
         let (mut flux_pulls, mut x_pulls, mut y_pulls) = (Vec::new(), Vec::new(), Vec::new());
+        let mut shape_pulls = Vec::new();
         for seed in 1..=8 {
             let (e, stars) = scene(seed);
             for &(x, y, f) in &stars {
@@ -309,6 +406,11 @@ mod tests {
                 };
                 let m = measure(&e, &psf, &peak);
                 assert!(!m.flags.centroid_failed && !m.flags.edge && !m.flags.masked);
+                let shape = m.shape.expect("stars have adaptive moments");
+                let s2 = SIGMA * SIGMA + 1.0 / 12.0; // the star integrated over a pixel
+                shape_pulls.push((shape.ixx - s2) / shape.ixx_err);
+                shape_pulls.push((shape.iyy - s2) / shape.iyy_err);
+                shape_pulls.push(shape.ixy / shape.ixy_err);
                 flux_pulls.push((m.psf_flux.value - f) / m.psf_flux.err);
                 x_pulls.push((m.x - x) / m.x_err);
                 y_pulls.push((m.y - y) / m.y_err);
@@ -319,10 +421,55 @@ mod tests {
         }
         let mean = flux_pulls.iter().sum::<f64>() / flux_pulls.len() as f64;
         assert!(mean.abs() < 0.2, "PSF flux bias {mean}");
-        for (name, pulls) in [("flux", &flux_pulls), ("x", &x_pulls), ("y", &y_pulls)] {
+        for (name, pulls) in [
+            ("flux", &flux_pulls),
+            ("x", &x_pulls),
+            ("y", &y_pulls),
+            ("shape", &shape_pulls),
+        ] {
             let s = std(pulls);
             assert!((0.9..=1.1).contains(&s), "{name} pulls have width {s}");
         }
+    }
+
+    #[test]
+    fn adaptive_moments_recover_an_elliptical_galaxy() {
+        // A bright elliptical Gaussian: Ixx = 9, Iyy = 4, Ixy = 2.
+        let (w, h) = (64usize, 64usize);
+        let (ixx, iyy, ixy) = (9.0, 4.0, 2.0);
+        let det: f64 = ixx * iyy - ixy * ixy;
+        let mut data = vec![0.0f32; w * h];
+        let mut rng = Normal(5);
+        for (py, row) in data.chunks_mut(w).enumerate() {
+            for (px, v) in row.iter_mut().enumerate() {
+                let (dx, dy) = (px as f64 - 31.3, py as f64 - 32.6);
+                let q = (iyy * dx * dx - 2.0 * ixy * dx * dy + ixx * dy * dy) / det;
+                *v = (50_000.0 / (2.0 * std::f64::consts::PI * det.sqrt()) * (-0.5 * q).exp()
+                    + 3.0 * rng.next()) as f32;
+            }
+        }
+        let e = Exposure::new(
+            Image::from_vec(w, h, data).unwrap(),
+            Mask::new(w, h),
+            Image::filled(w, h, 9.0),
+        )
+        .unwrap();
+        let s = adaptive_moments(&e, 31.0, 33.0, 2.0).unwrap();
+        for (got, want, err) in [
+            (s.ixx, ixx, s.ixx_err),
+            (s.iyy, iyy, s.iyy_err),
+            (s.ixy, ixy, s.ixy_err),
+        ] {
+            assert!((got - want).abs() < 5.0 * err + 0.05, "{s:?}");
+        }
+        // Nothing there: no shape.
+        let blank = Exposure::new(
+            Image::filled(w, h, 0.0),
+            Mask::new(w, h),
+            Image::filled(w, h, 9.0),
+        )
+        .unwrap();
+        assert!(adaptive_moments(&blank, 31.0, 33.0, 2.0).is_none());
     }
 
     #[test]
