@@ -93,11 +93,13 @@ pub fn measure(exposure: &Exposure, psf: &GaussianPsf, peak: &Peak) -> Measureme
     let (mut cx, mut cy) = (peak.x as f64, peak.y as f64);
     let mut errs = (f64::NAN, f64::NAN);
     let mut converged = false;
-    for _ in 0..10 {
+    for _ in 0..30 {
         let (mut sw, mut sx, mut sy) = (0.0, 0.0, 0.0);
         let mut terms = Vec::new();
-        for y in cy.round() as i64 - half..=cy.round() as i64 + half {
-            for x in cx.round() as i64 - half..=cx.round() as i64 + half {
+        // A fixed box around the peak: a box that followed the rounded centroid would jump
+        // as it crossed pixel boundaries and keep the iteration from settling.
+        for y in peak.y as i64 - half..=peak.y as i64 + half {
+            for x in peak.x as i64 - half..=peak.x as i64 + half {
                 let Some((v, s)) = pixel(x, y) else {
                     flags.edge = true;
                     continue;
