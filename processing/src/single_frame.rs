@@ -1,12 +1,12 @@
 //! Single-frame measurement of a calibrated image: the background is modelled and
 //! subtracted, sources are detected with the image's PSF and measured, and positions are
-//! put on the sky with its WCS. Every peak of a footprint becomes a source; those of
-//! footprints with several peaks are flagged as blends, and their fluxes include their
-//! neighbours' light until deblending lands.
+//! put on the sky with its WCS. Every peak of a footprint becomes a source; in footprints
+//! with several peaks (flagged as blends) the PSF fluxes of all peaks are fitted together,
+//! so each star keeps only its own light (extended blends await a full deblender).
 use crate::background::{Background, BackgroundError};
 use crate::detection::{DetectionConfig, DetectionError, detect};
 use crate::image::Exposure;
-use crate::measurement::{Measurement, measure};
+use crate::measurement::{Measurement, fit_psf_fluxes, measure};
 use crate::wcs::PixelPosition;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -60,26 +60,32 @@ pub fn process(
         }
     }
     let footprints = detect(exposure, &psf, detection)?;
-    let sources = footprints
-        .iter()
-        .filter(|f| !f.negative)
-        .enumerate()
-        .flat_map(|(i, f)| f.peaks.iter().map(move |p| (i, f, p)))
-        .enumerate()
-        .map(|(n, (i, f, peak))| {
-            let m = measure(exposure, &psf, peak);
+    let mut sources = Vec::new();
+    for (i, f) in footprints.iter().filter(|f| !f.negative).enumerate() {
+        let mut children: Vec<Measurement> =
+            f.peaks.iter().map(|p| measure(exposure, &psf, p)).collect();
+        // Blends: the children's PSF fluxes fitted together, so each has only its own light.
+        if children.len() > 1 {
+            let positions: Vec<(f64, f64)> = children.iter().map(|m| (m.x, m.y)).collect();
+            if let Some(fluxes) = fit_psf_fluxes(exposure, &psf, &positions) {
+                for (m, flux) in children.iter_mut().zip(fluxes) {
+                    m.psf_flux = flux;
+                }
+            }
+        }
+        for (m, peak) in children.into_iter().zip(&f.peaks) {
             let sky = wcs.pixel_to_sky(PixelPosition { x: m.x, y: m.y });
-            Source {
-                id: n as i64 + 1,
+            sources.push(Source {
+                id: sources.len() as i64 + 1,
                 ra: sky.ra(),
                 dec: sky.dec(),
                 measurement: m,
                 significance: peak.significance,
                 blended: f.peaks.len() > 1,
                 footprint: i as i64 + 1,
-            }
-        })
-        .collect();
+            });
+        }
+    }
     Ok((sources, background))
 }
 
