@@ -1,8 +1,9 @@
 //! The `aster` command: serve the archive, build the demo release, import catalogs, check
-//! ADQL and benchmark the TAP service.
+//! ADQL, benchmark the TAP service, simulate CCD images and measure them.
 mod bench;
 mod config;
 mod demo;
+mod pipeline;
 mod server;
 
 use std::io::Read;
@@ -67,6 +68,47 @@ enum Command {
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+    /// Simulated images.
+    Simulate {
+        #[command(subcommand)]
+        command: SimulateCommand,
+    },
+    /// Science pipelines.
+    Pipeline {
+        #[command(subcommand)]
+        command: PipelineCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SimulateCommand {
+    /// A calibrated CCD of the demo sky (exposure FITS) with its truth (<OUTPUT>.truth.parquet).
+    Ccd {
+        #[arg(long)]
+        output: PathBuf,
+        /// Width and height in pixels (0.2 arcsec each).
+        #[arg(long, default_value_t = 2048)]
+        size: usize,
+        /// Band: u, g, r, i, z or y.
+        #[arg(long, default_value = "r")]
+        band: String,
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+        /// Objects in the demo sky the CCD is cut from.
+        #[arg(long, default_value_t = 100_000)]
+        objects: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum PipelineCommand {
+    /// Background, detection and measurement of a calibrated exposure file: writes
+    /// <stem>.calexp.fits and <stem>.sources.parquet into --output.
+    SingleFrame {
+        image: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
     },
 }
 
@@ -172,6 +214,25 @@ fn main() -> Result<()> {
             Command::Bench {
                 command: BenchCommand::Tap { url, repeat },
             } => bench::tap(&url, repeat).await,
+            Command::Simulate {
+                command:
+                    SimulateCommand::Ccd {
+                        output,
+                        size,
+                        band,
+                        seed,
+                        objects,
+                    },
+            } => {
+                let band = aster_processing::sky::BANDS
+                    .iter()
+                    .position(|b| *b == band)
+                    .with_context(|| format!("--band {band}: expected one of u g r i z y"))?;
+                pipeline::simulate_ccd(&output, size, seed, band, objects)
+            }
+            Command::Pipeline {
+                command: PipelineCommand::SingleFrame { image, output },
+            } => pipeline::single_frame(&image, &output),
             Command::Adql { .. } => unreachable!("handled above"),
         }
     })
