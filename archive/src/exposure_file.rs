@@ -1,12 +1,12 @@
 //! Exposure files: one multi-extension FITS file a product, written through cfitsio. The
 //! primary HDU holds the metadata, the photometric calibration (`PHOTZP`, `PHOTZPER`) and
 //! the PSF (`PSFTYPE`, `PSF{XX,YY,XY}ORD`, `PSF{XX,YY,XY}_n`: moment polynomials);
-//! the `IMAGE` (BITPIX -32), `MASK` (BITPIX 32, planes named by `MP_<NAME>` cards) and
-//! `VARIANCE` (BITPIX -32) extensions each carry the WCS, so any FITS reader (astropy,
-//! ds9) places every plane on the sky. Values are written exactly (numbers with 17
-//! significant digits) and read back unchanged. Files are written beside their final name
-//! and renamed into place, so a failure never leaves half a file. docs/exposure-files.md
-//! describes the layout.
+//! the `IMAGE` (BITPIX -32), `MASK` (BITPIX 32, Rice tile-compressed, planes named by
+//! `MP_<NAME>` cards) and `VARIANCE` (BITPIX -32) extensions each carry the WCS, so any
+//! FITS reader (astropy, ds9) places every plane on the sky. Values are written exactly
+//! (numbers with 17 significant digits) and read back unchanged. Files are written beside
+//! their final name and renamed into place, so a failure never leaves half a file.
+//! docs/exposure-files.md describes the layout.
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::os::raw::c_char;
@@ -102,12 +102,16 @@ pub fn write_exposure(path: &Path, e: &Exposure) -> Result<()> {
         let hdu = plane(&mut f, "IMAGE", ImageType::Float)?;
         hdu.write_image(&mut f, e.image().data())
             .map_err(|x| fail("IMAGE")(&x))?;
+        // The mask is mostly zeros: Rice tile compression (lossless for integers) shrinks
+        // it many times over. Floats stay uncompressed: noise does not compress losslessly.
+        set_compression(&mut f, RICE_1).map_err(|x| fail("MASK")(&x))?;
         let hdu = plane(&mut f, "MASK", ImageType::Long)?;
         for (k, bit) in Mask::plane_cards() {
             write_card(&mut f, &k, &bit.to_string()).map_err(|x| fail("MASK")(&x))?;
         }
         hdu.write_image(&mut f, e.mask().bits().data())
             .map_err(|x| fail("MASK")(&x))?;
+        set_compression(&mut f, 0).map_err(|x| fail("MASK")(&x))?;
         let hdu = plane(&mut f, "VARIANCE", ImageType::Float)?;
         hdu.write_image(&mut f, e.variance().data())
             .map_err(|x| fail("VARIANCE")(&x))?;
@@ -329,6 +333,20 @@ fn write_card(f: &mut FitsFile, key: &str, value: &str) -> std::result::Result<(
     // SAFETY: `f` is an open, writable file positioned on the HDU being written; the card
     // is a NUL-terminated string of at most 80 characters.
     unsafe { fitsio::sys::ffprec(f.as_raw(), c.as_ptr(), &mut status) };
+    if status != 0 {
+        return Err(status_error(status));
+    }
+    Ok(())
+}
+
+/// cfitsio's code for Rice tile compression.
+const RICE_1: i32 = 11;
+
+/// Sets the compression of images created next in `f` (0: none).
+fn set_compression(f: &mut FitsFile, kind: i32) -> std::result::Result<(), String> {
+    let mut status = 0;
+    // SAFETY: `f` is an open, writable file; the call only records the setting.
+    unsafe { fitsio::sys::fits_set_compression_type(f.as_raw(), kind, &mut status) };
     if status != 0 {
         return Err(status_error(status));
     }
