@@ -133,6 +133,12 @@ fn sources_batch(sources: &[Source]) -> Result<RecordBatch> {
         field("ixx", d.clone(), "pixel**2", "Adaptive second moment xx"),
         field("iyy", d.clone(), "pixel**2", "Adaptive second moment yy"),
         field("ixy", d.clone(), "pixel**2", "Adaptive second moment xy"),
+        field(
+            "extendedness",
+            d.clone(),
+            "",
+            "1 if resolved beyond the PSF, 0 if point-like",
+        ),
         field("significance", d, "", "Detection significance (sigma)"),
         field(
             "blended",
@@ -179,6 +185,7 @@ fn sources_batch(sources: &[Source]) -> Result<RecordBatch> {
         shape(|s| s.ixx),
         shape(|s| s.iyy),
         shape(|s| s.ixy),
+        m(|s| s.measurement.extendedness.unwrap_or(f64::NAN)),
         m(|s| s.significance),
         flag(|s| s.blended),
         flag(|s| s.measurement.flags.edge),

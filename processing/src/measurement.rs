@@ -49,6 +49,8 @@ pub struct Measurement {
     pub aperture_fluxes: Vec<(f64, Flux)>,
     /// Adaptive moments (DMS-REQ-0267's shape), None when they did not converge.
     pub shape: Option<Shape>,
+    /// 1 for a source resolved beyond the PSF, 0 for a point source, None without a shape.
+    pub extendedness: Option<f64>,
     /// True when the fluxes are in nJy (the exposure had a calibration), else counts.
     pub calibrated: bool,
     pub flags: Flags,
@@ -214,6 +216,21 @@ pub fn measure(exposure: &Exposure, psf: &GaussianPsf, peak: &Peak) -> Measureme
 
     let shape = adaptive_moments(exposure, cx, cy, sigma);
     flags.shape_failed = shape.is_none();
+    let extendedness = shape.map(|s| {
+        // A point source has the PSF's moments, plus a twelfth of a pixel² per axis from
+        // integrating over pixels; a source 3 sigma larger is resolved.
+        let psf_trace = if m.is_valid() {
+            m.ixx + m.iyy
+        } else {
+            2.0 * sigma * sigma
+        } + 2.0 / 12.0;
+        let excess = s.ixx + s.iyy - psf_trace;
+        if excess > 3.0 * s.ixx_err.hypot(s.iyy_err) {
+            1.0
+        } else {
+            0.0
+        }
+    });
 
     // Counts to nJy, the zeropoint's error included.
     let (psf_flux, aperture_fluxes, calibrated) = match exposure.photo_calib {
@@ -241,6 +258,7 @@ pub fn measure(exposure: &Exposure, psf: &GaussianPsf, peak: &Peak) -> Measureme
         psf_flux,
         aperture_fluxes,
         shape,
+        extendedness,
         calibrated,
         flags,
     }
@@ -515,6 +533,7 @@ mod tests {
         let psf = GaussianPsf::constant_fwhm(240, 240, SIGMA * 2.354_820_045_030_949);
         let (mut flux_pulls, mut x_pulls, mut y_pulls) = (Vec::new(), Vec::new(), Vec::new());
         let mut shape_pulls = Vec::new();
+        let mut stars_called_point = 0;
         for seed in 1..=8 {
             let (e, stars) = scene(seed);
             for &(x, y, f) in &stars {
@@ -526,6 +545,7 @@ mod tests {
                 let m = measure(&e, &psf, &peak);
                 assert!(!m.flags.centroid_failed && !m.flags.edge && !m.flags.masked);
                 let shape = m.shape.expect("stars have adaptive moments");
+                stars_called_point += usize::from(m.extendedness == Some(0.0));
                 let s2 = SIGMA * SIGMA + 1.0 / 12.0; // the star integrated over a pixel
                 shape_pulls.push((shape.ixx - s2) / shape.ixx_err);
                 shape_pulls.push((shape.iyy - s2) / shape.iyy_err);
@@ -540,6 +560,12 @@ mod tests {
         }
         let mean = flux_pulls.iter().sum::<f64>() / flux_pulls.len() as f64;
         assert!(mean.abs() < 0.2, "PSF flux bias {mean}");
+        // At 3 sigma, nearly every star is a point source.
+        assert!(
+            stars_called_point as f64 >= 0.97 * flux_pulls.len() as f64,
+            "{stars_called_point} of {} stars point-like",
+            flux_pulls.len()
+        );
         for (name, pulls) in [
             ("flux", &flux_pulls),
             ("x", &x_pulls),
@@ -574,6 +600,18 @@ mod tests {
         )
         .unwrap();
         let s = adaptive_moments(&e, 31.0, 33.0, 2.0).unwrap();
+        // Larger than a 2-pixel PSF: resolved.
+        let psf = GaussianPsf::constant_fwhm(w, h, 2.0 * 2.354_820_045_030_949);
+        let m = measure(
+            &e,
+            &psf,
+            &Peak {
+                x: 31,
+                y: 33,
+                significance: 0.0,
+            },
+        );
+        assert_eq!(m.extendedness, Some(1.0));
         for (got, want, err) in [
             (s.ixx, ixx, s.ixx_err),
             (s.iyy, iyy, s.iyy_err),

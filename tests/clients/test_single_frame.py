@@ -41,6 +41,9 @@ def test_bright_stars_are_found_with_their_fluxes(run):
             if not s.blended:
                 assert abs(s.psfFlux - t.flux) < 6 * s.psfFluxErr, (t.to_dict(), s.to_dict())
     assert found >= 0.95 * len(stars), f"{found} of {len(stars)}"
+    # Bright galaxies larger than the seeing are resolved; stars are not.
+    matched = [src.loc[np.hypot(src.x - t.x, src.y - t.y).idxmin()] for _, t in stars.iterrows()]
+    assert np.mean([s.extendedness == 0 for s in matched]) >= 0.9
 
 
 def test_calexp_opens_in_astropy_and_its_wcs_places_the_sources(run):
