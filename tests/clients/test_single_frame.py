@@ -40,6 +40,8 @@ def test_bright_stars_are_found_with_their_fluxes(run):
             s = src.loc[i]
             if not s.blended:
                 assert abs(s.psfFlux - t.flux) < 6 * s.psfFluxErr, (t.to_dict(), s.to_dict())
+                # Kron apertures hold nearly all of a star's light.
+                assert abs(s.kronFlux - t.flux) < 6 * s.kronFluxErr + 0.02 * t.flux, (t.to_dict(), s.to_dict())
     assert found >= 0.95 * len(stars), f"{found} of {len(stars)}"
     # Bright galaxies larger than the seeing are resolved; stars are not.
     matched = [src.loc[np.hypot(src.x - t.x, src.y - t.y).idxmin()] for _, t in stars.iterrows()]
