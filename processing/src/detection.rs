@@ -120,31 +120,24 @@ pub fn significance(exposure: &Exposure, psf: &GaussianPsf) -> Result<Image<f32>
     let k2: Vec<f64> = k.iter().map(|v| v * v).collect();
     let unusable = MaskPlane::Bad.bit() | MaskPlane::NoData.bit() | MaskPlane::Sat.bit();
     let mask = exposure.mask().bits().data();
-    let pixels: Vec<f64> = exposure
-        .image()
-        .data()
-        .iter()
-        .zip(mask)
-        .map(|(&v, &m)| {
-            if m & unusable != 0 || !v.is_finite() {
-                0.0
-            } else {
-                f64::from(v)
-            }
-        })
-        .collect();
-    let variance: Vec<f64> = exposure
-        .variance()
-        .data()
-        .iter()
-        .zip(mask)
-        .map(|(&v, &m)| {
-            if m & unusable != 0 || !v.is_finite() {
-                0.0
-            } else {
-                f64::from(v.max(0.0))
-            }
-        })
+    // Unusable pixels contribute nothing to either the signal or its noise.
+    let usable = |plane: &[f32]| -> Vec<f64> {
+        plane
+            .iter()
+            .zip(mask)
+            .map(|(&v, &m)| {
+                if m & unusable != 0 || !v.is_finite() {
+                    0.0
+                } else {
+                    f64::from(v)
+                }
+            })
+            .collect()
+    };
+    let pixels = usable(exposure.image().data());
+    let variance: Vec<f64> = usable(exposure.variance().data())
+        .into_iter()
+        .map(|v| v.max(0.0))
         .collect();
     let smooth = convolve(&pixels, w, h, &k);
     let noise = convolve(&variance, w, h, &k2);
@@ -280,22 +273,7 @@ fn find_footprints(sig: &Image<f32>, t: f64, negative: bool, min_pixels: usize) 
 mod tests {
     use super::*;
     use crate::image::{Image, Mask};
-
-    /// Deterministic standard normal deviates (Box-Muller over an LCG).
-    struct Normal(u64);
-    impl Normal {
-        fn uniform(&mut self) -> f64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-        }
-        fn next(&mut self) -> f64 {
-            let (u, v) = (self.uniform(), self.uniform());
-            (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-        }
-    }
+    use crate::testkit::Normal;
 
     const SIGMA_PSF: f64 = 2.0;
     const NOISE: f64 = 10.0;

@@ -13,4 +13,6 @@ pub mod psf;
 pub mod render;
 pub mod single_frame;
 pub mod sky;
+#[cfg(test)]
+mod testkit;
 pub mod wcs;

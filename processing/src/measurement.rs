@@ -533,21 +533,7 @@ fn invert(mut a: Vec<Vec<f64>>) -> Option<Vec<Vec<f64>>> {
 mod tests {
     use super::*;
     use crate::image::{Image, Mask, PhotoCalib};
-
-    struct Normal(u64);
-    impl Normal {
-        fn uniform(&mut self) -> f64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-        }
-        fn next(&mut self) -> f64 {
-            let (u, v) = (self.uniform(), self.uniform());
-            (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-        }
-    }
+    use crate::testkit::{Normal, star_pixel};
 
     const SIGMA: f64 = 1.8;
     const NOISE: f64 = 10.0;
@@ -571,16 +557,7 @@ mod tests {
                     if (px as f64 - x).hypot(py as f64 - y) > 12.0 {
                         continue;
                     }
-                    // The star integrated over the pixel (4 x 4 samples), as a detector sees it.
-                    let mut acc = 0.0;
-                    for sy in 0..4 {
-                        for sx in 0..4 {
-                            let dx = px as f64 - x + (sx as f64 + 0.5) / 4.0 - 0.5;
-                            let dy = py as f64 - y + (sy as f64 + 0.5) / 4.0 - 0.5;
-                            acc += (-0.5 * (dx * dx + dy * dy) / (SIGMA * SIGMA)).exp();
-                        }
-                    }
-                    s += f * acc / 16.0 / (2.0 * std::f64::consts::PI * SIGMA * SIGMA);
+                    s += star_pixel(px, py, x, y, f, SIGMA);
                 }
                 *v = s as f32;
             }
@@ -721,15 +698,7 @@ mod tests {
             for (px, v) in row.iter_mut().enumerate() {
                 let mut s = NOISE * rng.next();
                 for &(x, y, f) in &stars {
-                    let mut acc = 0.0;
-                    for sy in 0..4 {
-                        for sx in 0..4 {
-                            let dx = px as f64 - x + (sx as f64 + 0.5) / 4.0 - 0.5;
-                            let dy = py as f64 - y + (sy as f64 + 0.5) / 4.0 - 0.5;
-                            acc += (-0.5 * (dx * dx + dy * dy) / (SIGMA * SIGMA)).exp();
-                        }
-                    }
-                    s += f * acc / 16.0 / (2.0 * std::f64::consts::PI * SIGMA * SIGMA);
+                    s += star_pixel(px, py, x, y, f, SIGMA);
                 }
                 *v = s as f32;
             }
