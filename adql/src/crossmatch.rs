@@ -5,8 +5,7 @@
 //! keys on its own cell, and the original condition still decides each candidate pair.
 use std::sync::Arc;
 
-use arrow::array::{Array, Float64Array, Int64Builder, ListBuilder};
-use arrow::compute::cast;
+use arrow::array::{Array, Int64Builder, ListBuilder};
 use arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, Result, ScalarValue, exec_err};
@@ -72,17 +71,7 @@ impl ScalarUDFImpl for HealpixCover {
         Ok(DataType::List(cell_item()))
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let cols = arrays
-            .iter()
-            .map(|a| {
-                let c = cast(a, &DataType::Float64)?;
-                Ok(c.as_any()
-                    .downcast_ref::<Float64Array>()
-                    .cloned()
-                    .unwrap_or_else(|| Float64Array::new_null(c.len())))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let cols = udf::float64_columns(&args.args)?;
         let [order, ra, dec, radius] = cols.as_slice() else {
             return exec_err!("{HEALPIX_COVER} takes order, ra, dec and radius");
         };

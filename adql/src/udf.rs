@@ -149,17 +149,7 @@ impl ScalarUDFImpl for RowUdf {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         self.check_arity(args.args.len())?;
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let columns: Vec<Float64Array> = arrays
-            .iter()
-            .map(|a| {
-                let c = cast(a, &DataType::Float64)?;
-                Ok(c.as_any()
-                    .downcast_ref::<Float64Array>()
-                    .cloned()
-                    .unwrap_or_else(|| Float64Array::new_null(c.len())))
-            })
-            .collect::<Result<_>>()?;
+        let columns = float64_columns(&args.args)?;
         let rows = args.number_rows;
         let mut row = vec![0.0; columns.len()];
         // Loads row i into `row`; false when any argument is NULL.
@@ -215,6 +205,21 @@ impl ScalarUDFImpl for RowUdf {
         }
         Ok(ColumnarValue::Array(out))
     }
+}
+
+/// The arguments of a call as columns of doubles (scalars expanded); values that do not
+/// cast to a double are NULL.
+pub(crate) fn float64_columns(args: &[ColumnarValue]) -> Result<Vec<Float64Array>> {
+    ColumnarValue::values_to_arrays(args)?
+        .iter()
+        .map(|a| {
+            let c = cast(a, &DataType::Float64)?;
+            Ok(c.as_any()
+                .downcast_ref::<Float64Array>()
+                .cloned()
+                .unwrap_or_else(|| Float64Array::new_null(c.len())))
+        })
+        .collect()
 }
 
 fn list_item() -> FieldRef {
