@@ -119,13 +119,14 @@ impl Background {
         out
     }
 
-    /// Subtracts the model from `image` (of the shape the model was estimated on).
-    pub fn subtract_from(&self, image: &mut Image<f32>) -> Result<(), BackgroundError> {
-        if image.width() != self.width || image.height() != self.height {
+    /// Subtracts the model from the pixels of an image of the shape the model was estimated
+    /// on, given row after row (as `Image::data_mut` and `Exposure::planes_mut` give them).
+    pub fn subtract_from(&self, pixels: &mut [f32]) -> Result<(), BackgroundError> {
+        if pixels.len() != self.width * self.height {
             return Err(BackgroundError::ShapeMismatch);
         }
         let w = self.width;
-        for (i, p) in image.data_mut().iter_mut().enumerate() {
+        for (i, p) in pixels.iter_mut().enumerate() {
             *p -= self.at((i % w) as f64, (i / w) as f64) as f32;
         }
         Ok(())
@@ -243,7 +244,7 @@ mod tests {
             );
         }
         let mut flat = sky(w, h);
-        bg.subtract_from(&mut flat).unwrap();
+        bg.subtract_from(flat.data_mut()).unwrap();
         let mean: f64 = flat.data().iter().map(|&v| f64::from(v)).sum::<f64>() / (w * h) as f64;
         assert!(mean.abs() < 1.0, "{mean}");
     }

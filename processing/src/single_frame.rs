@@ -52,13 +52,8 @@ pub fn process(
         .min(exposure.width().max(8))
         .min(exposure.height().max(8));
     let background = Background::estimate(exposure.image(), exposure.mask(), bin.max(8))?;
-    {
-        let w = exposure.width();
-        let (pixels, _, _) = exposure.planes_mut();
-        for (i, p) in pixels.iter_mut().enumerate() {
-            *p -= background.at((i % w) as f64, (i / w) as f64) as f32;
-        }
-    }
+    let (pixels, _, _) = exposure.planes_mut();
+    background.subtract_from(pixels)?;
     let footprints = detect(exposure, &psf, detection)?;
     let mut sources = Vec::new();
     for (i, f) in footprints.iter().filter(|f| !f.negative).enumerate() {
