@@ -272,8 +272,7 @@ fn find_footprints(sig: &Image<f32>, t: f64, negative: bool, min_pixels: usize) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::{Image, Mask};
-    use crate::testkit::Normal;
+    use crate::testkit::{Normal, star_field};
 
     const SIGMA_PSF: f64 = 2.0;
     const NOISE: f64 = 10.0;
@@ -289,27 +288,18 @@ mod tests {
             let snr = 3.0 + i as f64 * 57.0 / 63.0;
             stars.push((x, y, snr));
         }
-        let mut data = vec![0.0f32; w * h];
-        for (py, row) in data.chunks_mut(w).enumerate() {
-            for (px, v) in row.iter_mut().enumerate() {
-                let mut s = NOISE * rng.next();
-                for &(x, y, snr) in &stars {
-                    let flux = snr * NOISE * (4.0 * std::f64::consts::PI).sqrt() * SIGMA_PSF;
-                    let r2 = (px as f64 - x).powi(2) + (py as f64 - y).powi(2);
-                    if r2 < 100.0 {
-                        s += flux / (2.0 * std::f64::consts::PI * SIGMA_PSF * SIGMA_PSF)
-                            * (-0.5 * r2 / (SIGMA_PSF * SIGMA_PSF)).exp();
-                    }
-                }
-                *v = s as f32;
-            }
-        }
-        let e = Exposure::new(
-            Image::from_vec(w, h, data).unwrap(),
-            Mask::new(w, h),
-            Image::filled(w, h, (NOISE * NOISE) as f32),
-        )
-        .unwrap();
+        // PSF-optimal SNR of a Gaussian star: flux / (noise sqrt(4 pi) sigma).
+        let fluxes: Vec<(f64, f64, f64)> = stars
+            .iter()
+            .map(|&(x, y, snr)| {
+                (
+                    x,
+                    y,
+                    snr * NOISE * (4.0 * std::f64::consts::PI).sqrt() * SIGMA_PSF,
+                )
+            })
+            .collect();
+        let e = star_field((w, h), &fluxes, SIGMA_PSF, NOISE, &mut rng);
         (e, stars)
     }
 

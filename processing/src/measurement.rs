@@ -533,7 +533,7 @@ fn invert(mut a: Vec<Vec<f64>>) -> Option<Vec<Vec<f64>>> {
 mod tests {
     use super::*;
     use crate::image::{Image, Mask, PhotoCalib};
-    use crate::testkit::{Normal, star_pixel};
+    use crate::testkit::{Normal, star_field};
 
     const SIGMA: f64 = 1.8;
     const NOISE: f64 = 10.0;
@@ -549,25 +549,7 @@ mod tests {
                 (x, y, 2000.0 + 600.0 * i as f64)
             })
             .collect();
-        let mut data = vec![0.0f32; w * h];
-        for (py, row) in data.chunks_mut(w).enumerate() {
-            for (px, v) in row.iter_mut().enumerate() {
-                let mut s = NOISE * rng.next();
-                for &(x, y, f) in &stars {
-                    if (px as f64 - x).hypot(py as f64 - y) > 12.0 {
-                        continue;
-                    }
-                    s += star_pixel(px, py, x, y, f, SIGMA);
-                }
-                *v = s as f32;
-            }
-        }
-        let e = Exposure::new(
-            Image::from_vec(w, h, data).unwrap(),
-            Mask::new(w, h),
-            Image::filled(w, h, (NOISE * NOISE) as f32),
-        )
-        .unwrap();
+        let e = star_field((w, h), &stars, SIGMA, NOISE, &mut rng);
         (e, stars)
     }
 
@@ -692,23 +674,7 @@ mod tests {
         // together, both come out right.
         let (w, h) = (64usize, 64usize);
         let stars = [(30.2, 31.6, 20_000.0), (33.1, 32.4, 8_000.0)];
-        let mut rng = Normal(17);
-        let mut data = vec![0.0f32; w * h];
-        for (py, row) in data.chunks_mut(w).enumerate() {
-            for (px, v) in row.iter_mut().enumerate() {
-                let mut s = NOISE * rng.next();
-                for &(x, y, f) in &stars {
-                    s += star_pixel(px, py, x, y, f, SIGMA);
-                }
-                *v = s as f32;
-            }
-        }
-        let e = Exposure::new(
-            Image::from_vec(w, h, data).unwrap(),
-            Mask::new(w, h),
-            Image::filled(w, h, (NOISE * NOISE) as f32),
-        )
-        .unwrap();
+        let e = star_field((w, h), &stars, SIGMA, NOISE, &mut Normal(17));
         let psf = GaussianPsf::constant_fwhm(w, h, SIGMA * 2.354_820_045_030_949);
         let fits = fit_psf_fluxes(&e, &psf, &[(30.2, 31.6), (33.1, 32.4)]).unwrap();
         for (fit, (_, _, f)) in fits.iter().zip(stars) {
