@@ -16,7 +16,7 @@ use aster_processing::image::{Exposure, HeaderValue, Image, Mask, PhotoCalib};
 use aster_processing::psf::{FieldPolynomial, GaussianPsf};
 use aster_processing::wcs::TanSipWcs;
 use fitsio::FitsFile;
-use fitsio::hdu::HduInfo;
+use fitsio::hdu::{FitsHdu, HduInfo};
 use fitsio::images::{ImageDescription, ImageType};
 
 /// What went wrong, naming the file and the step.
@@ -154,15 +154,16 @@ pub fn read_exposure(path: &Path) -> Result<Exposure> {
             }
         }
     }
-    let read_plane = |f: &mut FitsFile, name: &'static str| -> Result<(usize, usize)> {
+    // The HDU of a plane and its width and height.
+    let read_plane = |f: &mut FitsFile, name: &'static str| -> Result<(FitsHdu, (usize, usize))> {
         let hdu = f.hdu(name).map_err(|x| fail(name)(&x))?;
-        match &hdu.info {
-            HduInfo::ImageInfo { shape, .. } if shape.len() == 2 => Ok((shape[1], shape[0])),
-            _ => Err(fail(name)(&"not a two-dimensional image")),
-        }
+        let size = match &hdu.info {
+            HduInfo::ImageInfo { shape, .. } if shape.len() == 2 => (shape[1], shape[0]),
+            _ => return Err(fail(name)(&"not a two-dimensional image")),
+        };
+        Ok((hdu, size))
     };
-    let (w, h) = read_plane(&mut f, "IMAGE")?;
-    let hdu = f.hdu("IMAGE").map_err(|x| fail("IMAGE")(&x))?;
+    let (hdu, (w, h)) = read_plane(&mut f, "IMAGE")?;
     let pixels: Vec<f32> = hdu.read_image(&mut f).map_err(|x| fail("IMAGE")(&x))?;
     let cards: HashMap<String, String> = all_cards(&mut f)
         .map_err(|x| fail("IMAGE")(&x))?
@@ -184,8 +185,8 @@ pub fn read_exposure(path: &Path) -> Result<Exposure> {
             )))
         }
     };
-    shape("MASK", read_plane(&mut f, "MASK")?)?;
-    let hdu = f.hdu("MASK").map_err(|x| fail("MASK")(&x))?;
+    let (hdu, size) = read_plane(&mut f, "MASK")?;
+    shape("MASK", size)?;
     let bits: Vec<i32> = hdu.read_image(&mut f).map_err(|x| fail("MASK")(&x))?;
     let mask_cards: HashMap<String, String> = all_cards(&mut f)
         .map_err(|x| fail("MASK")(&x))?
@@ -202,8 +203,8 @@ pub fn read_exposure(path: &Path) -> Result<Exposure> {
             )));
         }
     }
-    shape("VARIANCE", read_plane(&mut f, "VARIANCE")?)?;
-    let hdu = f.hdu("VARIANCE").map_err(|x| fail("VARIANCE")(&x))?;
+    let (hdu, size) = read_plane(&mut f, "VARIANCE")?;
+    shape("VARIANCE", size)?;
     let variance: Vec<f32> = hdu.read_image(&mut f).map_err(|x| fail("VARIANCE")(&x))?;
     let image = |step, data| Image::from_vec(w, h, data).map_err(|x| fail(step)(&x));
     let mut e = Exposure::new(

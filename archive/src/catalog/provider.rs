@@ -236,21 +236,22 @@ impl TableProvider for CatalogTable {
         });
         // Positioned tables' files also hold `_healpix_29`, after the table's columns, so
         // projections by index are unchanged when the scan reads it for pruning.
-        let mut source = ParquetSource::new(match &self.position {
+        let file_schema = match &self.position {
             Some(_) => with_healpix_field(&self.schema),
             None => self.schema.clone(),
-        })
-        .with_pushdown_filters(late_materialization_pays(projection, filters, &self.schema))
-        .with_reorder_filters(true)
-        .with_enable_page_index(true)
-        .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
-            self.store.object_store(),
-            state.runtime_env().cache_manager.get_file_metadata_cache(),
-        )));
+        };
+        let mut source = ParquetSource::new(file_schema.clone())
+            .with_pushdown_filters(late_materialization_pays(projection, filters, &self.schema))
+            .with_reorder_filters(true)
+            .with_enable_page_index(true)
+            .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
+                self.store.object_store(),
+                state.runtime_env().cache_manager.get_file_metadata_cache(),
+            )));
         if let (Some(_), Some(region)) = (&self.position, &region)
             && let Some(predicate) = healpix_predicate(&coverage29(region, fine_depth(region)))
         {
-            let df_schema = DFSchema::try_from(with_healpix_field(&self.schema))?;
+            let df_schema = DFSchema::try_from(file_schema)?;
             source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
         }
         let source = Arc::new(source);
