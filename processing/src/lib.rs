@@ -5,12 +5,20 @@
 //! [`background`], the sky background model, [`detection`], footprints and peaks, and
 //! [`measurement`], centroids, PSF and aperture fluxes and shapes; [`render`] draws calibrated
 //! CCD images of the synthetic sky with their truth, and [`single_frame`] measures them.
+//! The instrument: [`camera`] describes the camera (amplifiers, electronics, the detector's
+//! signature), [`camsim`] simulates its raw exposures ([`raw`]), drawing the sky through
+//! [`scene`] with [`galaxy`] profiles.
 pub mod background;
+pub mod camera;
+pub mod camsim;
 pub mod detection;
+pub mod galaxy;
 pub mod image;
 pub mod measurement;
 pub mod psf;
+pub mod raw;
 pub mod render;
+pub mod scene;
 pub mod single_frame;
 pub mod sky;
 #[cfg(test)]

@@ -1,14 +1,15 @@
 //! Calibrated CCD images of the synthetic sky: what a processed visit image of a visit would
 //! show, with the truth of every object on it. It places [`crate::sky`] objects through a TAN
-//! WCS centred on the CCD, draws stars as the PSF and galaxies as elliptical Gaussians
-//! convolved with it, adds a flat sky, and draws Gaussian noise with the sky's and the
-//! sources' Poisson variance (gain 1), at the visit's 5-sigma depth. The raw-camera
-//! simulator (amplifiers, ISR effects, Sersic profiles) builds on this.
+//! WCS centred on the CCD, draws stars as the PSF and galaxies as bulge + disk profiles
+//! convolved with it ([`crate::scene`]), adds a flat sky, and draws Gaussian noise with the sky's and the
+//! sources' Poisson variance (gain 1), at the visit's 5-sigma depth. The raw camera
+//! simulator ([`crate::camsim`]) draws the same sky through the instrument.
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::image::{Exposure, HeaderValue, Image, Mask, PhotoCalib};
 use crate::psf::GaussianPsf;
+use crate::scene::Canvas;
 use crate::sky::{BANDS, SimObject, SimVisit, gaussian, mag_to_njy};
 use crate::wcs::{PixelPosition, SkyCoord, TanSipWcs};
 
@@ -53,7 +54,8 @@ pub fn render(
     .expect("a regular CD matrix");
     let fwhm = visit.seeing / PIXEL_SCALE;
     let psf = GaussianPsf::constant_fwhm(size, size, fwhm);
-    let sigma_psf = psf.moments_at(c, c).determinant_radius();
+    let psf_moments = psf.moments_at(c, c);
+    let sigma_psf = psf_moments.determinant_radius();
     let calib = PhotoCalib::new(ZERO_POINT, 0.0).expect("a finite zeropoint");
     let counts_of = |njy: f64| njy / calib.scale();
     // Sky noise per pixel so that a point source at the visit's depth has SNR 5.
@@ -80,23 +82,13 @@ pub fn render(
         }
         let flux_njy = o.flux_at(visit.band, mjd);
         let counts = counts_of(flux_njy);
-        // Galaxies: a Gaussian of the half-light radius, elongated by an id-seeded axis
-        // ratio and angle, convolved with the PSF (moments add).
-        let (ixx, iyy, ixy) = if o.is_star {
-            (sigma_psf * sigma_psf, sigma_psf * sigma_psf, 0.0)
-        } else {
-            let r = o.size / PIXEL_SCALE / 1.1774;
-            let q = 0.4 + 0.6 * ((o.id as f64 * 0.618_034).fract());
-            let theta = std::f64::consts::PI * ((o.id as f64 * 0.414_214).fract());
-            let (a2, b2) = (r * r / q, r * r * q);
-            let (sn, cs) = theta.sin_cos();
-            (
-                a2 * cs * cs + b2 * sn * sn + sigma_psf * sigma_psf,
-                a2 * sn * sn + b2 * cs * cs + sigma_psf * sigma_psf,
-                (a2 - b2) * sn * cs,
-            )
-        };
-        draw_gaussian(&mut model, size, p.x, p.y, counts, ixx, iyy, ixy);
+        let morphology = o.morphology(PIXEL_SCALE);
+        Canvas {
+            pixels: &mut model,
+            width: size,
+            height: size,
+        }
+        .draw(p.x, p.y, counts, morphology.as_ref(), psf_moments);
         if (0.0..size as f64).contains(&p.x) && (0.0..size as f64).contains(&p.y) {
             truth.push(TruthEntry {
                 id: o.id,
@@ -136,40 +128,4 @@ pub fn render(
     e.metadata
         .insert("AIRMASS".into(), HeaderValue::Float(visit.airmass));
     (e, truth)
-}
-
-/// Adds an elliptical Gaussian of total `flux` centred at (x, y), integrated over pixels.
-#[allow(clippy::too_many_arguments)]
-fn draw_gaussian(
-    model: &mut [f64],
-    size: usize,
-    x: f64,
-    y: f64,
-    flux: f64,
-    ixx: f64,
-    iyy: f64,
-    ixy: f64,
-) {
-    let det = ixx * iyy - ixy * ixy;
-    if det <= 0.0 || flux <= 0.0 {
-        return;
-    }
-    let (a, b, c) = (iyy / det, -ixy / det, ixx / det);
-    let reach = (5.0 * ixx.max(iyy).sqrt()).ceil() as i64;
-    let norm = flux / (2.0 * std::f64::consts::PI * det.sqrt());
-    for py in (y.round() as i64 - reach).max(0)..=(y.round() as i64 + reach).min(size as i64 - 1) {
-        for px in
-            (x.round() as i64 - reach).max(0)..=(x.round() as i64 + reach).min(size as i64 - 1)
-        {
-            let mut acc = 0.0;
-            for sy in 0..3 {
-                for sx in 0..3 {
-                    let dx = px as f64 - x + (sx as f64 - 1.0) / 3.0;
-                    let dy = py as f64 - y + (sy as f64 - 1.0) / 3.0;
-                    acc += (-0.5 * (a * dx * dx + 2.0 * b * dx * dy + c * dy * dy)).exp();
-                }
-            }
-            model[py as usize * size + px as usize] += norm * acc / 9.0;
-        }
-    }
 }

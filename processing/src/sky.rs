@@ -97,9 +97,58 @@ pub struct SimObject {
     /// Half-light radius of galaxies, arcsec (0 for stars).
     pub size: f64,
     pub variability: Option<Variability>,
+    /// Proper motion in RA (times cos dec) and Dec, mas/yr, and parallax, mas (stars only).
+    pub pm_ra: f64,
+    pub pm_dec: f64,
+    pub parallax: f64,
 }
 
+/// Epoch of the catalogue positions (ra, dec): Julian year 2016.0, as in Gaia DR3.
+pub const REFERENCE_EPOCH_MJD: f64 = 57_388.5;
+
 impl SimObject {
+    /// Where the object appears at `mjd` from the Earth: proper motion from the reference
+    /// epoch and the parallactic displacement towards the Sun.
+    pub fn position_at(&self, mjd: f64) -> (f64, f64) {
+        if self.pm_ra == 0.0 && self.pm_dec == 0.0 && self.parallax == 0.0 {
+            return (self.ra, self.dec);
+        }
+        let mas = (1.0 / 3.6e6f64).to_radians();
+        let years = (mjd - REFERENCE_EPOCH_MJD) / 365.25;
+        let (sa, ca) = self.ra.to_radians().sin_cos();
+        let (sd, cd) = self.dec.to_radians().sin_cos();
+        let u = [cd * ca, cd * sa, sd];
+        let east = [-sa, ca, 0.0];
+        let north = [-sd * ca, -sd * sa, cd];
+        let sun = sun_direction(mjd);
+        let su = sun[0] * u[0] + sun[1] * u[1] + sun[2] * u[2];
+        let mut v = [0.0; 3];
+        for i in 0..3 {
+            v[i] = u[i]
+                + mas * years * (self.pm_ra * east[i] + self.pm_dec * north[i])
+                + mas * self.parallax * (sun[i] - su * u[i]);
+        }
+        let norm = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
+        let dec = (v[2] / norm).asin().to_degrees();
+        let ra = v[1].atan2(v[0]).to_degrees().rem_euclid(360.0);
+        (ra, dec)
+    }
+
+    /// The shape of a galaxy in pixels of `pixel_scale` arcsec (None for stars): disk and
+    /// bulge share an axis ratio and angle drawn from the id.
+    pub fn morphology(&self, pixel_scale: f64) -> Option<crate::galaxy::Morphology> {
+        if self.is_star {
+            return None;
+        }
+        let frac = |k: f64| (self.id as f64 * k).fract();
+        Some(crate::galaxy::Morphology {
+            disk_radius: self.size / pixel_scale,
+            bulge_fraction: 0.6 * frac(0.754_877_666),
+            axis_ratio: 0.4 + 0.6 * frac(0.618_034),
+            angle: std::f64::consts::PI * frac(0.414_214),
+        })
+    }
+
     /// True flux in `band` at time `mjd`, including variability.
     pub fn flux_at(&self, band: usize, mjd: f64) -> f64 {
         let base = self.flux[band];
@@ -188,6 +237,19 @@ pub fn objects(seed: u64, n: u64, footprint: Footprint) -> impl Iterator<Item = 
         } else {
             None
         };
+        // Kinematics from their own generator, so the rest of the sky stays as it was.
+        let (pm_ra, pm_dec, parallax) = if is_star {
+            let mut k = noise_rng(seed, 0x6b1e_0000 ^ id as u64);
+            let parallax = 10f64.powf(k.random_range(-1.0..0.7));
+            // Tangential velocities of ~30 km/s: mas/yr = km/s x parallax (mas) / 4.74.
+            (
+                gaussian(&mut k) * 30.0 * parallax / 4.74,
+                gaussian(&mut k) * 30.0 * parallax / 4.74,
+                parallax,
+            )
+        } else {
+            (0.0, 0.0, 0.0)
+        };
         SimObject {
             id,
             ra,
@@ -196,8 +258,26 @@ pub fn objects(seed: u64, n: u64, footprint: Footprint) -> impl Iterator<Item = 
             flux,
             size,
             variability,
+            pm_ra,
+            pm_dec,
+            parallax,
         }
     })
+}
+
+/// Unit vector (ICRS equatorial) from the Earth to the Sun at `mjd`: the low-precision
+/// almanac solar longitude, good to 0.01 degree, plenty for parallaxes.
+pub fn sun_direction(mjd: f64) -> [f64; 3] {
+    let n = mjd + 2_400_000.5 - 2_451_545.0;
+    let g = (357.528 + 0.985_600_3 * n).to_radians();
+    let lambda =
+        (280.460 + 0.985_647_4 * n + 1.915 * g.sin() + 0.020 * (2.0 * g).sin()).to_radians();
+    let eps = (23.439 - 0.000_000_4 * n).to_radians();
+    [
+        lambda.cos(),
+        lambda.sin() * eps.cos(),
+        lambda.sin() * eps.sin(),
+    ]
 }
 
 #[derive(Debug, Clone)]
@@ -370,6 +450,42 @@ mod tests {
             assert_eq!(d, det);
             assert!((px - 2000.0).abs() < 1.0 && (py - 2000.0).abs() < 1.0);
         }
+    }
+
+    #[test]
+    fn stars_move_by_proper_motion_and_parallax() {
+        let f = Footprint::for_objects(1000);
+        let star = objects(4, 200, f)
+            .find(|o| o.is_star && o.parallax > 1.0)
+            .unwrap();
+        assert_eq!(
+            star.position_at(REFERENCE_EPOCH_MJD + 0.0).0,
+            star.position_at(REFERENCE_EPOCH_MJD).0
+        );
+        // Ten years on, half a year apart: the pm moves it 10 pm, the parallax swings it.
+        let mas = |a: (f64, f64), b: (f64, f64)| {
+            let dra = (a.0 - b.0) * a.1.to_radians().cos();
+            ((dra * dra + (a.1 - b.1).powi(2)).sqrt()) * 3.6e6
+        };
+        let t0 = REFERENCE_EPOCH_MJD + 3652.5;
+        let pm = (star.pm_ra.powi(2) + star.pm_dec.powi(2)).sqrt();
+        let moved = mas((star.ra, star.dec), star.position_at(t0));
+        assert!(
+            (moved - 10.0 * pm).abs() <= star.parallax * 1.01,
+            "{moved} {pm}"
+        );
+        let swing = mas(star.position_at(t0), star.position_at(t0 + 182.6));
+        assert!(swing > 0.0 && swing < 2.0 * star.parallax + pm, "{swing}");
+        let galaxy = objects(4, 200, f).find(|o| !o.is_star).unwrap();
+        assert_eq!(galaxy.position_at(t0), (galaxy.ra, galaxy.dec));
+        assert!(galaxy.morphology(0.2).is_some() && star.morphology(0.2).is_none());
+    }
+
+    #[test]
+    fn the_sun_is_at_the_equinox_in_march() {
+        // 2025-03-20 09:01 UTC: the Sun crosses the equator at RA 0.
+        let s = sun_direction(60_754.376);
+        assert!(s[2].abs() < 1e-3 && s[0] > 0.999, "{s:?}");
     }
 
     #[test]
