@@ -8,135 +8,111 @@
 //! their final name and renamed into place, so a failure never leaves half a file.
 //! docs/exposure-files.md describes the layout.
 use std::collections::HashMap;
-use std::ffi::{CStr, CString};
-use std::os::raw::c_char;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use aster_processing::image::{Exposure, HeaderValue, Image, Mask, PhotoCalib};
+use aster_processing::image::{Exposure, Image, Mask, PhotoCalib};
 use aster_processing::psf::{FieldPolynomial, GaussianPsf};
 use aster_processing::wcs::TanSipWcs;
 use fitsio::FitsFile;
 use fitsio::hdu::{FitsHdu, HduInfo};
 use fitsio::images::{ImageDescription, ImageType};
 
-/// What went wrong, naming the file and the step.
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {step}: {message}")]
-pub struct ExposureFileError {
-    pub path: PathBuf,
-    pub step: &'static str,
-    pub message: String,
-}
+pub use crate::fits_io::FitsFileError;
+use crate::fits_io::{
+    RICE_1, all_cards, card_text, parse_value, quoted, set_compression, verify_checksum,
+    write_atomically, write_card, write_checksum,
+};
 
-type Result<T> = std::result::Result<T, ExposureFileError>;
+type Result<T> = std::result::Result<T, FitsFileError>;
 
 /// Keywords cfitsio writes itself, which are not metadata.
 const STRUCTURAL: &[&str] = &[
     "SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "PCOUNT", "GCOUNT", "XTENSION",
-    "EXTNAME", "COMMENT", "HISTORY", "", "PHOTZP", "PHOTZPER",
+    "EXTNAME", "COMMENT", "HISTORY", "", "PHOTZP", "PHOTZPER", "CHECKSUM", "DATASUM",
 ];
 
 /// Writes `e` to `path` (replacing it), atomically.
 pub fn write_exposure(path: &Path, e: &Exposure) -> Result<()> {
-    let fail = |step: &'static str| {
-        move |err: &dyn std::fmt::Display| ExposureFileError {
-            path: path.to_path_buf(),
-            step,
-            message: err.to_string(),
-        }
-    };
-    let tmp = path.with_extension(format!("tmp-{}.fits", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let result = (|| -> Result<()> {
-        let mut f = FitsFile::create(&tmp)
-            .open()
-            .map_err(|x| fail("create")(&x))?;
+    let fail =
+        |step: &'static str| move |err: &dyn std::fmt::Display| FitsFileError::new(path, step, err);
+    write_atomically(path, |f| {
         for (key, value) in &e.metadata {
-            let text = match value {
-                HeaderValue::Bool(b) => (if *b { "T" } else { "F" }).to_string(),
-                HeaderValue::Int(i) => i.to_string(),
-                HeaderValue::Float(x) if x.is_finite() => format!("{x:.17E}"),
-                HeaderValue::Float(_) => {
-                    return Err(fail("metadata")(&format!("{key}: not a finite number")));
-                }
-                HeaderValue::Text(t) => quoted(t),
-            };
-            write_card(&mut f, key, &text).map_err(|x| fail("metadata")(&x))?;
+            let text = card_text(key, value).map_err(|x| fail("metadata")(&x))?;
+            write_card(f, key, &text).map_err(|x| fail("metadata")(&x))?;
         }
         if let Some(psf) = &e.psf {
-            write_card(&mut f, "PSFTYPE", &quoted("GAUSSIAN")).map_err(|x| fail("PSF")(&x))?;
+            write_card(f, "PSFTYPE", &quoted("GAUSSIAN")).map_err(|x| fail("PSF")(&x))?;
             for (name, poly) in [("XX", &psf.ixx), ("YY", &psf.iyy), ("XY", &psf.ixy)] {
-                write_card(&mut f, &format!("PSF{name}ORD"), &poly.order().to_string())
+                write_card(f, &format!("PSF{name}ORD"), &poly.order().to_string())
                     .map_err(|x| fail("PSF")(&x))?;
                 for (i, c) in poly.coeffs().iter().enumerate() {
-                    write_card(&mut f, &format!("PSF{name}_{i}"), &format!("{c:.17E}"))
+                    write_card(f, &format!("PSF{name}_{i}"), &format!("{c:.17E}"))
                         .map_err(|x| fail("PSF")(&x))?;
                 }
             }
         }
         if let Some(pc) = &e.photo_calib {
-            write_card(&mut f, "PHOTZP", &format!("{:.17E}", pc.zero_point()))
-                .and_then(|()| {
-                    write_card(&mut f, "PHOTZPER", &format!("{:.17E}", pc.zero_point_err()))
-                })
+            write_card(f, "PHOTZP", &format!("{:.17E}", pc.zero_point()))
+                .and_then(|()| write_card(f, "PHOTZPER", &format!("{:.17E}", pc.zero_point_err())))
                 .map_err(|x| fail("calibration")(&x))?;
         }
-        let (w, h) = (e.width(), e.height());
-        let plane = |f: &mut FitsFile, name: &str, kind: ImageType| {
-            let hdu = f
-                .create_image(
-                    name,
-                    &ImageDescription {
-                        data_type: kind,
-                        dimensions: &[h, w],
-                    },
-                )
-                .map_err(|x| fail("image HDU")(&x))?;
-            if let Some(wcs) = &e.wcs {
-                for (k, v) in wcs.to_cards() {
-                    write_card(f, &k, &v).map_err(|x| fail("WCS")(&x))?;
-                }
+        write_checksum(f).map_err(|x| fail("checksum")(&x))?;
+        write_planes(path, f, e)
+    })
+}
+
+/// The IMAGE, MASK and VARIANCE extensions of `e`, each with the WCS.
+fn write_planes(path: &Path, f: &mut FitsFile, e: &Exposure) -> Result<()> {
+    let fail =
+        |step: &'static str| move |err: &dyn std::fmt::Display| FitsFileError::new(path, step, err);
+    let (w, h) = (e.width(), e.height());
+    let plane = |f: &mut FitsFile, name: &str, kind: ImageType| {
+        let hdu = f
+            .create_image(
+                name,
+                &ImageDescription {
+                    data_type: kind,
+                    dimensions: &[h, w],
+                },
+            )
+            .map_err(|x| fail("image HDU")(&x))?;
+        if let Some(wcs) = &e.wcs {
+            for (k, v) in wcs.to_cards() {
+                write_card(f, &k, &v).map_err(|x| fail("WCS")(&x))?;
             }
-            Ok::<_, ExposureFileError>(hdu)
-        };
-        let hdu = plane(&mut f, "IMAGE", ImageType::Float)?;
-        hdu.write_image(&mut f, e.image().data())
-            .map_err(|x| fail("IMAGE")(&x))?;
-        // The mask is mostly zeros: Rice tile compression (lossless for integers) shrinks
-        // it many times over. Floats stay uncompressed: noise does not compress losslessly.
-        set_compression(&mut f, RICE_1).map_err(|x| fail("MASK")(&x))?;
-        let hdu = plane(&mut f, "MASK", ImageType::Long)?;
-        for (k, bit) in Mask::plane_cards() {
-            write_card(&mut f, &k, &bit.to_string()).map_err(|x| fail("MASK")(&x))?;
         }
-        hdu.write_image(&mut f, e.mask().bits().data())
-            .map_err(|x| fail("MASK")(&x))?;
-        set_compression(&mut f, 0).map_err(|x| fail("MASK")(&x))?;
-        let hdu = plane(&mut f, "VARIANCE", ImageType::Float)?;
-        hdu.write_image(&mut f, e.variance().data())
-            .map_err(|x| fail("VARIANCE")(&x))?;
-        Ok(())
-    })();
-    match result {
-        Ok(()) => std::fs::rename(&tmp, path).map_err(|x| fail("rename")(&x)),
-        Err(err) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(err)
-        }
+        Ok::<_, FitsFileError>(hdu)
+    };
+    let hdu = plane(f, "IMAGE", ImageType::Float)?;
+    hdu.write_image(f, e.image().data())
+        .map_err(|x| fail("IMAGE")(&x))?;
+    write_checksum(f).map_err(|x| fail("checksum")(&x))?;
+    // The mask is mostly zeros: Rice tile compression (lossless for integers) shrinks
+    // it many times over. Floats stay uncompressed: noise does not compress losslessly.
+    set_compression(f, RICE_1).map_err(|x| fail("MASK")(&x))?;
+    let hdu = plane(f, "MASK", ImageType::Long)?;
+    for (k, bit) in Mask::plane_cards() {
+        write_card(f, &k, &bit.to_string()).map_err(|x| fail("MASK")(&x))?;
     }
+    hdu.write_image(f, e.mask().bits().data())
+        .map_err(|x| fail("MASK")(&x))?;
+    write_checksum(f).map_err(|x| fail("checksum")(&x))?;
+    set_compression(f, 0).map_err(|x| fail("MASK")(&x))?;
+    let hdu = plane(f, "VARIANCE", ImageType::Float)?;
+    hdu.write_image(f, e.variance().data())
+        .map_err(|x| fail("VARIANCE")(&x))?;
+    write_checksum(f).map_err(|x| fail("checksum")(&x))?;
+    Ok(())
 }
 
 /// Reads an exposure file written by [`write_exposure`] (or any file with that layout).
 pub fn read_exposure(path: &Path) -> Result<Exposure> {
-    let fail = |step: &'static str| {
-        move |err: &dyn std::fmt::Display| ExposureFileError {
-            path: path.to_path_buf(),
-            step,
-            message: err.to_string(),
-        }
-    };
+    let fail =
+        |step: &'static str| move |err: &dyn std::fmt::Display| FitsFileError::new(path, step, err);
     let mut f = FitsFile::open(path).map_err(|x| fail("open")(&x))?;
     f.primary_hdu().map_err(|x| fail("primary HDU")(&x))?;
+    // Files from elsewhere may carry no checksums; ours always do.
+    verify_checksum(&mut f, false).map_err(|x| fail("checksum")(&format!("primary HDU: {x}")))?;
     let mut metadata = std::collections::BTreeMap::new();
     let mut photzp = None;
     let mut photzper = None;
@@ -157,6 +133,7 @@ pub fn read_exposure(path: &Path) -> Result<Exposure> {
     // The HDU of a plane and its width and height.
     let read_plane = |f: &mut FitsFile, name: &'static str| -> Result<(FitsHdu, (usize, usize))> {
         let hdu = f.hdu(name).map_err(|x| fail(name)(&x))?;
+        verify_checksum(f, false).map_err(|x| fail("checksum")(&format!("{name}: {x}")))?;
         let size = match &hdu.info {
             HduInfo::ImageInfo { shape, .. } if shape.len() == 2 => (shape[1], shape[0]),
             _ => return Err(fail(name)(&"not a two-dimensional image")),
@@ -275,126 +252,12 @@ fn read_psf(
     )))
 }
 
-/// A FITS string value: quoted, inner quotes doubled, padded to eight characters.
-fn quoted(t: &str) -> String {
-    format!("'{:<8}'", t.replace('\'', "''"))
-}
-
-/// Parses a raw header value: logical, quoted string, integer or real.
-fn parse_value(v: &str) -> HeaderValue {
-    let v = v.trim();
-    if let Some(inner) = v.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) {
-        return HeaderValue::Text(inner.replace("''", "'").trim_end().to_string());
-    }
-    match v {
-        "T" => return HeaderValue::Bool(true),
-        "F" => return HeaderValue::Bool(false),
-        _ => {}
-    }
-    if let Ok(i) = v.parse::<i64>() {
-        return HeaderValue::Int(i);
-    }
-    match v.replace(['D', 'd'], "E").parse::<f64>() {
-        Ok(x) => HeaderValue::Float(x),
-        Err(_) => HeaderValue::Text(v.to_string()),
-    }
-}
-
-fn status_error(status: i32) -> String {
-    let mut text = [0 as c_char; 31];
-    // SAFETY: ffgerr writes at most 30 characters and a terminating NUL.
-    unsafe { fitsio::sys::ffgerr(status, text.as_mut_ptr()) };
-    // SAFETY: the buffer is NUL-terminated (zeroed, and ffgerr terminates).
-    let text = unsafe { CStr::from_ptr(text.as_ptr()) };
-    format!("cfitsio status {status}: {}", text.to_string_lossy())
-}
-
-/// Appends `KEY = value` to the current HDU's header, with the value exactly as given (the
-/// fitsio key writers round reals to fewer digits than a WCS needs).
-fn write_card(f: &mut FitsFile, key: &str, value: &str) -> std::result::Result<(), String> {
-    let valid = !key.is_empty()
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if !valid {
-        return Err(format!("'{key}' is not a FITS keyword (A-Z 0-9 - _)"));
-    }
-    // Names longer than eight characters use the HIERARCH convention, as the LSST stack's
-    // MP_DETECTED and friends do.
-    let card = if key.len() <= 8 {
-        format!("{key:<8}= {value:>20}")
-    } else {
-        format!("HIERARCH {key} = {value}")
-    };
-    if card.len() > 80 || !card.is_ascii() {
-        return Err(format!("{key}: the value does not fit an ASCII card"));
-    }
-    let c = CString::new(card).map_err(|e| e.to_string())?;
-    let mut status = 0;
-    // SAFETY: `f` is an open, writable file positioned on the HDU being written; the card
-    // is a NUL-terminated string of at most 80 characters.
-    unsafe { fitsio::sys::ffprec(f.as_raw(), c.as_ptr(), &mut status) };
-    if status != 0 {
-        return Err(status_error(status));
-    }
-    Ok(())
-}
-
-/// cfitsio's code for Rice tile compression.
-const RICE_1: i32 = 11;
-
-/// Sets the compression of images created next in `f` (0: none).
-fn set_compression(f: &mut FitsFile, kind: i32) -> std::result::Result<(), String> {
-    let mut status = 0;
-    // SAFETY: `f` is an open, writable file; the call only records the setting.
-    unsafe { fitsio::sys::fits_set_compression_type(f.as_raw(), kind, &mut status) };
-    if status != 0 {
-        return Err(status_error(status));
-    }
-    Ok(())
-}
-
-/// Every card of the current HDU as (keyword, raw value).
-fn all_cards(f: &mut FitsFile) -> std::result::Result<Vec<(String, String)>, String> {
-    let (mut count, mut more, mut status) = (0, 0, 0);
-    // SAFETY: `f` is open and positioned on an HDU; the out-pointers are valid.
-    unsafe { fitsio::sys::ffghsp(f.as_raw(), &mut count, &mut more, &mut status) };
-    if status != 0 {
-        return Err(status_error(status));
-    }
-    let mut out = Vec::with_capacity(count as usize);
-    for n in 1..=count {
-        // FLEN_KEYWORD = 75, FLEN_VALUE = 71, FLEN_COMMENT = 73, with room to spare.
-        let mut key = [0 as c_char; 80];
-        let mut value = [0 as c_char; 80];
-        let mut comment = [0 as c_char; 80];
-        // SAFETY: as above; the buffers are larger than cfitsio's maximum lengths.
-        unsafe {
-            fitsio::sys::ffgkyn(
-                f.as_raw(),
-                n,
-                key.as_mut_ptr(),
-                value.as_mut_ptr(),
-                comment.as_mut_ptr(),
-                &mut status,
-            )
-        };
-        if status != 0 {
-            return Err(status_error(status));
-        }
-        // SAFETY: cfitsio NUL-terminates the strings it returns.
-        let (k, v) = unsafe { (CStr::from_ptr(key.as_ptr()), CStr::from_ptr(value.as_ptr())) };
-        let k = k.to_string_lossy();
-        let k = k.strip_prefix("HIERARCH ").unwrap_or(&k).trim().to_string();
-        out.push((k, v.to_string_lossy().into_owned()));
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
-    use aster_processing::image::MaskPlane;
+    use aster_processing::image::{HeaderValue, MaskPlane};
     use aster_processing::wcs::{PixelPosition, Sip, SipPolynomial, SkyCoord};
+
+    use std::path::PathBuf;
 
     use super::*;
 
@@ -470,6 +333,12 @@ mod tests {
         std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
         let err = read_exposure(&cut).unwrap_err();
         assert!(err.to_string().contains("truncated.fits"), "{err}");
+        let mut flipped = bytes.clone();
+        let mid = flipped.len() / 2;
+        flipped[mid] ^= 0x10;
+        let corrupt = dir.join("corrupt.fits");
+        std::fs::write(&corrupt, &flipped).unwrap();
+        assert_eq!(read_exposure(&corrupt).unwrap_err().step, "checksum");
         let junk = dir.join("junk.fits");
         std::fs::write(&junk, b"not a FITS file at all").unwrap();
         assert_eq!(read_exposure(&junk).unwrap_err().step, "open");
@@ -486,7 +355,7 @@ mod tests {
         assert!(!out.exists());
         assert_eq!(
             std::fs::read_dir(&dir).unwrap().count(),
-            3,
+            4,
             "no temporary file left"
         );
     }

@@ -2,9 +2,11 @@
 //! TAP metadata derived from them, the DataFusion query engine, the job store and the query log.
 pub mod catalog;
 pub mod exposure_file;
+pub mod fits_io;
 pub mod formats;
 pub mod jobs;
 pub mod query;
 pub mod querylog;
+pub mod raw_file;
 pub mod schema;
 pub mod tap_schema;
