@@ -134,7 +134,7 @@ impl Background {
 }
 
 /// Median after iteratively dropping values more than 3 sigma (from the MAD) from it.
-fn clipped_median(values: &mut Vec<f32>) -> f32 {
+pub(crate) fn clipped_median(values: &mut Vec<f32>) -> f32 {
     let mut med = median(values);
     for _ in 0..5 {
         let mut dev: Vec<f32> = values.iter().map(|v| (v - med).abs()).collect();
@@ -152,7 +152,7 @@ fn clipped_median(values: &mut Vec<f32>) -> f32 {
     med
 }
 
-fn median(values: &mut [f32]) -> f32 {
+pub(crate) fn median(values: &mut [f32]) -> f32 {
     let mid = values.len() / 2;
     let (_, m, _) = values.select_nth_unstable_by(mid, f32::total_cmp);
     *m

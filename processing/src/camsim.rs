@@ -13,7 +13,7 @@ use crate::camera::{
     ADC_MAX, BAND_WAVELENGTH_NM, Camera, Detector, EXTINCTION, FRINGE_AMPLITUDE, PIXEL_SCALE,
     SKY_BRIGHTNESS, ZERO_POINT_1S, splitmix,
 };
-use crate::image::Image;
+use crate::image::{Image, for_rows};
 use crate::psf::Moments;
 use crate::raw::{ObsType, ObservationInfo, RawAmp, RawExposure, SiteConditions, TelescopeState};
 use crate::scene::Canvas;
@@ -36,6 +36,13 @@ pub enum Light<'a> {
         band: Option<usize>,
         wavelength: f64,
         level: f64,
+    },
+    /// `count` projector spots of `level` electrons a pixel (well above full well), each a
+    /// disc of `radius` pixels at positions drawn from the exposure id.
+    Spots {
+        count: usize,
+        level: f64,
+        radius: f64,
     },
     /// The sky of `visit` with these objects.
     Sky {
@@ -125,6 +132,26 @@ pub fn simulate(camera: &Camera, detector: &Detector, spec: &ExposureSpec, seed:
     // Light falling on the pixels, before their response.
     let (nm, light_level, fringe_level) = match spec.light {
         Light::Closed => (BAND_WAVELENGTH_NM[2], 0.0, 0.0),
+        Light::Spots {
+            count,
+            level,
+            radius,
+        } => {
+            let mut rng = noise_rng(tag, 0x5907);
+            for _ in 0..count {
+                let cx = rng.random_range(radius..size as f64 - radius);
+                let cy = rng.random_range(radius..size as f64 - radius);
+                let r = radius.ceil() as usize;
+                for y in (cy as usize).saturating_sub(r)..(cy as usize + r + 1).min(size) {
+                    for x in (cx as usize).saturating_sub(r)..(cx as usize + r + 1).min(size) {
+                        if (x as f64 - cx).powi(2) + (y as f64 - cy).powi(2) <= radius * radius {
+                            expected[y * size + x] = level;
+                        }
+                    }
+                }
+            }
+            (BAND_WAVELENGTH_NM[2], 0.0, 0.0)
+        }
         Light::Dome {
             wavelength, level, ..
         } => (wavelength, level, 0.0),
@@ -224,7 +251,7 @@ pub fn simulate(camera: &Camera, detector: &Detector, spec: &ExposureSpec, seed:
 fn observation_info(detector: &Detector, spec: &ExposureSpec) -> ObservationInfo {
     let h = |k: u64| (splitmix(spec.exposure_id as u64 ^ k) >> 11) as f64 / (1u64 << 53) as f64;
     let (band, wavelength, telescope, seeing) = match spec.light {
-        Light::Closed => (None, None, None, 0.7 + 0.4 * h(1)),
+        Light::Closed | Light::Spots { .. } => (None, None, None, 0.7 + 0.4 * h(1)),
         Light::Dome {
             band, wavelength, ..
         } => (
@@ -287,23 +314,6 @@ fn observation_info(detector: &Detector, spec: &ExposureSpec) -> ObservationInfo
         cryostat_temperature: -130.0 + 0.5 * (h(11) - 0.5),
         shutter_motion: 0.93 + 0.02 * h(12),
     }
-}
-
-/// Runs `f(row index, row)` over the rows of `data` on every core.
-pub(crate) fn for_rows<T: Send>(data: &mut [T], width: usize, f: impl Fn(usize, &mut [T]) + Sync) {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let rows = data.len() / width.max(1);
-    let per = rows.div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        for (chunk_index, chunk) in data.chunks_mut(per * width).enumerate() {
-            let f = &f;
-            s.spawn(move || {
-                for (i, row) in chunk.chunks_mut(width).enumerate() {
-                    f(chunk_index * per + i, row);
-                }
-            });
-        }
-    });
 }
 
 /// A Poisson deviate of mean `mean`: exact (by inversion) below 40, normal above.
@@ -408,6 +418,12 @@ fn read_out(detector: &Detector, e: &[f64], tag: u64) -> Vec<RawAmp> {
             s
         })
         .collect();
+    // What each amplifier's signal can reach before the converter saturates.
+    let ceilings: Vec<f64> = detector
+        .amps
+        .iter()
+        .map(|a| a.saturation_adu() - a.bias_level)
+        .collect();
     let mut out = Vec::with_capacity(n);
     for (v, amp) in detector.amps.iter().enumerate() {
         let l = &amp.layout;
@@ -415,7 +431,6 @@ fn read_out(detector: &Detector, e: &[f64], tag: u64) -> Vec<RawAmp> {
         let mut rng = noise_rng(tag ^ 0xb1a5, v as u64);
         let drift = 4.0 * gaussian(&mut rng);
         let phase = rng.random_range(0.0..std::f64::consts::TAU);
-        let ceiling = amp.saturation_adu() - amp.bias_level;
         let mut pixels = Vec::with_capacity(w * h);
         let read_noise_adu = amp.read_noise / amp.gain;
         for ry in 0..h {
@@ -428,10 +443,10 @@ fn read_out(detector: &Detector, e: &[f64], tag: u64) -> Vec<RawAmp> {
                     .filter(|&i| i < l.width)
                 {
                     let k = ry * l.width + i;
-                    let mut adu = signal[v][k].min(ceiling);
+                    let mut adu = signal[v][k].min(ceilings[v]);
                     for (s, other) in signal.iter().enumerate() {
                         if s != v {
-                            adu += detector.crosstalk[v * n + s] * other[k].min(ceiling);
+                            adu += detector.crosstalk[v * n + s] * other[k].min(ceilings[s]);
                         }
                     }
                     value += adu + detector.bias_structure(v, rx, ry);

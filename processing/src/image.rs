@@ -257,6 +257,23 @@ impl PhotoCalib {
     }
 }
 
+/// Runs `f(row index, row)` over the rows of `data` on every core.
+pub fn for_rows<T: Send>(data: &mut [T], width: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rows = data.len() / width.max(1);
+    let per = rows.div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        for (chunk_index, chunk) in data.chunks_mut(per * width).enumerate() {
+            let f = &f;
+            s.spawn(move || {
+                for (i, row) in chunk.chunks_mut(width).enumerate() {
+                    f(chunk_index * per + i, row);
+                }
+            });
+        }
+    });
+}
+
 /// A header value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HeaderValue {

@@ -9,11 +9,13 @@
 //! signature), [`camsim`] simulates its raw exposures ([`raw`]), drawing the sky through
 //! [`scene`] with [`galaxy`] profiles.
 pub mod background;
+pub mod calib;
 pub mod camera;
 pub mod camsim;
 pub mod detection;
 pub mod galaxy;
 pub mod image;
+pub mod isr;
 pub mod measurement;
 pub mod psf;
 pub mod raw;

@@ -32,6 +32,10 @@ pub enum ObsType {
     Flat,
     /// The sky.
     Science,
+    /// Dithered exposures of the night sky, for the illumination correction and fringes.
+    SkyFlat,
+    /// Bright spots from the collimated beam projector, for crosstalk.
+    Spot,
 }
 
 impl ObsType {
@@ -41,12 +45,21 @@ impl ObsType {
             Self::Dark => "DARK",
             Self::Flat => "FLAT",
             Self::Science => "SCIENCE",
+            Self::SkyFlat => "SKYFLAT",
+            Self::Spot => "SPOT",
         }
     }
     pub fn from_name(s: &str) -> Option<Self> {
-        [Self::Bias, Self::Dark, Self::Flat, Self::Science]
-            .into_iter()
-            .find(|t| t.name().eq_ignore_ascii_case(s.trim()))
+        [
+            Self::Bias,
+            Self::Dark,
+            Self::Flat,
+            Self::Science,
+            Self::SkyFlat,
+            Self::Spot,
+        ]
+        .into_iter()
+        .find(|t| t.name().eq_ignore_ascii_case(s.trim()))
     }
 }
 
@@ -314,7 +327,7 @@ impl ObservationInfo {
         let obs_type = text("IMGTYPE")?;
         let obs_type = ObsType::from_name(&obs_type).ok_or(RawError::Invalid {
             key: "IMGTYPE",
-            message: format!("'{obs_type}' is none of BIAS, DARK, FLAT, SCIENCE"),
+            message: format!("'{obs_type}' is none of BIAS, DARK, FLAT, SCIENCE, SKYFLAT, SPOT"),
         })?;
         let band = match cards.get("FILTER") {
             None => None,

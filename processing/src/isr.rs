@@ -1,0 +1,606 @@
+//! Instrument signature removal (DMS-REQ-0069): a raw exposure of one CCD becomes a
+//! calibrated image in electrons with mask and variance planes. Per amplifier, the serial
+//! overscan is subtracted row by row (smoothed along the readout) and crosstalk from the
+//! other amplifiers removed in readout order; the segments are assembled and scaled by their
+//! gains; saturated pixels are masked; then the bias residual, the dark current (scaled by
+//! the dark time), the flat field, the illumination correction and the fringe pattern (its
+//! amplitude fitted) are removed, and known defects masked. The variance plane comes from
+//! the signal and the read noise before flat-fielding. The two snaps of a visit are combined
+//! with cosmic rays rejected where they disagree; remaining cosmic rays are found by their
+//! sharpness, and defects, saturated pixels and cosmic rays are interpolated over.
+use crate::camera::PRESCAN;
+use crate::image::{Exposure, HeaderValue, Image, Mask, MaskPlane};
+use crate::raw::{ObservationInfo, RawExposure};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum IsrError {
+    #[error("{step}: the {calibration} calibration is missing")]
+    MissingCalibration {
+        step: &'static str,
+        calibration: &'static str,
+    },
+    #[error("{step}: the {calibration} calibration is {got}, the CCD needs {expected}")]
+    Shape {
+        step: &'static str,
+        calibration: &'static str,
+        got: String,
+        expected: String,
+    },
+    #[error("{step}: {message}")]
+    Invalid { step: &'static str, message: String },
+}
+
+/// Which steps run, and their parameters (DMS-REQ-0305: configurable without recompiling;
+/// the pipeline definition sets them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IsrConfig {
+    pub overscan: bool,
+    /// Rows on each side averaged into each row's overscan level.
+    pub overscan_smoothing: usize,
+    pub crosstalk: bool,
+    pub bias: bool,
+    pub dark: bool,
+    pub flat: bool,
+    pub illumination: bool,
+    pub fringe: bool,
+    pub defects: bool,
+    pub saturation: bool,
+    /// Significance of a snap difference (or of a sharp peak) that marks a cosmic ray.
+    pub cosmic_ray_threshold: f64,
+    pub cosmic_rays: bool,
+    /// Interpolate over BAD, SAT and CR pixels (marking them INTRP).
+    pub interpolate: bool,
+}
+
+impl Default for IsrConfig {
+    /// Everything on: science exposures.
+    fn default() -> Self {
+        Self {
+            overscan: true,
+            overscan_smoothing: 8,
+            crosstalk: true,
+            bias: true,
+            dark: true,
+            flat: true,
+            illumination: true,
+            fringe: true,
+            defects: true,
+            saturation: true,
+            cosmic_ray_threshold: 5.0,
+            cosmic_rays: true,
+            interpolate: true,
+        }
+    }
+}
+
+impl IsrConfig {
+    /// Overscan subtraction, assembly, gains and saturation only: where building each
+    /// calibration product starts, switching on the products that already exist.
+    pub fn overscan_only() -> Self {
+        Self {
+            crosstalk: false,
+            bias: false,
+            dark: false,
+            flat: false,
+            illumination: false,
+            fringe: false,
+            defects: false,
+            cosmic_rays: false,
+            interpolate: false,
+            ..Self::default()
+        }
+    }
+}
+
+/// The calibration products ISR uses, each for this CCD (and filter).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IsrCalibrations<'a> {
+    /// `crosstalk[victim * n + source]` for the n amplifiers.
+    pub crosstalk: Option<&'a [f64]>,
+    /// Bias residual after overscan, electrons.
+    pub bias: Option<&'a Image<f32>>,
+    /// Dark current, electrons per second.
+    pub dark: Option<&'a Image<f32>>,
+    /// Flat field, mean 1.
+    pub flat: Option<&'a Image<f32>>,
+    /// Illumination correction (sky over dome), mean 1.
+    pub illumination: Option<&'a Image<f32>>,
+    /// Fringe pattern, as a fraction of the sky level.
+    pub fringe: Option<&'a Image<f32>>,
+    /// Bad pixel map: non-zero bits mark defects.
+    pub defects: Option<&'a Image<i32>>,
+}
+
+/// Removes the instrument signature from one raw exposure (one snap), leaving cosmic
+/// rays and interpolation to [`combine_snaps`] and [`finish`].
+pub fn isr_snap(
+    raw: &RawExposure,
+    calibs: &IsrCalibrations,
+    config: &IsrConfig,
+) -> Result<Exposure, IsrError> {
+    raw.validate().map_err(|e| IsrError::Invalid {
+        step: "assembly",
+        message: e.to_string(),
+    })?;
+    let size = raw.info.ccd_size;
+    let n = raw.amps.len();
+    let (mut signal, ceilings) =
+        overscan_subtracted(raw, config.overscan.then_some(config.overscan_smoothing));
+    // Saturation, in raw ADU, before anything changes the values.
+    let mut mask = Mask::new(size, size);
+    if config.saturation {
+        for a in &raw.amps {
+            let l = &a.layout;
+            for ry in 0..l.height {
+                for (i, &v) in a.pixels.row(ry)[PRESCAN..PRESCAN + l.width]
+                    .iter()
+                    .enumerate()
+                {
+                    if v as f64 >= a.saturation - 1.0
+                        && let Some((x, y)) = l.to_ccd(PRESCAN + i, ry)
+                    {
+                        mask.set(x, y, MaskPlane::Sat);
+                    }
+                }
+            }
+        }
+    }
+    if config.crosstalk {
+        let c = calibs.crosstalk.ok_or(IsrError::MissingCalibration {
+            step: "crosstalk",
+            calibration: "crosstalk matrix",
+        })?;
+        if c.len() != n * n {
+            return Err(IsrError::Shape {
+                step: "crosstalk",
+                calibration: "crosstalk matrix",
+                got: format!("{} coefficients", c.len()),
+                expected: format!("{n} x {n}"),
+            });
+        }
+        let sources = signal.clone();
+        for (v, victim) in signal.iter_mut().enumerate() {
+            for (s, source) in sources.iter().enumerate() {
+                let k = c[v * n + s] as f32;
+                if s == v || k == 0.0 || source.len() != victim.len() {
+                    continue;
+                }
+                // A saturated source leaks only what it held when it saturated.
+                let ceiling = ceilings[s];
+                for (out, &src) in victim.iter_mut().zip(source) {
+                    *out -= k * src.min(ceiling);
+                }
+            }
+        }
+    }
+    // Assemble into electrons, with the variance of the signal and read noise.
+    let mut image = Image::filled(size, size, 0.0f32);
+    let mut variance = Image::filled(size, size, 0.0f32);
+    for (a, s) in raw.amps.iter().zip(&signal) {
+        let l = &a.layout;
+        let (gain, rn2) = (a.gain as f32, (a.read_noise * a.read_noise) as f32);
+        for ry in 0..l.height {
+            for i in 0..l.width {
+                let (x, y) = l.to_ccd(PRESCAN + i, ry).expect("a data pixel");
+                let e = s[ry * l.width + i] * gain;
+                image.set(x, y, e);
+                variance.set(x, y, e.max(0.0) + rn2);
+            }
+        }
+    }
+    let shape = |step: &'static str, calibration: &'static str, w: usize, h: usize| {
+        if (w, h) == (size, size) {
+            Ok(())
+        } else {
+            Err(IsrError::Shape {
+                step,
+                calibration,
+                got: format!("{w} x {h}"),
+                expected: format!("{size} x {size}"),
+            })
+        }
+    };
+    let pixels = image.data_mut();
+    if config.bias {
+        let b = calibs.bias.ok_or(IsrError::MissingCalibration {
+            step: "bias",
+            calibration: "bias",
+        })?;
+        shape("bias", "bias", b.width(), b.height())?;
+        for (p, &v) in pixels.iter_mut().zip(b.data()) {
+            *p -= v;
+        }
+    }
+    if config.dark {
+        let d = calibs.dark.ok_or(IsrError::MissingCalibration {
+            step: "dark",
+            calibration: "dark",
+        })?;
+        shape("dark", "dark", d.width(), d.height())?;
+        let t = raw.info.dark_time as f32;
+        for (p, &v) in pixels.iter_mut().zip(d.data()) {
+            *p -= v * t;
+        }
+    }
+    let mut divide = |step: &'static str, f: &Image<f32>| -> Result<(), IsrError> {
+        shape(step, step, f.width(), f.height())?;
+        for ((p, var), &v) in pixels
+            .iter_mut()
+            .zip(variance.data_mut().iter_mut())
+            .zip(f.data())
+        {
+            if v > 0.05 && v.is_finite() {
+                *p /= v;
+                *var /= v * v;
+            } else {
+                *p = 0.0;
+            }
+        }
+        Ok(())
+    };
+    if config.flat {
+        let f = calibs.flat.ok_or(IsrError::MissingCalibration {
+            step: "flat",
+            calibration: "flat",
+        })?;
+        divide("flat", f)?;
+    }
+    let on_sky = raw.info.telescope.is_some();
+    if config.illumination && on_sky {
+        let f = calibs.illumination.ok_or(IsrError::MissingCalibration {
+            step: "illumination",
+            calibration: "illumination correction",
+        })?;
+        divide("illumination", f)?;
+    }
+    // Flat-field bad pixels (response near zero) carry no signal.
+    if let Some(f) = calibs.flat.filter(|_| config.flat) {
+        for (i, &v) in f.data().iter().enumerate() {
+            if !(v > 0.05 && v.is_finite()) {
+                mask.set(i % size, i / size, MaskPlane::Bad);
+            }
+        }
+    }
+    if config.defects {
+        let d = calibs.defects.ok_or(IsrError::MissingCalibration {
+            step: "defects",
+            calibration: "bad pixel map",
+        })?;
+        shape("defects", "bad pixel map", d.width(), d.height())?;
+        for (i, &bits) in d.data().iter().enumerate() {
+            if bits != 0 {
+                mask.set(i % size, i / size, MaskPlane::Bad);
+            }
+        }
+    }
+    let mut exposure = Exposure::new(image, mask, variance).expect("one shape");
+    let fringe_band = raw
+        .info
+        .band
+        .is_some_and(|b| crate::camera::FRINGE_AMPLITUDE[b] >= 0.01);
+    if config.fringe && on_sky && fringe_band {
+        let f = calibs.fringe.ok_or(IsrError::MissingCalibration {
+            step: "fringe",
+            calibration: "fringe frame",
+        })?;
+        shape("fringe", "fringe frame", f.width(), f.height())?;
+        let amplitude = fit_fringe(&exposure, f);
+        let (pixels, _, _) = exposure.planes_mut();
+        for (p, &v) in pixels.iter_mut().zip(f.data()) {
+            *p -= (amplitude * v as f64) as f32;
+        }
+        exposure
+            .metadata
+            .insert("FRNGAMP".into(), HeaderValue::Float(amplitude));
+    }
+    for (key, value, _) in raw.info.to_cards() {
+        exposure.metadata.insert(key.to_string(), value);
+    }
+    exposure.wcs = raw.info.nominal_wcs();
+    Ok(exposure)
+}
+
+/// Every amplifier's data section minus its overscan (when `smooth` is given: rows averaged
+/// on each side), in readout order (ADU), and the signal at which each saturates.
+pub fn overscan_subtracted(raw: &RawExposure, smooth: Option<usize>) -> (Vec<Vec<f32>>, Vec<f32>) {
+    raw.amps
+        .iter()
+        .map(|a| {
+            let l = &a.layout;
+            let levels = match smooth {
+                Some(smooth) => overscan_levels(a, smooth),
+                None => vec![0.0; l.height],
+            };
+            let mut s = Vec::with_capacity(l.width * l.height);
+            for (ry, level) in levels.iter().enumerate() {
+                let row = &a.pixels.row(ry)[PRESCAN..PRESCAN + l.width];
+                s.extend(row.iter().map(|&v| v as f32 - level));
+            }
+            let mean = levels.iter().sum::<f32>() / levels.len().max(1) as f32;
+            (s, a.saturation as f32 - mean)
+        })
+        .unzip()
+}
+
+/// Each row's overscan level of one amplifier: the clipped mean of its serial overscan
+/// (skipping the first columns, which trail charge), averaged over ±`smooth` rows.
+fn overscan_levels(a: &crate::raw::RawAmp, smooth: usize) -> Vec<f32> {
+    let l = &a.layout;
+    let first = PRESCAN + l.width + 2;
+    let rows: Vec<f32> = (0..l.height)
+        .map(|ry| {
+            let mut v: Vec<f32> = a.pixels.row(ry)[first..]
+                .iter()
+                .map(|&p| p as f32)
+                .collect();
+            if v.is_empty() {
+                return 0.0;
+            }
+            let med = crate::background::median(&mut v.clone());
+            let mut dev: Vec<f32> = v.iter().map(|x| (x - med).abs()).collect();
+            let sigma = 1.4826 * crate::background::median(&mut dev).max(0.5);
+            v.retain(|x| (x - med).abs() <= 4.0 * sigma);
+            v.iter().sum::<f32>() / v.len().max(1) as f32
+        })
+        .collect();
+    (0..rows.len())
+        .map(|i| {
+            let (lo, hi) = (i.saturating_sub(smooth), (i + smooth + 1).min(rows.len()));
+            rows[lo..hi].iter().sum::<f32>() / (hi - lo) as f32
+        })
+        .collect()
+}
+
+/// The fringe amplitude (electrons per unit of the pattern) in `e`: least squares of the
+/// image against the pattern with a plane for the sky, over unmasked pixels free of
+/// sources (within 3 sigma of the median), on a sparse grid.
+fn fit_fringe(e: &Exposure, fringe: &Image<f32>) -> f64 {
+    let (w, h) = (e.width(), e.height());
+    let mut sample: Vec<f32> = (0..h)
+        .step_by(3)
+        .flat_map(|y| (0..w).step_by(3).map(move |x| (x, y)))
+        .filter_map(|(x, y)| e.image().get(x, y))
+        .collect();
+    let med = crate::background::median(&mut sample) as f64;
+    let sigma = (med.max(1.0)).sqrt() * 1.5;
+    // Normal equations of [1, x, y, fringe].
+    let mut a = [0.0f64; 16];
+    let mut b = [0.0f64; 4];
+    let bad = MaskPlane::Bad.bit() | MaskPlane::Sat.bit();
+    for y in (0..h).step_by(2) {
+        for x in (0..w).step_by(2) {
+            let v = e.image().get(x, y).unwrap_or(f32::NAN) as f64;
+            if !v.is_finite() || (v - med).abs() > 3.0 * sigma + 0.1 * med {
+                continue;
+            }
+            if e.mask().bits().get(x, y).unwrap_or(0) & bad != 0 {
+                continue;
+            }
+            let row = [
+                1.0,
+                x as f64 / w as f64 - 0.5,
+                y as f64 / h as f64 - 0.5,
+                fringe.get(x, y).unwrap_or(0.0) as f64,
+            ];
+            for i in 0..4 {
+                b[i] += row[i] * v;
+                for j in 0..4 {
+                    a[i * 4 + j] += row[i] * row[j];
+                }
+            }
+        }
+    }
+    crate::galaxy::solve(a.to_vec(), b.to_vec()).map_or(0.0, |s| s[3])
+}
+
+/// Combines the two snaps of a visit (DMS-REQ-0069): where they differ by more than
+/// `threshold` sigma the higher one holds a cosmic ray, so twice the lower is used and the
+/// pixel is marked CR; elsewhere the sum. Times and exposure time span both snaps.
+pub fn combine_snaps(
+    first: &Exposure,
+    second: &Exposure,
+    threshold: f64,
+) -> Result<Exposure, IsrError> {
+    if (first.width(), first.height()) != (second.width(), second.height()) {
+        return Err(IsrError::Invalid {
+            step: "snap combination",
+            message: "the snaps have different shapes".into(),
+        });
+    }
+    let mut out = first.clone();
+    let (w, _) = (first.width(), first.height());
+    let (pixels, mask, variance) = out.planes_mut();
+    let (b, bm, bv) = (
+        second.image().data(),
+        second.mask().bits().data(),
+        second.variance().data(),
+    );
+    let t = threshold as f32;
+    for i in 0..pixels.len() {
+        let (a, av) = (pixels[i], variance[i]);
+        let diff = a - b[i];
+        let sigma = (av + bv[i]).max(1e-6).sqrt();
+        if diff.abs() > t * sigma + 0.05 * a.abs().min(b[i].abs()) {
+            pixels[i] = 2.0 * a.min(b[i]);
+            variance[i] = 4.0 * if a < b[i] { av } else { bv[i] };
+            mask.set(i % w, i / w, MaskPlane::Cr);
+        } else {
+            pixels[i] = a + b[i];
+            variance[i] = av + bv[i];
+        }
+    }
+    for (i, &bits) in bm.iter().enumerate() {
+        if bits != 0 {
+            let x = mask.bits().get(i % w, i / w).unwrap_or(0) | bits;
+            for p in MaskPlane::ALL {
+                if x & p.bit() != 0 {
+                    mask.set(i % w, i / w, p);
+                }
+            }
+        }
+    }
+    if let (Ok(a), Ok(b)) = (
+        ObservationInfo::from_cards(&first.metadata),
+        ObservationInfo::from_cards(&second.metadata),
+    ) {
+        let m = &mut out.metadata;
+        m.insert(
+            "EXPTIME".into(),
+            HeaderValue::Float(a.exposure_time + b.exposure_time),
+        );
+        m.insert(
+            "DARKTIME".into(),
+            HeaderValue::Float(a.dark_time + b.dark_time),
+        );
+        m.insert("MJD-END".into(), HeaderValue::Float(b.tai_end));
+        m.insert(
+            "DATE-END".into(),
+            HeaderValue::Text(crate::raw::mjd_to_iso(b.tai_end)),
+        );
+    }
+    out.metadata.insert("NSNAPS".into(), HeaderValue::Int(2));
+    out.metadata.remove("SNAP");
+    Ok(out)
+}
+
+/// Finds cosmic rays left on `e` (hits in both snaps, or single exposures): pixels more
+/// than `threshold` sigma above the local background whose excess is much larger than
+/// their neighbours' (sharper than any PSF of `psf_sigma` pixels), grown to the adjacent
+/// significant pixels. Returns how many pixels were marked CR.
+pub fn find_cosmic_rays(e: &mut Exposure, psf_sigma: f64, threshold: f64) -> usize {
+    let (w, h) = (e.width(), e.height());
+    // A star's peak exceeds its 4-neighbour mean by exp(1 / (2 sigma²)) at most; demand
+    // well over that, and at least 1.6.
+    let sharpness = ((1.0 / (2.0 * psf_sigma * psf_sigma)).exp() * 1.25).max(1.6) as f32;
+    let img = e.image().clone();
+    let var = e.variance().clone();
+    let t = threshold as f32;
+    // Core pixels with the background around them.
+    let mut hits: Vec<(usize, usize, f32)> = Vec::new();
+    for y in 1..h.saturating_sub(1) {
+        for x in 1..w.saturating_sub(1) {
+            let p = img.get(x, y).unwrap_or(0.0);
+            let sigma = var.get(x, y).unwrap_or(1.0).max(1e-6).sqrt();
+            // Background from the ring at distance 3.
+            let mut ring = [
+                img.get(x.saturating_sub(3), y).unwrap_or(p),
+                img.get((x + 3).min(w - 1), y).unwrap_or(p),
+                img.get(x, y.saturating_sub(3)).unwrap_or(p),
+                img.get(x, (y + 3).min(h - 1)).unwrap_or(p),
+            ];
+            ring.sort_by(f32::total_cmp);
+            let bkg = (ring[1] + ring[2]) / 2.0;
+            if p - bkg < t * sigma {
+                continue;
+            }
+            let n = [
+                img.get(x - 1, y).unwrap_or(0.0),
+                img.get(x + 1, y).unwrap_or(0.0),
+                img.get(x, y - 1).unwrap_or(0.0),
+                img.get(x, y + 1).unwrap_or(0.0),
+            ];
+            let neighbours = n.iter().sum::<f32>() / 4.0 - bkg;
+            if p - bkg > sharpness * neighbours.max(0.0) + t * sigma * 0.5 {
+                hits.push((x, y, bkg));
+            }
+        }
+    }
+    let mut marked = 0;
+    let mask = e.planes_mut().1;
+    let sat = MaskPlane::Sat.bit();
+    for &(x, y, bkg) in &hits {
+        for (dx, dy) in [(0i64, 0i64), (-1, 0), (1, 0), (0, -1), (0, 1)] {
+            let (xx, yy) = (x as i64 + dx, y as i64 + dy);
+            if xx < 0 || yy < 0 || xx >= w as i64 || yy >= h as i64 {
+                continue;
+            }
+            let (xx, yy) = (xx as usize, yy as usize);
+            let significant = (dx, dy) == (0, 0)
+                || img.get(xx, yy).unwrap_or(0.0) - bkg
+                    > 0.6 * t * var.get(xx, yy).unwrap_or(1.0).max(1e-6).sqrt();
+            if significant && mask.bits().get(xx, yy).unwrap_or(0) & sat == 0 {
+                marked += usize::from(!mask.any(xx, yy, &[MaskPlane::Cr]));
+                mask.set(xx, yy, MaskPlane::Cr);
+            }
+        }
+    }
+    marked
+}
+
+/// Replaces pixels in the BAD, SAT and CR planes by linear interpolation along their row
+/// between the nearest good pixels (defects and bleed trails run along columns), marking
+/// them INTRP and giving them a large variance.
+pub fn interpolate_masked(e: &mut Exposure) {
+    let w = e.width();
+    let bad = MaskPlane::Bad.bit() | MaskPlane::Sat.bit() | MaskPlane::Cr.bit();
+    let (pixels, mask, variance) = e.planes_mut();
+    let bits = mask.bits().data().to_vec();
+    let mut interpolated = Vec::new();
+    for (y, row) in pixels.chunks_mut(w).enumerate() {
+        let brow = &bits[y * w..(y + 1) * w];
+        let mut x = 0;
+        while x < w {
+            if brow[x] & bad == 0 {
+                x += 1;
+                continue;
+            }
+            let start = x;
+            while x < w && brow[x] & bad != 0 {
+                x += 1;
+            }
+            let left = start.checked_sub(1).map(|i| row[i]);
+            let right = (x < w).then(|| row[x]);
+            for (j, pixel) in row[start..x].iter_mut().enumerate() {
+                *pixel = match (left, right) {
+                    (Some(l), Some(r)) => {
+                        let f = (j + 1) as f32 / (x - start + 1) as f32;
+                        l + f * (r - l)
+                    }
+                    (Some(v), None) | (None, Some(v)) => v,
+                    (None, None) => 0.0,
+                };
+                interpolated.push(y * w + start + j);
+            }
+        }
+    }
+    for i in interpolated {
+        mask.set(i % w, i / w, MaskPlane::Intrp);
+        variance[i] = variance[i].max(1.0) * 1e4;
+    }
+}
+
+/// A visit's processed image from its raw snaps (one or two) of one CCD: ISR of each,
+/// snaps combined, remaining cosmic rays found, and masked pixels interpolated.
+pub fn process_visit(
+    snaps: &[RawExposure],
+    calibs: &IsrCalibrations,
+    config: &IsrConfig,
+) -> Result<Exposure, IsrError> {
+    let mut images = snaps
+        .iter()
+        .map(|r| isr_snap(r, calibs, config))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut e = match images.len() {
+        1 => images.pop().expect("one"),
+        2 => combine_snaps(&images[0], &images[1], config.cosmic_ray_threshold)?,
+        n => {
+            return Err(IsrError::Invalid {
+                step: "snap combination",
+                message: format!("{n} snaps; a visit has one or two"),
+            });
+        }
+    };
+    if config.cosmic_rays {
+        // Seeing from the site monitor sets how sharp a star can be.
+        let seeing = match e.metadata.get("SEEING") {
+            Some(HeaderValue::Float(s)) if *s > 0.0 => *s,
+            _ => 0.6,
+        };
+        let sigma = seeing / crate::camera::PIXEL_SCALE / 2.3548;
+        find_cosmic_rays(&mut e, sigma, config.cosmic_ray_threshold);
+    }
+    if config.interpolate {
+        interpolate_masked(&mut e);
+    }
+    Ok(e)
+}
