@@ -1,5 +1,6 @@
 //! Aster's stores and its query engine: the HATS catalog store, table schemas (Felis) and the
 //! TAP metadata derived from them, the DataFusion query engine, the job store and the query log.
+pub mod calib_file;
 pub mod catalog;
 pub mod exposure_file;
 pub mod fits_io;

@@ -1005,3 +1005,23 @@ fn used(calibs: &IsrCalibrations) -> Vec<CalibType> {
     .filter_map(|(on, t)| on.then_some(t))
     .collect()
 }
+
+/// Any calibration product, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CalibProduct {
+    Image(CalibImage),
+    Cube(MonoFlatCube),
+    Crosstalk(CrosstalkMatrix),
+    Defects(DefectMap),
+}
+
+impl CalibProduct {
+    pub fn provenance(&self) -> &Provenance {
+        match self {
+            Self::Image(c) => &c.provenance,
+            Self::Cube(c) => &c.provenance,
+            Self::Crosstalk(c) => &c.provenance,
+            Self::Defects(c) => &c.provenance,
+        }
+    }
+}
