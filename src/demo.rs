@@ -2,14 +2,9 @@
 //! cadence) measured into the survey's catalogs (`dp`: Object, Source, ForcedSource, Visit,
 //! CcdVisit; `ap`: DiaObject, DiaSource, DiaForcedSource, SSObject) in the catalog store.
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use arrow::array::{
-    ArrayRef, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch,
-    StringArray, TimestampMicrosecondArray,
-};
-use arrow::datatypes::{Field, Schema};
+use arrow::array::RecordBatch;
 use aster_archive::catalog::{CatalogStore, DEFAULT_MAX_ROWS};
 use aster_archive::schema::builtin_schemas;
 use aster_processing::sky::{
@@ -18,58 +13,13 @@ use aster_processing::sky::{
 };
 use rand::Rng;
 
+use crate::tables::Columns;
+
 #[derive(Debug, Clone, Copy)]
 pub struct DemoSpec {
     pub objects: u64,
     pub visits: u64,
     pub seed: u64,
-}
-
-/// Columns of one batch, by name; the store fills the table's other columns with nulls.
-#[derive(Default)]
-struct Columns(Vec<(String, ArrayRef)>);
-
-impl Columns {
-    fn f64(&mut self, name: impl Into<String>, v: Vec<Option<f64>>) -> &mut Self {
-        self.0.push((name.into(), Arc::new(Float64Array::from(v))));
-        self
-    }
-    fn f32(&mut self, name: impl Into<String>, v: Vec<Option<f32>>) -> &mut Self {
-        self.0.push((name.into(), Arc::new(Float32Array::from(v))));
-        self
-    }
-    fn i64(&mut self, name: impl Into<String>, v: Vec<Option<i64>>) -> &mut Self {
-        self.0.push((name.into(), Arc::new(Int64Array::from(v))));
-        self
-    }
-    fn i32(&mut self, name: impl Into<String>, v: Vec<Option<i32>>) -> &mut Self {
-        self.0.push((name.into(), Arc::new(Int32Array::from(v))));
-        self
-    }
-    fn str(&mut self, name: impl Into<String>, v: Vec<Option<String>>) -> &mut Self {
-        self.0.push((name.into(), Arc::new(StringArray::from(v))));
-        self
-    }
-    fn bool(&mut self, name: impl Into<String>, v: Vec<Option<bool>>) -> &mut Self {
-        self.0.push((name.into(), Arc::new(BooleanArray::from(v))));
-        self
-    }
-    fn ts(&mut self, name: impl Into<String>, v: Vec<Option<i64>>) -> &mut Self {
-        self.0
-            .push((name.into(), Arc::new(TimestampMicrosecondArray::from(v))));
-        self
-    }
-    fn batch(self) -> Result<RecordBatch> {
-        let fields: Vec<Field> = self
-            .0
-            .iter()
-            .map(|(n, a)| Field::new(n.as_str(), a.data_type().clone(), true))
-            .collect();
-        Ok(RecordBatch::try_new(
-            Arc::new(Schema::new(fields)),
-            self.0.into_iter().map(|(_, a)| a).collect(),
-        )?)
-    }
 }
 
 fn mjd_to_unix_us(mjd: f64) -> i64 {

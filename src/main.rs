@@ -5,6 +5,8 @@ mod config;
 mod demo;
 mod pipeline;
 mod server;
+mod simulate;
+mod tables;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -69,10 +71,25 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
-    /// Simulated images.
+    /// Simulate a survey into the data directory: raw files of calibration exposures and
+    /// visits (two snaps each) for every CCD, a reference catalogue and the truth.
     Simulate {
         #[command(subcommand)]
-        command: SimulateCommand,
+        command: Option<SimulateCommand>,
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+        /// Visits (each two 15 s snaps), cycling through the bands.
+        #[arg(long, default_value_t = 6)]
+        visits: usize,
+        /// CCDs of the focal plane (1 to 9).
+        #[arg(long, default_value_t = 1)]
+        ccds: usize,
+        /// CCD width and height, pixels (a multiple of 64).
+        #[arg(long, default_value_t = 2048)]
+        ccd_size: usize,
+        /// Objects per square degree.
+        #[arg(long, default_value_t = 60_000.0)]
+        density: f64,
     },
     /// Science pipelines.
     Pipeline {
@@ -215,14 +232,32 @@ fn main() -> Result<()> {
                 command: BenchCommand::Tap { url, repeat },
             } => bench::tap(&url, repeat).await,
             Command::Simulate {
+                command: None,
+                seed,
+                visits,
+                ccds,
+                ccd_size,
+                density,
+            } => simulate::simulate_survey(
+                &config.data_dir,
+                &simulate::SurveySpec {
+                    seed,
+                    visits,
+                    ccds,
+                    ccd_size,
+                    density,
+                },
+            ),
+            Command::Simulate {
                 command:
-                    SimulateCommand::Ccd {
+                    Some(SimulateCommand::Ccd {
                         output,
                         size,
                         band,
                         seed,
                         objects,
-                    },
+                    }),
+                ..
             } => {
                 let band = aster_processing::sky::BANDS
                     .iter()

@@ -1,7 +1,7 @@
 //! `aster simulate ccd` and `aster pipeline single-frame`: a calibrated CCD of the demo sky
 //! with its truth, and single-frame measurement of an exposure file into a Source table
 //! (Parquet, fluxes in nJy) beside the processed image.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -12,6 +12,8 @@ use aster_processing::detection::DetectionConfig;
 use aster_processing::render::{TruthEntry, render};
 use aster_processing::single_frame::{Source, process};
 use aster_processing::sky::{self, Footprint, SimVisit};
+
+use crate::tables::write_parquet;
 
 /// Renders `size` x `size` pixels of the demo sky (seed `seed`) at its centre as seen by
 /// the demo cadence's first visit in `band`, writing the exposure and its truth table.
@@ -41,7 +43,7 @@ pub fn simulate_ccd(
     let (exposure, truth) = render(&visit, footprint.ra, footprint.dec, size, &near, seed);
     write_exposure(output, &exposure)?;
     let truth_path = output.with_extension("truth.parquet");
-    write_parquet(&truth_path, truth_batch(&truth, &visit)?)?;
+    write_parquet(&truth_path, &[truth_batch(&truth, &visit)?])?;
     println!(
         "wrote {} ({} x {} px, visit {}, band {}) and {} ({} objects)",
         output.display(),
@@ -70,7 +72,7 @@ pub fn single_frame(image: &Path, output: &Path) -> Result<()> {
     let calexp = output.join(format!("{stem}.calexp.fits"));
     write_exposure(&calexp, &exposure)?;
     let table = output.join(format!("{stem}.sources.parquet"));
-    write_parquet(&table, sources_batch(&sources)?)?;
+    write_parquet(&table, &[sources_batch(&sources)?])?;
     println!(
         "{} sources -> {}, {}",
         sources.len(),
@@ -227,15 +229,4 @@ fn truth_batch(truth: &[TruthEntry], visit: &SimVisit) -> Result<RecordBatch> {
         Arc::new(truth.iter().map(|_| visit.visit).collect::<Int64Array>()),
     ];
     Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
-}
-
-fn write_parquet(path: &Path, batch: RecordBatch) -> Result<()> {
-    let tmp: PathBuf = path.with_extension("parquet.tmp");
-    let file =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)?;
-    w.write(&batch)?;
-    w.close()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }

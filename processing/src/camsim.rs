@@ -399,7 +399,6 @@ fn bleed(e: &mut [f64], detector: &Detector) {
 /// Reads the electrons out through every amplifier into raw segments.
 fn read_out(detector: &Detector, e: &[f64], tag: u64) -> Vec<RawAmp> {
     let size = detector.size;
-    let n = detector.amps.len();
     // Signal in ADU at each raw data pixel, amplifier by amplifier, in readout order.
     let signal: Vec<Vec<f64>> = detector
         .amps
@@ -424,45 +423,70 @@ fn read_out(detector: &Detector, e: &[f64], tag: u64) -> Vec<RawAmp> {
         .iter()
         .map(|a| a.saturation_adu() - a.bias_level)
         .collect();
-    let mut out = Vec::with_capacity(n);
-    for (v, amp) in detector.amps.iter().enumerate() {
-        let l = &amp.layout;
-        let (w, h) = (l.raw_width(), l.raw_height());
-        let mut rng = noise_rng(tag ^ 0xb1a5, v as u64);
-        let drift = 4.0 * gaussian(&mut rng);
-        let phase = rng.random_range(0.0..std::f64::consts::TAU);
-        let mut pixels = Vec::with_capacity(w * h);
-        let read_noise_adu = amp.read_noise / amp.gain;
-        for ry in 0..h {
-            // A slow drift along the readout that the overscan follows row by row.
-            let level = amp.bias_level + drift + 0.8 * (ry as f64 / 150.0 + phase).sin();
-            for rx in 0..w {
-                let mut value = level + read_noise_adu * gaussian(&mut rng);
-                if let Some(i) = (rx >= crate::camera::PRESCAN && ry < l.height)
-                    .then(|| rx - crate::camera::PRESCAN)
-                    .filter(|&i| i < l.width)
-                {
-                    let k = ry * l.width + i;
-                    let mut adu = signal[v][k].min(ceilings[v]);
-                    for (s, other) in signal.iter().enumerate() {
-                        if s != v {
-                            adu += detector.crosstalk[v * n + s] * other[k].min(ceilings[s]);
-                        }
+    // Amplifiers are read out in parallel, each with its own generator.
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = detector
+            .amps
+            .iter()
+            .enumerate()
+            .map(|(v, amp)| {
+                let (signal, ceilings) = (&signal, &ceilings);
+                scope.spawn(move || read_amp(detector, v, amp, signal, ceilings, tag))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("an amplifier's readout"))
+            .collect()
+    })
+}
+
+/// One amplifier's raw segment: bias level with drift and structure, its signal and the
+/// crosstalk of the others, read noise, digitised.
+fn read_amp(
+    detector: &Detector,
+    v: usize,
+    amp: &crate::camera::Amplifier,
+    signal: &[Vec<f64>],
+    ceilings: &[f64],
+    tag: u64,
+) -> RawAmp {
+    let n = detector.amps.len();
+    let l = &amp.layout;
+    let (w, h) = (l.raw_width(), l.raw_height());
+    let mut rng = noise_rng(tag ^ 0xb1a5, v as u64);
+    let drift = 4.0 * gaussian(&mut rng);
+    let phase = rng.random_range(0.0..std::f64::consts::TAU);
+    let mut pixels = Vec::with_capacity(w * h);
+    let read_noise_adu = amp.read_noise / amp.gain;
+    for ry in 0..h {
+        // A slow drift along the readout that the overscan follows row by row.
+        let level = amp.bias_level + drift + 0.8 * (ry as f64 / 150.0 + phase).sin();
+        for rx in 0..w {
+            let mut value = level + read_noise_adu * gaussian(&mut rng);
+            if let Some(i) = (rx >= crate::camera::PRESCAN && ry < l.height)
+                .then(|| rx - crate::camera::PRESCAN)
+                .filter(|&i| i < l.width)
+            {
+                let k = ry * l.width + i;
+                let mut adu = signal[v][k].min(ceilings[v]);
+                for (s, other) in signal.iter().enumerate() {
+                    if s != v {
+                        adu += detector.crosstalk[v * n + s] * other[k].min(ceilings[s]);
                     }
-                    value += adu + detector.bias_structure(v, rx, ry);
                 }
-                pixels.push(value.round().clamp(0.0, ADC_MAX) as u16);
+                value += adu + detector.bias_structure(v, rx, ry);
             }
+            pixels.push(value.round().clamp(0.0, ADC_MAX) as u16);
         }
-        out.push(RawAmp {
-            layout: l.clone(),
-            gain: amp.gain,
-            read_noise: amp.read_noise,
-            saturation: amp.saturation_adu(),
-            pixels: Image::from_vec(w, h, pixels).expect("the raw segment's shape"),
-        });
     }
-    out
+    RawAmp {
+        layout: l.clone(),
+        gain: amp.gain,
+        read_noise: amp.read_noise,
+        saturation: amp.saturation_adu(),
+        pixels: Image::from_vec(w, h, pixels).expect("the raw segment's shape"),
+    }
 }
 
 #[cfg(test)]
