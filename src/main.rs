@@ -1,6 +1,7 @@
 //! The `aster` command: serve the archive, build the demo release, import catalogs, check
 //! ADQL, benchmark the TAP service, simulate CCD images and measure them.
 mod bench;
+mod calibrate;
 mod config;
 mod demo;
 mod pipeline;
@@ -91,6 +92,11 @@ enum Command {
         #[arg(long, default_value_t = 60_000.0)]
         density: f64,
     },
+    /// Calibration products.
+    Calib {
+        #[command(subcommand)]
+        command: CalibCommand,
+    },
     /// Science pipelines.
     Pipeline {
         #[command(subcommand)]
@@ -116,6 +122,13 @@ enum SimulateCommand {
         #[arg(long, default_value_t = 100_000)]
         objects: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum CalibCommand {
+    /// Build every missing calibration product of every CCD from the raw calibration
+    /// exposures in the data directory, into calib/<type>/.
+    Build,
 }
 
 #[derive(Subcommand)]
@@ -265,6 +278,9 @@ fn main() -> Result<()> {
                     .with_context(|| format!("--band {band}: expected one of u g r i z y"))?;
                 pipeline::simulate_ccd(&output, size, seed, band, objects)
             }
+            Command::Calib {
+                command: CalibCommand::Build,
+            } => calibrate::build_all(&config.data_dir),
             Command::Pipeline {
                 command: PipelineCommand::SingleFrame { image, output },
             } => pipeline::single_frame(&image, &output),

@@ -53,7 +53,7 @@ const PLAN: CalibPlan = CalibPlan {
     dark_time: 60.0,
     flats_per_band: 3,
     mono_wavelengths: &[400.0, 550.0, 700.0, 850.0, 1000.0],
-    flats_per_wavelength: 2,
+    flats_per_wavelength: 3,
     spots: 3,
     sky_flats_per_band: 4,
 };

@@ -95,8 +95,8 @@ const STRUCTURAL: &[&str] = &[
     "CHECKSUM", "DATASUM",
 ];
 
-/// Reads a raw file written by [`write_raw`].
-pub fn read_raw(path: &Path) -> Result<RawExposure> {
+/// The observation metadata of a raw file, without reading its pixels.
+pub fn read_raw_info(path: &Path) -> Result<ObservationInfo> {
     let fail =
         |step: &'static str| move |e: &dyn std::fmt::Display| FitsFileError::new(path, step, e);
     let mut f = FitsFile::open(path).map_err(|e| fail("open")(&e))?;
@@ -108,7 +108,15 @@ pub fn read_raw(path: &Path) -> Result<RawExposure> {
         .filter(|(k, _)| !STRUCTURAL.contains(&k.as_str()))
         .map(|(k, v)| (k, parse_value(&v)))
         .collect();
-    let info = ObservationInfo::from_cards(&cards).map_err(|e| fail("metadata")(&e))?;
+    ObservationInfo::from_cards(&cards).map_err(|e| fail("metadata")(&e))
+}
+
+/// Reads a raw file written by [`write_raw`].
+pub fn read_raw(path: &Path) -> Result<RawExposure> {
+    let fail =
+        |step: &'static str| move |e: &dyn std::fmt::Display| FitsFileError::new(path, step, e);
+    let info = read_raw_info(path)?;
+    let mut f = FitsFile::open(path).map_err(|e| fail("open")(&e))?;
     let mut amps = Vec::new();
     for index in 1.. {
         let Ok(hdu) = f.hdu(index) else {
