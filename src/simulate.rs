@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use aster_archive::raw_file::write_raw;
-use aster_processing::camera::{BAND_WAVELENGTH_NM, Camera, EXTINCTION, ZERO_POINT_1S};
+use aster_processing::camera::{BAND_WAVELENGTH_NM, Camera};
 use aster_processing::camsim::{
-    DrawnObject, ExposureSpec, Light, READOUT_TIME, SNAP_TIME, simulate, transparency,
+    DrawnObject, ExposureSpec, Light, READOUT_TIME, SNAP_TIME, expected_zero_point, simulate,
+    transparency,
 };
 use aster_processing::raw::{ObsType, mjd_to_iso};
 use aster_processing::sky::{self, BANDS, Footprint, SimObject, SimVisit, gaussian, noise_rng};
@@ -301,7 +302,12 @@ pub fn simulate_survey(dir: &Path, spec: &SurveySpec) -> Result<()> {
     for (index, id) in &visit_ids {
         let v = &visits[*index];
         for d in &camera.detectors {
-            rows.push((*id, v, d, expected_zero_point(&camera, d, v)));
+            rows.push((
+                *id,
+                v,
+                d,
+                expected_zero_point(&camera, d, v, 2.0 * SNAP_TIME),
+            ));
             let objs = drawn.remove(&(*id, d.id)).unwrap_or_default();
             write_parquet(
                 &truth
@@ -347,33 +353,6 @@ impl JoinCreate for PathBuf {
         std::fs::create_dir_all(&self).with_context(|| format!("creating {}", self.display()))?;
         Ok(self)
     }
-}
-
-/// The zeropoint (AB magnitude of one count) a visit's ISR-processed image of `d` will
-/// have: the system throughput through the atmosphere and clouds over both snaps, times
-/// the mean response the flat and illumination corrections normalise to.
-fn expected_zero_point(
-    camera: &Camera,
-    d: &aster_processing::camera::Detector,
-    v: &SimVisit,
-) -> f64 {
-    let nm = BAND_WAVELENGTH_NM[v.band];
-    let (mut rvd, mut inv_d, mut n) = (0.0, 0.0, 0.0);
-    for y in (0..d.size).step_by(7) {
-        for x in (0..d.size).step_by(7) {
-            let (fx, fy) = d.focal_plane(x as f64, y as f64);
-            let dome = camera.dome_illumination(fx, fy);
-            let r = d.response(x, y, nm) * camera.vignetting(fx, fy) * dome;
-            if r > 0.2 {
-                rvd += r;
-                inv_d += 1.0 / dome;
-                n += 1.0;
-            }
-        }
-    }
-    let scale = (rvd / n) * (inv_d / n);
-    ZERO_POINT_1S[v.band] - EXTINCTION[v.band] * v.airmass
-        + 2.5 * (transparency(v) * 2.0 * SNAP_TIME * scale).log10()
 }
 
 fn objects_batch(objects: &[SimObject]) -> Result<arrow::array::RecordBatch> {

@@ -89,6 +89,16 @@ pub struct Simulated {
     pub cosmic_ray_pixels: Vec<(usize, usize)>,
 }
 
+/// The boresight the telescope reports for a visit: the true one off by its pointing
+/// error (about 1.5 arcsec rms per axis), the same for both snaps.
+pub fn reported_boresight(visit: &SimVisit) -> SkyCoord {
+    let mut rng = noise_rng(visit.visit as u64, 0x90_1e7);
+    let (dx, dy) = (1.5 * gaussian(&mut rng), 1.5 * gaussian(&mut rng));
+    let dec = visit.dec + dy / 3600.0;
+    let ra = visit.ra + dx / 3600.0 / visit.dec.to_radians().cos();
+    SkyCoord::new(ra, dec).expect("a visit on the sky")
+}
+
 /// Sky transparency of a visit: thin cloud on some nights.
 pub fn transparency(visit: &SimVisit) -> f64 {
     let u = (splitmix(visit.visit as u64 ^ 0x7a5) >> 11) as f64 / (1u64 << 53) as f64;
@@ -120,6 +130,29 @@ pub fn psf_moments(camera: &Camera, visit: &SimVisit, fx: f64, fy: f64) -> Momen
         iyy: s2 * (1.0 + 0.06 * (u * u + v * v) + 0.02 * v * v),
         ixy: s2 * 0.02 * u * v,
     }
+}
+
+/// The zeropoint (AB magnitude of one count) a visit's ISR-processed image of `d` will
+/// have: the system throughput through the atmosphere and clouds over `exposure_time`, times
+/// the mean response the flat and illumination corrections normalise to.
+pub fn expected_zero_point(camera: &Camera, d: &Detector, v: &SimVisit, exposure_time: f64) -> f64 {
+    let nm = BAND_WAVELENGTH_NM[v.band];
+    let (mut rvd, mut inv_d, mut n) = (0.0, 0.0, 0.0);
+    for y in (0..d.size).step_by(7) {
+        for x in (0..d.size).step_by(7) {
+            let (fx, fy) = d.focal_plane(x as f64, y as f64);
+            let dome = camera.dome_illumination(fx, fy);
+            let r = d.response(x, y, nm) * camera.vignetting(fx, fy) * dome;
+            if r > 0.2 {
+                rvd += r;
+                inv_d += 1.0 / dome;
+                n += 1.0;
+            }
+        }
+    }
+    let scale = (rvd / n) * (inv_d / n);
+    ZERO_POINT_1S[v.band] - EXTINCTION[v.band] * v.airmass
+        + 2.5 * (transparency(v) * exposure_time * scale).log10()
 }
 
 /// Simulates `spec` on `detector` of `camera`.
@@ -264,7 +297,7 @@ fn observation_info(detector: &Detector, spec: &ExposureSpec) -> ObservationInfo
             Some(visit.band),
             None,
             Some(TelescopeState {
-                boresight: SkyCoord::new(visit.ra, visit.dec).expect("a visit on the sky"),
+                boresight: reported_boresight(visit),
                 rotation: visit.sky_rotation,
                 altitude: visit.altitude,
                 azimuth: visit.azimuth,

@@ -12,6 +12,7 @@ pub mod background;
 pub mod calib;
 pub mod camera;
 pub mod camsim;
+pub mod characterize;
 pub mod detection;
 pub mod galaxy;
 pub mod image;

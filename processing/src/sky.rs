@@ -110,28 +110,15 @@ impl SimObject {
     /// Where the object appears at `mjd` from the Earth: proper motion from the reference
     /// epoch and the parallactic displacement towards the Sun.
     pub fn position_at(&self, mjd: f64) -> (f64, f64) {
-        if self.pm_ra == 0.0 && self.pm_dec == 0.0 && self.parallax == 0.0 {
-            return (self.ra, self.dec);
-        }
-        let mas = (1.0 / 3.6e6f64).to_radians();
-        let years = (mjd - REFERENCE_EPOCH_MJD) / 365.25;
-        let (sa, ca) = self.ra.to_radians().sin_cos();
-        let (sd, cd) = self.dec.to_radians().sin_cos();
-        let u = [cd * ca, cd * sa, sd];
-        let east = [-sa, ca, 0.0];
-        let north = [-sd * ca, -sd * sa, cd];
-        let sun = sun_direction(mjd);
-        let su = sun[0] * u[0] + sun[1] * u[1] + sun[2] * u[2];
-        let mut v = [0.0; 3];
-        for i in 0..3 {
-            v[i] = u[i]
-                + mas * years * (self.pm_ra * east[i] + self.pm_dec * north[i])
-                + mas * self.parallax * (sun[i] - su * u[i]);
-        }
-        let norm = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
-        let dec = (v[2] / norm).asin().to_degrees();
-        let ra = v[1].atan2(v[0]).to_degrees().rem_euclid(360.0);
-        (ra, dec)
+        apparent_position(
+            self.ra,
+            self.dec,
+            self.pm_ra,
+            self.pm_dec,
+            self.parallax,
+            REFERENCE_EPOCH_MJD,
+            mjd,
+        )
     }
 
     /// The shape of a galaxy in pixels of `pixel_scale` arcsec (None for stars): disk and
@@ -263,6 +250,42 @@ pub fn objects(seed: u64, n: u64, footprint: Footprint) -> impl Iterator<Item = 
             parallax,
         }
     })
+}
+
+/// Where a star at (ra, dec) at `epoch` (MJD) with proper motion (mas/yr, RA times cos dec)
+/// and parallax (mas) appears from the Earth at `mjd`: moved along its proper motion and
+/// displaced towards the Sun by its parallax. Degrees.
+pub fn apparent_position(
+    ra: f64,
+    dec: f64,
+    pm_ra: f64,
+    pm_dec: f64,
+    parallax: f64,
+    epoch: f64,
+    mjd: f64,
+) -> (f64, f64) {
+    if pm_ra == 0.0 && pm_dec == 0.0 && parallax == 0.0 {
+        return (ra, dec);
+    }
+    let mas = (1.0 / 3.6e6f64).to_radians();
+    let years = (mjd - epoch) / 365.25;
+    let (sa, ca) = ra.to_radians().sin_cos();
+    let (sd, cd) = dec.to_radians().sin_cos();
+    let u = [cd * ca, cd * sa, sd];
+    let east = [-sa, ca, 0.0];
+    let north = [-sd * ca, -sd * sa, cd];
+    let sun = sun_direction(mjd);
+    let su = sun[0] * u[0] + sun[1] * u[1] + sun[2] * u[2];
+    let mut v = [0.0; 3];
+    for i in 0..3 {
+        v[i] = u[i]
+            + mas * years * (pm_ra * east[i] + pm_dec * north[i])
+            + mas * parallax * (sun[i] - su * u[i]);
+    }
+    let norm = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
+    let dec = (v[2] / norm).asin().to_degrees();
+    let ra = v[1].atan2(v[0]).to_degrees().rem_euclid(360.0);
+    (ra, dec)
 }
 
 /// Unit vector (ICRS equatorial) from the Earth to the Sun at `mjd`: the low-precision

@@ -77,6 +77,10 @@ impl SipPolynomial {
     pub fn order(&self) -> usize {
         self.order
     }
+    /// The polynomial's value at (u, v).
+    pub fn value(&self, u: f64, v: f64) -> f64 {
+        self.eval(u, v)
+    }
     fn eval(&self, u: f64, v: f64) -> f64 {
         self.coeffs
             .iter()

@@ -7,10 +7,12 @@ use aster_processing::calib::{
 };
 use aster_processing::camera::{Camera, Defect, FRINGE_AMPLITUDE};
 use aster_processing::camsim::{ExposureSpec, Light, SNAP_TIME, Simulated, simulate};
+use aster_processing::characterize::{CharacterizeConfig, ReferenceStar, characterize};
 use aster_processing::image::MaskPlane;
 use aster_processing::isr::{IsrCalibrations, IsrConfig, IsrError, process_visit};
 use aster_processing::raw::{ObsType, RawExposure};
 use aster_processing::sky::{Footprint, SimVisit, cadence, objects};
+use aster_processing::wcs::SkyCoord;
 
 const SIZE: usize = 256;
 
@@ -548,4 +550,120 @@ fn missing_and_misshapen_calibrations_name_the_step() {
     let dark = expose(&cam, Light::Closed, ObsType::Dark, 2, 30.0);
     let err = build_bias(&[&bias.raw, &bias.raw, &dark.raw], &stamp()).unwrap_err();
     assert!(err.to_string().contains("DARK exposure"), "{err}");
+}
+
+/// Reference stars as a catalogue would list them: the simulator's stars brighter than
+/// r = 21 at epoch 2016.0 with their true motions and magnitudes.
+fn refcat(objects: &[aster_processing::sky::SimObject]) -> Vec<ReferenceStar> {
+    objects
+        .iter()
+        .filter(|o| o.is_star && aster_processing::sky::njy_to_mag(o.flux[2]) < 21.0)
+        .map(|o| {
+            let mut mags = [None; 6];
+            for (b, m) in mags.iter_mut().enumerate() {
+                *m = Some((aster_processing::sky::njy_to_mag(o.flux[b]), 0.005));
+            }
+            ReferenceStar {
+                id: o.id,
+                ra: o.ra,
+                dec: o.dec,
+                epoch: aster_processing::sky::REFERENCE_EPOCH_MJD,
+                pm_ra: o.pm_ra,
+                pm_dec: o.pm_dec,
+                parallax: o.parallax,
+                mags,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn visits_are_characterized_against_the_truth() {
+    const BIG: usize = 768;
+    let cam = Camera::new(16, BIG, 1).unwrap();
+    let d = &cam.detectors[0];
+    let p = products(&cam);
+    // A dense field (a low galactic latitude): enough reference stars on a small CCD.
+    let sky_objects: Vec<_> = objects(
+        5,
+        60_000,
+        Footprint {
+            ra: 62.0,
+            dec: -37.0,
+            radius: 0.2,
+        },
+    )
+    .collect();
+    let mut visit = sky_visits(2, 1)[0].clone();
+    (visit.ra, visit.dec) = (62.0, -37.0);
+    let snaps: Vec<RawExposure> = (0..2)
+        .map(|s| {
+            let spec = ExposureSpec {
+                light: Light::Sky {
+                    visit: &visit,
+                    objects: &sky_objects,
+                },
+                obs_type: ObsType::Science,
+                obs_id: format!("AS_O_{}_{s}", visit.visit),
+                exposure_id: visit.visit * 10 + s,
+                snap: s as u8,
+                tai_start: visit.mjd_start + s as f64 * (SNAP_TIME + 2.0) / 86_400.0,
+                exposure_time: SNAP_TIME,
+            };
+            simulate(&cam, d, &spec, 77).raw
+        })
+        .collect();
+    let calibs = IsrCalibrations {
+        crosstalk: Some(&p.crosstalk.coefficients),
+        bias: Some(&p.bias.image),
+        dark: Some(&p.dark.image),
+        flat: Some(&p.flat.image),
+        defects: Some(&p.defects.bits),
+        ..Default::default()
+    };
+    let config = IsrConfig {
+        illumination: false,
+        fringe: false,
+        ..IsrConfig::default()
+    };
+    let mut pvi = process_visit(&snaps, &calibs, &config).unwrap();
+    let refs = refcat(&sky_objects);
+    let mid = visit.mjd_start + SNAP_TIME / 86_400.0;
+    let report = characterize(&mut pvi, &refs, 2, mid, &CharacterizeConfig::default()).unwrap();
+    // The PSF: the seeing at this place in the field.
+    let (fx, fy) = d.focal_plane(BIG as f64 / 2.0, BIG as f64 / 2.0);
+    let truth = aster_processing::camsim::psf_moments(&cam, &visit, fx, fy);
+    let got = pvi
+        .psf
+        .as_ref()
+        .unwrap()
+        .moments_at(BIG as f64 / 2.0, BIG as f64 / 2.0);
+    assert!(
+        (got.ixx / truth.ixx - 1.0).abs() < 0.05 && (got.iyy / truth.iyy - 1.0).abs() < 0.05,
+        "{got:?} vs {truth:?}"
+    );
+    // The WCS puts pixels where the camera put the sky, to well under 50 mas.
+    let wcs = pvi.wcs.as_ref().unwrap();
+    let bore = SkyCoord::new(visit.ra, visit.dec).unwrap();
+    let mut worst: f64 = 0.0;
+    for (x, y) in [
+        (50.0, 50.0),
+        (384.0, 384.0),
+        (700.0, 100.0),
+        (100.0, 700.0),
+        (720.0, 720.0),
+    ] {
+        let p = aster_processing::wcs::PixelPosition { x, y };
+        let true_sky = cam.pixel_to_sky(d, bore, visit.sky_rotation, p).unwrap();
+        worst = worst.max(wcs.pixel_to_sky(p).separation(&true_sky) * 3.6e6);
+    }
+    assert!(worst < 50.0, "WCS off by {worst} mas; {report:?}");
+    assert!(report.astrometry_rms < 50.0 && report.astrometry_matches >= 5);
+    // The zeropoint: what the simulated throughput and flat normalisation give.
+    let expected = aster_processing::camsim::expected_zero_point(&cam, d, &visit, 2.0 * SNAP_TIME);
+    assert!(
+        (report.zero_point - expected).abs() < 0.01,
+        "zeropoint {} vs {expected}",
+        report.zero_point
+    );
 }

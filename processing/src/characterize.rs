@@ -1,0 +1,792 @@
+//! Characterization and calibration of a processed visit image: the PSF model fitted to
+//! the stars on it, varying over the CCD (DMS-REQ-0070); the astrometric solution, a
+//! TAN-SIP WCS fitted to reference stars at the epoch of the exposure (DMS-REQ-0030); and
+//! the photometric zeropoint from the same stars (DMS-REQ-0029). Bright, isolated,
+//! unsaturated sources are measured once; stars are those on the tight locus of the
+//! smallest sizes; the reference catalogue is matched after finding the telescope's
+//! pointing offset by voting.
+use crate::background::Background;
+use crate::detection::{DetectionConfig, Peak, detect};
+use crate::galaxy::solve;
+use crate::image::{Exposure, HeaderValue, MaskPlane, PhotoCalib};
+use crate::measurement::{adaptive_moments, measure};
+use crate::psf::{FieldPolynomial, GaussianPsf};
+use crate::sky::{BANDS, apparent_position, tangent_plane};
+use crate::wcs::{PixelPosition, Sip, SipPolynomial, SkyCoord, TanSipWcs};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum CharacterizeError {
+    #[error("{step}: {message}")]
+    Failed { step: &'static str, message: String },
+}
+
+fn fail(step: &'static str, message: impl Into<String>) -> CharacterizeError {
+    CharacterizeError::Failed {
+        step,
+        message: message.into(),
+    }
+}
+
+/// A star of the reference catalogue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReferenceStar {
+    pub id: i64,
+    /// Position at `epoch` (MJD), degrees.
+    pub ra: f64,
+    pub dec: f64,
+    pub epoch: f64,
+    /// Proper motion (mas/yr; RA times cos dec) and parallax (mas); zero when unknown.
+    pub pm_ra: f64,
+    pub pm_dec: f64,
+    pub parallax: f64,
+    /// AB magnitude and its error per band, where measured.
+    pub mags: [Option<(f64, f64)>; 6],
+}
+
+impl ReferenceStar {
+    /// Where it appears at `mjd`.
+    pub fn at(&self, mjd: f64) -> Option<SkyCoord> {
+        let (ra, dec) = apparent_position(
+            self.ra,
+            self.dec,
+            self.pm_ra,
+            self.pm_dec,
+            self.parallax,
+            self.epoch,
+            mjd,
+        );
+        SkyCoord::new(ra, dec)
+    }
+}
+
+/// Settings of characterization.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CharacterizeConfig {
+    /// Detection significance of the sources used (PSF stars, astrometric and
+    /// photometric standards).
+    pub min_significance: f64,
+    /// Order of the PSF moments' polynomials over the CCD.
+    pub psf_order: usize,
+    /// Order of the astrometric fit (1: linear TAN; 2-4: TAN-SIP).
+    pub astrometry_order: usize,
+    /// How far the reported pointing may be off, arcsec.
+    pub pointing_search: f64,
+    /// Match radius once the offset is known, arcsec.
+    pub match_radius: f64,
+}
+
+impl Default for CharacterizeConfig {
+    fn default() -> Self {
+        Self {
+            min_significance: 20.0,
+            psf_order: 2,
+            astrometry_order: 3,
+            pointing_search: 10.0,
+            match_radius: 0.5,
+        }
+    }
+}
+
+/// What characterization found, for the CcdVisit table and the logs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CharacterizeReport {
+    pub psf_stars: usize,
+    /// PSF FWHM at the centre, arcsec.
+    pub seeing: f64,
+    pub astrometry_matches: usize,
+    /// RMS of the astrometric fit's residuals, mas.
+    pub astrometry_rms: f64,
+    pub astrometry_order: usize,
+    pub photometry_matches: usize,
+    pub zero_point: f64,
+    pub zero_point_err: f64,
+    /// Sky level at the centre, counts per pixel.
+    pub sky_level: f64,
+    /// Pointing offset found, arcsec (east, north).
+    pub pointing_offset: (f64, f64),
+}
+
+/// (east, north) arcsec.
+type Offset = (f64, f64);
+/// (candidate index, reference index).
+type Match = (usize, usize);
+
+/// A bright source measured for calibration.
+#[derive(Debug, Clone)]
+struct Candidate {
+    x: f64,
+    y: f64,
+    /// PSF flux in counts and its error (after the PSF fit).
+    flux: f64,
+    flux_err: f64,
+    /// Adaptive second moments.
+    moments: (f64, f64, f64),
+    significance: f64,
+}
+
+/// Fits the PSF, WCS and zeropoint of `exposure` (ISR-processed, in counts) and sets them.
+/// `band` selects the reference magnitudes; `mjd` is mid-exposure.
+pub fn characterize(
+    exposure: &mut Exposure,
+    refcat: &[ReferenceStar],
+    band: usize,
+    mjd: f64,
+    config: &CharacterizeConfig,
+) -> Result<CharacterizeReport, CharacterizeError> {
+    let wcs0 = exposure
+        .wcs
+        .clone()
+        .ok_or_else(|| fail("astrometry", "the image has no initial WCS"))?;
+    let (w, h) = (exposure.width(), exposure.height());
+    // Work on a background-subtracted copy: the image itself stays as ISR left it.
+    let mut work = exposure.clone();
+    let bin = 128.min(w.max(8)).min(h.max(8)).max(8);
+    let background = Background::estimate(work.image(), work.mask(), bin)
+        .map_err(|e| fail("background", e.to_string()))?;
+    let sky_level = background.at(w as f64 / 2.0, h as f64 / 2.0);
+    {
+        let (pixels, _, _) = work.planes_mut();
+        background
+            .subtract_from(pixels)
+            .map_err(|e| fail("background", e.to_string()))?;
+    }
+    // A first PSF from the seeing the site reported.
+    let seeing = match exposure.metadata.get("SEEING") {
+        Some(HeaderValue::Float(s)) if *s > 0.0 => *s,
+        _ => 0.8,
+    };
+    let guess = GaussianPsf::constant_fwhm(w, h, seeing / wcs0.pixel_scale_arcsec());
+    let candidates = bright_sources(&mut work, &guess, config)?;
+    let (psf, psf_stars) = fit_psf(&candidates, w, h, config.psf_order)?;
+    let candidates: Vec<Candidate> = psf_fluxes(&work, &psf, &candidates);
+    // Astrometry: reference stars where they are at this exposure, matched to the
+    // candidates after finding the pointing offset.
+    let refs: Vec<(usize, SkyCoord)> = refcat
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| Some((i, r.at(mjd)?)))
+        .collect();
+    let (offset, matches) = match_references(&candidates, &refs, &wcs0, w, h, config)?;
+    let (wcs, used, rms, order) =
+        fit_wcs(&candidates, &refs, &matches, w, h, config.astrometry_order)?;
+    // Photometry: the zeropoint that puts the PSF fluxes of matched stars on the
+    // reference magnitudes, outliers (variables, blends) clipped.
+    let mut zps: Vec<(f64, f64)> = used
+        .iter()
+        .filter_map(|&(c, r)| {
+            let cand = &candidates[c];
+            let (mag, mag_err) = refcat[refs[r].0].mags[band]?;
+            (cand.flux > 0.0 && cand.flux_err > 0.0).then(|| {
+                let inst_err = 1.0857 * cand.flux_err / cand.flux;
+                (
+                    mag + 2.5 * cand.flux.log10(),
+                    (mag_err.powi(2) + inst_err.powi(2)).sqrt(),
+                )
+            })
+        })
+        .collect();
+    if zps.len() < 3 {
+        return Err(fail(
+            "photometry",
+            format!(
+                "{} reference stars with {} magnitudes matched; 3 are needed",
+                zps.len(),
+                BANDS[band]
+            ),
+        ));
+    }
+    let (zero_point, zero_point_err) = clipped_weighted_mean(&mut zps);
+    let report = CharacterizeReport {
+        psf_stars,
+        seeing: psf.moments_at(w as f64 / 2.0, h as f64 / 2.0).fwhm() * wcs.pixel_scale_arcsec(),
+        astrometry_matches: used.len(),
+        astrometry_rms: rms,
+        astrometry_order: order,
+        photometry_matches: zps.len(),
+        zero_point,
+        zero_point_err,
+        sky_level,
+        pointing_offset: offset,
+    };
+    exposure.psf = Some(psf);
+    exposure.wcs = Some(wcs);
+    exposure.photo_calib = Some(
+        PhotoCalib::new(zero_point, zero_point_err)
+            .ok_or_else(|| fail("photometry", "the zeropoint is not finite"))?,
+    );
+    let m = &mut exposure.metadata;
+    m.insert("ASTRMS".into(), HeaderValue::Float(rms));
+    m.insert("ASTNSTAR".into(), HeaderValue::Int(used.len() as i64));
+    m.insert("PSFNSTAR".into(), HeaderValue::Int(psf_stars as i64));
+    m.insert("PSFFWHM".into(), HeaderValue::Float(report.seeing));
+    m.insert("ZPNSTAR".into(), HeaderValue::Int(zps.len() as i64));
+    m.insert("SKYLEVEL".into(), HeaderValue::Float(sky_level));
+    Ok(report)
+}
+
+/// Detects sources above `min_significance` and measures the isolated, clean ones.
+fn bright_sources(
+    work: &mut Exposure,
+    guess: &GaussianPsf,
+    config: &CharacterizeConfig,
+) -> Result<Vec<Candidate>, CharacterizeError> {
+    let detection = DetectionConfig {
+        threshold: config.min_significance.min(10.0),
+        ..DetectionConfig::default()
+    };
+    let footprints =
+        detect(work, guess, &detection).map_err(|e| fail("detection", e.to_string()))?;
+    let sigma = guess.moments_at(0.0, 0.0).determinant_radius();
+    let (w, h) = (work.width(), work.height());
+    let bad = [
+        MaskPlane::Sat,
+        MaskPlane::Bad,
+        MaskPlane::Cr,
+        MaskPlane::Intrp,
+        MaskPlane::NoData,
+    ];
+    let mut out = Vec::new();
+    for f in footprints
+        .iter()
+        .filter(|f| !f.negative && f.peaks.len() == 1)
+    {
+        let p = &f.peaks[0];
+        if p.significance < config.min_significance {
+            continue;
+        }
+        let edge = 15;
+        if p.x < edge || p.y < edge || p.x + edge >= w || p.y + edge >= h {
+            continue;
+        }
+        let r = (3.0 * sigma).ceil() as usize + 1;
+        let masked =
+            (p.y - r..=p.y + r).any(|y| (p.x - r..=p.x + r).any(|x| work.mask().any(x, y, &bad)));
+        if masked {
+            continue;
+        }
+        let m = measure(work, guess, p);
+        if m.flags.centroid_failed || m.flags.edge || m.flags.masked {
+            continue;
+        }
+        let Some(shape) = adaptive_moments(work, m.x, m.y, sigma) else {
+            continue;
+        };
+        out.push(Candidate {
+            x: m.x,
+            y: m.y,
+            flux: m.psf_flux.value,
+            flux_err: m.psf_flux.err,
+            // Pixels integrate the light: a pixelised Gaussian's moments exceed the
+            // Gaussian's by 1/12 (the model's kernels integrate over pixels again).
+            moments: (shape.ixx - 1.0 / 12.0, shape.iyy - 1.0 / 12.0, shape.ixy),
+            significance: p.significance,
+        });
+    }
+    if out.len() < 5 {
+        return Err(fail(
+            "PSF",
+            format!(
+                "{} clean sources above {} sigma; 5 are needed",
+                out.len(),
+                config.min_significance
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+/// Selects stars (the tight locus of the smallest sizes) and fits each moment as a
+/// polynomial over the image, clipping outliers. Returns the PSF and the stars used.
+fn fit_psf(
+    candidates: &[Candidate],
+    w: usize,
+    h: usize,
+    order: usize,
+) -> Result<(GaussianPsf, usize), CharacterizeError> {
+    let size = |c: &Candidate| {
+        let (xx, yy, xy) = c.moments;
+        (xx * yy - xy * xy).max(0.0).powf(0.25)
+    };
+    let mut sizes: Vec<f64> = candidates.iter().map(size).filter(|s| *s > 0.3).collect();
+    sizes.sort_by(f64::total_cmp);
+    // The stellar locus: the densest 8%-wide window among the smaller two thirds.
+    let lower = &sizes[..(sizes.len() * 2 / 3).max(1)];
+    let (mut best, mut best_n) = (lower[0], 0);
+    for &s in lower {
+        let n = lower.iter().filter(|&&t| t >= s && t <= s * 1.08).count();
+        if n > best_n {
+            (best, best_n) = (s, n);
+        }
+    }
+    let centre = best * 1.04;
+    let mut stars: Vec<&Candidate> = candidates
+        .iter()
+        .filter(|c| (size(c) / centre - 1.0).abs() < 0.06)
+        .collect();
+    if stars.len() < 3 {
+        return Err(fail(
+            "PSF",
+            format!("{} stars on the stellar locus; 3 are needed", stars.len()),
+        ));
+    }
+    // Enough stars for the polynomial, or a lower order.
+    let mut order = order;
+    while order > 0 && stars.len() < 3 * FieldPolynomial::terms(order) {
+        order -= 1;
+    }
+    let scale = |p: f64, n: usize| {
+        if n > 1 {
+            2.0 * p / (n - 1) as f64 - 1.0
+        } else {
+            0.0
+        }
+    };
+    let mut polys = Vec::new();
+    for round in 0..3 {
+        polys.clear();
+        for which in 0..3 {
+            // Moments' errors fall as 1/SNR: weight by SNR² (capped, so a few very bright
+            // stars do not decide alone).
+            let points: Vec<(f64, f64, f64, f64)> = stars
+                .iter()
+                .map(|c| {
+                    let v = [c.moments.0, c.moments.1, c.moments.2][which];
+                    (
+                        scale(c.x, w),
+                        scale(c.y, h),
+                        v,
+                        c.significance.min(300.0).powi(2),
+                    )
+                })
+                .collect();
+            polys.push(
+                fit_field_polynomial(&points, order).ok_or_else(|| fail("PSF", "singular fit"))?,
+            );
+        }
+        if round == 2 {
+            break;
+        }
+        // Clip stars whose size departs from the model by more than 3 sigma.
+        let resid: Vec<f64> = stars
+            .iter()
+            .map(|c| {
+                let (u, v) = (scale(c.x, w), scale(c.y, h));
+                let model = (polys[0].eval(u, v) * polys[1].eval(u, v)
+                    - polys[2].eval(u, v).powi(2))
+                .max(0.0)
+                .powf(0.25);
+                size(c) - model
+            })
+            .collect();
+        let sd = (resid.iter().map(|r| r * r).sum::<f64>() / resid.len() as f64).sqrt();
+        let keep: Vec<bool> = resid
+            .iter()
+            .map(|r| r.abs() <= 3.0 * sd.max(1e-6))
+            .collect();
+        if keep.iter().all(|k| *k) {
+            continue;
+        }
+        stars = stars
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(c, k)| k.then_some(c))
+            .collect();
+    }
+    let mut it = polys.into_iter();
+    let (ixx, iyy, ixy) = (
+        it.next().expect("ixx"),
+        it.next().expect("iyy"),
+        it.next().expect("ixy"),
+    );
+    let psf = GaussianPsf::new(w, h, ixx, iyy, ixy);
+    // The model must be a valid Gaussian over the whole image.
+    for (x, y) in [
+        (0.0, 0.0),
+        (w as f64, 0.0),
+        (0.0, h as f64),
+        (w as f64, h as f64),
+        (w as f64 / 2.0, h as f64 / 2.0),
+    ] {
+        if !psf.moments_at(x, y).is_valid() {
+            return Err(fail(
+                "PSF",
+                "the fitted moments are not positive definite over the image",
+            ));
+        }
+    }
+    Ok((psf, stars.len()))
+}
+
+/// Weighted least squares of `points` (u, v, value, weight) by a polynomial of total
+/// degree `order`.
+fn fit_field_polynomial(points: &[(f64, f64, f64, f64)], order: usize) -> Option<FieldPolynomial> {
+    let n = FieldPolynomial::terms(order);
+    let basis = |u: f64, v: f64| -> Vec<f64> {
+        let mut b = Vec::with_capacity(n);
+        for degree in 0..=order {
+            for j in 0..=degree {
+                b.push(u.powi((degree - j) as i32) * v.powi(j as i32));
+            }
+        }
+        b
+    };
+    let mut a = vec![0.0; n * n];
+    let mut rhs = vec![0.0; n];
+    for &(u, v, value, weight) in points {
+        let row = basis(u, v);
+        for i in 0..n {
+            rhs[i] += weight * row[i] * value;
+            for j in 0..n {
+                a[i * n + j] += weight * row[i] * row[j];
+            }
+        }
+    }
+    FieldPolynomial::new(order, solve(a, rhs)?)
+}
+
+/// PSF fluxes (counts) of the candidates with the fitted PSF.
+fn psf_fluxes(work: &Exposure, psf: &GaussianPsf, candidates: &[Candidate]) -> Vec<Candidate> {
+    candidates
+        .iter()
+        .map(|c| {
+            let peak = Peak {
+                x: c.x.round() as usize,
+                y: c.y.round() as usize,
+                significance: c.significance,
+            };
+            let m = measure(work, psf, &peak);
+            Candidate {
+                x: m.x,
+                y: m.y,
+                flux: m.psf_flux.value,
+                flux_err: m.psf_flux.err,
+                ..c.clone()
+            }
+        })
+        .collect()
+}
+
+/// Finds the pointing offset (pixels on the nominal WCS) by voting over candidate and
+/// reference pairs, then matches each reference star to the nearest candidate within the
+/// match radius. Returns the offset in arcsec (east, north) and (candidate, reference).
+fn match_references(
+    candidates: &[Candidate],
+    refs: &[(usize, SkyCoord)],
+    wcs: &TanSipWcs,
+    w: usize,
+    h: usize,
+    config: &CharacterizeConfig,
+) -> Result<(Offset, Vec<Match>), CharacterizeError> {
+    let scale = wcs.pixel_scale_arcsec();
+    let search = config.pointing_search / scale;
+    let projected: Vec<(usize, PixelPosition)> = refs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, s))| Some((i, wcs.sky_to_pixel(*s).ok()?)))
+        .filter(|(_, p)| {
+            p.x > -search && p.y > -search && p.x < w as f64 + search && p.y < h as f64 + search
+        })
+        .collect();
+    if projected.len() < 3 {
+        return Err(fail(
+            "astrometry",
+            format!(
+                "{} reference stars fall on the image; 3 are needed",
+                projected.len()
+            ),
+        ));
+    }
+    // Votes in 1-pixel bins of (candidate - reference).
+    let bins = (2.0 * search).ceil() as usize + 1;
+    let mut votes = vec![0u32; bins * bins];
+    for c in candidates {
+        for (_, p) in &projected {
+            let (dx, dy) = (c.x - p.x + search, c.y - p.y + search);
+            if dx >= 0.0 && dy >= 0.0 && dx < bins as f64 && dy < bins as f64 {
+                votes[dy as usize * bins + dx as usize] += 1;
+            }
+        }
+    }
+    // The best 2 x 2 block of bins (an offset near a bin edge splits its votes).
+    let (mut best, mut best_n) = ((0, 0), 0);
+    for by in 0..bins - 1 {
+        for bx in 0..bins - 1 {
+            let n = votes[by * bins + bx]
+                + votes[by * bins + bx + 1]
+                + votes[(by + 1) * bins + bx]
+                + votes[(by + 1) * bins + bx + 1];
+            if n > best_n {
+                (best, best_n) = ((bx, by), n);
+            }
+        }
+    }
+    if best_n < 3 {
+        return Err(fail(
+            "astrometry",
+            format!(
+                "no consistent offset between {} sources and {} reference stars within {} arcsec",
+                candidates.len(),
+                projected.len(),
+                config.pointing_search
+            ),
+        ));
+    }
+    let (ox, oy) = (best.0 as f64 + 1.0 - search, best.1 as f64 + 1.0 - search);
+    // Refine the offset with the pairs that voted for it, then match.
+    let pairs: Vec<(f64, f64)> = candidates
+        .iter()
+        .flat_map(|c| projected.iter().map(move |(_, p)| (c.x - p.x, c.y - p.y)))
+        .filter(|(dx, dy)| (dx - ox).abs() <= 1.5 && (dy - oy).abs() <= 1.5)
+        .collect();
+    let n = pairs.len() as f64;
+    let (ox, oy) = (
+        pairs.iter().map(|p| p.0).sum::<f64>() / n,
+        pairs.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let radius = (config.match_radius / scale).max(1.5);
+    let mut matches = Vec::new();
+    for (r, p) in &projected {
+        let (ex, ey) = (p.x + ox, p.y + oy);
+        let nearest = candidates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i, (c.x - ex).hypot(c.y - ey)))
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((i, d)) = nearest
+            && d <= radius
+            && !matches.iter().any(|&(c, _)| c == i)
+        {
+            matches.push((i, *r));
+        }
+    }
+    // The offset on the sky: the candidate frame's shift seen through the CD matrix.
+    let cd = wcs.cd();
+    let (xi, eta) = (
+        (cd[0][0] * ox + cd[0][1] * oy) * 3600.0,
+        (cd[1][0] * ox + cd[1][1] * oy) * 3600.0,
+    );
+    Ok(((-xi, -eta), matches))
+}
+
+/// Fits a TAN-SIP WCS of `order` to the matched pairs (clipping outliers at 3 sigma),
+/// lowering the order when there are too few stars. Returns the WCS, the pairs used, the
+/// RMS (mas) and the order.
+#[allow(clippy::type_complexity)]
+fn fit_wcs(
+    candidates: &[Candidate],
+    refs: &[(usize, SkyCoord)],
+    matches: &[(usize, usize)],
+    w: usize,
+    h: usize,
+    order: usize,
+) -> Result<(TanSipWcs, Vec<(usize, usize)>, f64, usize), CharacterizeError> {
+    let terms = |o: usize| (o + 1) * (o + 2) / 2;
+    let mut order = order.clamp(1, 4);
+    while order > 1 && matches.len() < terms(order) + 5 {
+        order -= 1;
+    }
+    if matches.len() < 5 {
+        return Err(fail(
+            "astrometry",
+            format!(
+                "{} reference stars matched; 5 are needed (DMS-REQ-0030)",
+                matches.len()
+            ),
+        ));
+    }
+    let crpix = PixelPosition {
+        x: (w as f64 - 1.0) / 2.0,
+        y: (h as f64 - 1.0) / 2.0,
+    };
+    // Pixel offsets scaled to order unity, for a well-conditioned fit.
+    let s = w.max(h) as f64 / 2.0;
+    let powers: Vec<(usize, usize)> = (0..=order)
+        .flat_map(|d| (0..=d).map(move |q| (d - q, q)))
+        .collect();
+    let basis = |u: f64, v: f64| -> Vec<f64> {
+        powers
+            .iter()
+            .map(|&(p, q)| (u / s).powi(p as i32) * (v / s).powi(q as i32))
+            .collect()
+    };
+    let mut used: Vec<(usize, usize)> = matches.to_vec();
+    // The tangent point: first the reference stars' mean, then what the fit says is at CRPIX.
+    let mean_ra = used.iter().map(|&(_, r)| refs[r].1.ra()).sum::<f64>() / used.len() as f64;
+    let mean_dec = used.iter().map(|&(_, r)| refs[r].1.dec()).sum::<f64>() / used.len() as f64;
+    let mut tangent = SkyCoord::new(mean_ra, mean_dec)
+        .ok_or_else(|| fail("astrometry", "bad reference positions"))?;
+    let mut coeffs: (Vec<f64>, Vec<f64>) = (vec![], vec![]);
+    let mut rms = f64::INFINITY;
+    for round in 0..8 {
+        let n = powers.len();
+        let mut a = vec![0.0; n * n];
+        let (mut bx, mut by) = (vec![0.0; n], vec![0.0; n]);
+        for &(c, r) in &used {
+            let Some((xi, eta)) =
+                tangent_plane(tangent.ra(), tangent.dec(), refs[r].1.ra(), refs[r].1.dec())
+            else {
+                continue;
+            };
+            let row = basis(candidates[c].x - crpix.x, candidates[c].y - crpix.y);
+            for i in 0..n {
+                bx[i] += row[i] * xi;
+                by[i] += row[i] * eta;
+                for j in 0..n {
+                    a[i * n + j] += row[i] * row[j];
+                }
+            }
+        }
+        let cx = solve(a.clone(), bx).ok_or_else(|| fail("astrometry", "singular fit"))?;
+        let cy = solve(a, by).ok_or_else(|| fail("astrometry", "singular fit"))?;
+        // Move the tangent point to the fitted sky position of CRPIX and refit.
+        if round < 3 {
+            tangent = deproject(tangent, cx[0], cy[0]);
+            continue;
+        }
+        let residual = |&(c, r): &(usize, usize)| -> f64 {
+            let row = basis(candidates[c].x - crpix.x, candidates[c].y - crpix.y);
+            let (xi, eta) =
+                tangent_plane(tangent.ra(), tangent.dec(), refs[r].1.ra(), refs[r].1.dec())
+                    .unwrap_or((f64::NAN, f64::NAN));
+            let fx: f64 = row.iter().zip(&cx).map(|(b, c)| b * c).sum();
+            let fy: f64 = row.iter().zip(&cy).map(|(b, c)| b * c).sum();
+            (fx - xi).hypot(fy - eta) * 3.6e6
+        };
+        let res: Vec<f64> = used.iter().map(residual).collect();
+        rms = (res.iter().map(|r| r * r).sum::<f64>() / res.len() as f64).sqrt();
+        coeffs = (cx, cy);
+        let keep: Vec<(usize, usize)> = used
+            .iter()
+            .zip(&res)
+            .filter(|(_, r)| **r <= 3.0 * rms)
+            .map(|(m, _)| *m)
+            .collect();
+        if keep.len() == used.len() || keep.len() < terms(order) + 2 {
+            break;
+        }
+        used = keep;
+    }
+    let (cx, cy) = coeffs;
+    // Constant terms are (numerically) zero once the tangent point sits at CRPIX.
+    let tangent = deproject(tangent, cx[0], cy[0]);
+    let lin = |k: (usize, usize)| powers.iter().position(|&p| p == k).expect("a linear term");
+    let (i10, i01) = (lin((1, 0)), lin((0, 1)));
+    let cd = [[cx[i10] / s, cx[i01] / s], [cy[i10] / s, cy[i01] / s]];
+    let det = cd[0][0] * cd[1][1] - cd[0][1] * cd[1][0];
+    let inv = [
+        [cd[1][1] / det, -cd[0][1] / det],
+        [-cd[1][0] / det, cd[0][0] / det],
+    ];
+    let sip = (order >= 2).then(|| {
+        let mut a_terms = Vec::new();
+        let mut b_terms = Vec::new();
+        for (k, &(p, q)) in powers.iter().enumerate() {
+            if p + q < 2 {
+                continue;
+            }
+            let scale = s.powi((p + q) as i32);
+            let (fx, fy) = (cx[k] / scale, cy[k] / scale);
+            a_terms.push(((p, q), inv[0][0] * fx + inv[0][1] * fy));
+            b_terms.push(((p, q), inv[1][0] * fx + inv[1][1] * fy));
+        }
+        let a = SipPolynomial::new(order, a_terms).expect("terms within the order");
+        let b = SipPolynomial::new(order, b_terms).expect("terms within the order");
+        let (ap, bp) = inverse_sip(&a, &b, w, h, crpix, order + 1);
+        Sip { a, b, ap, bp }
+    });
+    let wcs =
+        TanSipWcs::new(crpix, tangent, cd, sip).map_err(|e| fail("astrometry", e.to_string()))?;
+    Ok((wcs, used, rms, order))
+}
+
+/// The sky position at tangent-plane offset (xi, eta) degrees from `t`.
+fn deproject(t: SkyCoord, xi: f64, eta: f64) -> SkyCoord {
+    let (xi, eta) = (xi.to_radians(), eta.to_radians());
+    let (a0, d0) = (t.ra().to_radians(), t.dec().to_radians());
+    let denom = d0.cos() - eta * d0.sin();
+    let ra = a0 + xi.atan2(denom);
+    let dec = (d0.sin() + eta * d0.cos()).atan2((xi * xi + denom * denom).sqrt());
+    SkyCoord::new(ra.to_degrees().rem_euclid(360.0), dec.to_degrees()).unwrap_or(t)
+}
+
+/// The inverse SIP polynomials (AP, BP) of `order`, fitted on a grid over the image, so
+/// readers without an iterative inverse (and ours, as a start) map sky to pixels.
+fn inverse_sip(
+    a: &SipPolynomial,
+    b: &SipPolynomial,
+    w: usize,
+    h: usize,
+    crpix: PixelPosition,
+    order: usize,
+) -> (Option<SipPolynomial>, Option<SipPolynomial>) {
+    let s = w.max(h) as f64 / 2.0;
+    let powers: Vec<(usize, usize)> = (0..=order)
+        .flat_map(|d| (0..=d).map(move |q| (d - q, q)))
+        .collect();
+    let n = powers.len();
+    let mut m = vec![0.0; n * n];
+    let (mut ru, mut rv) = (vec![0.0; n], vec![0.0; n]);
+    for gy in 0..=20 {
+        for gx in 0..=20 {
+            let (u, v) = (
+                (gx as f64 / 20.0) * (w as f64 + 40.0) - 20.0 - crpix.x,
+                (gy as f64 / 20.0) * (h as f64 + 40.0) - 20.0 - crpix.y,
+            );
+            // Intermediate coordinates (U, V) = (u + A, v + B); the inverse maps them back.
+            let (uu, vv) = (u + a.value(u, v), v + b.value(u, v));
+            let row: Vec<f64> = powers
+                .iter()
+                .map(|&(p, q)| (uu / s).powi(p as i32) * (vv / s).powi(q as i32))
+                .collect();
+            for i in 0..n {
+                ru[i] += row[i] * (u - uu);
+                rv[i] += row[i] * (v - vv);
+                for j in 0..n {
+                    m[i * n + j] += row[i] * row[j];
+                }
+            }
+        }
+    }
+    let (Some(cu), Some(cv)) = (solve(m.clone(), ru), solve(m, rv)) else {
+        return (None, None);
+    };
+    let poly = |c: &[f64]| {
+        SipPolynomial::new(
+            order,
+            powers
+                .iter()
+                .zip(c)
+                .map(|(&(p, q), &k)| ((p, q), k / s.powi((p + q) as i32))),
+        )
+    };
+    (poly(&cu), poly(&cv))
+}
+
+/// Weighted mean of (value, error) after clipping values beyond 3 sigma of the median,
+/// and its error (the scatter's, or the weights', whichever is larger).
+fn clipped_weighted_mean(values: &mut Vec<(f64, f64)>) -> (f64, f64) {
+    for _ in 0..5 {
+        let mut v: Vec<f64> = values.iter().map(|x| x.0).collect();
+        v.sort_by(f64::total_cmp);
+        let med = v[v.len() / 2];
+        let mut dev: Vec<f64> = v.iter().map(|x| (x - med).abs()).collect();
+        dev.sort_by(f64::total_cmp);
+        let sigma = 1.4826 * dev[dev.len() / 2];
+        let before = values.len();
+        values.retain(|x| (x.0 - med).abs() <= (3.0 * sigma).max(3.0 * x.1));
+        if values.len() == before || values.len() < 3 {
+            break;
+        }
+    }
+    let sw: f64 = values.iter().map(|x| 1.0 / (x.1 * x.1).max(1e-12)).sum();
+    let mean = values
+        .iter()
+        .map(|x| x.0 / (x.1 * x.1).max(1e-12))
+        .sum::<f64>()
+        / sw;
+    let n = values.len() as f64;
+    let scatter = (values.iter().map(|x| (x.0 - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0))
+        .sqrt()
+        / n.sqrt();
+    (mean, scatter.max(1.0 / sw.sqrt()))
+}
