@@ -133,6 +133,21 @@ enum CalibCommand {
 
 #[derive(Subcommand)]
 enum PipelineCommand {
+    /// Run a pipeline definition (YAML, e.g. pipelines/single-visit.yaml) over the raws of
+    /// the data directory; outputs go to runs/<run>/ and the catalog store. A rerun does
+    /// only what is missing.
+    Run {
+        pipeline: PathBuf,
+        /// Select data IDs: visit=N, detector=NAME or band=B (comma-separated, repeatable).
+        #[arg(long = "where")]
+        where_: Vec<String>,
+        /// Override a task's setting: label.key=value (repeatable).
+        #[arg(long = "config")]
+        overrides: Vec<String>,
+        /// Reference catalogue (Parquet) [default: <data-dir>/refcat/refcat.parquet].
+        #[arg(long)]
+        refcat: Option<PathBuf>,
+    },
     /// Background, detection and measurement of a calibrated exposure file: writes
     /// <stem>.calexp.fits and <stem>.sources.parquet into --output.
     SingleFrame {
@@ -281,6 +296,20 @@ fn main() -> Result<()> {
             Command::Calib {
                 command: CalibCommand::Build,
             } => calibrate::build_all(&config.data_dir),
+            Command::Pipeline {
+                command:
+                    PipelineCommand::Run {
+                        pipeline,
+                        where_,
+                        overrides,
+                        refcat,
+                    },
+            } => {
+                // Validate everything before touching any data.
+                let p = pipeline::definition::load(&pipeline, &overrides)?;
+                let store = server::open_store(&config)?;
+                pipeline::run::run(&config.data_dir, &store, &p, &where_, refcat.as_deref()).await
+            }
             Command::Pipeline {
                 command: PipelineCommand::SingleFrame { image, output },
             } => pipeline::single_frame(&image, &output),

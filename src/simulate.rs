@@ -300,14 +300,14 @@ pub fn simulate_survey(dir: &Path, spec: &SurveySpec) -> Result<()> {
     )?;
     let mut rows = Vec::new();
     for (index, id) in &visit_ids {
-        let v = &visits[*index];
+        // The visit as the snaps saw it: with its survey id, which seeds its clouds.
+        let v = SimVisit {
+            visit: *id,
+            ..visits[*index].clone()
+        };
         for d in &camera.detectors {
-            rows.push((
-                *id,
-                v,
-                d,
-                expected_zero_point(&camera, d, v, 2.0 * SNAP_TIME),
-            ));
+            let zp = expected_zero_point(&camera, d, &v, 2.0 * SNAP_TIME);
+            rows.push((*id, v.clone(), d, zp));
             let objs = drawn.remove(&(*id, d.id)).unwrap_or_default();
             write_parquet(
                 &truth
@@ -507,7 +507,7 @@ fn drawn_batch(
 }
 
 fn visits_batch(
-    rows: &[(i64, &SimVisit, &aster_processing::camera::Detector, f64)],
+    rows: &[(i64, SimVisit, &aster_processing::camera::Detector, f64)],
 ) -> Result<arrow::array::RecordBatch> {
     let mut c = Columns::default();
     c.i64("visit", rows.iter().map(|r| Some(r.0)).collect());
@@ -537,7 +537,7 @@ fn visits_batch(
         .described("arcsec", "PSF FWHM at the centre of the field");
     c.f64(
         "transparency",
-        rows.iter().map(|r| Some(transparency(r.1))).collect(),
+        rows.iter().map(|r| Some(transparency(&r.1))).collect(),
     );
     c.f64("zeroPoint", rows.iter().map(|r| Some(r.3)).collect())
         .described(

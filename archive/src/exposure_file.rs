@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use aster_processing::background::Background;
 use aster_processing::image::{Exposure, Image, Mask, PhotoCalib};
 use aster_processing::psf::{FieldPolynomial, GaussianPsf};
 use aster_processing::wcs::TanSipWcs;
@@ -203,6 +204,68 @@ pub fn read_exposure(path: &Path) -> Result<Exposure> {
     Ok(e)
 }
 
+/// Writes a background model (DMS-REQ-0327): a `BACKGROUND` image of the levels at bin
+/// centres, with `BKGBIN` (pixels a bin), `IMGWIDTH` and `IMGHEIGHT`; read back exactly.
+pub fn write_background(path: &Path, b: &Background) -> Result<()> {
+    let fail =
+        |step: &'static str| move |err: &dyn std::fmt::Display| FitsFileError::new(path, step, err);
+    write_atomically(path, |f| {
+        write_checksum(f).map_err(|x| fail("checksum")(&x))?;
+        let levels = b.levels();
+        let hdu = f
+            .create_image(
+                "BACKGROUND",
+                &ImageDescription {
+                    data_type: ImageType::Float,
+                    dimensions: &[levels.height(), levels.width()],
+                },
+            )
+            .map_err(|x| fail("BACKGROUND")(&x))?;
+        for (k, v) in [
+            ("BKGBIN", b.bin_size()),
+            ("IMGWIDTH", b.width()),
+            ("IMGHEIGHT", b.height()),
+        ] {
+            write_card(f, k, &v.to_string()).map_err(|x| fail("BACKGROUND")(&x))?;
+        }
+        hdu.write_image(f, levels.data())
+            .map_err(|x| fail("BACKGROUND")(&x))?;
+        write_checksum(f).map_err(|x| fail("checksum")(&x))
+    })
+}
+
+/// Reads a background model written by [`write_background`].
+pub fn read_background(path: &Path) -> Result<Background> {
+    let fail =
+        |step: &'static str| move |err: &dyn std::fmt::Display| FitsFileError::new(path, step, err);
+    let mut f = FitsFile::open(path).map_err(|x| fail("open")(&x))?;
+    let hdu = f.hdu("BACKGROUND").map_err(|x| fail("BACKGROUND")(&x))?;
+    verify_checksum(&mut f, true).map_err(|x| fail("checksum")(&x))?;
+    let (w, h) = match &hdu.info {
+        HduInfo::ImageInfo { shape, .. } if shape.len() == 2 => (shape[1], shape[0]),
+        _ => return Err(fail("BACKGROUND")(&"not a two-dimensional image")),
+    };
+    let cards: HashMap<String, String> = all_cards(&mut f)
+        .map_err(|x| fail("BACKGROUND")(&x))?
+        .into_iter()
+        .collect();
+    let number = |k: &str| {
+        cards
+            .get(k)
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .ok_or_else(|| fail("BACKGROUND")(&format!("{k} is missing")))
+    };
+    let levels: Vec<f32> = hdu.read_image(&mut f).map_err(|x| fail("BACKGROUND")(&x))?;
+    let levels = Image::from_vec(w, h, levels).map_err(|x| fail("BACKGROUND")(&x))?;
+    Background::from_levels(
+        number("IMGWIDTH")?,
+        number("IMGHEIGHT")?,
+        number("BKGBIN")?,
+        levels,
+    )
+    .map_err(|x| fail("BACKGROUND")(&x))
+}
+
 /// The cards of a Gaussian PSF: PSFTYPE, PSF{XX,YY,XY}ORD and PSF{XX,YY,XY}_n.
 fn is_psf_card(k: &str) -> bool {
     k == "PSFTYPE"
@@ -321,6 +384,16 @@ mod tests {
         // Writing again replaces the file, and no temporary file is left behind.
         write_exposure(&path, &e).unwrap();
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn backgrounds_read_back_exactly() {
+        let dir = tempdir();
+        let e = exposure();
+        let b = Background::estimate(e.image(), e.mask(), 8).unwrap();
+        let path = dir.join("bkg.fits");
+        write_background(&path, &b).unwrap();
+        assert_eq!(read_background(&path).unwrap(), b);
     }
 
     #[test]

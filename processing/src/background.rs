@@ -76,6 +76,37 @@ impl Background {
         })
     }
 
+    /// A background from stored levels: `levels` must hold ceil(width / bin) x
+    /// ceil(height / bin) cells.
+    pub fn from_levels(
+        width: usize,
+        height: usize,
+        bin: usize,
+        levels: Image<f32>,
+    ) -> Result<Self, BackgroundError> {
+        if bin < 8 {
+            return Err(BackgroundError::BinTooSmall(bin));
+        }
+        if (levels.width(), levels.height())
+            != (width.div_ceil(bin).max(1), height.div_ceil(bin).max(1))
+        {
+            return Err(BackgroundError::ShapeMismatch);
+        }
+        Ok(Self {
+            width,
+            height,
+            bin,
+            levels,
+        })
+    }
+
+    pub fn width(&self) -> usize {
+        self.width
+    }
+    pub fn height(&self) -> usize {
+        self.height
+    }
+
     pub fn bin_size(&self) -> usize {
         self.bin
     }

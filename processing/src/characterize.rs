@@ -60,7 +60,8 @@ impl ReferenceStar {
 }
 
 /// Settings of characterization.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CharacterizeConfig {
     /// Detection significance of the sources used (PSF stars, astrometric and
     /// photometric standards).
@@ -84,6 +85,32 @@ impl Default for CharacterizeConfig {
             pointing_search: 10.0,
             match_radius: 0.5,
         }
+    }
+}
+
+impl CharacterizeConfig {
+    /// Checks the parameters' ranges.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = |name: &str, v: f64, max: f64| {
+            if v.is_finite() && v > 0.0 && v <= max {
+                Ok(())
+            } else {
+                Err(format!("{name} {v} must be in (0, {max}]"))
+            }
+        };
+        positive("min_significance", self.min_significance, 1e4)?;
+        positive("pointing_search", self.pointing_search, 600.0)?;
+        positive("match_radius", self.match_radius, 10.0)?;
+        if self.psf_order > 4 {
+            return Err(format!("psf_order {} is over 4", self.psf_order));
+        }
+        if !(1..=4).contains(&self.astrometry_order) {
+            return Err(format!(
+                "astrometry_order {} is not 1 to 4",
+                self.astrometry_order
+            ));
+        }
+        Ok(())
     }
 }
 

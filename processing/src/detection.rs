@@ -7,7 +7,8 @@ use crate::image::{Exposure, Image, MaskPlane};
 use crate::psf::GaussianPsf;
 
 /// Detection settings.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DetectionConfig {
     /// Threshold in units of the smoothed image's noise.
     pub threshold: f64,
@@ -24,6 +25,22 @@ impl Default for DetectionConfig {
             negative: false,
             min_pixels: 3,
         }
+    }
+}
+
+impl DetectionConfig {
+    /// Checks the parameters' ranges.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.threshold.is_finite() && self.threshold > 0.0) {
+            return Err(format!(
+                "threshold {} must be positive (sigma)",
+                self.threshold
+            ));
+        }
+        if self.min_pixels == 0 {
+            return Err("min_pixels must be at least 1".into());
+        }
+        Ok(())
     }
 }
 

@@ -32,7 +32,8 @@ pub enum IsrError {
 
 /// Which steps run, and their parameters (DMS-REQ-0305: configurable without recompiling;
 /// the pipeline definition sets them).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct IsrConfig {
     pub overscan: bool,
     /// Rows on each side averaged into each row's overscan level.
@@ -74,6 +75,23 @@ impl Default for IsrConfig {
 }
 
 impl IsrConfig {
+    /// Checks the parameters' ranges.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.overscan_smoothing > 500 {
+            return Err(format!(
+                "overscan_smoothing {} is over 500 rows",
+                self.overscan_smoothing
+            ));
+        }
+        if !(self.cosmic_ray_threshold.is_finite() && self.cosmic_ray_threshold >= 2.0) {
+            return Err(format!(
+                "cosmic_ray_threshold {} must be at least 2 (sigma)",
+                self.cosmic_ray_threshold
+            ));
+        }
+        Ok(())
+    }
+
     /// Overscan subtraction, assembly, gains and saturation only: where building each
     /// calibration product starts, switching on the products that already exist.
     pub fn overscan_only() -> Self {

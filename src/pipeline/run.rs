@@ -1,0 +1,639 @@
+//! `aster pipeline run`: executes a pipeline definition over the data directory. The data
+//! IDs are the (visit, detector) pairs of the science raws, narrowed by `--where`; each is
+//! processed through ISR, characterization and measurement with its CCD's calibration
+//! products, and its outputs written under `runs/<run>/` (`pvi/`, `background/`,
+//! `sources/`, then `ccdvisit/` last, each file atomically), so a data ID whose record
+//! exists is done and a rerun after a crash redoes only what is missing (DMS-REQ-0294).
+//! The catalogs task then rebuilds the Source, Visit and CcdVisit tables of the catalog
+//! store from every output of the run, which makes it idempotent too.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use arrow::array::RecordBatch;
+use aster_archive::calib_file::read_calibration;
+use aster_archive::catalog::{CatalogStore, DEFAULT_MAX_ROWS};
+use aster_archive::exposure_file::{write_background, write_exposure};
+use aster_archive::raw_file::read_raw;
+use aster_archive::schema::builtin_schemas;
+use aster_processing::calib::{CalibProduct, CalibType};
+use aster_processing::characterize::{ReferenceStar, characterize};
+use aster_processing::isr::{IsrCalibrations, process_visit};
+use aster_processing::raw::{ObsType, ObservationInfo};
+use aster_processing::single_frame::process;
+use aster_processing::sky::BANDS;
+use aster_processing::wcs::PixelPosition;
+use serde::{Deserialize, Serialize};
+
+use super::definition::Pipeline;
+use super::{SourceContext, sources_batch};
+use crate::calibrate::{product_path, scan_raws};
+use crate::tables::{Columns, write_parquet};
+
+/// One unit of work: a visit seen by one CCD, with its snaps.
+#[derive(Debug, Clone)]
+pub struct DataId {
+    pub visit: i64,
+    pub detector: i64,
+    pub detector_name: String,
+    pub band: usize,
+    pub snaps: Vec<(PathBuf, ObservationInfo)>,
+}
+
+impl DataId {
+    pub fn ccd_visit(&self) -> i64 {
+        self.visit * 10 + self.detector
+    }
+    fn stem(&self) -> String {
+        format!("{}_{}", self.visit, self.detector_name)
+    }
+}
+
+/// The CcdVisit record of a processed data ID: written last, so its presence means done.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CcdVisitRecord {
+    pub ccd_visit: i64,
+    pub visit: i64,
+    pub detector: i64,
+    pub detector_name: String,
+    pub band: String,
+    /// Centre of the CCD, and the visit's boresight.
+    pub ra: f64,
+    pub dec: f64,
+    pub boresight_ra: f64,
+    pub boresight_dec: f64,
+    pub corners: [(f64, f64); 4],
+    pub zenith_distance: f64,
+    pub zero_point: f64,
+    pub zero_point_err: f64,
+    pub psf_sigma: f64,
+    pub seeing: f64,
+    pub sky_bg: f64,
+    pub sky_noise: f64,
+    pub exp_mid_mjd: f64,
+    pub obs_start_mjd: f64,
+    pub exp_time: f64,
+    pub x_size: i64,
+    pub y_size: i64,
+    pub n_psf_star: i64,
+    pub astrom_rms: f64,
+    pub n_astrom_star: i64,
+    pub n_photo_star: i64,
+    pub n_source: i64,
+    pub sky_rotation: f64,
+    pub azimuth: f64,
+    pub altitude: f64,
+    pub airmass: f64,
+}
+
+/// Selects data IDs: `key=value` terms (visit, detector, band), comma-separated or
+/// repeated, all of which must hold.
+fn matches(id: &DataId, filters: &[(String, String)]) -> bool {
+    filters.iter().all(|(k, v)| match k.as_str() {
+        "visit" => v.parse::<i64>().ok() == Some(id.visit),
+        "detector" => *v == id.detector_name || v.parse::<i64>().ok() == Some(id.detector),
+        "band" => BANDS.get(id.band).is_some_and(|b| b == v),
+        _ => false,
+    })
+}
+
+fn parse_filters(terms: &[String]) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for t in terms.iter().flat_map(|t| t.split(',')) {
+        let (k, v) = t
+            .split_once('=')
+            .with_context(|| format!("--where {t}: expected key=value"))?;
+        let k = k.trim();
+        if !["visit", "detector", "band"].contains(&k) {
+            bail!("--where {t}: '{k}' is not one of visit, detector, band");
+        }
+        out.push((k.to_string(), v.trim().to_string()));
+    }
+    Ok(out)
+}
+
+/// The science data IDs of the data directory.
+pub fn data_ids(data_dir: &Path) -> Result<Vec<DataId>> {
+    let mut ids: BTreeMap<(i64, i64), DataId> = BTreeMap::new();
+    for (path, info) in scan_raws(data_dir)? {
+        if info.obs_type != ObsType::Science {
+            continue;
+        }
+        let (Some(visit), Some(band)) = (info.visit, info.band) else {
+            bail!("{}: a science raw without VISIT or FILTER", path.display());
+        };
+        let id = ids.entry((visit, info.detector)).or_insert_with(|| DataId {
+            visit,
+            detector: info.detector,
+            detector_name: info.detector_name.clone(),
+            band,
+            snaps: Vec::new(),
+        });
+        id.snaps.push((path, info));
+    }
+    let mut out: Vec<DataId> = ids.into_values().collect();
+    for id in &mut out {
+        id.snaps.sort_by_key(|(_, i)| i.snap);
+    }
+    Ok(out)
+}
+
+/// Reads the reference catalogue (Parquet with the columns `aster simulate` writes).
+pub fn read_refcat(path: &Path) -> Result<Vec<ReferenceStar>> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Float64Type, Int64Type};
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{}: not Parquet", path.display()))?
+        .build()?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch?;
+        let col = |name: &str| -> Result<&arrow::array::PrimitiveArray<Float64Type>> {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_primitive_opt::<Float64Type>())
+                .with_context(|| format!("{}: no double column {name}", path.display()))
+        };
+        let ids = batch
+            .column_by_name("id")
+            .and_then(|c| c.as_primitive_opt::<Int64Type>())
+            .with_context(|| format!("{}: no long column id", path.display()))?;
+        let (ra, dec, epoch) = (col("ra")?, col("dec")?, col("epoch")?);
+        let optional = |name: &str| col(name).ok();
+        let (pmra, pmdec, plx) = (optional("pm_ra"), optional("pm_dec"), optional("parallax"));
+        let mags: Vec<_> = BANDS
+            .iter()
+            .map(|b| {
+                (
+                    optional(&format!("{b}_mag")),
+                    optional(&format!("{b}_mag_err")),
+                )
+            })
+            .collect();
+        for i in 0..batch.num_rows() {
+            let value = |c: Option<&arrow::array::PrimitiveArray<Float64Type>>| {
+                c.filter(|c| c.is_valid(i)).map_or(0.0, |c| c.value(i))
+            };
+            let mut m = [None; 6];
+            for (b, (mag, err)) in mags.iter().enumerate() {
+                if let (Some(mag), Some(err)) = (mag, err)
+                    && mag.is_valid(i)
+                    && err.is_valid(i)
+                {
+                    m[b] = Some((mag.value(i), err.value(i)));
+                }
+            }
+            // Julian years to MJD.
+            let epoch_mjd = 51_544.5 + (epoch.value(i) - 2000.0) * 365.25;
+            out.push(ReferenceStar {
+                id: ids.value(i),
+                ra: ra.value(i),
+                dec: dec.value(i),
+                epoch: epoch_mjd,
+                pm_ra: value(pmra),
+                pm_dec: value(pmdec),
+                parallax: value(plx),
+                mags: m,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `pipeline` over the data directory's visits that pass `filters`.
+pub async fn run(
+    data_dir: &Path,
+    store: &CatalogStore,
+    pipeline: &Pipeline,
+    filters: &[String],
+    refcat: Option<&Path>,
+) -> Result<()> {
+    let filters = parse_filters(filters)?;
+    let all = data_ids(data_dir)?;
+    let ids: Vec<DataId> = all.into_iter().filter(|i| matches(i, &filters)).collect();
+    if ids.is_empty() {
+        bail!(
+            "no science visits in {} match the selection",
+            data_dir.join("raw").display()
+        );
+    }
+    let refcat_path = refcat.map_or_else(
+        || data_dir.join("refcat").join("refcat.parquet"),
+        Path::to_path_buf,
+    );
+    let refs = read_refcat(&refcat_path)?;
+    let out = data_dir.join("runs").join(&pipeline.run);
+    for d in ["pvi", "background", "sources", "ccdvisit"] {
+        std::fs::create_dir_all(out.join(d))
+            .with_context(|| format!("creating {}", out.join(d).display()))?;
+    }
+    let bar = indicatif::ProgressBar::new(ids.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed}] {msg}")
+            .expect("a valid template"),
+    );
+    let started = Instant::now();
+    let (mut done, mut skipped) = (0, 0);
+    for id in &ids {
+        let record = out.join("ccdvisit").join(format!("{}.json", id.stem()));
+        if record.exists() {
+            skipped += 1;
+            bar.inc(1);
+            continue;
+        }
+        bar.set_message(format!("visit {} {}", id.visit, id.detector_name));
+        let timings = process_data_id(data_dir, &out, pipeline, id, &refs)
+            .with_context(|| format!("visit {} detector {}", id.visit, id.detector_name))?;
+        let line = format!(
+            "visit {} {} ({}): {}",
+            id.visit,
+            id.detector_name,
+            BANDS[id.band],
+            timings
+                .iter()
+                .map(|(step, s)| format!("{step} {s:.1} s"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        // Printed above the bar (and printed even when stderr is no terminal and the bar
+        // is hidden).
+        bar.suspend(|| println!("{line}"));
+        done += 1;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    println!(
+        "{done} CCD visits processed, {skipped} already done, in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(c) = pipeline.catalogs() {
+        let t = Instant::now();
+        let rows = write_catalogs(store, &out, c).await?;
+        println!(
+            "{} sources, {} CCD visits and {} visits written to {}, {} and {} in {:.1} s",
+            rows.0,
+            rows.1,
+            rows.2,
+            c.source_table,
+            c.ccd_visit_table,
+            c.visit_table,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+fn calibration(
+    data_dir: &Path,
+    kind: CalibType,
+    det: &str,
+    band: Option<usize>,
+    step: &str,
+) -> Result<CalibProduct> {
+    let path = product_path(data_dir, kind, det, band);
+    if !path.exists() {
+        bail!(
+            "{step}: the {} calibration {} is missing; run `aster calib build`",
+            kind.name(),
+            path.display()
+        );
+    }
+    read_calibration(&path)
+        .with_context(|| format!("{step}: reading the {} calibration", kind.name()))
+}
+
+fn image_of(p: &CalibProduct) -> Result<&aster_processing::image::Image<f32>> {
+    match p {
+        CalibProduct::Image(c) => Ok(&c.image),
+        _ => bail!("expected an image calibration"),
+    }
+}
+
+/// ISR, characterization and measurement of one data ID, its outputs written. Returns
+/// the seconds each step took.
+fn process_data_id(
+    data_dir: &Path,
+    out: &Path,
+    pipeline: &Pipeline,
+    id: &DataId,
+    refs: &[ReferenceStar],
+) -> Result<Vec<(&'static str, f64)>> {
+    let mut timings = Vec::new();
+    let t = Instant::now();
+    let isr_config = pipeline.isr().context("the pipeline has no isr task")?;
+    let det = id.detector_name.as_str();
+    let band = Some(id.band);
+    let get = |kind, band, on: bool| -> Result<Option<CalibProduct>> {
+        on.then(|| calibration(data_dir, kind, det, band, "isr"))
+            .transpose()
+    };
+    let crosstalk = get(CalibType::Crosstalk, None, isr_config.crosstalk)?;
+    let bias = get(CalibType::Bias, None, isr_config.bias)?;
+    let dark = get(CalibType::Dark, None, isr_config.dark)?;
+    let flat = get(CalibType::Flat, band, isr_config.flat)?;
+    let illumination = get(CalibType::Illumination, band, isr_config.illumination)?;
+    let fringe_band = aster_processing::camera::FRINGE_AMPLITUDE[id.band] >= 0.01;
+    let fringe = get(CalibType::Fringe, band, isr_config.fringe && fringe_band)?;
+    let defects = get(CalibType::Defects, None, isr_config.defects)?;
+    let calibs = IsrCalibrations {
+        crosstalk: match &crosstalk {
+            Some(CalibProduct::Crosstalk(c)) => Some(c.coefficients.as_slice()),
+            _ => None,
+        },
+        bias: bias.as_ref().map(image_of).transpose()?,
+        dark: dark.as_ref().map(image_of).transpose()?,
+        flat: flat.as_ref().map(image_of).transpose()?,
+        illumination: illumination.as_ref().map(image_of).transpose()?,
+        fringe: fringe.as_ref().map(image_of).transpose()?,
+        defects: match &defects {
+            Some(CalibProduct::Defects(d)) => Some(&d.bits),
+            _ => None,
+        },
+    };
+    let raws = id
+        .snaps
+        .iter()
+        .map(|(p, _)| read_raw(p).with_context(|| format!("isr: reading {}", p.display())))
+        .collect::<Result<Vec<_>>>()?;
+    let mut exposure = process_visit(&raws, &calibs, isr_config).context("isr")?;
+    timings.push(("isr", t.elapsed().as_secs_f64()));
+
+    let t = Instant::now();
+    let info = &id.snaps[0].1;
+    let last = &id.snaps[id.snaps.len() - 1].1;
+    let mid = (info.tai_start + last.tai_end) / 2.0;
+    let char_config = pipeline
+        .characterize()
+        .context("the pipeline has no characterize task")?;
+    let report =
+        characterize(&mut exposure, refs, id.band, mid, char_config).context("characterize")?;
+    timings.push(("characterize", t.elapsed().as_secs_f64()));
+
+    let t = Instant::now();
+    let detection = pipeline
+        .measure()
+        .context("the pipeline has no measure task")?;
+    let (sources, background) = process(&mut exposure, detection).context("measure")?;
+    timings.push(("measure", t.elapsed().as_secs_f64()));
+
+    let t = Instant::now();
+    let stem = id.stem();
+    write_exposure(&out.join("pvi").join(format!("{stem}.fits")), &exposure)?;
+    write_background(
+        &out.join("background").join(format!("{stem}.fits")),
+        &background,
+    )?;
+    let context = SourceContext {
+        ccd_visit: id.ccd_visit(),
+        visit: id.visit,
+        detector: id.detector,
+        band: id.band,
+    };
+    let batch = sources_batch(
+        &sources,
+        Some(context),
+        Some(&background),
+        exposure.photo_calib,
+    )?;
+    write_parquet(
+        &out.join("sources").join(format!("{stem}.parquet")),
+        &[batch],
+    )?;
+    let wcs = exposure.wcs.as_ref().context("characterize left no WCS")?;
+    let (w, h) = (exposure.width() as f64, exposure.height() as f64);
+    let sky = |x: f64, y: f64| {
+        let s = wcs.pixel_to_sky(PixelPosition { x, y });
+        (s.ra(), s.dec())
+    };
+    let centre = sky((w - 1.0) / 2.0, (h - 1.0) / 2.0);
+    let telescope = info
+        .telescope
+        .as_ref()
+        .context("a science raw without pointing")?;
+    let calib = exposure
+        .photo_calib
+        .context("characterize left no zeropoint")?;
+    let psf_sigma = exposure.psf.as_ref().map_or(f64::NAN, |p| {
+        p.moments_at((w - 1.0) / 2.0, (h - 1.0) / 2.0)
+            .determinant_radius()
+    });
+    let record = CcdVisitRecord {
+        ccd_visit: id.ccd_visit(),
+        visit: id.visit,
+        detector: id.detector,
+        detector_name: id.detector_name.clone(),
+        band: BANDS[id.band].to_string(),
+        ra: centre.0,
+        dec: centre.1,
+        boresight_ra: telescope.boresight.ra(),
+        boresight_dec: telescope.boresight.dec(),
+        corners: [
+            sky(0.0, 0.0),
+            sky(0.0, h - 1.0),
+            sky(w - 1.0, h - 1.0),
+            sky(w - 1.0, 0.0),
+        ],
+        zenith_distance: 90.0 - telescope.altitude,
+        zero_point: calib.zero_point(),
+        zero_point_err: calib.zero_point_err(),
+        psf_sigma,
+        seeing: report.seeing,
+        sky_bg: calib.to_njy(report.sky_level),
+        sky_noise: calib.to_njy(report.sky_level.max(0.0).sqrt()),
+        exp_mid_mjd: mid,
+        obs_start_mjd: info.tai_start,
+        exp_time: id.snaps.iter().map(|(_, i)| i.exposure_time).sum(),
+        x_size: exposure.width() as i64,
+        y_size: exposure.height() as i64,
+        n_psf_star: report.psf_stars as i64,
+        astrom_rms: report.astrometry_rms,
+        n_astrom_star: report.astrometry_matches as i64,
+        n_photo_star: report.photometry_matches as i64,
+        n_source: sources.len() as i64,
+        sky_rotation: telescope.rotation,
+        azimuth: telescope.azimuth,
+        altitude: telescope.altitude,
+        airmass: telescope.airmass,
+    };
+    let path = out.join("ccdvisit").join(format!("{stem}.json"));
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&record)?)?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    timings.push(("write", t.elapsed().as_secs_f64()));
+    Ok(timings)
+}
+
+/// Rebuilds the run's Source, CcdVisit and Visit tables in the catalog store from every
+/// data ID it has processed. Returns the rows of each.
+async fn write_catalogs(
+    store: &CatalogStore,
+    out: &Path,
+    c: &super::definition::CatalogsConfig,
+) -> Result<(usize, usize, usize)> {
+    let mut records: Vec<CcdVisitRecord> = Vec::new();
+    for entry in std::fs::read_dir(out.join("ccdvisit"))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let bytes = std::fs::read(&path)?;
+            records.push(
+                serde_json::from_slice(&bytes)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            );
+        }
+    }
+    records.sort_by_key(|r| r.ccd_visit);
+    let mut source_batches: Vec<RecordBatch> = Vec::new();
+    for r in &records {
+        let path = out
+            .join("sources")
+            .join(format!("{}_{}.parquet", r.visit, r.detector_name));
+        let file =
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
+            .build()?;
+        for b in reader {
+            source_batches.push(b?);
+        }
+    }
+    let sources: usize = source_batches.iter().map(|b| b.num_rows()).sum();
+    replace_table(store, &c.source_table, &source_batches).await?;
+    replace_table(store, &c.ccd_visit_table, &[ccd_visit_batch(&records)?]).await?;
+    let mut visits: BTreeMap<i64, &CcdVisitRecord> = BTreeMap::new();
+    for r in &records {
+        visits.entry(r.visit).or_insert(r);
+    }
+    let visits: Vec<&CcdVisitRecord> = visits.into_values().collect();
+    replace_table(store, &c.visit_table, &[visit_batch(&visits)?]).await?;
+    Ok((sources, records.len(), visits.len()))
+}
+
+/// Drops `qualified` (schema.table, a built-in table) and fills it with `batches`.
+async fn replace_table(
+    store: &CatalogStore,
+    qualified: &str,
+    batches: &[RecordBatch],
+) -> Result<()> {
+    let (schema, name) = qualified.split_once('.').context("schema.table")?;
+    let schemas = builtin_schemas();
+    let table = schemas
+        .iter()
+        .filter(|s| s.name == schema)
+        .flat_map(|s| s.tables.iter())
+        .find(|t| t.name == name)
+        .with_context(|| format!("{qualified} is not a table of the built-in schemas"))?;
+    store.drop_table(schema, name).await?;
+    store
+        .create_table(schema, table, DEFAULT_MAX_ROWS)
+        .await
+        .with_context(|| format!("creating {qualified}"))?;
+    let non_empty: Vec<RecordBatch> = batches
+        .iter()
+        .filter(|b| b.num_rows() > 0)
+        .cloned()
+        .collect();
+    if !non_empty.is_empty() {
+        store
+            .append(schema, name, &non_empty)
+            .await
+            .with_context(|| format!("writing {qualified}"))?;
+    }
+    Ok(())
+}
+
+fn ccd_visit_batch(records: &[CcdVisitRecord]) -> Result<RecordBatch> {
+    let mut c = Columns::default();
+    let f =
+        |g: &dyn Fn(&CcdVisitRecord) -> f64| records.iter().map(|r| Some(g(r))).collect::<Vec<_>>();
+    let i =
+        |g: &dyn Fn(&CcdVisitRecord) -> i64| records.iter().map(|r| Some(g(r))).collect::<Vec<_>>();
+    c.i64("ccdVisitId", i(&|r| r.ccd_visit));
+    c.i64("visitId", i(&|r| r.visit));
+    c.str(
+        "physical_filter",
+        records
+            .iter()
+            .map(|r| Some(format!("{}_aster", r.band)))
+            .collect(),
+    );
+    c.str(
+        "band",
+        records.iter().map(|r| Some(r.band.clone())).collect(),
+    );
+    c.f64("ra", f(&|r| r.ra));
+    c.f64("decl", f(&|r| r.dec));
+    c.f64("zenithDistance", f(&|r| r.zenith_distance));
+    c.f64("zeroPoint", f(&|r| r.zero_point));
+    c.f64("zeroPointErr", f(&|r| r.zero_point_err));
+    c.f64("psfSigma", f(&|r| r.psf_sigma));
+    c.f64("skyBg", f(&|r| r.sky_bg));
+    c.f64("skyNoise", f(&|r| r.sky_noise));
+    c.i64("detector", i(&|r| r.detector));
+    c.f64("seeing", f(&|r| r.seeing));
+    c.f64("expMidptMJD", f(&|r| r.exp_mid_mjd));
+    c.f64("expTime", f(&|r| r.exp_time));
+    c.f64("obsStartMJD", f(&|r| r.obs_start_mjd));
+    c.i64("xSize", i(&|r| r.x_size));
+    c.i64("ySize", i(&|r| r.y_size));
+    c.i64("nPsfStar", i(&|r| r.n_psf_star));
+    c.f64("astromRms", f(&|r| r.astrom_rms));
+    c.i64("nAstromStar", i(&|r| r.n_astrom_star));
+    c.i64("nPhotoStar", i(&|r| r.n_photo_star));
+    c.i64("nSource", i(&|r| r.n_source));
+    // Corners in the order the record keeps them: (0,0), (0,h), (w,h), (w,0).
+    let names = [
+        ("llcra", "llcdec"),
+        ("ulcra", "ulcdec"),
+        ("urcra", "urcdec"),
+        ("lrcra", "lrcdec"),
+    ];
+    for (k, (ra, dec)) in names.into_iter().enumerate() {
+        c.f64(ra, f(&|r| r.corners[k].0));
+        c.f64(dec, f(&|r| r.corners[k].1));
+    }
+    c.batch()
+}
+
+fn visit_batch(records: &[&CcdVisitRecord]) -> Result<RecordBatch> {
+    let mut c = Columns::default();
+    let f =
+        |g: &dyn Fn(&CcdVisitRecord) -> f64| records.iter().map(|r| Some(g(r))).collect::<Vec<_>>();
+    let unix_us = |mjd: f64| ((mjd - 40_587.0) * 86_400e6).round() as i64;
+    c.i64("visit", records.iter().map(|r| Some(r.visit)).collect());
+    c.str(
+        "physical_filter",
+        records
+            .iter()
+            .map(|r| Some(format!("{}_aster", r.band)))
+            .collect(),
+    );
+    c.str(
+        "band",
+        records.iter().map(|r| Some(r.band.clone())).collect(),
+    );
+    c.f64("ra", f(&|r| r.boresight_ra));
+    c.f64("decl", f(&|r| r.boresight_dec));
+    c.f64("skyRotation", f(&|r| r.sky_rotation));
+    c.f64("azimuth", f(&|r| r.azimuth));
+    c.f64("altitude", f(&|r| r.altitude));
+    c.f64("zenithDistance", f(&|r| r.zenith_distance));
+    c.f64("airmass", f(&|r| r.airmass));
+    c.f64("expTime", f(&|r| r.exp_time));
+    c.ts(
+        "expMidpt",
+        records
+            .iter()
+            .map(|r| Some(unix_us(r.exp_mid_mjd)))
+            .collect(),
+    );
+    c.f64("expMidptMJD", f(&|r| r.exp_mid_mjd));
+    c.ts(
+        "obsStart",
+        records
+            .iter()
+            .map(|r| Some(unix_us(r.obs_start_mjd)))
+            .collect(),
+    );
+    c.f64("obsStartMJD", f(&|r| r.obs_start_mjd));
+    c.batch()
+}
