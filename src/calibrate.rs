@@ -280,9 +280,9 @@ fn build_detector(
         let raws = load(files, pick)?;
         let base = IsrCalibrations {
             crosstalk: crosstalk.as_ref().map(|c| c.coefficients.as_slice()),
-            bias: Some(&bias.image),
-            dark: Some(&dark.image),
-            flat: Some(&flat.image),
+            bias: Some(bias.plane()),
+            dark: Some(dark.plane()),
+            flat: Some(flat.plane()),
             defects: Some(&defects.bits),
             ..Default::default()
         };
@@ -301,7 +301,7 @@ fn build_detector(
         ))?;
         if FRINGE_AMPLITUDE[band] >= 0.01 {
             let calibs = IsrCalibrations {
-                illumination: Some(&illumination.image),
+                illumination: Some(illumination.plane()),
                 ..base
             };
             track(

@@ -225,6 +225,16 @@ pub struct CalibImage {
     pub provenance: Provenance,
 }
 
+impl CalibImage {
+    /// The product as ISR applies it: the image with its variance.
+    pub fn plane(&self) -> crate::isr::CalibPlane<'_> {
+        crate::isr::CalibPlane {
+            image: &self.image,
+            variance: Some(&self.variance),
+        }
+    }
+}
+
 /// Flats at several wavelengths (DMS-REQ-0063), in increasing wavelength.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MonoFlatCube {
@@ -430,7 +440,7 @@ pub fn build_dark(
         ..IsrConfig::overscan_only()
     };
     let calibs = IsrCalibrations {
-        bias: Some(&bias.image),
+        bias: Some(bias.plane()),
         ..Default::default()
     };
     let mut images = run_isr("dark", raws, &calibs, &config)?;
@@ -484,8 +494,8 @@ pub fn build_flat(
     };
     let calibs = IsrCalibrations {
         crosstalk: crosstalk.map(|c| c.coefficients.as_slice()),
-        bias: Some(&bias.image),
-        dark: Some(&dark.image),
+        bias: Some(bias.plane()),
+        dark: Some(dark.plane()),
         ..Default::default()
     };
     let mut images = run_isr("flat", raws, &calibs, &config)?;
@@ -973,12 +983,15 @@ pub fn build_fringe(
             }
         }
     }
-    let (mut image, variance) = combine(&images, REJECT);
+    let (mut image, mut variance) = combine(&images, REJECT);
     image.data_mut().iter_mut().for_each(|v| {
         if !v.is_finite() {
             *v = 0.0;
         }
     });
+    // Fringes vary over tens of pixels; pixel noise does not: a light smoothing keeps the
+    // pattern and cuts the noise the frame would add to every image it corrects.
+    smooth(&mut image, &mut variance, FRINGE_SMOOTHING);
     Ok(CalibImage {
         image,
         variance,
@@ -990,6 +1003,56 @@ pub fn build_fringe(
             stamp,
         ),
     })
+}
+
+/// Gaussian sigma (pixels) of the fringe frame's smoothing.
+const FRINGE_SMOOTHING: f64 = 1.5;
+
+/// Smooths `image` with a Gaussian of `sigma` pixels (separably, renormalised at the
+/// edges), and `variance` as the smoothing propagates independent pixel noise.
+fn smooth(image: &mut Image<f32>, variance: &mut Image<f32>, sigma: f64) {
+    let r = (3.0 * sigma).ceil() as i64;
+    let kernel: Vec<f64> = (-r..=r)
+        .map(|d| (-0.5 * (d * d) as f64 / (sigma * sigma)).exp())
+        .collect();
+    let (w, h) = (image.width() as i64, image.height() as i64);
+    let pass = |src: &[f32], horizontal: bool, squared: bool| -> Vec<f32> {
+        let mut out = vec![0.0f32; src.len()];
+        for y in 0..h {
+            for x in 0..w {
+                let (mut sum, mut norm) = (0.0, 0.0);
+                for (k, &wt) in kernel.iter().enumerate() {
+                    let d = k as i64 - r;
+                    let (xx, yy) = if horizontal { (x + d, y) } else { (x, y + d) };
+                    if xx < 0 || yy < 0 || xx >= w || yy >= h {
+                        continue;
+                    }
+                    let v = src[(yy * w + xx) as usize] as f64;
+                    if v.is_finite() {
+                        let wt = if squared { wt * wt } else { wt };
+                        sum += wt * v;
+                        norm += wt;
+                    }
+                }
+                // Variances scale by the square of the normalised weights.
+                out[(y * w + x) as usize] = match (squared, norm > 0.0) {
+                    (_, false) => 0.0,
+                    (false, true) => (sum / norm) as f32,
+                    (true, true) => {
+                        let linear: f64 = kernel.iter().sum::<f64>();
+                        (sum / (linear * linear)) as f32
+                    }
+                };
+            }
+        }
+        out
+    };
+    let once = pass(image.data(), true, false);
+    let twice = pass(&once, false, false);
+    image.data_mut().copy_from_slice(&twice);
+    let once = pass(variance.data(), true, true);
+    let twice = pass(&once, false, true);
+    variance.data_mut().copy_from_slice(&twice);
 }
 
 /// The calibration types present in `calibs`.

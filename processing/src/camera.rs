@@ -202,7 +202,8 @@ impl Detector {
             -0.2 * s + 0.2 * s * self.uniform(22, 0, 0),
         );
         let r = ((x as f64 - cx).powi(2) + (y as f64 - cy).powi(2)).sqrt();
-        let rings = (std::f64::consts::TAU * r / (s / 23.0)).sin();
+        // Rings about 180 pixels apart, whatever the CCD size (they come from the silicon).
+        let rings = (std::f64::consts::TAU * r / 180.0).sin();
         let tilt = (x as f64 / s - 0.5) * (0.5 + self.uniform(23, 0, 0));
         (0.6 * rings + 0.4 * tilt).clamp(-1.0, 1.0)
     }

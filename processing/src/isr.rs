@@ -110,21 +110,55 @@ impl IsrConfig {
     }
 }
 
+/// An image calibration and, when known, the variance of its pixels: the noise a
+/// calibration frame carries goes into every image corrected with it.
+#[derive(Debug, Clone, Copy)]
+pub struct CalibPlane<'a> {
+    pub image: &'a Image<f32>,
+    pub variance: Option<&'a Image<f32>>,
+}
+
+impl<'a> CalibPlane<'a> {
+    /// A calibration whose noise is unknown (or negligible).
+    pub fn image_only(image: &'a Image<f32>) -> Self {
+        Self {
+            image,
+            variance: None,
+        }
+    }
+    fn width(&self) -> usize {
+        self.image.width()
+    }
+    fn height(&self) -> usize {
+        self.image.height()
+    }
+    fn data(&self) -> &'a [f32] {
+        self.image.data()
+    }
+    /// The variance at pixel `i`, zero when unknown.
+    fn var(&self, i: usize) -> f32 {
+        self.variance
+            .and_then(|v| v.data().get(i).copied())
+            .filter(|v| v.is_finite())
+            .unwrap_or(0.0)
+    }
+}
+
 /// The calibration products ISR uses, each for this CCD (and filter).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct IsrCalibrations<'a> {
     /// `crosstalk[victim * n + source]` for the n amplifiers.
     pub crosstalk: Option<&'a [f64]>,
     /// Bias residual after overscan, electrons.
-    pub bias: Option<&'a Image<f32>>,
+    pub bias: Option<CalibPlane<'a>>,
     /// Dark current, electrons per second.
-    pub dark: Option<&'a Image<f32>>,
+    pub dark: Option<CalibPlane<'a>>,
     /// Flat field, mean 1.
-    pub flat: Option<&'a Image<f32>>,
+    pub flat: Option<CalibPlane<'a>>,
     /// Illumination correction (sky over dome), mean 1.
-    pub illumination: Option<&'a Image<f32>>,
+    pub illumination: Option<CalibPlane<'a>>,
     /// Fringe pattern, as a fraction of the sky level.
-    pub fringe: Option<&'a Image<f32>>,
+    pub fringe: Option<CalibPlane<'a>>,
     /// Bad pixel map: non-zero bits mark defects.
     pub defects: Option<&'a Image<i32>>,
 }
@@ -225,8 +259,9 @@ pub fn isr_snap(
             calibration: "bias",
         })?;
         shape("bias", "bias", b.width(), b.height())?;
-        for (p, &v) in pixels.iter_mut().zip(b.data()) {
+        for (i, (p, &v)) in pixels.iter_mut().zip(b.data()).enumerate() {
             *p -= v;
+            variance.data_mut()[i] += b.var(i);
         }
     }
     if config.dark {
@@ -236,20 +271,23 @@ pub fn isr_snap(
         })?;
         shape("dark", "dark", d.width(), d.height())?;
         let t = raw.info.dark_time as f32;
-        for (p, &v) in pixels.iter_mut().zip(d.data()) {
+        for (i, (p, &v)) in pixels.iter_mut().zip(d.data()).enumerate() {
             *p -= v * t;
+            variance.data_mut()[i] += d.var(i) * t * t;
         }
     }
-    let mut divide = |step: &'static str, f: &Image<f32>| -> Result<(), IsrError> {
+    // Dividing by a noisy calibration adds its relative variance times the signal².
+    let mut divide = |step: &'static str, f: &CalibPlane| -> Result<(), IsrError> {
         shape(step, step, f.width(), f.height())?;
-        for ((p, var), &v) in pixels
+        for (i, ((p, var), &v)) in pixels
             .iter_mut()
             .zip(variance.data_mut().iter_mut())
             .zip(f.data())
+            .enumerate()
         {
             if v > 0.05 && v.is_finite() {
                 *p /= v;
-                *var /= v * v;
+                *var = *var / (v * v) + *p * *p * f.var(i) / (v * v);
             } else {
                 *p = 0.0;
             }
@@ -261,7 +299,7 @@ pub fn isr_snap(
             step: "flat",
             calibration: "flat",
         })?;
-        divide("flat", f)?;
+        divide("flat", &f)?;
     }
     let on_sky = raw.info.telescope.is_some();
     if config.illumination && on_sky {
@@ -269,7 +307,7 @@ pub fn isr_snap(
             step: "illumination",
             calibration: "illumination correction",
         })?;
-        divide("illumination", f)?;
+        divide("illumination", &f)?;
     }
     // Flat-field bad pixels (response near zero) carry no signal.
     if let Some(f) = calibs.flat.filter(|_| config.flat) {
@@ -302,10 +340,12 @@ pub fn isr_snap(
             calibration: "fringe frame",
         })?;
         shape("fringe", "fringe frame", f.width(), f.height())?;
-        let amplitude = fit_fringe(&exposure, f);
-        let (pixels, _, _) = exposure.planes_mut();
-        for (p, &v) in pixels.iter_mut().zip(f.data()) {
-            *p -= (amplitude * v as f64) as f32;
+        let amplitude = fit_fringe(&exposure, f.image);
+        let (pixels, _, variance) = exposure.planes_mut();
+        let a = amplitude as f32;
+        for (i, (p, &v)) in pixels.iter_mut().zip(f.data()).enumerate() {
+            *p -= a * v;
+            variance[i] += a * a * f.var(i);
         }
         exposure
             .metadata

@@ -302,9 +302,9 @@ fn isr_flattens_science_snaps_and_removes_cosmic_rays() {
         .collect();
     let base = IsrCalibrations {
         crosstalk: Some(&p.crosstalk.coefficients),
-        bias: Some(&p.bias.image),
-        dark: Some(&p.dark.image),
-        flat: Some(&p.flat.image),
+        bias: Some(p.bias.plane()),
+        dark: Some(p.dark.plane()),
+        flat: Some(p.flat.plane()),
         ..Default::default()
     };
     let illumination = build_illumination(&raws(&sky), &base, &stamp()).unwrap();
@@ -343,7 +343,7 @@ fn isr_flattens_science_snaps_and_removes_cosmic_rays() {
         })
         .collect();
     let calibs = IsrCalibrations {
-        illumination: Some(&illumination.image),
+        illumination: Some(illumination.plane()),
         defects: Some(&p.defects.bits),
         ..base
     };
@@ -464,9 +464,9 @@ fn fringes_are_measured_and_removed() {
         .collect();
     let calibs = IsrCalibrations {
         crosstalk: Some(&p.crosstalk.coefficients),
-        bias: Some(&p.bias.image),
-        dark: Some(&p.dark.image),
-        flat: Some(&flat.image),
+        bias: Some(p.bias.plane()),
+        dark: Some(p.dark.plane()),
+        flat: Some(flat.plane()),
         ..Default::default()
     };
     let fringe = build_fringe(&raws(&sky), &calibs, &stamp()).unwrap();
@@ -490,7 +490,7 @@ fn fringes_are_measured_and_removed() {
             ..IsrConfig::default()
         };
         let c = IsrCalibrations {
-            fringe: Some(&fringe.image),
+            fringe: Some(fringe.plane()),
             defects: Some(&p.defects.bits),
             ..calibs
         };
@@ -531,7 +531,7 @@ fn missing_and_misshapen_calibrations_name_the_step() {
     );
     let small = aster_processing::image::Image::filled(128, 128, 0.0f32);
     let calibs = IsrCalibrations {
-        bias: Some(&small),
+        bias: Some(aster_processing::isr::CalibPlane::image_only(&small)),
         ..Default::default()
     };
     let config = IsrConfig {
@@ -615,9 +615,9 @@ fn visits_are_characterized_against_the_truth() {
         .collect();
     let calibs = IsrCalibrations {
         crosstalk: Some(&p.crosstalk.coefficients),
-        bias: Some(&p.bias.image),
-        dark: Some(&p.dark.image),
-        flat: Some(&p.flat.image),
+        bias: Some(p.bias.plane()),
+        dark: Some(p.dark.plane()),
+        flat: Some(p.flat.plane()),
         defects: Some(&p.defects.bits),
         ..Default::default()
     };

@@ -303,9 +303,9 @@ fn calibration(
         .with_context(|| format!("{step}: reading the {} calibration", kind.name()))
 }
 
-fn image_of(p: &CalibProduct) -> Result<&aster_processing::image::Image<f32>> {
+fn image_of(p: &CalibProduct) -> Result<aster_processing::isr::CalibPlane<'_>> {
     match p {
-        CalibProduct::Image(c) => Ok(&c.image),
+        CalibProduct::Image(c) => Ok(c.plane()),
         _ => bail!("expected an image calibration"),
     }
 }

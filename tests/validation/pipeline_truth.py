@@ -84,7 +84,10 @@ def evaluate(data_dir: Path, run: str):
                 found += 1
                 s = src.iloc[j]
                 isolated = not s.blended
-                if isolated and s.psfFluxErr > 0:
+                # Flagged measurements (masked, saturated or interpolated pixels, edges,
+                # failed centroids) are known to be unreliable and are left out.
+                clean_measurement = not (s.pixelFlags_masked or s.pixelFlags_edge or s.centroid_flag)
+                if isolated and clean_measurement and s.psfFluxErr > 0:
                     pulls.append((s.psfFlux - truth.flux.values[i]) / s.psfFluxErr)
                 if snr[i] >= 100 and isolated:
                     dra = (s.coord_ra - truth.ra.values[i]) * np.cos(np.radians(truth.dec.values[i]))
