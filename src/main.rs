@@ -142,7 +142,7 @@ enum PipelineCommand {
         #[arg(long = "where")]
         where_: Vec<String>,
         /// Override a task's setting: label.key=value (repeatable).
-        #[arg(long = "config")]
+        #[arg(long = "set")]
         overrides: Vec<String>,
         /// Reference catalogue (Parquet) [default: <data-dir>/refcat/refcat.parquet].
         #[arg(long)]

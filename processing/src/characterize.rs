@@ -183,7 +183,24 @@ pub fn characterize(
         _ => 0.8,
     };
     let guess = GaussianPsf::constant_fwhm(w, h, seeing / wcs0.pixel_scale_arcsec());
-    let candidates = bright_sources(&mut work, &guess, config)?;
+    // Sparse fields (short u exposures, small CCDs) may hold few sources above the
+    // configured significance: lower it step by step, down to 8 sigma, before giving up.
+    let mut threshold = config.min_significance;
+    let candidates = loop {
+        let attempt = CharacterizeConfig {
+            min_significance: threshold,
+            ..config.clone()
+        };
+        let mut trial = work.clone();
+        match bright_sources(&mut trial, &guess, &attempt) {
+            Ok(c) if c.len() >= 20 || threshold <= 8.0 => {
+                work = trial;
+                break c;
+            }
+            Err(e) if threshold <= 8.0 => return Err(e),
+            _ => threshold = (threshold * 0.6).max(8.0),
+        }
+    };
     let (psf, psf_stars) = fit_psf(&candidates, w, h, config.psf_order)?;
     let candidates: Vec<Candidate> = psf_fluxes(&work, &psf, &candidates);
     // Astrometry: reference stars where they are at this exposure, matched to the

@@ -1,5 +1,5 @@
 //! Pipeline definitions (DMS-REQ-0305, 0306): a YAML file lists the tasks in order, each
-//! with a label, a class and its configuration; `--config label.key=value` overrides any
+//! with a label, a class and its configuration; `--set label.key=value` overrides any
 //! setting from the command line. Everything is checked before a run starts: the file's
 //! shape, each task's configuration (unknown keys, wrong types, values out of range), the
 //! order of the tasks, and every override's target.
@@ -123,17 +123,17 @@ pub fn parse(text: &str, overrides: &[String]) -> Result<Pipeline> {
     for o in overrides {
         let (target, value) = o
             .split_once('=')
-            .with_context(|| format!("--config {o}: expected label.key=value"))?;
+            .with_context(|| format!("--set {o}: expected label.key=value"))?;
         let (label, key) = target
             .split_once('.')
-            .with_context(|| format!("--config {o}: expected label.key=value"))?;
+            .with_context(|| format!("--set {o}: expected label.key=value"))?;
         let task = file
             .tasks
             .iter_mut()
             .find(|t| t.label == label)
-            .with_context(|| format!("--config {o}: no task labelled '{label}'"))?;
+            .with_context(|| format!("--set {o}: no task labelled '{label}'"))?;
         let value: serde_yaml::Value = serde_yaml::from_str(value)
-            .with_context(|| format!("--config {o}: '{value}' is not a value"))?;
+            .with_context(|| format!("--set {o}: '{value}' is not a value"))?;
         if task.config.is_null() {
             task.config = serde_yaml::Value::Mapping(Default::default());
         }

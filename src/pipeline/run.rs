@@ -235,6 +235,7 @@ pub async fn run(
     );
     let started = Instant::now();
     let (mut done, mut skipped) = (0, 0);
+    let mut failures: Vec<String> = Vec::new();
     for id in &ids {
         let record = out.join("ccdvisit").join(format!("{}.json", id.stem()));
         if record.exists() {
@@ -243,8 +244,17 @@ pub async fn run(
             continue;
         }
         bar.set_message(format!("visit {} {}", id.visit, id.detector_name));
-        let timings = process_data_id(data_dir, &out, pipeline, id, &refs)
-            .with_context(|| format!("visit {} detector {}", id.visit, id.detector_name))?;
+        // A data ID that fails is reported and left for a rerun; the others go on.
+        let timings = match process_data_id(data_dir, &out, pipeline, id, &refs) {
+            Ok(t) => t,
+            Err(e) => {
+                let line = format!("visit {} {}: FAILED: {e:#}", id.visit, id.detector_name);
+                bar.suspend(|| eprintln!("{line}"));
+                failures.push(line);
+                bar.inc(1);
+                continue;
+            }
+        };
         let line = format!(
             "visit {} {} ({}): {}",
             id.visit,
@@ -264,7 +274,8 @@ pub async fn run(
     }
     bar.finish_and_clear();
     println!(
-        "{done} CCD visits processed, {skipped} already done, in {:.1} s",
+        "{done} CCD visits processed, {skipped} already done, {} failed, in {:.1} s",
+        failures.len(),
         started.elapsed().as_secs_f64()
     );
     if let Some(c) = pipeline.catalogs() {
@@ -279,6 +290,14 @@ pub async fn run(
             c.ccd_visit_table,
             c.visit_table,
             t.elapsed().as_secs_f64()
+        );
+    }
+    if !failures.is_empty() {
+        bail!(
+            "{} of {} CCD visits failed:\n{}",
+            failures.len(),
+            ids.len(),
+            failures.join("\n")
         );
     }
     Ok(())
