@@ -1,6 +1,7 @@
 //! The `aster` command: serve the archive, build the demo release, import catalogs, check
 //! ADQL, benchmark the TAP service, simulate CCD images and measure them.
 mod bench;
+mod bench_pipeline;
 mod calibrate;
 mod config;
 mod demo;
@@ -183,6 +184,14 @@ enum AdqlCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// One CCD of one visit from raw to Source catalog, seconds per stage, and the same
+    /// calibrated image through SExtractor (completeness and time). Simulates a survey
+    /// with calibrations into the data directory when it holds none.
+    Pipeline {
+        /// CCD size of the survey it simulates, pixels.
+        #[arg(long, default_value_t = 4096)]
+        ccd_size: usize,
+    },
     /// Time typical TAP queries end to end through HTTP against a running server.
     Tap {
         /// Base URL of the TAP service.
@@ -259,6 +268,9 @@ fn main() -> Result<()> {
             Command::Bench {
                 command: BenchCommand::Tap { url, repeat },
             } => bench::tap(&url, repeat).await,
+            Command::Bench {
+                command: BenchCommand::Pipeline { ccd_size },
+            } => bench_pipeline::pipeline(&config.data_dir, ccd_size),
             Command::Simulate {
                 command: None,
                 seed,

@@ -204,6 +204,41 @@ pub fn read_exposure(path: &Path) -> Result<Exposure> {
     Ok(e)
 }
 
+/// Writes one image plane as a plain FITS file: the pixels in the primary HDU (BITPIX -32)
+/// with the WCS, for tools that read single-HDU images (SExtractor, SWarp).
+pub fn write_plain_image(path: &Path, image: &Image<f32>, wcs: Option<&TanSipWcs>) -> Result<()> {
+    let fail =
+        |step: &'static str| move |err: &dyn std::fmt::Display| FitsFileError::new(path, step, err);
+    let tmp = path.with_extension(format!("tmp-{}.fits", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let result = (|| -> Result<()> {
+        let description = ImageDescription {
+            data_type: ImageType::Float,
+            dimensions: &[image.height(), image.width()],
+        };
+        let mut f = FitsFile::create(&tmp)
+            .with_custom_primary(&description)
+            .open()
+            .map_err(|x| fail("create")(&x))?;
+        let hdu = f.primary_hdu().map_err(|x| fail("primary HDU")(&x))?;
+        if let Some(wcs) = wcs {
+            for (k, v) in wcs.to_cards() {
+                write_card(&mut f, &k, &v).map_err(|x| fail("WCS")(&x))?;
+            }
+        }
+        hdu.write_image(&mut f, image.data())
+            .map_err(|x| fail("IMAGE")(&x))?;
+        write_checksum(&mut f).map_err(|x| fail("checksum")(&x))
+    })();
+    match result {
+        Ok(()) => std::fs::rename(&tmp, path).map_err(|x| fail("rename")(&x)),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
 /// Writes a background model (DMS-REQ-0327): a `BACKGROUND` image of the levels at bin
 /// centres, with `BKGBIN` (pixels a bin), `IMGWIDTH` and `IMGHEIGHT`; read back exactly.
 pub fn write_background(path: &Path, b: &Background) -> Result<()> {

@@ -142,11 +142,7 @@ impl Background {
     /// The model as a full image.
     pub fn render(&self) -> Image<f32> {
         let mut out = Image::filled(self.width, self.height, 0.0f32);
-        for y in 0..self.height {
-            for x in 0..self.width {
-                out.set(x, y, self.at(x as f64, y as f64) as f32);
-            }
-        }
+        self.rows(out.data_mut(), |p, b| *p = b);
         out
     }
 
@@ -156,11 +152,36 @@ impl Background {
         if pixels.len() != self.width * self.height {
             return Err(BackgroundError::ShapeMismatch);
         }
-        let w = self.width;
-        for (i, p) in pixels.iter_mut().enumerate() {
-            *p -= self.at((i % w) as f64, (i / w) as f64) as f32;
-        }
+        self.rows(pixels, |p, b| *p -= b);
         Ok(())
+    }
+
+    /// Applies `f(pixel, background)` to every pixel, row by row on every core: each row
+    /// interpolates between the bin rows once, then along x (exactly what [`Self::at`]
+    /// gives).
+    fn rows(&self, pixels: &mut [f32], f: impl Fn(&mut f32, f32) + Sync) {
+        let (nx, ny) = (self.levels.width(), self.levels.height());
+        let bin = self.bin as f64;
+        let coord = |p: f64, n: usize| {
+            let t = ((p + 0.5) / bin - 0.5).clamp(0.0, (n - 1) as f64);
+            let i = (t.floor() as usize).min(n.saturating_sub(2));
+            (i, t - i as f64)
+        };
+        let xs: Vec<(usize, f64)> = (0..self.width).map(|x| coord(x as f64, nx)).collect();
+        crate::image::for_rows(pixels, self.width, |y, row| {
+            let (iy, fy) = coord(y as f64, ny);
+            let level = |i: usize, j: usize| {
+                f64::from(self.levels.data()[j.min(ny - 1) * nx + i.min(nx - 1)])
+            };
+            // This row's background at every bin column.
+            let line: Vec<f64> = (0..nx)
+                .map(|i| level(i, iy) * (1.0 - fy) + level(i, iy + 1) * fy)
+                .collect();
+            for (p, &(ix, fx)) in row.iter_mut().zip(&xs) {
+                let b = line[ix.min(nx - 1)] * (1.0 - fx) + line[(ix + 1).min(nx - 1)] * fx;
+                f(p, b as f32);
+            }
+        });
     }
 }
 

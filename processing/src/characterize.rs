@@ -191,12 +191,9 @@ pub fn characterize(
             min_significance: threshold,
             ..config.clone()
         };
-        let mut trial = work.clone();
-        match bright_sources(&mut trial, &guess, &attempt) {
-            Ok(c) if c.len() >= 20 || threshold <= 8.0 => {
-                work = trial;
-                break c;
-            }
+        // Detection only adds DETECTED bits: trying again on the same image is harmless.
+        match bright_sources(&mut work, &guess, &attempt) {
+            Ok(c) if c.len() >= 20 || threshold <= 8.0 => break c,
             Err(e) if threshold <= 8.0 => return Err(e),
             _ => threshold = (threshold * 0.6).max(8.0),
         }

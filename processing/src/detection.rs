@@ -91,35 +91,36 @@ fn gaussian_1d(sigma: f64) -> Vec<f64> {
 }
 
 /// Separable convolution with `k` along rows then columns; pixels beyond the edge count as
-/// zero (the edge is masked anyway).
-fn convolve(data: &[f64], w: usize, h: usize, k: &[f64]) -> Vec<f64> {
+/// zero (the edge is masked anyway). Rows are shared out over the cores.
+fn convolve(data: &[f32], w: usize, h: usize, k: &[f32]) -> Vec<f32> {
     let half = (k.len() / 2) as i64;
     let mut tmp = vec![0.0; w * h];
-    for y in 0..h {
-        for x in 0..w {
+    crate::image::for_rows(&mut tmp, w, |y, row| {
+        let src = &data[y * w..(y + 1) * w];
+        for (x, out) in row.iter_mut().enumerate() {
             let mut s = 0.0;
             for (i, kv) in k.iter().enumerate() {
                 let xx = x as i64 + i as i64 - half;
                 if xx >= 0 && (xx as usize) < w {
-                    s += kv * data[y * w + xx as usize];
+                    s += kv * src[xx as usize];
                 }
             }
-            tmp[y * w + x] = s;
+            *out = s;
         }
-    }
+    });
     let mut out = vec![0.0; w * h];
-    for y in 0..h {
-        for x in 0..w {
-            let mut s = 0.0;
-            for (i, kv) in k.iter().enumerate() {
-                let yy = y as i64 + i as i64 - half;
-                if yy >= 0 && (yy as usize) < h {
-                    s += kv * tmp[yy as usize * w + x];
-                }
+    crate::image::for_rows(&mut out, w, |y, row| {
+        for (i, kv) in k.iter().enumerate() {
+            let yy = y as i64 + i as i64 - half;
+            if yy < 0 || yy as usize >= h {
+                continue;
             }
-            out[y * w + x] = s;
+            let src = &tmp[yy as usize * w..(yy as usize + 1) * w];
+            for (o, v) in row.iter_mut().zip(src) {
+                *o += kv * v;
+            }
         }
-    }
+    });
     out
 }
 
@@ -133,12 +134,14 @@ pub fn significance(exposure: &Exposure, psf: &GaussianPsf) -> Result<Image<f32>
     // A round Gaussian of the PSF's size: separable, and within a few per cent of the
     // matched filter's signal-to-noise for the mildly elliptical PSFs of a survey.
     let sigma = m.determinant_radius();
-    let k = gaussian_1d(sigma);
-    let k2: Vec<f64> = k.iter().map(|v| v * v).collect();
+    // Single precision: the sums of a few dozen terms lose nothing a threshold notices,
+    // and half the memory traffic makes the pass twice as fast.
+    let k: Vec<f32> = gaussian_1d(sigma).into_iter().map(|v| v as f32).collect();
+    let k2: Vec<f32> = k.iter().map(|v| v * v).collect();
     let unusable = MaskPlane::Bad.bit() | MaskPlane::NoData.bit() | MaskPlane::Sat.bit();
     let mask = exposure.mask().bits().data();
     // Unusable pixels contribute nothing to either the signal or its noise.
-    let usable = |plane: &[f32]| -> Vec<f64> {
+    let usable = |plane: &[f32]| -> Vec<f32> {
         plane
             .iter()
             .zip(mask)
@@ -146,13 +149,13 @@ pub fn significance(exposure: &Exposure, psf: &GaussianPsf) -> Result<Image<f32>
                 if m & unusable != 0 || !v.is_finite() {
                     0.0
                 } else {
-                    f64::from(v)
+                    v
                 }
             })
             .collect()
     };
     let pixels = usable(exposure.image().data());
-    let variance: Vec<f64> = usable(exposure.variance().data())
+    let variance: Vec<f32> = usable(exposure.variance().data())
         .into_iter()
         .map(|v| v.max(0.0))
         .collect();
@@ -161,7 +164,7 @@ pub fn significance(exposure: &Exposure, psf: &GaussianPsf) -> Result<Image<f32>
     let data = smooth
         .iter()
         .zip(&noise)
-        .map(|(s, n)| if *n > 0.0 { (s / n.sqrt()) as f32 } else { 0.0 })
+        .map(|(s, n)| if *n > 0.0 { s / n.sqrt() } else { 0.0 })
         .collect();
     Ok(Image::from_vec(w, h, data).expect("w x h values"))
 }

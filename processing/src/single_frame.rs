@@ -55,8 +55,12 @@ pub fn process(
     let (pixels, _, _) = exposure.planes_mut();
     background.subtract_from(pixels)?;
     let footprints = detect(exposure, &psf, detection)?;
-    let mut sources = Vec::new();
-    for (i, f) in footprints.iter().filter(|f| !f.negative).enumerate() {
+    // Footprints are measured independently: share them out over the cores, then number
+    // the sources in footprint order.
+    let positive: Vec<&crate::detection::Footprint> =
+        footprints.iter().filter(|f| !f.negative).collect();
+    let exposure: &Exposure = exposure;
+    let measure_footprint = |f: &crate::detection::Footprint| -> Vec<Measurement> {
         let mut children: Vec<Measurement> =
             f.peaks.iter().map(|p| measure(exposure, &psf, p)).collect();
         // Blends: the children's PSF fluxes fitted together, so each has only its own light.
@@ -68,6 +72,28 @@ pub fn process(
                 }
             }
         }
+        children
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = positive.len().div_ceil(threads).max(1);
+    let measured: Vec<Vec<Measurement>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = positive
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|f| measure_footprint(f))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a measurement thread"))
+            .collect()
+    });
+    let mut sources = Vec::new();
+    for (i, (f, children)) in positive.iter().zip(measured).enumerate() {
         for (m, peak) in children.into_iter().zip(&f.peaks) {
             let sky = wcs.pixel_to_sky(PixelPosition { x: m.x, y: m.y });
             sources.push(Source {

@@ -329,6 +329,63 @@ fn image_of(p: &CalibProduct) -> Result<aster_processing::isr::CalibPlane<'_>> {
     }
 }
 
+/// The calibration products a data ID's ISR needs, read from calib/.
+pub struct LoadedCalibrations {
+    crosstalk: Option<CalibProduct>,
+    bias: Option<CalibProduct>,
+    dark: Option<CalibProduct>,
+    flat: Option<CalibProduct>,
+    illumination: Option<CalibProduct>,
+    fringe: Option<CalibProduct>,
+    defects: Option<CalibProduct>,
+}
+
+/// Reads the products `config` switches on for the CCD and band of `id`; a missing one is
+/// an error naming the file and the step.
+pub fn load_calibrations(
+    data_dir: &Path,
+    config: &aster_processing::isr::IsrConfig,
+    id: &DataId,
+) -> Result<LoadedCalibrations> {
+    let det = id.detector_name.as_str();
+    let band = Some(id.band);
+    let get = |kind, band, on: bool| -> Result<Option<CalibProduct>> {
+        on.then(|| calibration(data_dir, kind, det, band, "isr"))
+            .transpose()
+    };
+    let fringe_band = aster_processing::camera::FRINGE_AMPLITUDE[id.band] >= 0.01;
+    Ok(LoadedCalibrations {
+        crosstalk: get(CalibType::Crosstalk, None, config.crosstalk)?,
+        bias: get(CalibType::Bias, None, config.bias)?,
+        dark: get(CalibType::Dark, None, config.dark)?,
+        flat: get(CalibType::Flat, band, config.flat)?,
+        illumination: get(CalibType::Illumination, band, config.illumination)?,
+        fringe: get(CalibType::Fringe, band, config.fringe && fringe_band)?,
+        defects: get(CalibType::Defects, None, config.defects)?,
+    })
+}
+
+/// The loaded products as ISR takes them.
+pub fn isr_calibrations(p: &LoadedCalibrations) -> Result<IsrCalibrations<'_>> {
+    Ok(IsrCalibrations {
+        crosstalk: match &p.crosstalk {
+            Some(CalibProduct::Crosstalk(c)) => Some(c.coefficients.as_slice()),
+            Some(_) => bail!("calib/crosstalk holds another kind of product"),
+            None => None,
+        },
+        bias: p.bias.as_ref().map(image_of).transpose()?,
+        dark: p.dark.as_ref().map(image_of).transpose()?,
+        flat: p.flat.as_ref().map(image_of).transpose()?,
+        illumination: p.illumination.as_ref().map(image_of).transpose()?,
+        fringe: p.fringe.as_ref().map(image_of).transpose()?,
+        defects: match &p.defects {
+            Some(CalibProduct::Defects(d)) => Some(&d.bits),
+            Some(_) => bail!("calib/defects holds another kind of product"),
+            None => None,
+        },
+    })
+}
+
 /// ISR, characterization and measurement of one data ID, its outputs written. Returns
 /// the seconds each step took.
 fn process_data_id(
@@ -341,35 +398,8 @@ fn process_data_id(
     let mut timings = Vec::new();
     let t = Instant::now();
     let isr_config = pipeline.isr().context("the pipeline has no isr task")?;
-    let det = id.detector_name.as_str();
-    let band = Some(id.band);
-    let get = |kind, band, on: bool| -> Result<Option<CalibProduct>> {
-        on.then(|| calibration(data_dir, kind, det, band, "isr"))
-            .transpose()
-    };
-    let crosstalk = get(CalibType::Crosstalk, None, isr_config.crosstalk)?;
-    let bias = get(CalibType::Bias, None, isr_config.bias)?;
-    let dark = get(CalibType::Dark, None, isr_config.dark)?;
-    let flat = get(CalibType::Flat, band, isr_config.flat)?;
-    let illumination = get(CalibType::Illumination, band, isr_config.illumination)?;
-    let fringe_band = aster_processing::camera::FRINGE_AMPLITUDE[id.band] >= 0.01;
-    let fringe = get(CalibType::Fringe, band, isr_config.fringe && fringe_band)?;
-    let defects = get(CalibType::Defects, None, isr_config.defects)?;
-    let calibs = IsrCalibrations {
-        crosstalk: match &crosstalk {
-            Some(CalibProduct::Crosstalk(c)) => Some(c.coefficients.as_slice()),
-            _ => None,
-        },
-        bias: bias.as_ref().map(image_of).transpose()?,
-        dark: dark.as_ref().map(image_of).transpose()?,
-        flat: flat.as_ref().map(image_of).transpose()?,
-        illumination: illumination.as_ref().map(image_of).transpose()?,
-        fringe: fringe.as_ref().map(image_of).transpose()?,
-        defects: match &defects {
-            Some(CalibProduct::Defects(d)) => Some(&d.bits),
-            _ => None,
-        },
-    };
+    let products = load_calibrations(data_dir, isr_config, id)?;
+    let calibs = isr_calibrations(&products)?;
     let raws = id
         .snaps
         .iter()
