@@ -49,9 +49,10 @@ impl Background {
         let ignored = IGNORED.iter().fold(0, |m, p| m | p.bit());
         let (nx, ny) = (w.div_ceil(bin).max(1), h.div_ceil(bin).max(1));
         let mut levels = vec![f32::NAN; nx * ny];
-        let mut values = Vec::with_capacity(bin * bin);
-        for by in 0..ny {
-            for bx in 0..nx {
+        // Rows of bins are independent: estimate them on every core.
+        crate::image::for_rows(&mut levels, nx, |by, out| {
+            let mut values = Vec::with_capacity(bin * bin);
+            for (bx, level) in out.iter_mut().enumerate() {
                 values.clear();
                 for y in by * bin..((by + 1) * bin).min(h) {
                     let row = image.row(y);
@@ -63,10 +64,10 @@ impl Background {
                     }
                 }
                 if values.len() >= bin * bin / 10 {
-                    levels[by * nx + bx] = clipped_median(&mut values);
+                    *level = clipped_median(&mut values);
                 }
             }
-        }
+        });
         fill_gaps(&mut levels, nx, ny)?;
         Ok(Self {
             width: w,

@@ -138,7 +138,12 @@ pub fn significance(exposure: &Exposure, psf: &GaussianPsf) -> Result<Image<f32>
     // and half the memory traffic makes the pass twice as fast.
     let k: Vec<f32> = gaussian_1d(sigma).into_iter().map(|v| v as f32).collect();
     let k2: Vec<f32> = k.iter().map(|v| v * v).collect();
-    let unusable = MaskPlane::Bad.bit() | MaskPlane::NoData.bit() | MaskPlane::Sat.bit();
+    // Interpolated pixels carry a huge variance on purpose (measurement ignores them);
+    // left in, that variance would drown the significance of everything near them.
+    let unusable = MaskPlane::Bad.bit()
+        | MaskPlane::NoData.bit()
+        | MaskPlane::Sat.bit()
+        | MaskPlane::Intrp.bit();
     let mask = exposure.mask().bits().data();
     // Unusable pixels contribute nothing to either the signal or its noise.
     let usable = |plane: &[f32]| -> Vec<f32> {
@@ -216,12 +221,19 @@ fn find_footprints(sig: &Image<f32>, t: f64, negative: bool, min_pixels: usize) 
         let v = f64::from(sig.get(x, y).unwrap_or(0.0));
         if negative { -v } else { v }
     };
+    let data = sig.data();
+    let t32 = t as f32;
     let mut visited = vec![false; w * h];
     let mut out = Vec::new();
     let mut stack = Vec::new();
     for start in 0..w * h {
+        // Most pixels are below threshold: test them straight from the slice.
+        let v = if negative { -data[start] } else { data[start] };
+        if v < t32 || visited[start] {
+            continue;
+        }
         let (sx, sy) = (start % w, start / w);
-        if visited[start] || value(sx, sy) < t {
+        if value(sx, sy) < t {
             continue;
         }
         visited[start] = true;

@@ -524,8 +524,8 @@ pub fn combine_snaps(
 /// Finds cosmic rays left on `e` (hits in both snaps, or single exposures): pixels more
 /// than `threshold` sigma above the local background whose excess is much larger than
 /// their neighbours' (sharper than any PSF of `psf_sigma` pixels), grown to the adjacent
-/// significant pixels. Returns how many pixels were marked CR.
-pub fn find_cosmic_rays(e: &mut Exposure, psf_sigma: f64, threshold: f64) -> usize {
+/// significant pixels. Returns the pixels (row-major indices) newly marked CR.
+pub fn find_cosmic_rays(e: &mut Exposure, psf_sigma: f64, threshold: f64) -> Vec<usize> {
     let (w, h) = (e.width(), e.height());
     // A star's peak exceeds its 4-neighbour mean by exp(1 / (2 sigma²)) at most; demand
     // well over that, and at least 1.6.
@@ -563,7 +563,7 @@ pub fn find_cosmic_rays(e: &mut Exposure, psf_sigma: f64, threshold: f64) -> usi
             }
         }
     }
-    let mut marked = 0;
+    let mut marked = Vec::new();
     let mask = e.planes_mut().1;
     let sat = MaskPlane::Sat.bit();
     for &(x, y, bkg) in &hits {
@@ -577,7 +577,9 @@ pub fn find_cosmic_rays(e: &mut Exposure, psf_sigma: f64, threshold: f64) -> usi
                 || img.get(xx, yy).unwrap_or(0.0) - bkg
                     > 0.6 * t * var.get(xx, yy).unwrap_or(1.0).max(1e-6).sqrt();
             if significant && mask.bits().get(xx, yy).unwrap_or(0) & sat == 0 {
-                marked += usize::from(!mask.any(xx, yy, &[MaskPlane::Cr]));
+                if !mask.any(xx, yy, &[MaskPlane::Cr]) {
+                    marked.push(yy * w + xx);
+                }
                 mask.set(xx, yy, MaskPlane::Cr);
             }
         }
@@ -585,14 +587,23 @@ pub fn find_cosmic_rays(e: &mut Exposure, psf_sigma: f64, threshold: f64) -> usi
     marked
 }
 
-/// Replaces pixels in the BAD, SAT and CR planes by linear interpolation along their row
-/// between the nearest good pixels (defects and bleed trails run along columns), marking
-/// them INTRP and giving them a large variance.
-pub fn interpolate_masked(e: &mut Exposure) {
+/// Replaces pixels in the BAD and SAT planes, and the cosmic-ray pixels `also` (those no
+/// other snap could repair), by linear interpolation along their row between the nearest
+/// good pixels (defects and bleed trails run along columns), marking them INTRP and giving
+/// them a large variance. Cosmic rays repaired from the other snap are data, not holes.
+pub fn interpolate_masked(e: &mut Exposure, also: &[usize]) {
     let w = e.width();
-    let bad = MaskPlane::Bad.bit() | MaskPlane::Sat.bit() | MaskPlane::Cr.bit();
+    let bad = MaskPlane::Bad.bit() | MaskPlane::Sat.bit();
+    // A private bit marks the extra pixels while rows are scanned.
+    let extra = 1 << 31;
     let (pixels, mask, variance) = e.planes_mut();
-    let bits = mask.bits().data().to_vec();
+    let mut bits = mask.bits().data().to_vec();
+    for &i in also {
+        if let Some(b) = bits.get_mut(i) {
+            *b |= extra;
+        }
+    }
+    let bad = bad | extra;
     let mut interpolated = Vec::new();
     for (y, row) in pixels.chunks_mut(w).enumerate() {
         let brow = &bits[y * w..(y + 1) * w];
@@ -648,6 +659,7 @@ pub fn process_visit(
             });
         }
     };
+    let mut unrepaired = Vec::new();
     if config.cosmic_rays {
         // Seeing from the site monitor sets how sharp a star can be.
         let seeing = match e.metadata.get("SEEING") {
@@ -655,10 +667,10 @@ pub fn process_visit(
             _ => 0.6,
         };
         let sigma = seeing / crate::camera::PIXEL_SCALE / 2.3548;
-        find_cosmic_rays(&mut e, sigma, config.cosmic_ray_threshold);
+        unrepaired = find_cosmic_rays(&mut e, sigma, config.cosmic_ray_threshold);
     }
     if config.interpolate {
-        interpolate_masked(&mut e);
+        interpolate_masked(&mut e, &unrepaired);
     }
     Ok(e)
 }

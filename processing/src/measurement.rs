@@ -61,10 +61,12 @@ pub struct Measurement {
 /// Aperture radii in pixels.
 pub const APERTURE_RADII: [f64; 4] = [3.0, 6.0, 9.0, 12.0];
 
+/// Pixels measurement leaves out. Cosmic-ray pixels repaired from the other snap are good
+/// data (with their variance); those that could not be are interpolated, hence INTRP.
 const UNUSABLE: [MaskPlane; 4] = [
     MaskPlane::Sat,
     MaskPlane::Bad,
-    MaskPlane::Cr,
+    MaskPlane::Intrp,
     MaskPlane::NoData,
 ];
 
