@@ -90,40 +90,6 @@ fn gaussian_1d(sigma: f64) -> Vec<f64> {
     k.into_iter().map(|v| v / sum).collect()
 }
 
-/// Separable convolution with `k` along rows then columns; pixels beyond the edge count as
-/// zero (the edge is masked anyway). Rows are shared out over the cores.
-fn convolve(data: &[f32], w: usize, h: usize, k: &[f32]) -> Vec<f32> {
-    let half = (k.len() / 2) as i64;
-    let mut tmp = vec![0.0; w * h];
-    crate::image::for_rows(&mut tmp, w, |y, row| {
-        let src = &data[y * w..(y + 1) * w];
-        for (x, out) in row.iter_mut().enumerate() {
-            let mut s = 0.0;
-            for (i, kv) in k.iter().enumerate() {
-                let xx = x as i64 + i as i64 - half;
-                if xx >= 0 && (xx as usize) < w {
-                    s += kv * src[xx as usize];
-                }
-            }
-            *out = s;
-        }
-    });
-    let mut out = vec![0.0; w * h];
-    crate::image::for_rows(&mut out, w, |y, row| {
-        for (i, kv) in k.iter().enumerate() {
-            let yy = y as i64 + i as i64 - half;
-            if yy < 0 || yy as usize >= h {
-                continue;
-            }
-            let src = &tmp[yy as usize * w..(yy as usize + 1) * w];
-            for (o, v) in row.iter_mut().zip(src) {
-                *o += kv * v;
-            }
-        }
-    });
-    out
-}
-
 /// The significance image: the PSF-smoothed image over its noise.
 pub fn significance(exposure: &Exposure, psf: &GaussianPsf) -> Result<Image<f32>, DetectionError> {
     let (w, h) = (exposure.width(), exposure.height());
@@ -145,32 +111,54 @@ pub fn significance(exposure: &Exposure, psf: &GaussianPsf) -> Result<Image<f32>
         | MaskPlane::Sat.bit()
         | MaskPlane::Intrp.bit();
     let mask = exposure.mask().bits().data();
-    // Unusable pixels contribute nothing to either the signal or its noise.
-    let usable = |plane: &[f32]| -> Vec<f32> {
-        plane
-            .iter()
-            .zip(mask)
-            .map(|(&v, &m)| {
-                if m & unusable != 0 || !v.is_finite() {
-                    0.0
-                } else {
-                    v
+    let (image, variance) = (exposure.image().data(), exposure.variance().data());
+    let half = (k.len() / 2) as i64;
+    // Rows first: the smoothed signal and its noise side by side, unusable pixels counting
+    // for nothing in either; pixels beyond the edge count as zero (the edge is masked).
+    let mut rows = vec![(0.0f32, 0.0f32); w * h];
+    crate::image::for_rows(&mut rows, w, |y, out| {
+        let at = |x: usize| {
+            let i = y * w + x;
+            let (v, n) = (image[i], variance[i]);
+            if mask[i] & unusable != 0 || !v.is_finite() || !n.is_finite() {
+                (0.0, 0.0)
+            } else {
+                (v, n.max(0.0))
+            }
+        };
+        let line: Vec<(f32, f32)> = (0..w).map(at).collect();
+        for (x, o) in out.iter_mut().enumerate() {
+            let (mut s, mut n) = (0.0, 0.0);
+            for (i, (kv, kv2)) in k.iter().zip(&k2).enumerate() {
+                let xx = x as i64 + i as i64 - half;
+                if xx >= 0 && (xx as usize) < w {
+                    let (v, var) = line[xx as usize];
+                    s += kv * v;
+                    n += kv2 * var;
                 }
-            })
-            .collect()
-    };
-    let pixels = usable(exposure.image().data());
-    let variance: Vec<f32> = usable(exposure.variance().data())
-        .into_iter()
-        .map(|v| v.max(0.0))
-        .collect();
-    let smooth = convolve(&pixels, w, h, &k);
-    let noise = convolve(&variance, w, h, &k2);
-    let data = smooth
-        .iter()
-        .zip(&noise)
-        .map(|(s, n)| if *n > 0.0 { s / n.sqrt() } else { 0.0 })
-        .collect();
+            }
+            *o = (s, n);
+        }
+    });
+    // Then columns, dividing as we go.
+    let mut data = vec![0.0f32; w * h];
+    crate::image::for_rows(&mut data, w, |y, out| {
+        let mut acc = vec![(0.0f32, 0.0f32); w];
+        for (i, (kv, kv2)) in k.iter().zip(&k2).enumerate() {
+            let yy = y as i64 + i as i64 - half;
+            if yy < 0 || yy as usize >= h {
+                continue;
+            }
+            let src = &rows[yy as usize * w..(yy as usize + 1) * w];
+            for (a, (v, n)) in acc.iter_mut().zip(src) {
+                a.0 += kv * v;
+                a.1 += kv2 * n;
+            }
+        }
+        for (o, (s, n)) in out.iter_mut().zip(acc) {
+            *o = if n > 0.0 { s / n.sqrt() } else { 0.0 };
+        }
+    });
     Ok(Image::from_vec(w, h, data).expect("w x h values"))
 }
 
