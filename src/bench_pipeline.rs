@@ -113,21 +113,21 @@ pub fn pipeline(data_dir: &Path, ccd_size: usize) -> Result<()> {
     let variance = dir.join("variance.fits");
     write_plane(&image, calibrated.image(), &calibrated)?;
     write_plane(&variance, calibrated.variance(), &calibrated)?;
-    let (sex_time, sex_positions) = match run_sextractor(&dir, &image, &variance, report.zero_point)
-    {
-        Ok(r) => r,
-        Err(e) => {
-            println!(
-                "\nSExtractor did not run ({e:#}); install Debian's source-extractor to compare"
-            );
-            println!(
-                "Aster: completeness {:.2}% of {} stars at true SNR >= 10",
-                100.0 * aster_found,
-                truth.len()
-            );
-            return Ok(());
-        }
-    };
+    let (sex_time, sex_positions) =
+        match run_sextractor(&dir, &image, &variance, report.zero_point, report.seeing) {
+            Ok(r) => r,
+            Err(e) => {
+                println!(
+                    "\nSExtractor did not run ({e:#}); install Debian's source-extractor to compare"
+                );
+                println!(
+                    "Aster: completeness {:.2}% of {} stars at true SNR >= 10",
+                    100.0 * aster_found,
+                    truth.len()
+                );
+                return Ok(());
+            }
+        };
     let sex_found = completeness(&truth, sex_positions.iter().copied());
     println!("\nstars at true SNR >= 10: {}", truth.len());
     println!(
@@ -164,6 +164,7 @@ fn run_sextractor(
     image: &Path,
     variance: &Path,
     zero_point: f64,
+    seeing: f64,
 ) -> Result<(f64, Vec<(f64, f64)>)> {
     let params = dir.join("sex.param");
     std::fs::write(
@@ -199,7 +200,14 @@ fn run_sextractor(
         .args(["-WEIGHT_TYPE", "MAP_VAR"])
         .arg("-WEIGHT_IMAGE")
         .arg(variance)
-        .args(["-GAIN", "1.0", "-PHOT_APERTURES", "12"])
+        .args(["-GAIN", "1.0", "-PHOT_APERTURES", "6,12,18,24"])
+        .args(["-STARNNW_NAME", "/usr/share/source-extractor/default.nnw"])
+        .args([
+            "-SEEING_FWHM",
+            &format!("{seeing:.3}"),
+            "-PIXEL_SCALE",
+            "0.2",
+        ])
         .args(["-MAG_ZEROPOINT", &format!("{zero_point:.4}")])
         .args(["-BACK_SIZE", "128", "-VERBOSE_TYPE", "QUIET"])
         .output()

@@ -215,6 +215,18 @@ pub fn sources_batch(
         .described("nJy", "Flux within 2.5 Kron radii");
     c.f64("kronFluxErr", m(&|m| m.kron.map_or(f64::NAN, |k| k.1.err)))
         .described("nJy", "Kron flux error");
+    c.f64("petroRad", m(&|m| m.petrosian.map_or(f64::NAN, |p| p.0)))
+        .described("pixel", "Petrosian radius (ratio 0.2)");
+    c.f64(
+        "petroFlux",
+        m(&|m| m.petrosian.map_or(f64::NAN, |p| p.1.value)),
+    )
+    .described("nJy", "Flux within 2 Petrosian radii");
+    c.f64(
+        "petroFluxErr",
+        m(&|m| m.petrosian.map_or(f64::NAN, |p| p.1.err)),
+    )
+    .described("nJy", "Petrosian flux error");
     c.f64("extendedness", m(&|m| m.extendedness.unwrap_or(f64::NAN)))
         .described("", "1 if resolved beyond the PSF, 0 if point-like");
     c.f64(
