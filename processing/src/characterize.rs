@@ -149,6 +149,8 @@ struct Candidate {
     /// Adaptive second moments.
     moments: (f64, f64, f64),
     significance: f64,
+    /// Centroid error, pixels (x and y combined).
+    position_err: f64,
 }
 
 /// Fits the PSF, WCS and zeropoint of `exposure` (ISR-processed, in counts) and sets them.
@@ -321,6 +323,7 @@ fn bright_sources(
             // Gaussian's by 1/12 (the model's kernels integrate over pixels again).
             moments: (shape.ixx - 1.0 / 12.0, shape.iyy - 1.0 / 12.0, shape.ixy),
             significance: p.significance,
+            position_err: m.x_err.hypot(m.y_err),
         });
     }
     if out.len() < 5 {
@@ -501,6 +504,7 @@ fn psf_fluxes(work: &Exposure, psf: &GaussianPsf, candidates: &[Candidate]) -> V
                 y: m.y,
                 flux: m.psf_flux.value,
                 flux_err: m.psf_flux.err,
+                position_err: m.x_err.hypot(m.y_err),
                 ..c.clone()
             }
         })
@@ -669,11 +673,14 @@ fn fit_wcs(
                 continue;
             };
             let row = basis(candidates[c].x - crpix.x, candidates[c].y - crpix.y);
+            // Weighted by the centroid's precision (with a floor for the reference
+            // catalogue's own errors): bright stars place the WCS, faint ones barely.
+            let weight = 1.0 / (weight_err(&candidates[c])).powi(2);
             for i in 0..n {
-                bx[i] += row[i] * xi;
-                by[i] += row[i] * eta;
+                bx[i] += weight * row[i] * xi;
+                by[i] += weight * row[i] * eta;
                 for j in 0..n {
-                    a[i * n + j] += row[i] * row[j];
+                    a[i * n + j] += weight * row[i] * row[j];
                 }
             }
         }
@@ -694,12 +701,26 @@ fn fit_wcs(
             (fx - xi).hypot(fy - eta) * 3.6e6
         };
         let res: Vec<f64> = used.iter().map(residual).collect();
-        rms = (res.iter().map(|r| r * r).sum::<f64>() / res.len() as f64).sqrt();
+        // The weighted RMS: what the solution's accuracy is set by.
+        let weights: Vec<f64> = used
+            .iter()
+            .map(|&(c, _)| weight_err(&candidates[c]).powi(-2))
+            .collect();
+        let sw: f64 = weights.iter().sum();
+        rms = (res
+            .iter()
+            .zip(&weights)
+            .map(|(r, w)| w * r * r)
+            .sum::<f64>()
+            / sw)
+            .sqrt();
+        // Clip on residuals in units of each star's own expected scatter.
+        let scale = wcs_scale_mas(&cx, &cy, s);
         coeffs = (cx, cy);
         let keep: Vec<(usize, usize)> = used
             .iter()
             .zip(&res)
-            .filter(|(_, r)| **r <= 3.0 * rms)
+            .filter(|(m, r)| **r <= 4.0 * weight_err(&candidates[m.0]) * scale)
             .map(|(m, _)| *m)
             .collect();
         if keep.len() == used.len() || keep.len() < terms(order) + 2 {
@@ -738,6 +759,24 @@ fn fit_wcs(
     let wcs =
         TanSipWcs::new(crpix, tangent, cd, sip).map_err(|e| fail("astrometry", e.to_string()))?;
     Ok((wcs, used, rms, order))
+}
+
+/// A candidate's positional error for weighting, pixels: its centroid error with a floor
+/// of 0.02 px (the reference catalogue's errors and the centroider's systematics).
+fn weight_err(c: &Candidate) -> f64 {
+    let e = if c.position_err.is_finite() {
+        c.position_err
+    } else {
+        1.0
+    };
+    e.hypot(0.02)
+}
+
+/// Milliarcseconds per pixel of a fitted solution (from its linear terms).
+fn wcs_scale_mas(cx: &[f64], cy: &[f64], s: f64) -> f64 {
+    // Coefficients 1 and 2 are the u and v terms, scaled by s.
+    let det = (cx[1] * cy[2] - cx[2] * cy[1]) / (s * s);
+    det.abs().sqrt() * 3.6e6
 }
 
 /// The sky position at tangent-plane offset (xi, eta) degrees from `t`.
