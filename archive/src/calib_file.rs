@@ -14,13 +14,13 @@ use aster_processing::calib::{
     CalibImage, CalibProduct, CalibType, CrosstalkMatrix, DefectBit, DefectMap, MonoFlatCube,
     Provenance,
 };
-use aster_processing::image::{HeaderValue, Image};
+use aster_processing::image::Image;
 use fitsio::FitsFile;
 use fitsio::hdu::{FitsHdu, HduInfo};
 use fitsio::images::{ImageDescription, ImageType};
 
 use crate::fits_io::{
-    FitsFileError, RICE_1, all_cards, card_text, parse_value, set_compression, verify_checksum,
+    FitsFileError, RICE_1, all_cards, card_text, open_primary, set_compression, verify_checksum,
     write_atomically, write_card, write_checksum,
 };
 
@@ -105,24 +105,11 @@ pub fn write_calibration(path: &Path, product: &CalibProduct) -> Result<()> {
     })
 }
 
-const STRUCTURAL: &[&str] = &[
-    "SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "COMMENT", "HISTORY", "",
-    "CHECKSUM", "DATASUM",
-];
-
 /// Reads a calibration product written by [`write_calibration`].
 pub fn read_calibration(path: &Path) -> Result<CalibProduct> {
     let fail =
         |step: &'static str| move |e: &dyn std::fmt::Display| FitsFileError::new(path, step, e);
-    let mut f = FitsFile::open(path).map_err(|e| fail("open")(&e))?;
-    f.primary_hdu().map_err(|e| fail("primary HDU")(&e))?;
-    verify_checksum(&mut f, true).map_err(|e| fail("checksum")(&format!("primary HDU: {e}")))?;
-    let cards: BTreeMap<String, HeaderValue> = all_cards(&mut f)
-        .map_err(|e| fail("provenance")(&e))?
-        .into_iter()
-        .filter(|(k, _)| !STRUCTURAL.contains(&k.as_str()))
-        .map(|(k, v)| (k, parse_value(&v)))
-        .collect();
+    let (mut f, cards) = open_primary(path, "provenance")?;
     let provenance = Provenance::from_cards(&cards).map_err(|e| fail("provenance")(&e))?;
     // An HDU, its shape (fastest axis first) and its cards, checksum verified.
     let open = |f: &mut FitsFile,
@@ -233,6 +220,7 @@ pub fn read_calibration(path: &Path) -> Result<CalibProduct> {
 #[cfg(test)]
 mod tests {
     use aster_processing::calib::Stamp;
+    use aster_processing::image::HeaderValue;
 
     use super::*;
 

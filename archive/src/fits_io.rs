@@ -54,6 +54,33 @@ pub(crate) fn write_atomically(
     }
 }
 
+/// Keywords that describe an HDU rather than what it holds.
+const STRUCTURAL: &[&str] = &[
+    "SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "COMMENT", "HISTORY", "",
+    "CHECKSUM", "DATASUM",
+];
+
+/// Opens `path` at its primary HDU, verifies its checksums and returns the file with the
+/// header's cards (structural keywords left out) parsed into values; `step` names what
+/// the cards are for in errors.
+pub(crate) fn open_primary(
+    path: &Path,
+    step: &'static str,
+) -> Result<(FitsFile, std::collections::BTreeMap<String, HeaderValue>), FitsFileError> {
+    let mut f = FitsFile::open(path).map_err(|e| FitsFileError::new(path, "open", e))?;
+    f.primary_hdu()
+        .map_err(|e| FitsFileError::new(path, "primary HDU", e))?;
+    verify_checksum(&mut f, true)
+        .map_err(|e| FitsFileError::new(path, "checksum", format!("primary HDU: {e}")))?;
+    let cards = all_cards(&mut f)
+        .map_err(|e| FitsFileError::new(path, step, e))?
+        .into_iter()
+        .filter(|(k, _)| !STRUCTURAL.contains(&k.as_str()))
+        .map(|(k, v)| (k, parse_value(&v)))
+        .collect();
+    Ok((f, cards))
+}
+
 /// The text of a header value as a card holds it (reals with 17 significant digits).
 pub(crate) fn card_text(key: &str, value: &HeaderValue) -> Result<String, String> {
     Ok(match value {

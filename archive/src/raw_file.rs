@@ -18,7 +18,7 @@ use fitsio::hdu::HduInfo;
 use fitsio::images::{ImageDescription, ImageType};
 
 use crate::fits_io::{
-    FitsFileError, RICE_1, all_cards, card_text, parse_value, set_compression, verify_checksum,
+    FitsFileError, RICE_1, all_cards, card_text, open_primary, set_compression, verify_checksum,
     write_atomically, write_card_with_comment, write_checksum,
 };
 
@@ -89,26 +89,10 @@ pub fn write_raw(path: &Path, raw: &RawExposure) -> Result<()> {
     })
 }
 
-/// Keywords that describe the HDU rather than the observation.
-const STRUCTURAL: &[&str] = &[
-    "SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "COMMENT", "HISTORY", "",
-    "CHECKSUM", "DATASUM",
-];
-
 /// The observation metadata of a raw file, without reading its pixels.
 pub fn read_raw_info(path: &Path) -> Result<ObservationInfo> {
-    let fail =
-        |step: &'static str| move |e: &dyn std::fmt::Display| FitsFileError::new(path, step, e);
-    let mut f = FitsFile::open(path).map_err(|e| fail("open")(&e))?;
-    f.primary_hdu().map_err(|e| fail("primary HDU")(&e))?;
-    verify_checksum(&mut f, true).map_err(|e| fail("checksum")(&format!("primary HDU: {e}")))?;
-    let cards: BTreeMap<String, HeaderValue> = all_cards(&mut f)
-        .map_err(|e| fail("metadata")(&e))?
-        .into_iter()
-        .filter(|(k, _)| !STRUCTURAL.contains(&k.as_str()))
-        .map(|(k, v)| (k, parse_value(&v)))
-        .collect();
-    ObservationInfo::from_cards(&cards).map_err(|e| fail("metadata")(&e))
+    let (_, cards) = open_primary(path, "metadata")?;
+    ObservationInfo::from_cards(&cards).map_err(|e| FitsFileError::new(path, "metadata", e))
 }
 
 /// Reads a raw file written by [`write_raw`].
