@@ -21,7 +21,7 @@ use fitsio::images::{ImageDescription, ImageType};
 pub use crate::fits_io::FitsFileError;
 use crate::fits_io::{
     RICE_1, all_cards, card_text, parse_value, quoted, set_compression, verify_checksum,
-    write_atomically, write_card, write_checksum,
+    write_atomically, write_atomically_with, write_card, write_checksum,
 };
 
 type Result<T> = std::result::Result<T, FitsFileError>;
@@ -209,34 +209,21 @@ pub fn read_exposure(path: &Path) -> Result<Exposure> {
 pub fn write_plain_image(path: &Path, image: &Image<f32>, wcs: Option<&TanSipWcs>) -> Result<()> {
     let fail =
         |step: &'static str| move |err: &dyn std::fmt::Display| FitsFileError::new(path, step, err);
-    let tmp = path.with_extension(format!("tmp-{}.fits", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let result = (|| -> Result<()> {
-        let description = ImageDescription {
-            data_type: ImageType::Float,
-            dimensions: &[image.height(), image.width()],
-        };
-        let mut f = FitsFile::create(&tmp)
-            .with_custom_primary(&description)
-            .open()
-            .map_err(|x| fail("create")(&x))?;
+    let description = ImageDescription {
+        data_type: ImageType::Float,
+        dimensions: &[image.height(), image.width()],
+    };
+    write_atomically_with(path, Some(&description), |f| {
         let hdu = f.primary_hdu().map_err(|x| fail("primary HDU")(&x))?;
         if let Some(wcs) = wcs {
             for (k, v) in wcs.to_cards() {
-                write_card(&mut f, &k, &v).map_err(|x| fail("WCS")(&x))?;
+                write_card(f, &k, &v).map_err(|x| fail("WCS")(&x))?;
             }
         }
-        hdu.write_image(&mut f, image.data())
+        hdu.write_image(f, image.data())
             .map_err(|x| fail("IMAGE")(&x))?;
-        write_checksum(&mut f).map_err(|x| fail("checksum")(&x))
-    })();
-    match result {
-        Ok(()) => std::fs::rename(&tmp, path).map_err(|x| fail("rename")(&x)),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+        write_checksum(f).map_err(|x| fail("checksum")(&x))
+    })
 }
 
 /// Writes a background model (DMS-REQ-0327): a `BACKGROUND` image of the levels at bin
@@ -419,6 +406,22 @@ mod tests {
         // Writing again replaces the file, and no temporary file is left behind.
         write_exposure(&path, &e).unwrap();
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn plain_images_hold_the_pixels_and_wcs_in_the_primary_hdu() {
+        let dir = tempdir();
+        let e = exposure();
+        let path = dir.join("plain.fits");
+        write_plain_image(&path, e.image(), e.wcs.as_ref()).unwrap();
+        let mut f = FitsFile::open(&path).unwrap();
+        let hdu = f.primary_hdu().unwrap();
+        verify_checksum(&mut f, true).unwrap();
+        let pixels: Vec<f32> = hdu.read_image(&mut f).unwrap();
+        assert_eq!(pixels, e.image().data());
+        let cards: HashMap<String, String> = all_cards(&mut f).unwrap().into_iter().collect();
+        let wcs = TanSipWcs::from_cards(|k| cards.get(k).cloned()).unwrap();
+        assert_eq!(Some(&wcs), e.wcs.as_ref());
     }
 
     #[test]

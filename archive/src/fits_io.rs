@@ -34,14 +34,29 @@ pub(crate) fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut FitsFile) -> Result<(), FitsFileError>,
 ) -> Result<(), FitsFileError> {
+    write_atomically_with(path, None, write)
+}
+
+/// [`write_atomically`] with a primary HDU that holds an image of `primary`'s shape and
+/// type (for single-HDU files) instead of none.
+pub(crate) fn write_atomically_with(
+    path: &Path,
+    primary: Option<&fitsio::images::ImageDescription>,
+    write: impl FnOnce(&mut FitsFile) -> Result<(), FitsFileError>,
+) -> Result<(), FitsFileError> {
     let tmp = path.with_extension(format!("tmp-{}.fits", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
-    let result = FitsFile::create(&tmp)
+    let builder = FitsFile::create(&tmp);
+    let builder = match primary {
+        Some(d) => builder.with_custom_primary(d),
+        None => builder,
+    };
+    let result = builder
         .open()
         .map_err(|e| FitsFileError::new(path, "create", e))
         .and_then(|mut f| {
             write(&mut f)?;
-            // Closing flushes the buffers; errors surface before the rename.
+            // Closing flushes cfitsio's buffers to the temporary file before the rename.
             drop(f);
             Ok(())
         });
