@@ -299,9 +299,7 @@ fn main() -> Result<()> {
                     }),
                 ..
             } => {
-                let band = aster_processing::sky::BANDS
-                    .iter()
-                    .position(|b| *b == band)
+                let band = aster_processing::sky::band_index(&band)
                     .with_context(|| format!("--band {band}: expected one of u g r i z y"))?;
                 pipeline::simulate_ccd(&output, size, seed, band, objects)
             }

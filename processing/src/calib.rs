@@ -12,7 +12,7 @@ use crate::camera::PRESCAN;
 use crate::image::{Exposure, HeaderValue, Image, Mask, MaskPlane, for_rows};
 use crate::isr::{IsrCalibrations, IsrConfig, IsrError, isr_snap, overscan_subtracted};
 use crate::raw::{ObsType, RawExposure, mjd_to_iso};
-use crate::sky::BANDS;
+use crate::sky::{BANDS, band_index};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum CalibError {
@@ -183,12 +183,7 @@ impl Provenance {
             None => None,
             Some(_) => {
                 let f = text("FILTER")?;
-                Some(
-                    BANDS
-                        .iter()
-                        .position(|b| *b == f)
-                        .ok_or_else(|| CalibError::Provenance("FILTER".into()))?,
-                )
+                Some(band_index(&f).ok_or_else(|| CalibError::Provenance("FILTER".into()))?)
             }
         };
         let limit = |n: i64| (n as usize).min(10_000);

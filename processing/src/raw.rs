@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::camera::{AmpLayout, PIXEL_SCALE, nominal_wcs};
 use crate::image::{HeaderValue, Image};
-use crate::sky::BANDS;
+use crate::sky::{BANDS, band_index};
 use crate::wcs::{SkyCoord, TanSipWcs};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -333,15 +333,10 @@ impl ObservationInfo {
             None => None,
             Some(_) => {
                 let f = text("FILTER")?;
-                Some(
-                    BANDS
-                        .iter()
-                        .position(|b| *b == f.trim())
-                        .ok_or(RawError::Invalid {
-                            key: "FILTER",
-                            message: format!("'{f}' is none of ugrizy"),
-                        })?,
-                )
+                Some(band_index(f.trim()).ok_or(RawError::Invalid {
+                    key: "FILTER",
+                    message: format!("'{f}' is none of ugrizy"),
+                })?)
             }
         };
         let telescope = match cards.contains_key("RA") {

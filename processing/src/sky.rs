@@ -12,6 +12,11 @@ pub const SINGLE_VISIT_DEPTH: [f64; 6] = [23.7, 24.9, 24.4, 23.9, 23.3, 22.4];
 /// Coadd 5-sigma depths (AB mag) of the demo release.
 pub const COADD_DEPTH: [f64; 6] = [25.6, 26.9, 26.9, 26.4, 25.6, 24.8];
 
+/// The index in [`BANDS`] of a band's name (u, g, r, i, z, y).
+pub fn band_index(name: &str) -> Option<usize> {
+    BANDS.iter().position(|b| *b == name)
+}
+
 /// AB magnitude of a flux in nJy (31.4 is the AB zero point for nJy).
 pub fn mag_to_njy(mag: f64) -> f64 {
     10f64.powf((31.4 - mag) / 2.5)

@@ -93,7 +93,7 @@ fn matches(id: &DataId, filters: &[(String, String)]) -> bool {
     filters.iter().all(|(k, v)| match k.as_str() {
         "visit" => v.parse::<i64>().ok() == Some(id.visit),
         "detector" => *v == id.detector_name || v.parse::<i64>().ok() == Some(id.detector),
-        "band" => BANDS.get(id.band).is_some_and(|b| b == v),
+        "band" => aster_processing::sky::band_index(v) == Some(id.band),
         _ => false,
     })
 }
