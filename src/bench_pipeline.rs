@@ -18,6 +18,9 @@ use aster_processing::single_frame::process;
 use crate::pipeline::definition;
 use crate::pipeline::run::{data_ids, isr_calibrations, read_refcat};
 
+/// Runs of detection and measurement (Aster's and SExtractor's) of which the fastest counts.
+const REPEATS: usize = 3;
+
 /// A truth star's position on the image.
 struct TruthStar {
     x: f64,
@@ -81,9 +84,16 @@ pub fn pipeline(data_dir: &Path, ccd_size: usize) -> Result<()> {
         t.elapsed().as_secs_f64(),
     ));
     let calibrated = exposure.clone();
-    let t = Instant::now();
-    let (sources, _) = process(&mut exposure, pipeline.measure().context("measure task")?)?;
-    let aster_measure = t.elapsed().as_secs_f64();
+    // Detection and measurement are timed as the best of a few runs, as SExtractor is
+    // below: a single run on a shared machine measures its neighbours as much as itself.
+    let mut aster_measure = f64::INFINITY;
+    let mut sources = Vec::new();
+    for _ in 0..REPEATS {
+        exposure = calibrated.clone();
+        let t = Instant::now();
+        sources = process(&mut exposure, pipeline.measure().context("measure task")?)?.0;
+        aster_measure = aster_measure.min(t.elapsed().as_secs_f64());
+    }
     stages.push(("background, detection, measurement", aster_measure));
     let total: f64 = stages.iter().map(|s| s.1).sum();
 
@@ -167,9 +177,38 @@ fn run_sextractor(
     seeing: f64,
 ) -> Result<(f64, Vec<(f64, f64)>)> {
     let params = dir.join("sex.param");
+    // What Aster measures, in SExtractor's terms: centroids with errors, iterated
+    // Gaussian-windowed centroids and second moments (its counterpart of adaptive moments)
+    // with errors, Kron and Petrosian radii and fluxes, four apertures, a star/galaxy
+    // classifier for extendedness, and flags. SExtractor has no PSF flux without a PSFEx
+    // model, which Aster fits itself.
     std::fs::write(
         &params,
-        "X_IMAGE\nY_IMAGE\nFLUX_AUTO\nFLUXERR_AUTO\nFLUX_APER\nFLAGS\n",
+        [
+            "X_IMAGE",
+            "Y_IMAGE",
+            "ERRX2_IMAGE",
+            "ERRY2_IMAGE",
+            "XWIN_IMAGE",
+            "YWIN_IMAGE",
+            "ERRX2WIN_IMAGE",
+            "ERRY2WIN_IMAGE",
+            "X2WIN_IMAGE",
+            "Y2WIN_IMAGE",
+            "XY2WIN_IMAGE",
+            "ERRXYWIN_IMAGE",
+            "KRON_RADIUS",
+            "FLUX_AUTO",
+            "FLUXERR_AUTO",
+            "PETRO_RADIUS",
+            "FLUX_PETRO",
+            "FLUXERR_PETRO",
+            "FLUX_APER(4)",
+            "FLUXERR_APER(4)",
+            "CLASS_STAR",
+            "FLAGS",
+        ]
+        .join("\n"),
     )?;
     let catalog = dir.join("sex.cat");
     let filter = [
@@ -179,45 +218,48 @@ fn run_sextractor(
     .into_iter()
     .find(|p| Path::new(p).exists())
     .context("source-extractor's filters are not installed")?;
-    let t = Instant::now();
-    let out = Command::new("source-extractor")
-        .arg(image)
-        .args(["-c", "/usr/share/source-extractor/default.sex"])
-        .arg("-CATALOG_NAME")
-        .arg(&catalog)
-        .args(["-CATALOG_TYPE", "ASCII_HEAD"])
-        .arg("-PARAMETERS_NAME")
-        .arg(&params)
-        .args(["-FILTER", "Y", "-FILTER_NAME", filter])
-        .args([
-            "-DETECT_THRESH",
-            "1.5",
-            "-ANALYSIS_THRESH",
-            "1.5",
-            "-DETECT_MINAREA",
-            "3",
-        ])
-        .args(["-WEIGHT_TYPE", "MAP_VAR"])
-        .arg("-WEIGHT_IMAGE")
-        .arg(variance)
-        .args(["-GAIN", "1.0", "-PHOT_APERTURES", "6,12,18,24"])
-        .args(["-STARNNW_NAME", "/usr/share/source-extractor/default.nnw"])
-        .args([
-            "-SEEING_FWHM",
-            &format!("{seeing:.3}"),
-            "-PIXEL_SCALE",
-            "0.2",
-        ])
-        .args(["-MAG_ZEROPOINT", &format!("{zero_point:.4}")])
-        .args(["-BACK_SIZE", "128", "-VERBOSE_TYPE", "QUIET"])
-        .output()
-        .context("running source-extractor")?;
-    let seconds = t.elapsed().as_secs_f64();
-    if !out.status.success() {
-        bail!(
-            "source-extractor failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let mut seconds = f64::INFINITY;
+    for _ in 0..REPEATS {
+        let t = Instant::now();
+        let out = Command::new("source-extractor")
+            .arg(image)
+            .args(["-c", "/usr/share/source-extractor/default.sex"])
+            .arg("-CATALOG_NAME")
+            .arg(&catalog)
+            .args(["-CATALOG_TYPE", "ASCII_HEAD"])
+            .arg("-PARAMETERS_NAME")
+            .arg(&params)
+            .args(["-FILTER", "Y", "-FILTER_NAME", filter])
+            .args([
+                "-DETECT_THRESH",
+                "1.5",
+                "-ANALYSIS_THRESH",
+                "1.5",
+                "-DETECT_MINAREA",
+                "3",
+            ])
+            .args(["-WEIGHT_TYPE", "MAP_VAR"])
+            .arg("-WEIGHT_IMAGE")
+            .arg(variance)
+            .args(["-GAIN", "1.0", "-PHOT_APERTURES", "6,12,18,24"])
+            .args(["-STARNNW_NAME", "/usr/share/source-extractor/default.nnw"])
+            .args([
+                "-SEEING_FWHM",
+                &format!("{seeing:.3}"),
+                "-PIXEL_SCALE",
+                "0.2",
+            ])
+            .args(["-MAG_ZEROPOINT", &format!("{zero_point:.4}")])
+            .args(["-BACK_SIZE", "128", "-VERBOSE_TYPE", "QUIET"])
+            .output()
+            .context("running source-extractor")?;
+        seconds = seconds.min(t.elapsed().as_secs_f64());
+        if !out.status.success() {
+            bail!(
+                "source-extractor failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
     let text = std::fs::read_to_string(&catalog)?;
     let positions = text

@@ -72,22 +72,60 @@ const UNUSABLE: [MaskPlane; 4] = [
     MaskPlane::NoData,
 ];
 
+/// One pixel as measurement sees it.
+#[derive(Debug, Clone, Copy)]
+enum Px {
+    /// Outside the image.
+    Off,
+    /// Inside, but unusable: masked, not finite, or without a positive variance.
+    Masked,
+    /// Value and variance.
+    Good(f64, f64),
+}
+
+/// The exposure's planes read directly, with the unusable planes as one bit mask: the
+/// measurement loops touch each pixel many times, and bounds-checked lookups of three
+/// planes with a plane list folded each time dominated their cost.
+struct Pixels<'a> {
+    image: &'a [f32],
+    variance: &'a [f32],
+    mask: &'a [i32],
+    width: i64,
+    height: i64,
+    unusable: i32,
+}
+
+impl<'a> Pixels<'a> {
+    fn of(exposure: &'a Exposure) -> Self {
+        Self {
+            image: exposure.image().data(),
+            variance: exposure.variance().data(),
+            mask: exposure.mask().bits().data(),
+            width: exposure.width() as i64,
+            height: exposure.height() as i64,
+            unusable: UNUSABLE.iter().fold(0, |m, p| m | p.bit()),
+        }
+    }
+
+    #[inline]
+    fn at(&self, x: i64, y: i64) -> Px {
+        if x < 0 || y < 0 || x >= self.width || y >= self.height {
+            return Px::Off;
+        }
+        let i = (y * self.width + x) as usize;
+        let (v, s) = (self.image[i], self.variance[i]);
+        if self.mask[i] & self.unusable != 0 || !v.is_finite() || !(s.is_finite() && s > 0.0) {
+            Px::Masked
+        } else {
+            Px::Good(f64::from(v), f64::from(s))
+        }
+    }
+}
+
 /// Measures the source at `peak` on a background-subtracted exposure.
 pub fn measure(exposure: &Exposure, psf: &GaussianPsf, peak: &Peak) -> Measurement {
     let mut flags = Flags::default();
-    let (w, h) = (exposure.width() as i64, exposure.height() as i64);
-    let image = exposure.image();
-    let var = exposure.variance();
-    let mask = exposure.mask();
-    let unusable = |x: i64, y: i64| mask.any(x as usize, y as usize, &UNUSABLE);
-    let pixel = |x: i64, y: i64| -> Option<(f64, f64)> {
-        if x < 0 || y < 0 || x >= w || y >= h {
-            return None;
-        }
-        let v = f64::from(image.get(x as usize, y as usize)?);
-        let s = f64::from(var.get(x as usize, y as usize)?);
-        (v.is_finite() && s.is_finite() && s > 0.0).then_some((v, s))
-    };
+    let pixels = Pixels::of(exposure);
 
     // Centroid: first moments weighted by a Gaussian of the PSF's size, iterated from the
     // peak; the weighted estimator's error follows from the pixel variances.
@@ -101,21 +139,25 @@ pub fn measure(exposure: &Exposure, psf: &GaussianPsf, peak: &Peak) -> Measureme
     let (mut cx, mut cy) = (peak.x as f64, peak.y as f64);
     let mut errs = (f64::NAN, f64::NAN);
     let mut converged = false;
+    let mut terms = Vec::new();
     for _ in 0..30 {
         let (mut sw, mut sx, mut sy) = (0.0, 0.0, 0.0);
-        let mut terms = Vec::new();
+        terms.clear();
         // A fixed box around the peak: a box that followed the rounded centroid would jump
         // as it crossed pixel boundaries and keep the iteration from settling.
         for y in peak.y as i64 - half..=peak.y as i64 + half {
             for x in peak.x as i64 - half..=peak.x as i64 + half {
-                let Some((v, s)) = pixel(x, y) else {
-                    flags.edge = true;
-                    continue;
+                let (v, s) = match pixels.at(x, y) {
+                    Px::Good(v, s) => (v, s),
+                    Px::Off => {
+                        flags.edge = true;
+                        continue;
+                    }
+                    Px::Masked => {
+                        flags.masked = true;
+                        continue;
+                    }
                 };
-                if unusable(x, y) {
-                    flags.masked = true;
-                    continue;
-                }
                 let (dx, dy) = (x as f64 - cx, y as f64 - cy);
                 let wgt = (-0.5 * (dx * dx + dy * dy) / (sigma * sigma)).exp();
                 sw += wgt * v;
@@ -165,14 +207,13 @@ pub fn measure(exposure: &Exposure, psf: &GaussianPsf, peak: &Peak) -> Measureme
         for j in 0..kernel.height() as i64 {
             for i in 0..kernel.width() as i64 {
                 let p = f64::from(kernel.get(i as usize, j as usize).unwrap_or(0.0));
-                let (x, y) = (x0 + i, y0 + j);
-                match pixel(x, y) {
-                    Some(_) if unusable(x, y) => flags.masked = true,
-                    Some((v, s)) => {
+                match pixels.at(x0 + i, y0 + j) {
+                    Px::Good(v, s) => {
                         num += p * v / s;
                         den += p * p / s;
                     }
-                    None => flags.edge = true,
+                    Px::Masked => flags.masked = true,
+                    Px::Off => flags.edge = true,
                 }
             }
         }
@@ -197,16 +238,17 @@ pub fn measure(exposure: &Exposure, psf: &GaussianPsf, peak: &Peak) -> Measureme
             let reach = r.ceil() as i64;
             for y in cy.round() as i64 - reach..=cy.round() as i64 + reach {
                 for x in cx.round() as i64 - reach..=cx.round() as i64 + reach {
-                    if (x as f64 - cx).hypot(y as f64 - cy) > r {
+                    let (dx, dy) = (x as f64 - cx, y as f64 - cy);
+                    if dx * dx + dy * dy > r * r {
                         continue;
                     }
-                    match pixel(x, y) {
-                        Some(_) if unusable(x, y) => flags.masked = true,
-                        Some((v, s)) => {
+                    match pixels.at(x, y) {
+                        Px::Good(v, s) => {
                             sum += v;
                             var_sum += s;
                         }
-                        None => flags.edge = true,
+                        Px::Masked => flags.masked = true,
+                        Px::Off => flags.edge = true,
                     }
                 }
             }
@@ -299,18 +341,18 @@ fn petrosian_within(exposure: &Exposure, x: f64, y: f64, max_radius: f64) -> Opt
     let reach = 2.0 * max_radius;
     let nbins = (reach / STEP).ceil() as usize + 1;
     let mut bins = vec![(0.0f64, 0.0f64, 0usize); nbins];
-    let (w, h) = (exposure.width() as i64, exposure.height() as i64);
+    let pixels = Pixels::of(exposure);
     let r_px = reach.ceil() as i64;
-    for py in (y.round() as i64 - r_px).max(0)..=(y.round() as i64 + r_px).min(h - 1) {
-        for px in (x.round() as i64 - r_px).max(0)..=(x.round() as i64 + r_px).min(w - 1) {
-            let r = (px as f64 - x).hypot(py as f64 - y);
-            if r > reach || exposure.mask().any(px as usize, py as usize, &UNUSABLE) {
+    for py in y.round() as i64 - r_px..=y.round() as i64 + r_px {
+        let dy = py as f64 - y;
+        for px in x.round() as i64 - r_px..=x.round() as i64 + r_px {
+            let dx = px as f64 - x;
+            let r2 = dx * dx + dy * dy;
+            if r2 > reach * reach {
                 continue;
             }
-            let v = f64::from(exposure.image().get(px as usize, py as usize)?);
-            let s = f64::from(exposure.variance().get(px as usize, py as usize)?);
-            if v.is_finite() && s.is_finite() {
-                let b = &mut bins[(r / STEP) as usize];
+            if let Px::Good(v, s) = pixels.at(px, py) {
+                let b = &mut bins[(r2.sqrt() / STEP) as usize];
                 b.0 += v;
                 b.1 += s;
                 b.2 += 1;
@@ -368,9 +410,7 @@ fn petrosian_within(exposure: &Exposure, x: f64, y: f64, max_radius: f64) -> Opt
 /// two: the weight follows the moments, and at the matched fixed point that feedback doubles
 /// their response to noise (d new/d old = 1/2).
 pub fn adaptive_moments(exposure: &Exposure, x: f64, y: f64, sigma: f64) -> Option<Shape> {
-    let image = exposure.image();
-    let var = exposure.variance();
-    let (w, h) = (exposure.width() as i64, exposure.height() as i64);
+    let pixels = Pixels::of(exposure);
     let (mut mx, mut my) = (x, y);
     let (mut ixx, mut iyy, mut ixy) = (sigma * sigma, sigma * sigma, 0.0);
     for _ in 0..50 {
@@ -379,63 +419,137 @@ pub fn adaptive_moments(exposure: &Exposure, x: f64, y: f64, sigma: f64) -> Opti
             return None;
         }
         let (a, b, c) = (iyy / det, -ixy / det, ixx / det);
-        let reach = (4.0 * ixx.max(iyy).sqrt()).ceil() as i64;
-        let (mut s0, mut sx, mut sy, mut sxx, mut syy, mut sxy) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-        let mut pixels = Vec::new();
-        for py in my.round() as i64 - reach..=my.round() as i64 + reach {
-            for px in mx.round() as i64 - reach..=mx.round() as i64 + reach {
-                if px < 0 || py < 0 || px >= w || py >= h {
-                    continue;
-                }
-                let v = f64::from(image.get(px as usize, py as usize)?);
-                let s = f64::from(var.get(px as usize, py as usize)?);
-                if !v.is_finite() || exposure.mask().any(px as usize, py as usize, &UNUSABLE) {
-                    continue;
-                }
-                let (dx, dy) = (px as f64 - mx, py as f64 - my);
-                let wt = (-0.5 * (a * dx * dx + 2.0 * b * dx * dy + c * dy * dy)).exp();
-                s0 += wt * v;
-                sx += wt * v * dx;
-                sy += wt * v * dy;
-                sxx += wt * v * dx * dx;
-                syy += wt * v * dy * dy;
-                sxy += wt * v * dx * dy;
-                pixels.push((wt, s, dx, dy));
-            }
-        }
-        if s0 <= 0.0 {
+        let sums = weighted_moments(&pixels, mx, my, ixx.max(iyy), (a, b, c));
+        if sums.s0 <= 0.0 {
             return None;
         }
-        let (nxx, nyy, nxy) = (2.0 * sxx / s0, 2.0 * syy / s0, 2.0 * sxy / s0);
-        let (nmx, nmy) = (mx + 2.0 * sx / s0, my + 2.0 * sy / s0);
+        let (nxx, nyy, nxy) = (
+            2.0 * sums.sxx / sums.s0,
+            2.0 * sums.syy / sums.s0,
+            2.0 * sums.sxy / sums.s0,
+        );
+        // The doubled moments approach the fixed point geometrically with ratio 1/2 (the
+        // derivative there, as above), so a step twice as long lands on it to first order:
+        // a handful of iterations instead of twenty. Near the start, where that step can
+        // overshoot into a non-positive ellipse, the plain step is taken.
+        let (oxx, oyy, oxy) = (2.0 * nxx - ixx, 2.0 * nyy - iyy, 2.0 * nxy - ixy);
+        let (nxx, nyy, nxy) = if oxx > 0.0 && oyy > 0.0 && oxx * oyy - oxy * oxy > 0.0 {
+            (oxx, oyy, oxy)
+        } else {
+            (nxx, nyy, nxy)
+        };
         let change = (nxx - ixx).abs() + (nyy - iyy).abs() + (nxy - ixy).abs();
         ixx = nxx;
         iyy = nyy;
         ixy = nxy;
-        mx = nmx;
-        my = nmy;
+        mx += 2.0 * sums.sx / sums.s0;
+        my += 2.0 * sums.sy / sums.s0;
         if (mx - x).hypot(my - y) > 4.0 * sigma {
             return None;
         }
         if change < 1e-6 * (ixx + iyy) {
-            let err = |f: &dyn Fn(f64, f64) -> f64, m: f64| {
-                let v: f64 = pixels
-                    .iter()
-                    .map(|(wt, s, dx, dy)| (wt * (2.0 * f(*dx, *dy) - m)).powi(2) * s)
-                    .sum();
-                2.0 * v.sqrt() / s0
-            };
+            // The errors at the weight of the last step: the fixed point to within the
+            // tolerance.
+            let det = ixx * iyy - ixy * ixy;
+            let weight = (iyy / det, -ixy / det, ixx / det);
+            let (ex, ey, exy) =
+                moment_errors(&pixels, mx, my, ixx.max(iyy), weight, (ixx, iyy, ixy));
             return Some(Shape {
                 ixx,
                 iyy,
                 ixy,
-                ixx_err: err(&|dx, _| dx * dx, ixx),
-                iyy_err: err(&|_, dy| dy * dy, iyy),
-                ixy_err: err(&|dx, dy| dx * dy, ixy),
+                ixx_err: ex,
+                iyy_err: ey,
+                ixy_err: exy,
             });
         }
     }
     None
+}
+
+/// Gaussian-weighted sums of the light and its first and second moments about (mx, my).
+struct MomentSums {
+    s0: f64,
+    sx: f64,
+    sy: f64,
+    sxx: f64,
+    syy: f64,
+    sxy: f64,
+}
+
+/// Pixels within 5 sigma of the weight (whose inverse covariance is `(a, b, c)` and
+/// largest variance `max_var`). The weight beyond is under 4e-6 of its peak: pixels
+/// crossing the edge as the ellipse moves change the sums too little to set the iteration
+/// oscillating, which a 4-sigma edge (3e-4) did.
+fn weight_window(
+    mx: f64,
+    my: f64,
+    max_var: f64,
+    (a, b, c): (f64, f64, f64),
+    mut each: impl FnMut(i64, i64, f64, f64, f64),
+) {
+    let reach = (5.0 * max_var.sqrt()).ceil() as i64 + 1;
+    for py in my.round() as i64 - reach..=my.round() as i64 + reach {
+        let dy = py as f64 - my;
+        for px in mx.round() as i64 - reach..=mx.round() as i64 + reach {
+            let dx = px as f64 - mx;
+            let q = a * dx * dx + 2.0 * b * dx * dy + c * dy * dy;
+            if q <= 25.0 {
+                each(px, py, dx, dy, (-0.5 * q).exp());
+            }
+        }
+    }
+}
+
+fn weighted_moments(
+    pixels: &Pixels,
+    mx: f64,
+    my: f64,
+    max_var: f64,
+    weight: (f64, f64, f64),
+) -> MomentSums {
+    let mut m = MomentSums {
+        s0: 0.0,
+        sx: 0.0,
+        sy: 0.0,
+        sxx: 0.0,
+        syy: 0.0,
+        sxy: 0.0,
+    };
+    weight_window(mx, my, max_var, weight, |px, py, dx, dy, wt| {
+        if let Px::Good(v, _) = pixels.at(px, py) {
+            let wv = wt * v;
+            m.s0 += wv;
+            m.sx += wv * dx;
+            m.sy += wv * dy;
+            m.sxx += wv * dx * dx;
+            m.syy += wv * dy * dy;
+            m.sxy += wv * dx * dy;
+        }
+    });
+    m
+}
+
+/// 1-sigma errors of the adaptive moments `(ixx, iyy, ixy)` under `weight`.
+fn moment_errors(
+    pixels: &Pixels,
+    mx: f64,
+    my: f64,
+    max_var: f64,
+    weight: (f64, f64, f64),
+    (ixx, iyy, ixy): (f64, f64, f64),
+) -> (f64, f64, f64) {
+    let (mut s0, mut vxx, mut vyy, mut vxy) = (0.0, 0.0, 0.0, 0.0);
+    weight_window(mx, my, max_var, weight, |px, py, dx, dy, wt| {
+        if let Px::Good(v, s) = pixels.at(px, py) {
+            s0 += wt * v;
+            vxx += (wt * (2.0 * dx * dx - ixx)).powi(2) * s;
+            vyy += (wt * (2.0 * dy * dy - iyy)).powi(2) * s;
+            vxy += (wt * (2.0 * dx * dy - ixy)).powi(2) * s;
+        }
+    });
+    let err = |v: f64| 2.0 * v.sqrt() / s0;
+    (err(vxx), err(vyy), err(vxy))
 }
 
 /// Kron (1980) photometry in elliptical apertures shaped by the adaptive moments: the
@@ -455,33 +569,25 @@ pub fn kron(exposure: &Exposure, x: f64, y: f64, shape: &Shape) -> Option<(f64, 
         shape.ixx / det * scale,
     );
     let sigma = det.sqrt().sqrt();
+    let view = Pixels::of(exposure);
     let pixels = |limit: f64| {
         let reach = (limit * shape.ixx.max(shape.iyy).sqrt() / sigma).ceil() as i64 + 1;
         let mut out = Vec::new();
         for py in y.round() as i64 - reach..=y.round() as i64 + reach {
             for px in x.round() as i64 - reach..=x.round() as i64 + reach {
-                if px < 0
-                    || py < 0
-                    || px >= exposure.width() as i64
-                    || py >= exposure.height() as i64
-                {
-                    continue;
-                }
                 let (dx, dy) = (px as f64 - x, py as f64 - y);
-                let r = (a * dx * dx + 2.0 * b * dx * dy + c * dy * dy).sqrt();
-                if r > limit || exposure.mask().any(px as usize, py as usize, &UNUSABLE) {
+                let r2 = a * dx * dx + 2.0 * b * dx * dy + c * dy * dy;
+                if r2 > limit * limit {
                     continue;
                 }
-                let v = f64::from(exposure.image().get(px as usize, py as usize)?);
-                let s = f64::from(exposure.variance().get(px as usize, py as usize)?);
-                if v.is_finite() && s.is_finite() {
-                    out.push((r, v, s));
+                if let Px::Good(v, s) = view.at(px, py) {
+                    out.push((r2.sqrt(), v, s));
                 }
             }
         }
-        Some(out)
+        out
     };
-    let window = pixels(6.0 * sigma)?;
+    let window = pixels(6.0 * sigma);
     let (sum_rv, sum_v) = window
         .iter()
         .fold((0.0, 0.0), |(rv, v), (r, val, _)| (rv + r * val, v + val));
@@ -491,7 +597,7 @@ pub fn kron(exposure: &Exposure, x: f64, y: f64, shape: &Shape) -> Option<(f64, 
     let r1 = sum_rv / sum_v;
     // As in SExtractor, the aperture never shrinks below 3.5 moment radii: a noisy first
     // moment of a faint source would otherwise cut into its light.
-    let aperture = pixels((2.5 * r1).max(3.5 * sigma))?;
+    let aperture = pixels((2.5 * r1).max(3.5 * sigma));
     let flux: f64 = aperture.iter().map(|p| p.1).sum();
     let var: f64 = aperture.iter().map(|p| p.2).sum();
     Some((
@@ -536,22 +642,12 @@ pub fn fit_psf_fluxes(
     let mut a = vec![vec![0.0f64; n]; n];
     let mut b = vec![0.0f64; n];
     let mut p = vec![0.0f64; n];
-    for y in y0.max(0)..y1.min(exposure.height() as i64) {
-        for x in x0.max(0)..x1.min(exposure.width() as i64) {
-            let (xu, yu) = (x as usize, y as usize);
-            if exposure.mask().any(xu, yu, &UNUSABLE) {
-                continue;
-            }
-            let (Some(v), Some(s)) = (
-                exposure.image().get(xu, yu),
-                exposure.variance().get(xu, yu),
-            ) else {
+    let pixels = Pixels::of(exposure);
+    for y in y0..y1 {
+        for x in x0..x1 {
+            let Px::Good(v, s) = pixels.at(x, y) else {
                 continue;
             };
-            let (v, s) = (f64::from(v), f64::from(s));
-            if !v.is_finite() || !s.is_finite() || s <= 0.0 {
-                continue;
-            }
             for (i, (kx, ky, k)) in kernels.iter().enumerate() {
                 p[i] = k
                     .get((x - kx) as usize, (y - ky) as usize)
