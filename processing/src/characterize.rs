@@ -12,7 +12,8 @@ use crate::image::{Exposure, HeaderValue, MaskPlane, PhotoCalib};
 use crate::measurement::{adaptive_moments, measure};
 use crate::psf::{FieldPolynomial, GaussianPsf};
 use crate::sky::{BANDS, apparent_position, tangent_plane};
-use crate::wcs::{PixelPosition, Sip, SipPolynomial, SkyCoord, TanSipWcs};
+use crate::wcs::{PixelPosition, SkyCoord, TanSipWcs};
+use crate::wcs_fit::{TangentPoint, TangentPolynomial, deproject};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum CharacterizeError {
@@ -625,7 +626,7 @@ fn fit_wcs(
     h: usize,
     order: usize,
 ) -> Result<(TanSipWcs, Vec<(usize, usize)>, f64, usize), CharacterizeError> {
-    let terms = |o: usize| (o + 1) * (o + 2) / 2;
+    let terms = TangentPolynomial::terms;
     let mut order = order.clamp(1, 4);
     while order > 1 && matches.len() < terms(order) + 5 {
         order -= 1;
@@ -645,62 +646,46 @@ fn fit_wcs(
     };
     // Pixel offsets scaled to order unity, for a well-conditioned fit.
     let s = w.max(h) as f64 / 2.0;
-    let powers: Vec<(usize, usize)> = (0..=order)
-        .flat_map(|d| (0..=d).map(move |q| (d - q, q)))
-        .collect();
-    let basis = |u: f64, v: f64| -> Vec<f64> {
-        powers
-            .iter()
-            .map(|&(p, q)| (u / s).powi(p as i32) * (v / s).powi(q as i32))
-            .collect()
-    };
     let mut used: Vec<(usize, usize)> = matches.to_vec();
     // The tangent point: first the reference stars' mean, then what the fit says is at CRPIX.
     let mean_ra = used.iter().map(|&(_, r)| refs[r].1.ra()).sum::<f64>() / used.len() as f64;
     let mean_dec = used.iter().map(|&(_, r)| refs[r].1.dec()).sum::<f64>() / used.len() as f64;
     let mut tangent = SkyCoord::new(mean_ra, mean_dec)
         .ok_or_else(|| fail("astrometry", "bad reference positions"))?;
-    let mut coeffs: (Vec<f64>, Vec<f64>) = (vec![], vec![]);
+    let mut solution: Option<TangentPolynomial> = None;
     let mut rms = f64::INFINITY;
-    for round in 0..8 {
-        let n = powers.len();
-        let mut a = vec![0.0; n * n];
-        let (mut bx, mut by) = (vec![0.0; n], vec![0.0; n]);
-        for &(c, r) in &used {
-            let Some((xi, eta)) =
-                tangent_plane(tangent.ra(), tangent.dec(), refs[r].1.ra(), refs[r].1.dec())
-            else {
-                continue;
-            };
-            let row = basis(candidates[c].x - crpix.x, candidates[c].y - crpix.y);
+    let point = |tangent: SkyCoord, (c, r): (usize, usize)| {
+        let (xi, eta) =
+            tangent_plane(tangent.ra(), tangent.dec(), refs[r].1.ra(), refs[r].1.dec())?;
+        Some(TangentPoint {
+            u: candidates[c].x - crpix.x,
+            v: candidates[c].y - crpix.y,
+            xi,
+            eta,
             // Weighted by the centroid's precision (with a floor for the reference
             // catalogue's own errors): bright stars place the WCS, faint ones barely.
-            let weight = 1.0 / (weight_err(&candidates[c])).powi(2);
-            for i in 0..n {
-                bx[i] += weight * row[i] * xi;
-                by[i] += weight * row[i] * eta;
-                for j in 0..n {
-                    a[i * n + j] += weight * row[i] * row[j];
-                }
-            }
-        }
-        let cx = solve(a.clone(), bx).ok_or_else(|| fail("astrometry", "singular fit"))?;
-        let cy = solve(a, by).ok_or_else(|| fail("astrometry", "singular fit"))?;
+            weight: weight_err(&candidates[c]).powi(-2),
+        })
+    };
+    for round in 0..8 {
+        let points: Vec<TangentPoint> = used.iter().filter_map(|&m| point(tangent, m)).collect();
+        let fit = TangentPolynomial::fit(&points, order, s)
+            .ok_or_else(|| fail("astrometry", "singular fit"))?;
         // Move the tangent point to the fitted sky position of CRPIX and refit.
         if round < 3 {
-            tangent = deproject(tangent, cx[0], cy[0]);
+            let (xi, eta) = fit.offset();
+            tangent = deproject(tangent, xi, eta);
             continue;
         }
-        let residual = |&(c, r): &(usize, usize)| -> f64 {
-            let row = basis(candidates[c].x - crpix.x, candidates[c].y - crpix.y);
-            let (xi, eta) =
-                tangent_plane(tangent.ra(), tangent.dec(), refs[r].1.ra(), refs[r].1.dec())
-                    .unwrap_or((f64::NAN, f64::NAN));
-            let fx: f64 = row.iter().zip(&cx).map(|(b, c)| b * c).sum();
-            let fy: f64 = row.iter().zip(&cy).map(|(b, c)| b * c).sum();
-            (fx - xi).hypot(fy - eta) * 3.6e6
-        };
-        let res: Vec<f64> = used.iter().map(residual).collect();
+        let res: Vec<f64> = used
+            .iter()
+            .map(|&m| {
+                point(tangent, m).map_or(f64::NAN, |p| {
+                    let (fx, fy) = fit.eval(p.u, p.v);
+                    (fx - p.xi).hypot(fy - p.eta) * 3.6e6
+                })
+            })
+            .collect();
         // The weighted RMS: what the solution's accuracy is set by.
         let weights: Vec<f64> = used
             .iter()
@@ -715,8 +700,8 @@ fn fit_wcs(
             / sw)
             .sqrt();
         // Clip on residuals in units of each star's own expected scatter.
-        let scale = wcs_scale_mas(&cx, &cy, s);
-        coeffs = (cx, cy);
+        let scale = fit.scale_mas();
+        solution = Some(fit);
         let keep: Vec<(usize, usize)> = used
             .iter()
             .zip(&res)
@@ -728,36 +713,10 @@ fn fit_wcs(
         }
         used = keep;
     }
-    let (cx, cy) = coeffs;
-    // Constant terms are (numerically) zero once the tangent point sits at CRPIX.
-    let tangent = deproject(tangent, cx[0], cy[0]);
-    let lin = |k: (usize, usize)| powers.iter().position(|&p| p == k).expect("a linear term");
-    let (i10, i01) = (lin((1, 0)), lin((0, 1)));
-    let cd = [[cx[i10] / s, cx[i01] / s], [cy[i10] / s, cy[i01] / s]];
-    let det = cd[0][0] * cd[1][1] - cd[0][1] * cd[1][0];
-    let inv = [
-        [cd[1][1] / det, -cd[0][1] / det],
-        [-cd[1][0] / det, cd[0][0] / det],
-    ];
-    let sip = (order >= 2).then(|| {
-        let mut a_terms = Vec::new();
-        let mut b_terms = Vec::new();
-        for (k, &(p, q)) in powers.iter().enumerate() {
-            if p + q < 2 {
-                continue;
-            }
-            let scale = s.powi((p + q) as i32);
-            let (fx, fy) = (cx[k] / scale, cy[k] / scale);
-            a_terms.push(((p, q), inv[0][0] * fx + inv[0][1] * fy));
-            b_terms.push(((p, q), inv[1][0] * fx + inv[1][1] * fy));
-        }
-        let a = SipPolynomial::new(order, a_terms).expect("terms within the order");
-        let b = SipPolynomial::new(order, b_terms).expect("terms within the order");
-        let (ap, bp) = inverse_sip(&a, &b, w, h, crpix, order + 1);
-        Sip { a, b, ap, bp }
-    });
-    let wcs =
-        TanSipWcs::new(crpix, tangent, cd, sip).map_err(|e| fail("astrometry", e.to_string()))?;
+    let solution = solution.ok_or_else(|| fail("astrometry", "no solution"))?;
+    let wcs = solution
+        .into_wcs(tangent, crpix, w, h)
+        .map_err(|e| fail("astrometry", e.to_string()))?;
     Ok((wcs, used, rms, order))
 }
 
@@ -770,76 +729,6 @@ fn weight_err(c: &Candidate) -> f64 {
         1.0
     };
     e.hypot(0.02)
-}
-
-/// Milliarcseconds per pixel of a fitted solution (from its linear terms).
-fn wcs_scale_mas(cx: &[f64], cy: &[f64], s: f64) -> f64 {
-    // Coefficients 1 and 2 are the u and v terms, scaled by s.
-    let det = (cx[1] * cy[2] - cx[2] * cy[1]) / (s * s);
-    det.abs().sqrt() * 3.6e6
-}
-
-/// The sky position at tangent-plane offset (xi, eta) degrees from `t`.
-fn deproject(t: SkyCoord, xi: f64, eta: f64) -> SkyCoord {
-    let (xi, eta) = (xi.to_radians(), eta.to_radians());
-    let (a0, d0) = (t.ra().to_radians(), t.dec().to_radians());
-    let denom = d0.cos() - eta * d0.sin();
-    let ra = a0 + xi.atan2(denom);
-    let dec = (d0.sin() + eta * d0.cos()).atan2((xi * xi + denom * denom).sqrt());
-    SkyCoord::new(ra.to_degrees().rem_euclid(360.0), dec.to_degrees()).unwrap_or(t)
-}
-
-/// The inverse SIP polynomials (AP, BP) of `order`, fitted on a grid over the image, so
-/// readers without an iterative inverse (and ours, as a start) map sky to pixels.
-fn inverse_sip(
-    a: &SipPolynomial,
-    b: &SipPolynomial,
-    w: usize,
-    h: usize,
-    crpix: PixelPosition,
-    order: usize,
-) -> (Option<SipPolynomial>, Option<SipPolynomial>) {
-    let s = w.max(h) as f64 / 2.0;
-    let powers: Vec<(usize, usize)> = (0..=order)
-        .flat_map(|d| (0..=d).map(move |q| (d - q, q)))
-        .collect();
-    let n = powers.len();
-    let mut m = vec![0.0; n * n];
-    let (mut ru, mut rv) = (vec![0.0; n], vec![0.0; n]);
-    for gy in 0..=20 {
-        for gx in 0..=20 {
-            let (u, v) = (
-                (gx as f64 / 20.0) * (w as f64 + 40.0) - 20.0 - crpix.x,
-                (gy as f64 / 20.0) * (h as f64 + 40.0) - 20.0 - crpix.y,
-            );
-            // Intermediate coordinates (U, V) = (u + A, v + B); the inverse maps them back.
-            let (uu, vv) = (u + a.value(u, v), v + b.value(u, v));
-            let row: Vec<f64> = powers
-                .iter()
-                .map(|&(p, q)| (uu / s).powi(p as i32) * (vv / s).powi(q as i32))
-                .collect();
-            for i in 0..n {
-                ru[i] += row[i] * (u - uu);
-                rv[i] += row[i] * (v - vv);
-                for j in 0..n {
-                    m[i * n + j] += row[i] * row[j];
-                }
-            }
-        }
-    }
-    let (Some(cu), Some(cv)) = (solve(m.clone(), ru), solve(m, rv)) else {
-        return (None, None);
-    };
-    let poly = |c: &[f64]| {
-        SipPolynomial::new(
-            order,
-            powers
-                .iter()
-                .zip(c)
-                .map(|(&(p, q), &k)| ((p, q), k / s.powi((p + q) as i32))),
-        )
-    };
-    (poly(&cu), poly(&cv))
 }
 
 /// Weighted mean of (value, error) after clipping values beyond 3 sigma of the median,

@@ -26,4 +26,6 @@ pub mod single_frame;
 pub mod sky;
 #[cfg(test)]
 mod testkit;
+pub mod tpv;
 pub mod wcs;
+pub mod wcs_fit;

@@ -175,17 +175,9 @@ impl TanSipWcs {
             Some(s) => (u + s.a.eval(u, v), v + s.b.eval(u, v)),
             None => (u, v),
         };
-        let xi = (self.cd[0][0] * u + self.cd[0][1] * v).to_radians();
-        let eta = (self.cd[1][0] * u + self.cd[1][1] * v).to_radians();
-        // Inverse gnomonic projection about CRVAL (the FITS TAN with LONPOLE = 180).
-        let (a0, d0) = (self.crval.ra.to_radians(), self.crval.dec.to_radians());
-        let denom = d0.cos() - eta * d0.sin();
-        let ra = a0 + xi.atan2(denom);
-        let dec = (d0.sin() + eta * d0.cos()).atan2((xi * xi + denom * denom).sqrt());
-        SkyCoord {
-            ra: ra.to_degrees().rem_euclid(360.0),
-            dec: dec.to_degrees(),
-        }
+        let xi = self.cd[0][0] * u + self.cd[0][1] * v;
+        let eta = self.cd[1][0] * u + self.cd[1][1] * v;
+        crate::wcs_fit::deproject(self.crval, xi, eta)
     }
 
     /// The pixel of a sky position: exact to well below a thousandth of a pixel, the SIP
@@ -281,7 +273,7 @@ impl TanSipWcs {
         cards
     }
 
-    /// Reads a TAN or TAN-SIP WCS from header cards (keyword → value as written in the
+    /// Reads a TAN, TAN-SIP or TPV WCS from header cards (keyword → value as written in the
     /// header; strings may be quoted). PC + CDELT is accepted in place of CD.
     pub fn from_cards(get: impl Fn(&str) -> Option<String>) -> Result<Self, WcsError> {
         let text = |k: &str| get(k).map(|v| v.trim().trim_matches('\'').trim().to_string());
@@ -305,14 +297,17 @@ impl TanSipWcs {
         let ctype1 = text("CTYPE1").ok_or_else(|| WcsError::Missing("CTYPE1".into()))?;
         let ctype2 = text("CTYPE2").ok_or_else(|| WcsError::Missing("CTYPE2".into()))?;
         let has_sip = ctype1.ends_with("-SIP");
+        let is_tpv = ctype1.ends_with("-TPV") && ctype2.ends_with("-TPV");
         let ok = |c: &str, axis: &str| {
-            c.starts_with(axis) && (c.ends_with("-TAN") || c.ends_with("-TAN-SIP"))
+            c.starts_with(axis)
+                && (c.ends_with("-TAN") || c.ends_with("-TAN-SIP") || c.ends_with("-TPV"))
         };
-        if !ok(&ctype1, "RA--") || !ok(&ctype2, "DEC-") {
+        if !ok(&ctype1, "RA--") || !ok(&ctype2, "DEC-") || (ctype1.ends_with("-TPV") != is_tpv) {
             return Err(WcsError::Invalid {
                 key: "CTYPE1/CTYPE2".into(),
                 message: format!(
-                    "'{ctype1}'/'{ctype2}': only RA---TAN(-SIP)/DEC--TAN(-SIP) are supported"
+                    "'{ctype1}'/'{ctype2}': only RA---TAN(-SIP)/DEC--TAN(-SIP) and \
+                     RA---TPV/DEC--TPV are supported"
                 ),
             });
         }
@@ -353,6 +348,20 @@ impl TanSipWcs {
                 [c2 * pc("PC2_1", 0.0)?, c2 * pc("PC2_2", 1.0)?],
             ]
         };
+        if is_tpv {
+            // The conversion is fitted over the image, so its size must be known.
+            let size = |k: &str| -> Result<usize, WcsError> {
+                let n = required(k)?;
+                (n >= 1.0 && n.fract() == 0.0 && n <= 1e6)
+                    .then_some(n as usize)
+                    .ok_or_else(|| WcsError::Invalid {
+                        key: k.into(),
+                        message: format!("{n} is not an image size"),
+                    })
+            };
+            let (w, h) = (size("NAXIS1")?, size("NAXIS2")?);
+            return crate::tpv::Tpv::new(crpix, crval, cd, number)?.to_tan_sip(w, h);
+        }
         let sip = if has_sip {
             let poly = |name: &str| -> Result<Option<SipPolynomial>, WcsError> {
                 let Some(order) = number(&format!("{name}_ORDER"))? else {
