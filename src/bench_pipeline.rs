@@ -16,7 +16,8 @@ use aster_processing::isr::process_visit;
 use aster_processing::single_frame::process;
 
 use crate::pipeline::definition;
-use crate::pipeline::run::{data_ids, isr_calibrations, read_refcat};
+use crate::pipeline::refcat::read_refcat;
+use crate::pipeline::run::{data_ids, isr_calibrations};
 
 /// Runs of detection and measurement (Aster's and SExtractor's) of which the fastest counts.
 const REPEATS: usize = 3;
@@ -52,7 +53,7 @@ pub fn pipeline(data_dir: &Path, ccd_size: usize) -> Result<()> {
         .into_iter()
         .next()
         .context("no science visit")?;
-    let refs = read_refcat(&data_dir.join("refcat").join("refcat.parquet"))?;
+    let refs = read_refcat(&data_dir.join("refcat").join("refcat.parquet"), None)?;
     let isr_config = pipeline.isr().context("isr task")?;
 
     let mut stages: Vec<(&str, f64)> = Vec::new();

@@ -149,12 +149,23 @@ enum PipelineCommand {
         #[arg(long)]
         refcat: Option<PathBuf>,
     },
-    /// Background, detection and measurement of a calibrated exposure file: writes
-    /// <stem>.calexp.fits and <stem>.sources.parquet into --output.
+    /// Characterize, calibrate, detect and measure one calibrated image: an Aster exposure
+    /// file or a plain FITS image from any camera with a TAN, TAN-SIP or TPV WCS. Writes
+    /// <stem>.calexp.fits, <stem>.sources.parquet and <stem>.sources.fits into --output.
     SingleFrame {
         image: PathBuf,
         #[arg(long)]
         output: PathBuf,
+        /// Reference catalogue (Parquet, CSV, FITS or VOTable: ra, dec, mag or u_mag..y_mag,
+        /// optional pmra, pmdec, parallax, epoch) to refit the WCS and zeropoint against.
+        #[arg(long)]
+        refcat: Option<PathBuf>,
+        /// The image's band (u g r i z y) when its FILTER card does not name one.
+        #[arg(long)]
+        band: Option<String>,
+        /// Override a task's setting: label.key=value (repeatable).
+        #[arg(long = "set")]
+        overrides: Vec<String>,
     },
 }
 
@@ -321,8 +332,31 @@ fn main() -> Result<()> {
                 pipeline::run::run(&config.data_dir, &store, &p, &where_, refcat.as_deref()).await
             }
             Command::Pipeline {
-                command: PipelineCommand::SingleFrame { image, output },
-            } => pipeline::single_frame(&image, &output),
+                command:
+                    PipelineCommand::SingleFrame {
+                        image,
+                        output,
+                        refcat,
+                        band,
+                        overrides,
+                    },
+            } => {
+                let band = band
+                    .map(|b| {
+                        aster_processing::sky::band_index(&b)
+                            .with_context(|| format!("--band {b}: expected one of u g r i z y"))
+                    })
+                    .transpose()?;
+                pipeline::single_frame(
+                    &image,
+                    &output,
+                    &pipeline::SingleFrameOptions {
+                        refcat: refcat.as_deref(),
+                        band,
+                        overrides: &overrides,
+                    },
+                )
+            }
             Command::Adql { .. } => unreachable!("handled above"),
         }
     })

@@ -110,3 +110,53 @@ pub fn write_parquet(path: &Path, batches: &[RecordBatch]) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
+
+/// Writes `batches` as a FITS file (an empty primary HDU and one BINTABLE named
+/// `extname`, units and descriptions from the field metadata) through the TAP service's
+/// streaming encoder, atomically: a temporary file renamed into place.
+pub fn write_fits_table(path: &Path, extname: &str, batches: &[RecordBatch]) -> Result<()> {
+    use std::io::Write;
+
+    use aster_protocols::formats::{OutputFormat, QueryStatus, ResultInfo, encoder};
+    let Some(first) = batches.first() else {
+        anyhow::bail!("{}: nothing to write", path.display());
+    };
+    let tmp: PathBuf = path.with_extension("fits.tmp");
+    let result = (|| -> Result<()> {
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
+        );
+        let mut enc = encoder(OutputFormat::Fits);
+        let mut out = Vec::new();
+        let info = ResultInfo {
+            table_name: extname.to_string(),
+            ..ResultInfo::default()
+        };
+        enc.begin(&first.schema(), &info, &mut out)?;
+        for b in batches {
+            enc.batch(b, &mut out)?;
+            file.write_all(&out)?;
+            out.clear();
+        }
+        enc.finish(&QueryStatus::Ok, &mut out)?;
+        loop {
+            let more = enc.drain_tail(&mut out)?;
+            file.write_all(&out)?;
+            out.clear();
+            if !more {
+                break;
+            }
+        }
+        file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => {
+            std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e.context(format!("writing {}", path.display())))
+        }
+    }
+}

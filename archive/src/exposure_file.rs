@@ -204,6 +204,71 @@ pub fn read_exposure(path: &Path) -> Result<Exposure> {
     Ok(e)
 }
 
+/// Whether `path` has the layout of an exposure file (IMAGE, MASK and VARIANCE HDUs).
+pub fn is_exposure_file(path: &Path) -> bool {
+    FitsFile::open(path)
+        .map(|mut f| {
+            ["IMAGE", "MASK", "VARIANCE"]
+                .iter()
+                .all(|n| f.hdu(*n).is_ok())
+        })
+        .unwrap_or(false)
+}
+
+/// A calibrated image from elsewhere: the first two-dimensional image HDU of a FITS file
+/// (primary or extension, tile-compressed or not, any BITPIX with BSCALE/BZERO applied)
+/// and the header cards that apply to it: the primary header's, overridden by the HDU's
+/// own (the inheritance convention of multi-extension files).
+#[derive(Debug, Clone)]
+pub struct PlainImage {
+    pub image: Image<f32>,
+    /// Keyword → raw value as written (strings quoted), structural keywords included, with
+    /// NAXIS1/NAXIS2 those of the image.
+    pub cards: HashMap<String, String>,
+    /// Index of the HDU read (0 = primary).
+    pub hdu: usize,
+}
+
+/// Reads the first two-dimensional image of `path` (see [`PlainImage`]); checksums are
+/// verified where the file has them.
+pub fn read_plain_image(path: &Path) -> Result<PlainImage> {
+    let fail =
+        |step: &'static str| move |err: &dyn std::fmt::Display| FitsFileError::new(path, step, err);
+    let mut f = FitsFile::open(path).map_err(|x| fail("open")(&x))?;
+    f.primary_hdu().map_err(|x| fail("primary HDU")(&x))?;
+    let mut cards: HashMap<String, String> = all_cards(&mut f)
+        .map_err(|x| fail("header")(&x))?
+        .into_iter()
+        .collect();
+    for index in 0.. {
+        let Ok(hdu) = f.hdu(index) else {
+            return Err(fail("image")(&"no two-dimensional image HDU in the file"));
+        };
+        let HduInfo::ImageInfo { shape, .. } = &hdu.info else {
+            continue;
+        };
+        if shape.len() != 2 || shape.contains(&0) {
+            continue;
+        }
+        let (w, h) = (shape[1], shape[0]);
+        verify_checksum(&mut f, false)
+            .map_err(|x| fail("checksum")(&format!("HDU {index}: {x}")))?;
+        if index > 0 {
+            cards.extend(all_cards(&mut f).map_err(|x| fail("header")(&x))?);
+        }
+        cards.insert("NAXIS1".into(), w.to_string());
+        cards.insert("NAXIS2".into(), h.to_string());
+        let pixels: Vec<f32> = hdu.read_image(&mut f).map_err(|x| fail("image")(&x))?;
+        let image = Image::from_vec(w, h, pixels).map_err(|x| fail("image")(&x))?;
+        return Ok(PlainImage {
+            image,
+            cards,
+            hdu: index,
+        });
+    }
+    unreachable!("the loop returns")
+}
+
 /// Writes one image plane as a plain FITS file: the pixels in the primary HDU (BITPIX -32)
 /// with the WCS, for tools that read single-HDU images (SExtractor, SWarp).
 pub fn write_plain_image(path: &Path, image: &Image<f32>, wcs: Option<&TanSipWcs>) -> Result<()> {

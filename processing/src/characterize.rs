@@ -154,15 +154,20 @@ struct Candidate {
     position_err: f64,
 }
 
-/// Fits the PSF, WCS and zeropoint of `exposure` (ISR-processed, in counts) and sets them.
-/// `band` selects the reference magnitudes; `mjd` is mid-exposure.
-pub fn characterize(
-    exposure: &mut Exposure,
-    refcat: &[ReferenceStar],
-    band: usize,
-    mjd: f64,
+/// The PSF stage: the model fitted to bright isolated stars, and those stars measured
+/// with it, on a background-subtracted copy of the exposure.
+struct PsfStage {
+    wcs0: TanSipWcs,
+    psf: GaussianPsf,
+    psf_stars: usize,
+    candidates: Vec<Candidate>,
+    sky_level: f64,
+}
+
+fn psf_stage(
+    exposure: &Exposure,
     config: &CharacterizeConfig,
-) -> Result<CharacterizeReport, CharacterizeError> {
+) -> Result<PsfStage, CharacterizeError> {
     let wcs0 = exposure
         .wcs
         .clone()
@@ -203,6 +208,49 @@ pub fn characterize(
     };
     let (psf, psf_stars) = fit_psf(&candidates, w, h, config.psf_order)?;
     let candidates: Vec<Candidate> = psf_fluxes(&work, &psf, &candidates);
+    Ok(PsfStage {
+        wcs0,
+        psf,
+        psf_stars,
+        candidates,
+        sky_level,
+    })
+}
+
+/// The PSF model alone, for images whose WCS and calibration are kept as they came (no
+/// reference catalogue): fitted and set on `exposure`; returns the stars used and the
+/// FWHM at the centre (arcsec).
+pub fn model_psf(
+    exposure: &mut Exposure,
+    config: &CharacterizeConfig,
+) -> Result<(usize, f64), CharacterizeError> {
+    let stage = psf_stage(exposure, config)?;
+    let (w, h) = (exposure.width() as f64, exposure.height() as f64);
+    let seeing = stage.psf.moments_at(w / 2.0, h / 2.0).fwhm() * stage.wcs0.pixel_scale_arcsec();
+    exposure.psf = Some(stage.psf);
+    let m = &mut exposure.metadata;
+    m.insert("PSFNSTAR".into(), HeaderValue::Int(stage.psf_stars as i64));
+    m.insert("PSFFWHM".into(), HeaderValue::Float(seeing));
+    m.insert("SKYLEVEL".into(), HeaderValue::Float(stage.sky_level));
+    Ok((stage.psf_stars, seeing))
+}
+
+/// Fits the PSF, WCS and zeropoint of `exposure` (ISR-processed, in counts) and sets them.
+pub fn characterize(
+    exposure: &mut Exposure,
+    refcat: &[ReferenceStar],
+    band: usize,
+    mjd: f64,
+    config: &CharacterizeConfig,
+) -> Result<CharacterizeReport, CharacterizeError> {
+    let PsfStage {
+        wcs0,
+        psf,
+        psf_stars,
+        candidates,
+        sky_level,
+    } = psf_stage(exposure, config)?;
+    let (w, h) = (exposure.width(), exposure.height());
     // Astrometry: reference stars where they are at this exposure, matched to the
     // candidates after finding the pointing offset.
     let refs: Vec<(usize, SkyCoord)> = refcat

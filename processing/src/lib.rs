@@ -18,6 +18,7 @@ pub mod galaxy;
 pub mod image;
 pub mod isr;
 pub mod measurement;
+pub mod plain_image;
 pub mod psf;
 pub mod raw;
 pub mod render;

@@ -559,6 +559,38 @@ pub fn mjd_to_iso(mjd: f64) -> String {
     )
 }
 
+/// The Modified Julian Date of an ISO 8601 date, with or without a time
+/// ("2024-10-17", "2024-10-17T06:00:00.5"); None when it is not one.
+pub fn iso_to_mjd(text: &str) -> Option<f64> {
+    let text = text.trim().trim_end_matches('Z');
+    let (date, time) = text.split_once('T').unwrap_or((text, "00:00:00"));
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    if d.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let mut t = time.split(':');
+    let hours: f64 = t.next()?.parse().ok()?;
+    let minutes: f64 = t.next().map_or(Some(0.0), |v| v.parse().ok())?;
+    let seconds: f64 = t.next().map_or(Some(0.0), |v| v.parse().ok())?;
+    if t.next().is_some() || !(0.0..24.0).contains(&hours) || !(0.0..60.0).contains(&minutes) {
+        return None;
+    }
+    if !(0.0..61.0).contains(&seconds) {
+        return None;
+    }
+    // Days since 1970-01-01 of a civil date (H. Hinnant's algorithm), the inverse of the
+    // one in mjd_to_iso.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days + 40_587) as f64 + (hours * 3600.0 + minutes * 60.0 + seconds) / 86_400.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -568,5 +600,20 @@ mod tests {
         assert_eq!(mjd_to_iso(51_544.5), "2000-01-01T12:00:00.000");
         assert_eq!(mjd_to_iso(60_600.25), "2024-10-17T06:00:00.000");
         assert_eq!(mjd_to_iso(59_999.999_999_999), "2023-02-25T00:00:00.000");
+        assert_eq!(iso_to_mjd("2000-01-01T12:00:00.000"), Some(51_544.5));
+        assert_eq!(iso_to_mjd("2024-10-17"), Some(60_600.0));
+        assert_eq!(iso_to_mjd("2024-10-17T06:00:00Z"), Some(60_600.25));
+        for mjd in [40_000.125, 51_544.5, 60_600.75, 61_000.0] {
+            assert!((iso_to_mjd(&mjd_to_iso(mjd)).unwrap() - mjd).abs() < 1e-8);
+        }
+        for bad in [
+            "",
+            "2024-13-01",
+            "2024-10",
+            "yesterday",
+            "2024-10-17T25:00:00",
+        ] {
+            assert_eq!(iso_to_mjd(bad), None, "{bad}");
+        }
     }
 }

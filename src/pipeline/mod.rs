@@ -1,7 +1,7 @@
 //! The science pipelines of the `aster` command: `aster pipeline run` executes a pipeline
 //! definition ([`definition`]) over the raws of a data directory ([`run`]); `aster pipeline
-//! single-frame` measures one calibrated exposure file into a Source table (Parquet, fluxes
-//! in nJy) beside the processed image; `aster simulate ccd` renders a calibrated CCD of the
+//! single-frame` characterizes and measures one calibrated image, Aster's or another
+//! camera's, into a Source table (Parquet and FITS) beside the processed image; `aster simulate ccd` renders a calibrated CCD of the
 //! demo sky with its truth.
 use std::path::Path;
 use std::sync::Arc;
@@ -9,15 +9,18 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
-use aster_archive::exposure_file::{read_exposure, write_exposure};
-use aster_processing::detection::DetectionConfig;
+use aster_archive::exposure_file::{
+    is_exposure_file, read_exposure, read_plain_image, write_exposure,
+};
+use aster_processing::plain_image::exposure_from_plain;
 use aster_processing::render::{TruthEntry, render};
 use aster_processing::single_frame::{Source, process};
 use aster_processing::sky::{self, Footprint, SimVisit};
 
-use crate::tables::{Columns, write_parquet};
+use crate::tables::{Columns, write_fits_table, write_parquet};
 
 pub mod definition;
+pub mod refcat;
 pub mod run;
 
 /// Renders `size` x `size` pixels of the demo sky (seed `seed`) at its centre as seen by
@@ -62,29 +65,149 @@ pub fn simulate_ccd(
     Ok(())
 }
 
-/// Measures the exposure file `image` and writes `<stem>.calexp.fits` (background
-/// subtracted, DETECTED plane set) and `<stem>.sources.parquet` into `output`.
-pub fn single_frame(image: &Path, output: &Path) -> Result<()> {
-    let mut exposure = read_exposure(image)?;
-    let (sources, _background) = process(&mut exposure, &DetectionConfig::default())
-        .with_context(|| format!("{}: single-frame processing", image.display()))?;
+/// What `aster pipeline single-frame` is given besides the image.
+pub struct SingleFrameOptions<'a> {
+    /// Reference catalogue to refit the WCS and the zeropoint against.
+    pub refcat: Option<&'a Path>,
+    /// The image's band (one of ugrizy), when its FILTER card does not say.
+    pub band: Option<usize>,
+    /// Task settings: label.key=value, as for `aster pipeline run`.
+    pub overrides: &'a [String],
+}
+
+/// Processes one calibrated image: an Aster exposure file, or a plain FITS image from any
+/// camera with a TAN, TAN-SIP or TPV WCS (DMS-REQ-0296). The PSF is modelled on the image
+/// (unless it has one); with a reference catalogue the WCS is refitted and the zeropoint
+/// measured (DMS-REQ-0029, 0030); then sources are detected and measured. Writes
+/// `<stem>.calexp.fits` (the processed image) and the Source table as
+/// `<stem>.sources.parquet` and `<stem>.sources.fits` into `output`.
+pub fn single_frame(image: &Path, output: &Path, options: &SingleFrameOptions) -> Result<()> {
+    use aster_processing::characterize::{characterize, model_psf};
+    // Settings are validated before any pixel is read.
+    let pipeline = definition::parse(
+        include_str!("../../pipelines/single-visit.yaml"),
+        options.overrides,
+    )?;
+    let char_config = pipeline.characterize().context("the characterize task")?;
+    let detection = pipeline.measure().context("the measure task")?;
+    let context = |step: &str| format!("{}: {step}", image.display());
+    let (mut exposure, band, mjd) = if is_exposure_file(image) {
+        let e = read_exposure(image)?;
+        let band = match e.metadata.get("FILTER") {
+            Some(aster_processing::image::HeaderValue::Text(f)) => sky::band_index(f),
+            _ => None,
+        };
+        let float = |k: &str| match e.metadata.get(k) {
+            Some(aster_processing::image::HeaderValue::Float(m)) => Some(*m),
+            _ => None,
+        };
+        // Aster's images carry shutter open and close (TAI); others MJD-OBS.
+        let mjd = match (float("MJD-BEG"), float("MJD-END")) {
+            (Some(a), Some(b)) => Some((a + b) / 2.0),
+            _ => float("MJD-OBS"),
+        };
+        (e, band, mjd)
+    } else {
+        let plain = read_plain_image(image)?;
+        let (e, obs) = exposure_from_plain(plain.image, &plain.cards)
+            .with_context(|| context(&format!("HDU {}", plain.hdu)))?;
+        println!(
+            "{}: HDU {}, {} x {} px, sky noise {:.3} counts{}",
+            image.display(),
+            plain.hdu,
+            e.width(),
+            e.height(),
+            obs.sky_noise,
+            match obs.gain {
+                Some(g) => format!(", gain {g} e-/count"),
+                None => ", no GAIN: the variance is the sky's alone".into(),
+            }
+        );
+        (e, obs.band, obs.mjd)
+    };
+    let band = options.band.or(band);
+    if let Some(refcat) = options.refcat {
+        let band = band.with_context(|| {
+            context("the image's band is unknown (no FILTER card naming u, g, r, i, z or y); give --band")
+        })?;
+        let refs = refcat::read_refcat(refcat, Some(band))?;
+        let mjd = match mjd {
+            Some(m) => m,
+            None => {
+                println!(
+                    "{}: no MJD-OBS or DATE-OBS; reference stars are placed at their catalogue epoch",
+                    image.display()
+                );
+                refs[0].epoch
+            }
+        };
+        let report = characterize(&mut exposure, &refs, band, mjd, char_config)
+            .with_context(|| context("characterize"))?;
+        println!(
+            "PSF from {} stars, FWHM {:.2}\"; WCS order {} from {} stars, RMS {:.1} mas; \
+             zeropoint {:.4} ± {:.4} from {} stars",
+            report.psf_stars,
+            report.seeing,
+            report.astrometry_order,
+            report.astrometry_matches,
+            report.astrometry_rms,
+            report.zero_point,
+            report.zero_point_err,
+            report.photometry_matches
+        );
+    } else if exposure.psf.is_none() {
+        let (stars, seeing) =
+            model_psf(&mut exposure, char_config).with_context(|| context("PSF model"))?;
+        println!("PSF from {stars} stars, FWHM {seeing:.2}\"; WCS and calibration as given");
+    }
+    let (sources, background) =
+        process(&mut exposure, detection).with_context(|| context("single-frame processing"))?;
     std::fs::create_dir_all(output).with_context(|| format!("creating {}", output.display()))?;
     let stem = image
-        .file_stem()
+        .file_name()
         .and_then(|s| s.to_str())
+        .map(|s| s.trim_end_matches(".fz").trim_end_matches(".gz"))
+        .map(|s| s.rsplit_once('.').map_or(s, |(stem, _)| stem))
         .unwrap_or("image")
         .to_string();
     let calexp = output.join(format!("{stem}.calexp.fits"));
     write_exposure(&calexp, &exposure)?;
-    let table = output.join(format!("{stem}.sources.parquet"));
-    write_parquet(&table, &[sources_batch(&sources, None, None, None)?])?;
+    let mut batch = sources_batch(&sources, None, Some(&background), exposure.photo_calib)?;
+    if exposure.photo_calib.is_none() {
+        batch = in_counts(batch)?;
+    }
+    let parquet = output.join(format!("{stem}.sources.parquet"));
+    write_parquet(&parquet, std::slice::from_ref(&batch))?;
+    let fits = output.join(format!("{stem}.sources.fits"));
+    write_fits_table(&fits, "SOURCE", &[batch])?;
     println!(
-        "{} sources -> {}, {}",
+        "{} sources -> {}, {}; image -> {}",
         sources.len(),
-        table.display(),
+        parquet.display(),
+        fits.display(),
         calexp.display()
     );
     Ok(())
+}
+
+/// The Source table of an uncalibrated image: its flux columns are in counts, not nJy.
+fn in_counts(batch: RecordBatch) -> Result<RecordBatch> {
+    let fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let mut meta = f.metadata().clone();
+            if meta.get("unit").map(String::as_str) == Some("nJy") {
+                meta.insert("unit".into(), "count".into());
+            }
+            f.as_ref().clone().with_metadata(meta)
+        })
+        .collect();
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        batch.columns().to_vec(),
+    )?)
 }
 
 fn f64_col(values: impl Iterator<Item = f64>) -> ArrayRef {

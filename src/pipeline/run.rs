@@ -139,69 +139,6 @@ pub fn data_ids(data_dir: &Path) -> Result<Vec<DataId>> {
     Ok(out)
 }
 
-/// Reads the reference catalogue (Parquet with the columns `aster simulate` writes).
-pub fn read_refcat(path: &Path) -> Result<Vec<ReferenceStar>> {
-    use arrow::array::{Array, AsArray};
-    use arrow::datatypes::{Float64Type, Int64Type};
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .with_context(|| format!("{}: not Parquet", path.display()))?
-        .build()?;
-    let mut out = Vec::new();
-    for batch in reader {
-        let batch = batch?;
-        let col = |name: &str| -> Result<&arrow::array::PrimitiveArray<Float64Type>> {
-            batch
-                .column_by_name(name)
-                .and_then(|c| c.as_primitive_opt::<Float64Type>())
-                .with_context(|| format!("{}: no double column {name}", path.display()))
-        };
-        let ids = batch
-            .column_by_name("id")
-            .and_then(|c| c.as_primitive_opt::<Int64Type>())
-            .with_context(|| format!("{}: no long column id", path.display()))?;
-        let (ra, dec, epoch) = (col("ra")?, col("dec")?, col("epoch")?);
-        let optional = |name: &str| col(name).ok();
-        let (pmra, pmdec, plx) = (optional("pm_ra"), optional("pm_dec"), optional("parallax"));
-        let mags: Vec<_> = BANDS
-            .iter()
-            .map(|b| {
-                (
-                    optional(&format!("{b}_mag")),
-                    optional(&format!("{b}_mag_err")),
-                )
-            })
-            .collect();
-        for i in 0..batch.num_rows() {
-            let value = |c: Option<&arrow::array::PrimitiveArray<Float64Type>>| {
-                c.filter(|c| c.is_valid(i)).map_or(0.0, |c| c.value(i))
-            };
-            let mut m = [None; 6];
-            for (b, (mag, err)) in mags.iter().enumerate() {
-                if let (Some(mag), Some(err)) = (mag, err)
-                    && mag.is_valid(i)
-                    && err.is_valid(i)
-                {
-                    m[b] = Some((mag.value(i), err.value(i)));
-                }
-            }
-            // Julian years to MJD.
-            let epoch_mjd = 51_544.5 + (epoch.value(i) - 2000.0) * 365.25;
-            out.push(ReferenceStar {
-                id: ids.value(i),
-                ra: ra.value(i),
-                dec: dec.value(i),
-                epoch: epoch_mjd,
-                pm_ra: value(pmra),
-                pm_dec: value(pmdec),
-                parallax: value(plx),
-                mags: m,
-            });
-        }
-    }
-    Ok(out)
-}
-
 /// Runs `pipeline` over the data directory's visits that pass `filters`.
 pub async fn run(
     data_dir: &Path,
@@ -223,7 +160,7 @@ pub async fn run(
         || data_dir.join("refcat").join("refcat.parquet"),
         Path::to_path_buf,
     );
-    let refs = read_refcat(&refcat_path)?;
+    let refs = super::refcat::read_refcat(&refcat_path, None)?;
     let out = data_dir.join("runs").join(&pipeline.run);
     for d in ["pvi", "background", "sources", "ccdvisit"] {
         std::fs::create_dir_all(out.join(d))

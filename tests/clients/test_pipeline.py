@@ -19,6 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "validation"))
 import pipeline_truth  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "tests" / "clients"))
+from test_single_frame import DISTORTION, _tpv_header  # noqa: E402
+
 PIPELINE = ROOT / "pipelines" / "single-visit.yaml"
 
 
@@ -102,6 +105,65 @@ def test_pvi_wcs_in_astropy_places_the_sources(survey):
     bkg = run / "background" / pvi.name
     with fits.open(bkg) as h:
         assert h["BACKGROUND"].header["BKGBIN"] > 0
+
+
+def test_another_cameras_tpv_image_is_refitted_against_a_csv_catalogue(survey, tmp_path):
+    """DMS-REQ-0296: a processed CCD as another observatory would hand it over (one plain
+    HDU, no mask, variance or PSF, a TPV header 2 arcsec off with a distortion the pixels do
+    not have) and a reference catalogue as CSV; single-frame must find the true WCS and
+    zeropoint again."""
+    run = survey / "runs" / "single-visit"
+    pvi = sorted((run / "pvi").glob("*.fits"))[0]
+    with fits.open(pvi) as h:
+        image = h["IMAGE"].data.astype(np.float32)
+        wcs = WCS(h["IMAGE"].header)
+        band = h[0].header["FILTER"]
+        start, end = h[0].header["MJD-BEG"], h[0].header["MJD-END"]
+    header = _tpv_header(wcs, image.shape, (2.0, -1.5), DISTORTION)
+    header["FILTER"] = band
+    header["MJD-OBS"] = start
+    header["EXPTIME"] = (end - start) * 86400
+    del header["GAIN"]
+    fits.PrimaryHDU(image, header).writeto(tmp_path / "other.fits")
+    ref = pq.read_table(survey / "refcat" / "refcat.parquet").to_pandas()
+    ref = ref[ref[f"{band}_mag"].notna()]
+    with open(tmp_path / "ref.csv", "w") as f:
+        f.write("source_id,ra,dec,pmra,pmdec,parallax,ref_epoch,mag,mag_err\n")
+        for _, r in ref.iterrows():
+            f.write(f"{r.id},{r.ra:.10f},{r.dec:.10f},{r.pm_ra},{r.pm_dec},{r.parallax},{r.epoch},"
+                    f"{r[f'{band}_mag']},{r[f'{band}_mag_err']}\n")
+    out = aster("pipeline", "single-frame", tmp_path / "other.fits", "--output", tmp_path / "out",
+                "--refcat", tmp_path / "ref.csv")
+    print(out.stdout)
+    with fits.open(tmp_path / "out" / "other.sources.fits") as h:
+        src = h["SOURCE"].data
+        t = h["SOURCE"].header
+        units = {t[f"TTYPE{i}"]: t.get(f"TUNIT{i}") for i in range(1, t["TFIELDS"] + 1)}
+    assert units["psfFlux"] == "nJy" and units["coord_ra"] == "deg"
+    truth = pq.read_table(survey / "truth" / "sources" / (pvi.stem + ".parquet")).to_pandas()
+    stars = truth[truth.isStar & truth.x.between(30, image.shape[1] - 30)
+                  & truth.y.between(30, image.shape[0] - 30)]
+    seps, ratios = [], []
+    snr = src["psfFlux"] / src["psfFluxErr"]
+    for _, t_ in stars.iterrows():
+        d = np.hypot(src["x"] - t_.x, src["y"] - t_.y)
+        i = int(np.argmin(d))
+        if d[i] < 1.5 and not src["blended"][i] and snr[i] >= 100 and src["psfFlux"][i] < 2e6:
+            seps.append(np.hypot((src["coord_ra"][i] - t_.ra) * np.cos(np.radians(t_.dec)),
+                                 src["coord_dec"][i] - t_.dec) * 3.6e6)
+            ratios.append(src["psfFlux"][i] / t_.flux)
+    assert len(seps) >= 20, len(seps)
+    rms = float(np.sqrt(np.mean(np.square(seps))))
+    print(f"bright stars: astrometric RMS {rms:.1f} mas (n={len(seps)}), "
+          f"flux ratio median {np.median(ratios):.4f}")
+    assert rms <= 20, rms
+    assert abs(np.median(ratios) - 1) < 0.01, np.median(ratios)
+    # The processed image carries the refitted WCS, which astropy evaluates the same way.
+    with fits.open(tmp_path / "out" / "other.calexp.fits") as h:
+        w = WCS(h["IMAGE"].header)
+    ra, dec = w.all_pix2world(src["x"], src["y"], 0)
+    sep = np.hypot((ra - src["coord_ra"]) * np.cos(np.radians(dec)), dec - src["coord_dec"])
+    assert sep.max() * 3.6e6 < 1.0
 
 
 def test_a_rerun_redoes_nothing(survey):
