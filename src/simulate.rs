@@ -6,7 +6,8 @@
 //! stars (`refcat/refcat.parquet`: positions at epoch 2016.0, proper motions, parallaxes,
 //! ugrizy magnitudes, with errors); and the truth (`truth/objects.parquet` for every
 //! object, `truth/visits.parquet` for every visit and CCD with its expected zeropoint,
-//! `truth/sources/<visit>_<detector>.parquet` for what each CCD saw).
+//! `truth/sources/<visit>_<detector>.parquet` for what each CCD saw, asteroids included,
+//! and `truth/asteroids.parquet` for their tracks).
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -59,6 +60,9 @@ const PLAN: CalibPlan = CalibPlan {
     sky_flats_per_band: 4,
 };
 
+/// Asteroids per square degree at any moment: a few cross each CCD of a visit.
+const ASTEROID_DENSITY: f64 = 200.0;
+
 /// One exposure of the plan, before it is drawn on each CCD.
 struct Planned<'a> {
     light: Light<'a>,
@@ -104,6 +108,10 @@ pub fn simulate_survey(dir: &Path, spec: &SurveySpec) -> Result<()> {
         v.exp_time = 2.0 * SNAP_TIME;
     }
     visits.sort_by(|a, b| a.mjd_start.total_cmp(&b.mjd_start));
+    // Asteroids crossing the field during the survey, a few on each CCD of a visit.
+    let mjd0 = visits[0].mjd_start;
+    let span = visits[visits.len() - 1].mjd_start - mjd0 + 1.0;
+    let asteroids = sky::asteroids(spec.seed, ASTEROID_DENSITY, footprint, mjd0, span);
     // Sky flats: dithered night-sky pointings around the field in every band.
     let first_night = visits[0].mjd_start.floor() - 1.0;
     let sky_flat_visits: Vec<SimVisit> = (0..6)
@@ -178,6 +186,7 @@ pub fn simulate_survey(dir: &Path, spec: &SurveySpec) -> Result<()> {
             light: Light::Sky {
                 visit: v,
                 objects: &objects,
+                asteroids: &asteroids,
             },
             obs_type: ObsType::SkyFlat,
             tai_start: v.mjd_start,
@@ -192,6 +201,7 @@ pub fn simulate_survey(dir: &Path, spec: &SurveySpec) -> Result<()> {
                 light: Light::Sky {
                     visit: v,
                     objects: &objects,
+                    asteroids: &asteroids,
                 },
                 obs_type: ObsType::Science,
                 tai_start: v.mjd_start + snap as f64 * (SNAP_TIME + READOUT_TIME) / 86_400.0,
@@ -243,7 +253,14 @@ pub fn simulate_survey(dir: &Path, spec: &SurveySpec) -> Result<()> {
         // Science snaps carry the survey's visit id (the first snap's exposure id).
         let visit_copy;
         let light = match (p.light, visit_id) {
-            (Light::Sky { visit, objects }, Some(id)) => {
+            (
+                Light::Sky {
+                    visit,
+                    objects,
+                    asteroids,
+                },
+                Some(id),
+            ) => {
                 visit_copy = SimVisit {
                     visit: id,
                     ..visit.clone()
@@ -251,6 +268,7 @@ pub fn simulate_survey(dir: &Path, spec: &SurveySpec) -> Result<()> {
                 Light::Sky {
                     visit: &visit_copy,
                     objects,
+                    asteroids,
                 }
             }
             (light, _) => light,
@@ -272,11 +290,20 @@ pub fn simulate_survey(dir: &Path, spec: &SurveySpec) -> Result<()> {
             let path = out_dir.join(format!("{obs_id}_{}.fits", detector.name));
             write_raw(&path, &sim.raw)?;
             if let Some(v) = visit_id {
-                // One row per object: the second snap adds its electrons to the first's.
+                // One row per object: the second snap adds its electrons to the first's;
+                // an asteroid's position is the mean of the snaps', the visit's middle.
                 let rows = drawn.entry((v, detector.id)).or_default();
                 for o in sim.objects {
                     match rows.iter_mut().find(|r| r.id == o.id) {
-                        Some(r) => r.electrons += o.electrons,
+                        Some(r) => {
+                            r.electrons += o.electrons;
+                            if o.moving {
+                                r.x = (r.x + o.x) / 2.0;
+                                r.y = (r.y + o.y) / 2.0;
+                                r.ra = (r.ra + o.ra) / 2.0;
+                                r.dec = (r.dec + o.dec) / 2.0;
+                            }
+                        }
                         None => rows.push(o),
                     }
                 }
@@ -294,6 +321,10 @@ pub fn simulate_survey(dir: &Path, spec: &SurveySpec) -> Result<()> {
     let truth = dir.join("truth");
     std::fs::create_dir_all(truth.join("sources"))?;
     write_parquet(&truth.join("objects.parquet"), &[objects_batch(&objects)?])?;
+    write_parquet(
+        &truth.join("asteroids.parquet"),
+        &[asteroids_batch(&asteroids)?],
+    )?;
     write_parquet(
         &dir.join("refcat").join_create()?.join("refcat.parquet"),
         &[refcat_batch(&objects, spec.seed)?],
@@ -478,6 +509,38 @@ fn refcat_batch(objects: &[SimObject], seed: u64) -> Result<arrow::array::Record
     c.batch()
 }
 
+fn asteroids_batch(asteroids: &[sky::Asteroid]) -> Result<arrow::array::RecordBatch> {
+    let mut c = Columns::default();
+    c.i64("ssObjectId", asteroids.iter().map(|a| Some(a.id)).collect());
+    c.f64("ra", asteroids.iter().map(|a| Some(a.ra)).collect())
+        .described("deg", "Right ascension at mjd0");
+    c.f64("dec", asteroids.iter().map(|a| Some(a.dec)).collect())
+        .described("deg", "Declination at mjd0");
+    c.f64("mjd0", asteroids.iter().map(|a| Some(a.mjd0)).collect())
+        .described("d", "Epoch of ra, dec (MJD)");
+    c.f64(
+        "rateRa",
+        asteroids.iter().map(|a| Some(a.rate_ra)).collect(),
+    )
+    .described("deg/d", "Rate in right ascension times cos(dec)");
+    c.f64(
+        "rateDec",
+        asteroids.iter().map(|a| Some(a.rate_dec)).collect(),
+    )
+    .described("deg/d", "Rate in declination");
+    for (b, name) in BANDS.iter().enumerate() {
+        c.f64(
+            format!("{name}_mag"),
+            asteroids
+                .iter()
+                .map(|a| Some(sky::njy_to_mag(a.flux[b])))
+                .collect(),
+        )
+        .described("mag", &format!("AB magnitude in {name}"));
+    }
+    c.batch()
+}
+
 fn drawn_batch(
     objs: &[DrawnObject],
     visit: i64,
@@ -496,6 +559,11 @@ fn drawn_batch(
     c.f64("y", objs.iter().map(|o| Some(o.y)).collect())
         .described("pixel", "True row, 0-based");
     c.bool("isStar", objs.iter().map(|o| Some(o.is_star)).collect());
+    c.bool("isMoving", objs.iter().map(|o| Some(o.moving)).collect())
+        .described(
+            "",
+            "An asteroid, trailed on the image; its position is the visit's middle",
+        );
     c.f64("flux", objs.iter().map(|o| Some(o.flux_njy)).collect())
         .described("nJy", "True flux at mid-exposure");
     c.f64(

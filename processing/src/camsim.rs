@@ -17,7 +17,7 @@ use crate::image::{Image, for_rows};
 use crate::psf::Moments;
 use crate::raw::{ObsType, ObservationInfo, RawAmp, RawExposure, SiteConditions, TelescopeState};
 use crate::scene::Canvas;
-use crate::sky::{SimObject, SimVisit, gaussian, njy_to_mag, noise_rng};
+use crate::sky::{Asteroid, SimObject, SimVisit, gaussian, njy_to_mag, noise_rng};
 use crate::wcs::SkyCoord;
 
 /// Seconds from shutter close to the end of readout, counted in the dark time.
@@ -44,10 +44,11 @@ pub enum Light<'a> {
         level: f64,
         radius: f64,
     },
-    /// The sky of `visit` with these objects.
+    /// The sky of `visit` with these objects and asteroids.
     Sky {
         visit: &'a SimVisit,
         objects: &'a [SimObject],
+        asteroids: &'a [Asteroid],
     },
 }
 
@@ -74,6 +75,8 @@ pub struct DrawnObject {
     pub x: f64,
     pub y: f64,
     pub is_star: bool,
+    /// An asteroid (at its mid-exposure position; trailed on the image).
+    pub moving: bool,
     /// True flux at mid-exposure, nJy.
     pub flux_njy: f64,
     /// Photo-electrons collected from it (before noise), at the pixel's response.
@@ -191,6 +194,7 @@ pub fn simulate(camera: &Camera, detector: &Detector, spec: &ExposureSpec, seed:
         Light::Sky {
             visit,
             objects: sky,
+            asteroids,
         } => {
             let sky_e = electron_rate(visit, sky_brightness(visit))
                 * PIXEL_SCALE
@@ -236,6 +240,60 @@ pub fn simulate(camera: &Camera, detector: &Detector, spec: &ExposureSpec, seed:
                         x: p.x,
                         y: p.y,
                         is_star: o.is_star,
+                        moving: false,
+                        flux_njy,
+                        electrons: electrons
+                            * detector.response(xi, yi, BAND_WAVELENGTH_NM[visit.band])
+                            * camera.vignetting(fx, fy),
+                    });
+                }
+            }
+            // Asteroids trail during the exposure: drawn as PSFs every half pixel along
+            // the track between shutter open and close.
+            let (start, end) = (
+                spec.tai_start,
+                spec.tai_start + spec.exposure_time / 86_400.0,
+            );
+            for a in asteroids.iter() {
+                let pixel = |mjd: f64| {
+                    let (ra, dec) = a.position_at(mjd);
+                    let sc = SkyCoord::new(ra, dec)?;
+                    camera.sky_to_pixel(detector, boresight, visit.sky_rotation, sc)
+                };
+                let (Some(p0), Some(p1), Some(pm)) = (pixel(start), pixel(end), pixel(mid)) else {
+                    continue;
+                };
+                let margin = 30.0;
+                if pm.x < -margin
+                    || pm.y < -margin
+                    || pm.x > size as f64 + margin
+                    || pm.y > size as f64 + margin
+                {
+                    continue;
+                }
+                let flux_njy = a.flux[visit.band];
+                let electrons = electron_rate(visit, njy_to_mag(flux_njy)) * spec.exposure_time;
+                let (fx, fy) = detector.focal_plane(pm.x, pm.y);
+                let psf = psf_moments(camera, visit, fx, fy);
+                let steps = ((p1.x - p0.x).hypot(p1.y - p0.y) / 0.5).ceil().max(1.0) as usize;
+                for k in 0..steps {
+                    let t = (k as f64 + 0.5) / steps as f64;
+                    let (x, y) = (p0.x + t * (p1.x - p0.x), p0.y + t * (p1.y - p0.y));
+                    canvas.draw(x, y, electrons / steps as f64, None, psf);
+                }
+                if (0.0..size as f64 - 0.5).contains(&pm.x)
+                    && (0.0..size as f64 - 0.5).contains(&pm.y)
+                {
+                    let (ra, dec) = a.position_at(mid);
+                    let (xi, yi) = (pm.x.round() as usize, pm.y.round() as usize);
+                    objects.push(DrawnObject {
+                        id: a.id,
+                        ra,
+                        dec,
+                        x: pm.x,
+                        y: pm.y,
+                        is_star: false,
+                        moving: true,
                         flux_njy,
                         electrons: electrons
                             * detector.response(xi, yi, BAND_WAVELENGTH_NM[visit.band])
@@ -627,6 +685,7 @@ mod tests {
         let sky = Light::Sky {
             visit,
             objects: &stars,
+            asteroids: &[],
         };
         let sim = simulate(&cam, d, &spec(sky, ObsType::Science, 15.0), 9);
         let img = sim.raw.assemble();
@@ -652,5 +711,80 @@ mod tests {
         // Beside the bleed trail's ghost, which runs along the same raw column.
         let quiet = victim.pixels.get(rx + 20, ry).unwrap() as f64;
         assert!(ghost - quiet > 3.0, "{ghost} vs {quiet}");
+    }
+
+    #[test]
+    fn asteroids_trail_along_their_motion() {
+        let cam = Camera::new(2, 256, 1).unwrap();
+        let d = &cam.detectors[0];
+        let visit = &cadence(1, 1, Footprint::for_objects(1000))[0];
+        let centre = cam
+            .pixel_to_sky(
+                d,
+                SkyCoord::new(visit.ra, visit.dec).unwrap(),
+                visit.sky_rotation,
+                crate::wcs::PixelPosition { x: 128.0, y: 128.0 },
+            )
+            .unwrap();
+        // 4 deg/day for clarity: 2.5 arcsec, 12 pixels, in a 15 s exposure.
+        let t0 = 60_000.0;
+        let rock = Asteroid {
+            id: 9_000_000_001,
+            ra: centre.ra(),
+            dec: centre.dec(),
+            mjd0: t0 + 7.5 / 86_400.0,
+            rate_ra: 0.0,
+            rate_dec: 4.0,
+            flux: [crate::sky::mag_to_njy(17.0); 6],
+        };
+        let rocks = [rock];
+        let mut s = spec(
+            Light::Sky {
+                visit,
+                objects: &[],
+                asteroids: &rocks,
+            },
+            ObsType::Science,
+            15.0,
+        );
+        s.tai_start = t0;
+        let sim = simulate(&cam, d, &s, 3);
+        assert_eq!(sim.objects.len(), 1);
+        let o = &sim.objects[0];
+        assert!(
+            o.moving && (o.x - 128.0).abs() < 0.5 && (o.y - 128.0).abs() < 0.5,
+            "{o:?}"
+        );
+        // The light lies along the track, which the camera's rotation points somewhere in
+        // the image plane: its second moments are far longer along it than across.
+        let img = sim.raw.assemble();
+        let (mut sw, mut sxx, mut syy, mut sxy) = (0.0, 0.0, 0.0, 0.0);
+        let mut around: Vec<f32> = (98..158)
+            .flat_map(|y| (98..158).map(move |x| (x, y)))
+            .map(|(x, y)| img.get(x, y).unwrap())
+            .collect();
+        around.sort_by(f32::total_cmp);
+        let level = f64::from(around[around.len() / 2]);
+        let mut deviations: Vec<f64> = around
+            .iter()
+            .map(|&v| (f64::from(v) - level).abs())
+            .collect();
+        deviations.sort_by(f64::total_cmp);
+        let noise = 1.4826 * deviations[deviations.len() / 2];
+        for y in 98..158 {
+            for x in 98..158 {
+                let v = img.get(x, y).unwrap() as f64 - level;
+                let v = if v > 5.0 * noise { v } else { 0.0 };
+                let (dx, dy) = (x as f64 - 128.0, y as f64 - 128.0);
+                sw += v;
+                sxx += v * dx * dx;
+                syy += v * dy * dy;
+                sxy += v * dx * dy;
+            }
+        }
+        let (a, b, c) = (sxx / sw, syy / sw, sxy / sw);
+        let half = ((a - b).powi(2) / 4.0 + c * c).sqrt();
+        let (major, minor) = ((a + b) / 2.0 + half, (a + b) / 2.0 - half);
+        assert!(major > 4.0 * minor, "{major} vs {minor}");
     }
 }

@@ -293,6 +293,7 @@ fn isr_flattens_science_snaps_and_removes_cosmic_rays() {
                 Light::Sky {
                     visit: v,
                     objects: &sky_objects,
+                    asteroids: &[],
                 },
                 ObsType::SkyFlat,
                 600 + i as i64,
@@ -331,6 +332,7 @@ fn isr_flattens_science_snaps_and_removes_cosmic_rays() {
                 light: Light::Sky {
                     visit,
                     objects: &sky_objects,
+                    asteroids: &[],
                 },
                 obs_type: ObsType::Science,
                 obs_id: format!("AS_O_{}_{s}", visit.visit),
@@ -455,6 +457,7 @@ fn fringes_are_measured_and_removed() {
                 Light::Sky {
                     visit: v,
                     objects: &sky_objects,
+                    asteroids: &[],
                 },
                 ObsType::SkyFlat,
                 800 + i as i64,
@@ -602,6 +605,7 @@ fn visits_are_characterized_against_the_truth() {
                 light: Light::Sky {
                     visit: &visit,
                     objects: &sky_objects,
+                    asteroids: &[],
                 },
                 obs_type: ObsType::Science,
                 obs_id: format!("AS_O_{}_{s}", visit.visit),

@@ -53,6 +53,7 @@ def evaluate(data_dir: Path, run: str):
     if not records:
         raise SystemExit(f"no processed CCD visits under {run_dir}")
     zp_diffs, found, total, pulls, offsets = [], 0, 0, [], []
+    rocks_found, rocks_total = 0, 0
     for r in records:
         stem = f"{r['visit']}_{r['detector_name']}"
         tv = truth_visits[(truth_visits.visit == r["visit"]) & (truth_visits.detector == r["detector"])].iloc[0]
@@ -93,8 +94,17 @@ def evaluate(data_dir: Path, run: str):
                     dra = (s.coord_ra - truth.ra.values[i]) * np.cos(np.radians(truth.dec.values[i]))
                     ddec = s.coord_dec - truth.dec.values[i]
                     offsets.append(np.hypot(dra, ddec) * 3.6e6)
+        # Asteroids: trailed by a pixel or two in a visit, found where they were at its
+        # middle.
+        if "isMoving" in truth:
+            for i in np.flatnonzero(truth.isMoving.values & (snr >= 10) & clean):
+                rocks_total += 1
+                d = np.hypot(sx - truth.x.values[i], sy - truth.y.values[i])
+                rocks_found += int(len(d) > 0 and d.min() < 2.0)
     pulls = np.array(pulls)
     return {
+        "asteroids_snr10": rocks_total,
+        "asteroid_completeness_snr10": round(rocks_found / max(rocks_total, 1), 4),
         "ccd_visits": len(records),
         "stars_snr10": total,
         "completeness_snr10": round(found / max(total, 1), 4),
