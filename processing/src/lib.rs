@@ -13,6 +13,7 @@ pub mod calib;
 pub mod camera;
 pub mod camsim;
 pub mod characterize;
+pub mod deblend;
 pub mod detection;
 pub mod galaxy;
 pub mod image;

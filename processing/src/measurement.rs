@@ -93,6 +93,32 @@ struct Pixels<'a> {
     width: i64,
     height: i64,
     unusable: i32,
+    /// A deblended child's own light, replacing the image where it is given.
+    child: Option<&'a ChildLight>,
+}
+
+/// One child of a deblended footprint: its share of the light at each pixel of the
+/// footprint (NaN outside it, where the image itself is used), over the footprint's
+/// bounding box.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChildLight {
+    pub x0: i64,
+    pub y0: i64,
+    pub width: i64,
+    pub height: i64,
+    pub values: Vec<f32>,
+}
+
+impl ChildLight {
+    #[inline]
+    fn at(&self, x: i64, y: i64) -> Option<f32> {
+        let (i, j) = (x - self.x0, y - self.y0);
+        if i < 0 || j < 0 || i >= self.width || j >= self.height {
+            return None;
+        }
+        let v = self.values[(j * self.width + i) as usize];
+        (!v.is_nan()).then_some(v)
+    }
 }
 
 impl<'a> Pixels<'a> {
@@ -104,6 +130,14 @@ impl<'a> Pixels<'a> {
             width: exposure.width() as i64,
             height: exposure.height() as i64,
             unusable: UNUSABLE.iter().fold(0, |m, p| m | p.bit()),
+            child: None,
+        }
+    }
+
+    fn with_child(exposure: &'a Exposure, child: Option<&'a ChildLight>) -> Self {
+        Self {
+            child,
+            ..Self::of(exposure)
         }
     }
 
@@ -113,7 +147,11 @@ impl<'a> Pixels<'a> {
             return Px::Off;
         }
         let i = (y * self.width + x) as usize;
-        let (v, s) = (self.image[i], self.variance[i]);
+        let v = match self.child.and_then(|c| c.at(x, y)) {
+            Some(own) => own,
+            None => self.image[i],
+        };
+        let s = self.variance[i];
         if self.mask[i] & self.unusable != 0 || !v.is_finite() || !(s.is_finite() && s > 0.0) {
             Px::Masked
         } else {
@@ -124,8 +162,19 @@ impl<'a> Pixels<'a> {
 
 /// Measures the source at `peak` on a background-subtracted exposure.
 pub fn measure(exposure: &Exposure, psf: &GaussianPsf, peak: &Peak) -> Measurement {
+    measure_child(exposure, None, psf, peak)
+}
+
+/// Measures the source at `peak`, seeing only `child`'s share of the light inside its
+/// deblended footprint when given.
+pub fn measure_child(
+    exposure: &Exposure,
+    child: Option<&ChildLight>,
+    psf: &GaussianPsf,
+    peak: &Peak,
+) -> Measurement {
     let mut flags = Flags::default();
-    let pixels = Pixels::of(exposure);
+    let pixels = Pixels::with_child(exposure, child);
 
     // Centroid: first moments weighted by a Gaussian of the PSF's size, iterated from the
     // peak; the weighted estimator's error follows from the pixel variances.
@@ -262,7 +311,7 @@ pub fn measure(exposure: &Exposure, psf: &GaussianPsf, peak: &Peak) -> Measureme
         })
         .collect::<Vec<_>>();
 
-    let shape = adaptive_moments(exposure, cx, cy, sigma);
+    let shape = moments_of(&pixels, cx, cy, sigma);
     flags.shape_failed = shape.is_none();
     let extendedness = shape.map(|s| {
         // A point source has the PSF's moments, plus a twelfth of a pixel² per axis from
@@ -280,8 +329,10 @@ pub fn measure(exposure: &Exposure, psf: &GaussianPsf, peak: &Peak) -> Measureme
         }
     });
 
-    let kron = shape.and_then(|s| kron(exposure, cx, cy, &s));
-    let petrosian = petrosian(exposure, cx, cy);
+    let kron = shape.and_then(|s| kron_of(&pixels, cx, cy, &s));
+    let petrosian = [16.0, 60.0]
+        .into_iter()
+        .find_map(|max| petrosian_within(&pixels, cx, cy, max));
 
     // Counts to nJy, the zeropoint's error included.
     let (psf_flux, aperture_fluxes, kron, petrosian, calibrated) = match exposure.photo_calib {
@@ -328,20 +379,20 @@ pub const PETROSIAN_RATIO: f64 = 0.2;
 /// image, summed in 0.25-pixel radial bins; None when the ratio never falls that low
 /// within 60 pixels or the light is not positive.
 pub fn petrosian(exposure: &Exposure, x: f64, y: f64) -> Option<(f64, Flux)> {
+    let pixels = Pixels::of(exposure);
     // Most sources are small: look within 16 pixels first, then out to 60.
     [16.0, 60.0]
         .into_iter()
-        .find_map(|max| petrosian_within(exposure, x, y, max))
+        .find_map(|max| petrosian_within(&pixels, x, y, max))
 }
 
-fn petrosian_within(exposure: &Exposure, x: f64, y: f64, max_radius: f64) -> Option<(f64, Flux)> {
+fn petrosian_within(pixels: &Pixels, x: f64, y: f64, max_radius: f64) -> Option<(f64, Flux)> {
     // Light, variance and pixel counts in 0.25-pixel radial bins out to twice the largest
     // radius, accumulated: means within any radius and in any annulus follow.
     const STEP: f64 = 0.25;
     let reach = 2.0 * max_radius;
     let nbins = (reach / STEP).ceil() as usize + 1;
     let mut bins = vec![(0.0f64, 0.0f64, 0usize); nbins];
-    let pixels = Pixels::of(exposure);
     let r_px = reach.ceil() as i64;
     for py in y.round() as i64 - r_px..=y.round() as i64 + r_px {
         let dy = py as f64 - y;
@@ -410,7 +461,10 @@ fn petrosian_within(exposure: &Exposure, x: f64, y: f64, max_radius: f64) -> Opt
 /// two: the weight follows the moments, and at the matched fixed point that feedback doubles
 /// their response to noise (d new/d old = 1/2).
 pub fn adaptive_moments(exposure: &Exposure, x: f64, y: f64, sigma: f64) -> Option<Shape> {
-    let pixels = Pixels::of(exposure);
+    moments_of(&Pixels::of(exposure), x, y, sigma)
+}
+
+fn moments_of(pixels: &Pixels, x: f64, y: f64, sigma: f64) -> Option<Shape> {
     let (mut mx, mut my) = (x, y);
     let (mut ixx, mut iyy, mut ixy) = (sigma * sigma, sigma * sigma, 0.0);
     for _ in 0..50 {
@@ -419,7 +473,7 @@ pub fn adaptive_moments(exposure: &Exposure, x: f64, y: f64, sigma: f64) -> Opti
             return None;
         }
         let (a, b, c) = (iyy / det, -ixy / det, ixx / det);
-        let sums = weighted_moments(&pixels, mx, my, ixx.max(iyy), (a, b, c));
+        let sums = weighted_moments(pixels, mx, my, ixx.max(iyy), (a, b, c));
         if sums.s0 <= 0.0 {
             return None;
         }
@@ -453,7 +507,7 @@ pub fn adaptive_moments(exposure: &Exposure, x: f64, y: f64, sigma: f64) -> Opti
             let det = ixx * iyy - ixy * ixy;
             let weight = (iyy / det, -ixy / det, ixx / det);
             let (ex, ey, exy) =
-                moment_errors(&pixels, mx, my, ixx.max(iyy), weight, (ixx, iyy, ixy));
+                moment_errors(pixels, mx, my, ixx.max(iyy), weight, (ixx, iyy, ixy));
             return Some(Shape {
                 ixx,
                 iyy,
@@ -557,6 +611,10 @@ fn moment_errors(
 /// within 2.5 times that radius (at least 3.5 moment radii), with its error. Counts; None
 /// when nothing is there.
 pub fn kron(exposure: &Exposure, x: f64, y: f64, shape: &Shape) -> Option<(f64, Flux)> {
+    kron_of(&Pixels::of(exposure), x, y, shape)
+}
+
+fn kron_of(view: &Pixels, x: f64, y: f64, shape: &Shape) -> Option<(f64, Flux)> {
     let det = shape.ixx * shape.iyy - shape.ixy * shape.ixy;
     if det <= 0.0 || !det.is_finite() {
         return None;
@@ -569,7 +627,6 @@ pub fn kron(exposure: &Exposure, x: f64, y: f64, shape: &Shape) -> Option<(f64, 
         shape.ixx / det * scale,
     );
     let sigma = det.sqrt().sqrt();
-    let view = Pixels::of(exposure);
     let pixels = |limit: f64| {
         let reach = (limit * shape.ixx.max(shape.iyy).sqrt() / sigma).ceil() as i64 + 1;
         let mut out = Vec::new();

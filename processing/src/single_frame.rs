@@ -1,12 +1,14 @@
 //! Single-frame measurement of a calibrated image: the background is modelled and
 //! subtracted, sources are detected with the image's PSF and measured, and positions are
-//! put on the sky with its WCS. Every peak of a footprint becomes a source; in footprints
-//! with several peaks (flagged as blends) the PSF fluxes of all peaks are fitted together,
-//! so each star keeps only its own light (extended blends await a full deblender).
+//! put on the sky with its WCS. Every peak of a footprint becomes a source; footprints with
+//! several peaks (flagged as blends) are deblended: each child is measured on its own share
+//! of the light ([`crate::deblend`]), and the PSF fluxes of all peaks are fitted together,
+//! so each keeps only its own light.
 use crate::background::{Background, BackgroundError};
+use crate::deblend::deblend;
 use crate::detection::{DetectionConfig, DetectionError, detect};
 use crate::image::Exposure;
-use crate::measurement::{Measurement, fit_psf_fluxes, measure};
+use crate::measurement::{Measurement, fit_psf_fluxes, measure, measure_child};
 use crate::wcs::PixelPosition;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -61,9 +63,17 @@ pub fn process(
         footprints.iter().filter(|f| !f.negative).collect();
     let exposure: &Exposure = exposure;
     let measure_footprint = |f: &crate::detection::Footprint| -> Vec<Measurement> {
-        let mut children: Vec<Measurement> =
-            f.peaks.iter().map(|p| measure(exposure, &psf, p)).collect();
-        // Blends: the children's PSF fluxes fitted together, so each has only its own light.
+        // Blends: each child measured on its own share of the light (symmetric templates),
+        // and the children's PSF fluxes fitted together.
+        let mut children: Vec<Measurement> = match deblend(exposure, f) {
+            Some(lights) => f
+                .peaks
+                .iter()
+                .zip(&lights)
+                .map(|(p, light)| measure_child(exposure, Some(light), &psf, p))
+                .collect(),
+            None => f.peaks.iter().map(|p| measure(exposure, &psf, p)).collect(),
+        };
         if children.len() > 1 {
             let positions: Vec<(f64, f64)> = children.iter().map(|m| (m.x, m.y)).collect();
             if let Some(fluxes) = fit_psf_fluxes(exposure, &psf, &positions) {
