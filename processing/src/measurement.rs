@@ -189,9 +189,18 @@ pub fn measure_child(
     let mut errs = (f64::NAN, f64::NAN);
     let mut converged = false;
     let mut terms = Vec::new();
+    let side = (2 * half + 1) as usize;
+    let (mut wx, mut wy) = (vec![0.0; side], vec![0.0; side]);
     for _ in 0..30 {
         let (mut sw, mut sx, mut sy) = (0.0, 0.0, 0.0);
         terms.clear();
+        // The round Gaussian weight is separable: one exp per row and column.
+        let gauss = |d: f64| (-0.5 * d * d / (sigma * sigma)).exp();
+        for k in 0..side {
+            let offset = k as i64 - half;
+            wx[k] = gauss((peak.x as i64 + offset) as f64 - cx);
+            wy[k] = gauss((peak.y as i64 + offset) as f64 - cy);
+        }
         // A fixed box around the peak: a box that followed the rounded centroid would jump
         // as it crossed pixel boundaries and keep the iteration from settling.
         for y in peak.y as i64 - half..=peak.y as i64 + half {
@@ -207,8 +216,8 @@ pub fn measure_child(
                         continue;
                     }
                 };
-                let (dx, dy) = (x as f64 - cx, y as f64 - cy);
-                let wgt = (-0.5 * (dx * dx + dy * dy) / (sigma * sigma)).exp();
+                let wgt = wx[(x - peak.x as i64 + half) as usize]
+                    * wy[(y - peak.y as i64 + half) as usize];
                 sw += wgt * v;
                 sx += wgt * v * x as f64;
                 sy += wgt * v * y as f64;
@@ -543,14 +552,34 @@ fn weight_window(
     mut each: impl FnMut(i64, i64, f64, f64, f64),
 ) {
     let reach = (5.0 * max_var.sqrt()).ceil() as i64 + 1;
+    let first = mx.round() as i64 - reach;
+    // Along a row the exponent is a quadratic in dx, so each weight is the previous one
+    // times a factor that itself changes by exp(-a) a step: two exps where a row enters
+    // the ellipse, not one a pixel. (Started outside it, far from the centre of a thin
+    // ellipse, the factor could overflow; hence the start at the edge.)
+    let step = (-a).exp();
     for py in my.round() as i64 - reach..=my.round() as i64 + reach {
         let dy = py as f64 - my;
-        for px in mx.round() as i64 - reach..=mx.round() as i64 + reach {
+        let dx0 = first as f64 - mx;
+        let mut q = a * dx0 * dx0 + 2.0 * b * dx0 * dy + c * dy * dy;
+        let (mut weight, mut factor) = (0.0, 0.0);
+        let mut inside = false;
+        for px in first..=mx.round() as i64 + reach {
             let dx = px as f64 - mx;
-            let q = a * dx * dx + 2.0 * b * dx * dy + c * dy * dy;
+            let step_q = a * (2.0 * dx + 1.0) + 2.0 * b * dy;
             if q <= 25.0 {
-                each(px, py, dx, dy, (-0.5 * q).exp());
+                if !inside {
+                    weight = (-0.5 * q).exp();
+                    factor = (-0.5 * step_q).exp();
+                    inside = true;
+                }
+                each(px, py, dx, dy, weight);
+                weight *= factor;
+                factor *= step;
+            } else {
+                inside = false;
             }
+            q += step_q;
         }
     }
 }
