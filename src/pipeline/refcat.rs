@@ -165,6 +165,46 @@ mod tests {
     }
 
     #[test]
+    fn a_fits_table_with_per_band_magnitudes_calibrates_every_band() {
+        use std::sync::Arc;
+
+        use arrow::array::{Float32Array, Float64Array, Int64Array};
+        use arrow::datatypes::{Field, Schema};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("SOURCE_ID", DataType::Int64, false),
+            Field::new("RA", DataType::Float64, false),
+            Field::new("DEC", DataType::Float64, false),
+            Field::new("g_mag", DataType::Float32, true),
+            Field::new("r_mag", DataType::Float32, true),
+            Field::new("r_mag_err", DataType::Float32, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![7, 8])),
+                Arc::new(Float64Array::from(vec![150.25, 150.5])),
+                Arc::new(Float64Array::from(vec![2.5, 2.75])),
+                Arc::new(Float32Array::from(vec![Some(19.5), None])),
+                Arc::new(Float32Array::from(vec![19.0, 20.0])),
+                Arc::new(Float32Array::from(vec![0.01, 0.02])),
+            ],
+        )
+        .unwrap();
+        let path = write("fits", "ref.fits", "");
+        crate::tables::write_fits_table(&path, "REFCAT", &[batch]).unwrap();
+        let stars = read_refcat(&path, None).unwrap();
+        assert_eq!(stars.len(), 2);
+        assert_eq!((stars[0].id, stars[1].id), (7, 8));
+        assert_eq!(stars[0].mags[1], Some((19.5, 0.0)));
+        assert_eq!(stars[1].mags[1], None);
+        let (mag, err) = stars[1].mags[2].unwrap();
+        assert!((mag - 20.0).abs() < 1e-6 && (err - 0.02).abs() < 1e-6);
+        // No epoch: J2000.
+        assert_eq!(stars[0].epoch, 51_544.5);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
     fn catalogues_without_positions_or_magnitudes_are_refused_by_name() {
         for (n, (text, wanted)) in [
             ("x,y,mag\n1,2,3\n", "no column ra"),
