@@ -46,7 +46,8 @@ pub fn pipeline(data_dir: &Path, ccd_size: usize) -> Result<()> {
         )?;
     }
     if !data_dir.join("calib").exists() {
-        crate::calibrate::build_all(data_dir)?;
+        let registry = aster_archive::registry::Registry::open(data_dir)?;
+        crate::calibrate::build_all(data_dir, &registry)?;
     }
     let pipeline = definition::parse(include_str!("../pipelines/single-visit.yaml"), &[])?;
     let id = data_ids(data_dir)?

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use aster_archive::calib_file::{read_calibration, write_calibration};
 use aster_archive::raw_file::{read_raw, read_raw_info};
+use aster_archive::registry::Registry;
 use aster_processing::calib::{
     CalibImage, CalibProduct, CalibType, CrosstalkMatrix, DefectMap, Stamp, build_bias, build_dark,
     build_defects, build_flat, build_fringe, build_illumination, build_mono_flat_cube,
@@ -79,10 +80,12 @@ pub fn stamp() -> Stamp {
     }
 }
 
-/// Builds every missing product of every CCD.
-pub fn build_all(data_dir: &Path) -> Result<()> {
+/// Builds every missing product of every CCD, and records them in the registry with the
+/// raws they came from (raws under raw/ not yet recorded are recorded first).
+pub fn build_all(data_dir: &Path, registry: &Registry) -> Result<()> {
     let started = std::time::Instant::now();
     let raws = scan_raws(data_dir)?;
+    crate::datasets::register_raws_in_place(registry, &raws)?;
     let mut detectors: BTreeMap<String, Vec<&(PathBuf, ObservationInfo)>> = BTreeMap::new();
     for r in &raws {
         if r.1.obs_type != ObsType::Science {
@@ -110,6 +113,8 @@ pub fn build_all(data_dir: &Path) -> Result<()> {
         detectors.len(),
         started.elapsed().as_secs_f64()
     );
+    let recorded = crate::datasets::register_calibrations(registry, data_dir)?;
+    println!("{recorded} calibration products recorded in the dataset registry");
     Ok(())
 }
 

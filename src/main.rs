@@ -4,6 +4,7 @@ mod bench;
 mod bench_pipeline;
 mod calibrate;
 mod config;
+mod datasets;
 mod demo;
 mod pipeline;
 mod server;
@@ -102,6 +103,22 @@ enum Command {
     Pipeline {
         #[command(subcommand)]
         command: PipelineCommand,
+    },
+    /// Bring files into the archive.
+    Ingest {
+        #[command(subcommand)]
+        command: IngestCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum IngestCommand {
+    /// Ingest raw FITS files (one CCD of one exposure each): verified, copied under
+    /// raw/<night>/<exposure>/ and recorded in the dataset registry with their metadata.
+    /// Corrupt files and files already ingested are refused, each with its reason.
+    Raw {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -316,7 +333,27 @@ fn main() -> Result<()> {
             }
             Command::Calib {
                 command: CalibCommand::Build,
-            } => calibrate::build_all(&config.data_dir),
+            } => {
+                let registry = aster_archive::registry::Registry::open(&config.data_dir)?;
+                calibrate::build_all(&config.data_dir, &registry)
+            }
+            Command::Ingest {
+                command: IngestCommand::Raw { files },
+            } => {
+                let registry = aster_archive::registry::Registry::open(&config.data_dir)?;
+                let (done, refused) = datasets::ingest_raws(&registry, &files);
+                for d in &done {
+                    println!("ingested {} ({} bytes) as {}", d.path, d.size, d.id);
+                }
+                for r in &refused {
+                    eprintln!("refused {r}");
+                }
+                println!("{} ingested, {} refused", done.len(), refused.len());
+                if !refused.is_empty() {
+                    bail!("{} of {} files were refused", refused.len(), files.len());
+                }
+                Ok(())
+            }
             Command::Pipeline {
                 command:
                     PipelineCommand::Run {
@@ -329,7 +366,16 @@ fn main() -> Result<()> {
                 // Validate everything before touching any data.
                 let p = pipeline::definition::load(&pipeline, &overrides)?;
                 let store = server::open_store(&config)?;
-                pipeline::run::run(&config.data_dir, &store, &p, &where_, refcat.as_deref()).await
+                let registry = aster_archive::registry::Registry::open(&config.data_dir)?;
+                pipeline::run::run(
+                    &config.data_dir,
+                    &store,
+                    &registry,
+                    &p,
+                    &where_,
+                    refcat.as_deref(),
+                )
+                .await
             }
             Command::Pipeline {
                 command:

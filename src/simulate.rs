@@ -364,6 +364,11 @@ pub fn simulate_survey(dir: &Path, spec: &SurveySpec) -> Result<()> {
         dir.join("simulation.json"),
         serde_json::to_vec_pretty(&manifest)?,
     )?;
+    // The raws and the reference catalogue become datasets of the archive.
+    let registry = aster_archive::registry::Registry::open(dir)?;
+    let raws = crate::calibrate::scan_raws(dir)?;
+    crate::datasets::register_raws_in_place(&registry, &raws)?;
+    crate::datasets::register_refcat(&registry, &dir.join("refcat").join("refcat.parquet"))?;
     println!(
         "simulated {total} exposures x {} CCDs ({} objects) into {} in {:.0} s",
         camera.detectors.len(),

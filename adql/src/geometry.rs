@@ -167,6 +167,88 @@ impl Polygon {
     }
 }
 
+impl Polygon {
+    /// Whether the two polygons share a point: a vertex of one inside the other, or two
+    /// edges crossing.
+    pub fn intersects(&self, other: &Polygon) -> bool {
+        if self.vertices.iter().any(|v| other.contains(v))
+            || other.vertices.iter().any(|v| self.contains(v))
+        {
+            return true;
+        }
+        let edges = |p: &Polygon| -> Vec<([f64; 3], [f64; 3])> {
+            let vs: Vec<[f64; 3]> = p.vertices.iter().map(SkyPosition::unit_vector).collect();
+            (0..vs.len())
+                .map(|i| (vs[i], vs[(i + 1) % vs.len()]))
+                .collect()
+        };
+        let mine = edges(self);
+        edges(other)
+            .iter()
+            .any(|&(c, d)| mine.iter().any(|&(a, b)| arcs_cross(a, b, c, d)))
+    }
+
+    /// The smallest angular distance (degrees) from `p` to the polygon's boundary.
+    pub fn boundary_distance(&self, p: &SkyPosition) -> f64 {
+        let q = p.unit_vector();
+        let vs: Vec<[f64; 3]> = self.vertices.iter().map(SkyPosition::unit_vector).collect();
+        (0..vs.len())
+            .map(|i| arc_distance(q, vs[i], vs[(i + 1) % vs.len()]))
+            .fold(f64::INFINITY, f64::min)
+    }
+}
+
+impl Circle {
+    /// Whether the circle and the polygon share a point.
+    pub fn intersects_polygon(&self, p: &Polygon) -> bool {
+        p.contains(&self.center) || p.boundary_distance(&self.center) <= self.radius
+    }
+}
+
+fn normalize(a: [f64; 3]) -> Option<[f64; 3]> {
+    let n = dot(a, a).sqrt();
+    (n > 1e-300).then(|| scale3(a, 1.0 / n))
+}
+
+/// Whether `x` (on the great circle through a and b, with pole n = a x b) lies on the
+/// shorter arc from a to b.
+fn on_arc(x: [f64; 3], a: [f64; 3], b: [f64; 3], n: [f64; 3]) -> bool {
+    dot(cross(a, x), n) >= 0.0 && dot(cross(x, b), n) >= 0.0
+}
+
+/// Whether the great-circle arcs a-b and c-d cross.
+fn arcs_cross(a: [f64; 3], b: [f64; 3], c: [f64; 3], d: [f64; 3]) -> bool {
+    let (n1, n2) = (cross(a, b), cross(c, d));
+    let Some(t) = normalize(cross(n1, n2)) else {
+        return false; // the same great circle: overlapping arcs share a vertex inside
+    };
+    [t, scale3(t, -1.0)]
+        .into_iter()
+        .any(|x| on_arc(x, a, b, n1) && on_arc(x, c, d, n2))
+}
+
+/// Angular distance (degrees) from the unit vector q to the arc a-b.
+fn arc_distance(q: [f64; 3], a: [f64; 3], b: [f64; 3]) -> f64 {
+    let angle = |u: [f64; 3], v: [f64; 3]| {
+        dot(cross(u, v), cross(u, v))
+            .sqrt()
+            .atan2(dot(u, v))
+            .to_degrees()
+    };
+    let ends = angle(q, a).min(angle(q, b));
+    let Some(n) = normalize(cross(a, b)) else {
+        return ends;
+    };
+    let Some(x) = normalize(sub(q, scale3(n, dot(q, n)))) else {
+        return ends; // q is a pole of the arc's circle: 90 degrees from every point of it
+    };
+    if on_arc(x, a, b, n) {
+        dot(q, n).abs().clamp(0.0, 1.0).asin().to_degrees()
+    } else {
+        ends
+    }
+}
+
 fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
     a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
 }
@@ -202,6 +284,14 @@ impl SkyRegion {
             SkyRegion::Polygon(poly) => poly.contains(p),
         }
     }
+
+    /// Whether the region and the polygon share a point.
+    pub fn intersects(&self, p: &Polygon) -> bool {
+        match self {
+            SkyRegion::Circle(c) => c.intersects_polygon(p),
+            SkyRegion::Polygon(poly) => poly.intersects(p),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -225,6 +315,55 @@ mod tests {
         assert!(SkyPosition::new(10.0, 91.0).is_none());
         assert!(SkyPosition::new(f64::NAN, 0.0).is_none());
         assert_eq!(SkyPosition::new(-10.0, 0.0).unwrap().ra(), 350.0);
+    }
+
+    #[test]
+    fn shapes_intersect_only_where_they_meet() {
+        let square = |ra: f64, dec: f64, h: f64| {
+            Polygon::new(vec![
+                pos(ra - h, dec - h),
+                pos(ra + h, dec - h),
+                pos(ra + h, dec + h),
+                pos(ra - h, dec + h),
+            ])
+            .unwrap()
+        };
+        let a = square(10.0, 0.0, 1.0);
+        // A cross through the middle: no vertex of either inside the other.
+        let wide = Polygon::new(vec![
+            pos(8.0, -0.2),
+            pos(12.0, -0.2),
+            pos(12.0, 0.2),
+            pos(8.0, 0.2),
+        ])
+        .unwrap();
+        let tall = Polygon::new(vec![
+            pos(9.8, -2.0),
+            pos(10.2, -2.0),
+            pos(10.2, 2.0),
+            pos(9.8, 2.0),
+        ])
+        .unwrap();
+        assert!(wide.intersects(&tall) && tall.intersects(&wide));
+        assert!(a.intersects(&square(11.5, 0.0, 1.0)));
+        assert!(!a.intersects(&square(12.5, 0.0, 1.0)));
+        assert!(square(359.5, 0.0, 1.0).intersects(&square(1.0, 0.0, 1.0)));
+        // A circle beside an edge, its centre outside: it meets the square only when the
+        // radius reaches the edge at ra 11.
+        let c = |r: f64| Circle::new(pos(11.3, 0.0), r).unwrap();
+        assert!(c(0.31).intersects_polygon(&a));
+        assert!(!c(0.29).intersects_polygon(&a));
+        // Near a corner the nearest point is the vertex.
+        let corner = pos(11.0, 1.0);
+        let near = pos(11.2, 1.2);
+        let d = near.distance(&corner);
+        assert!(Circle::new(near, d + 1e-6).unwrap().intersects_polygon(&a));
+        assert!(!Circle::new(near, d - 1e-3).unwrap().intersects_polygon(&a));
+        assert!(
+            Circle::new(pos(10.0, 0.0), 0.01)
+                .unwrap()
+                .intersects_polygon(&a)
+        );
     }
 
     #[test]

@@ -105,6 +105,13 @@ pub fn write_calibration(path: &Path, product: &CalibProduct) -> Result<()> {
     })
 }
 
+/// The provenance of a calibration product, from its primary header alone (the pixels
+/// are not read), for the dataset registry.
+pub fn read_calibration_provenance(path: &Path) -> Result<Provenance> {
+    let (_, cards) = open_primary(path, "provenance")?;
+    Provenance::from_cards(&cards).map_err(|e| FitsFileError::new(path, "provenance", e))
+}
+
 /// Reads a calibration product written by [`write_calibration`].
 pub fn read_calibration(path: &Path) -> Result<CalibProduct> {
     let fail =

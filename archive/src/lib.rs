@@ -1,5 +1,6 @@
 //! Aster's stores and its query engine: the HATS catalog store, table schemas (Felis) and the
-//! TAP metadata derived from them, the DataFusion query engine, the job store and the query log.
+//! TAP metadata derived from them, the DataFusion query engine, the job store, the query log,
+//! and the dataset registry of raws, calibration products and processed images.
 pub mod calib_file;
 pub mod catalog;
 pub mod exposure_file;
@@ -9,5 +10,6 @@ pub mod jobs;
 pub mod query;
 pub mod querylog;
 pub mod raw_file;
+pub mod registry;
 pub mod schema;
 pub mod tap_schema;

@@ -1,7 +1,8 @@
 //! The query engine: DataFusion sessions over the catalog store and TAP_SCHEMA, with the ADQL
 //! functions registered, turning ADQL into logical plans and running them as record-batch
 //! streams. Uploaded tables join a query as `TAP_UPLOAD.<name>`; positional crossmatch joins
-//! run as HEALPix-cell hash joins.
+//! run as HEALPix-cell hash joins. `ivoa.ObsCore` is built from the dataset registry at
+//! each refresh of the table list.
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,7 @@ use aster_adql::translate::{NameMap, translate};
 use aster_adql::validate::AdqlError;
 
 use crate::catalog::{CatalogStore, CatalogTable};
+use crate::registry::{Registry, obscore};
 use crate::tap_schema::{SchemaDesc, TableDesc, tap_schema_desc, tap_schema_tables_data};
 
 const CATALOG: &str = "aster";
@@ -39,6 +41,8 @@ pub enum QueryError {
     Execution(String),
     #[error("catalog: {0}")]
     Catalog(#[from] crate::catalog::CatalogError),
+    #[error("dataset registry: {0}")]
+    Registry(#[from] crate::registry::RegistryError),
 }
 
 impl From<datafusion::error::DataFusionError> for QueryError {
@@ -83,6 +87,9 @@ struct Published {
 #[derive(Clone)]
 pub struct QueryEngine {
     store: CatalogStore,
+    /// The dataset registry whose images `ivoa.ObsCore` publishes, with the DataLink
+    /// endpoint their access URLs point at.
+    obscore: Option<(Arc<Registry>, String)>,
     published: Arc<RwLock<Option<Arc<Published>>>>,
     target_partitions: usize,
     /// Shared by every query's session: it knows the catalog's object store (local or S3)
@@ -100,11 +107,19 @@ impl QueryEngine {
         Self {
             runtime,
             store,
+            obscore: None,
             published: Arc::new(RwLock::new(None)),
             target_partitions: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
         }
+    }
+
+    /// Publishes the registry's images as `ivoa.ObsCore`, their access URLs under
+    /// `links_endpoint` (the DataLink service).
+    pub fn with_obscore(mut self, registry: Arc<Registry>, links_endpoint: String) -> Self {
+        self.obscore = Some((registry, links_endpoint));
+        self
     }
 
     pub fn store(&self) -> &CatalogStore {
@@ -155,6 +170,23 @@ impl QueryEngine {
             names.insert_relation(&m.schema);
             names.insert_relation(&m.table.name);
             m.table.columns.iter().for_each(|c| names.insert(&c.name));
+        }
+        if let Some((registry, links)) = &self.obscore {
+            let rows = registry.observations()?;
+            let batch = obscore::obscore_batch(&rows, links);
+            let ivoa: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
+            ivoa.register_table(
+                obscore::TABLE.to_string(),
+                Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?),
+            )?;
+            names.insert_relation(obscore::SCHEMA);
+            names.insert_relation(obscore::TABLE);
+            obscore::obscore_schema()
+                .fields()
+                .iter()
+                .for_each(|f| names.insert(f.name()));
+            schemas.push((obscore::SCHEMA.to_string(), ivoa));
+            metadata.push(obscore::obscore_desc());
         }
         metadata.push(tap_schema_desc());
         let tap: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());

@@ -656,6 +656,11 @@ pub fn build_defects(
         ("dead_level".into(), dead_level.to_string()),
         ("bad_column_run".into(), "20".into()),
     ];
+    if let Some(b) = flat.provenance.band {
+        provenance
+            .parameters
+            .push(("flat_band".into(), BANDS[b].to_string()));
+    }
     provenance.calibrations_used = vec![CalibType::Dark, CalibType::Flat];
     provenance
         .inputs

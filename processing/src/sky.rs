@@ -7,6 +7,15 @@ use rand_chacha::ChaCha8Rng;
 pub const BANDS: [&str; 6] = ["u", "g", "r", "i", "z", "y"];
 /// Effective wavelengths of the bands, nm.
 pub const BAND_WAVELENGTH_NM: [f64; 6] = [367.0, 482.0, 622.0, 754.0, 869.0, 971.0];
+/// Wavelength range (nm) each filter passes, where its throughput is above half its peak.
+pub const BAND_RANGE_NM: [(f64, f64); 6] = [
+    (320.0, 400.0),
+    (400.0, 552.0),
+    (552.0, 691.0),
+    (691.0, 818.0),
+    (818.0, 922.0),
+    (948.0, 1060.0),
+];
 /// Single-visit 5-sigma point-source depths (AB mag) at median conditions.
 pub const SINGLE_VISIT_DEPTH: [f64; 6] = [23.7, 24.9, 24.4, 23.9, 23.3, 22.4];
 /// Coadd 5-sigma depths (AB mag) of the demo release.

@@ -103,6 +103,28 @@ impl Pipeline {
     }
 }
 
+impl Pipeline {
+    /// The pipeline as a definition document (JSON, which is YAML too): what provenance
+    /// records, and what [`parse`] reads back to run it again.
+    pub fn to_json(&self) -> serde_json::Value {
+        let tasks: Vec<serde_json::Value> = self
+            .tasks
+            .iter()
+            .map(|(label, task)| {
+                let config = match task {
+                    Task::Isr(c) => serde_json::to_value(c),
+                    Task::Characterize(c) => serde_json::to_value(c),
+                    Task::Measure(c) => serde_json::to_value(c),
+                    Task::Catalogs(c) => serde_json::to_value(c),
+                }
+                .expect("configurations serialize");
+                serde_json::json!({"label": label, "class": task.class(), "config": config})
+            })
+            .collect();
+        serde_json::json!({"description": self.description, "run": self.run, "tasks": tasks})
+    }
+}
+
 /// Reads and validates the pipeline at `path` with `overrides` (`label.key=value`).
 pub fn load(path: &Path, overrides: &[String]) -> Result<Pipeline> {
     let text =

@@ -16,13 +16,19 @@ use aster_archive::calib_file::read_calibration;
 use aster_archive::catalog::{CatalogStore, DEFAULT_MAX_ROWS};
 use aster_archive::exposure_file::{write_background, write_exposure};
 use aster_archive::raw_file::read_raw;
+use aster_archive::registry::{
+    DataId as RegDataId, DatasetType, INSTRUMENT, NewDataset, Observation, Provenance, Registry,
+    formats,
+};
 use aster_archive::schema::builtin_schemas;
+use aster_processing::background::Background;
 use aster_processing::calib::{CalibProduct, CalibType};
 use aster_processing::characterize::{ReferenceStar, characterize};
+use aster_processing::image::Exposure;
 use aster_processing::isr::{IsrCalibrations, process_visit};
 use aster_processing::raw::{ObsType, ObservationInfo};
 use aster_processing::single_frame::process;
-use aster_processing::sky::BANDS;
+use aster_processing::sky::{BAND_RANGE_NM, BANDS};
 use aster_processing::wcs::PixelPosition;
 use serde::{Deserialize, Serialize};
 
@@ -143,6 +149,7 @@ pub fn data_ids(data_dir: &Path) -> Result<Vec<DataId>> {
 pub async fn run(
     data_dir: &Path,
     store: &CatalogStore,
+    registry: &Registry,
     pipeline: &Pipeline,
     filters: &[String],
     refcat: Option<&Path>,
@@ -161,6 +168,15 @@ pub async fn run(
         Path::to_path_buf,
     );
     let refs = super::refcat::read_refcat(&refcat_path, None)?;
+    // The reference catalogue is an input of every calexp when the archive holds it.
+    let refcat_id = refcat_path
+        .starts_with(data_dir)
+        .then(|| crate::datasets::register_refcat(registry, &refcat_path))
+        .transpose()?;
+    let inputs = RunInputs {
+        registry,
+        refcat: refcat_id.as_deref(),
+    };
     let out = data_dir.join("runs").join(&pipeline.run);
     for d in ["pvi", "background", "sources", "ccdvisit"] {
         std::fs::create_dir_all(out.join(d))
@@ -182,7 +198,7 @@ pub async fn run(
         }
         bar.set_message(format!("visit {} {}", id.visit, id.detector_name));
         // A data ID that fails is reported and left for a rerun; the others go on.
-        let timings = match process_data_id(data_dir, &out, pipeline, id, &refs) {
+        let timings = match process_data_id(data_dir, &out, pipeline, id, &refs, &inputs) {
             Ok(t) => t,
             Err(e) => {
                 let line = format!("visit {} {}: FAILED: {e:#}", id.visit, id.detector_name);
@@ -302,6 +318,28 @@ pub fn load_calibrations(
     })
 }
 
+impl LoadedCalibrations {
+    /// The registry IDs of the products loaded for `id`.
+    pub fn dataset_ids(&self, id: &DataId) -> Vec<String> {
+        let band = Some(id.band);
+        [
+            (&self.crosstalk, CalibType::Crosstalk, None),
+            (&self.bias, CalibType::Bias, None),
+            (&self.dark, CalibType::Dark, None),
+            (&self.flat, CalibType::Flat, band),
+            (&self.illumination, CalibType::Illumination, band),
+            (&self.fringe, CalibType::Fringe, band),
+            (&self.defects, CalibType::Defects, None),
+        ]
+        .into_iter()
+        .filter(|(p, _, _)| p.is_some())
+        .map(|(_, kind, band)| {
+            crate::datasets::calib_id(kind, id.detector, &id.detector_name, band)
+        })
+        .collect()
+    }
+}
+
 /// The loaded products as ISR takes them.
 pub fn isr_calibrations(p: &LoadedCalibrations) -> Result<IsrCalibrations<'_>> {
     Ok(IsrCalibrations {
@@ -323,19 +361,37 @@ pub fn isr_calibrations(p: &LoadedCalibrations) -> Result<IsrCalibrations<'_>> {
     })
 }
 
-/// ISR, characterization and measurement of one data ID, its outputs written. Returns
-/// the seconds each step took.
-fn process_data_id(
+/// Where a run records its outputs, and the inputs every data ID shares.
+pub struct RunInputs<'a> {
+    pub registry: &'a Registry,
+    /// The reference catalogue's dataset, when the archive holds it.
+    pub refcat: Option<&'a str>,
+}
+
+/// What single-visit processing makes of one data ID.
+pub struct ProcessedVisit {
+    pub exposure: Exposure,
+    pub background: Background,
+    pub sources: Vec<aster_processing::single_frame::Source>,
+    pub report: aster_processing::characterize::CharacterizeReport,
+    pub mid: f64,
+    /// Dataset IDs of the calibration products used.
+    pub calibrations: Vec<String>,
+}
+
+/// ISR, characterization and measurement of one data ID, in memory; `timings` gets the
+/// seconds of each step. Also what regeneration runs (DMS-REQ-0311).
+pub fn process_in_memory(
     data_dir: &Path,
-    out: &Path,
     pipeline: &Pipeline,
     id: &DataId,
     refs: &[ReferenceStar],
-) -> Result<Vec<(&'static str, f64)>> {
-    let mut timings = Vec::new();
+    timings: &mut Vec<(&'static str, f64)>,
+) -> Result<ProcessedVisit> {
     let t = Instant::now();
     let isr_config = pipeline.isr().context("the pipeline has no isr task")?;
     let products = load_calibrations(data_dir, isr_config, id)?;
+    let calibrations = products.dataset_ids(id);
     let calibs = isr_calibrations(&products)?;
     let raws = id
         .snaps
@@ -362,14 +418,43 @@ fn process_data_id(
         .context("the pipeline has no measure task")?;
     let (sources, background) = process(&mut exposure, detection).context("measure")?;
     timings.push(("measure", t.elapsed().as_secs_f64()));
+    Ok(ProcessedVisit {
+        exposure,
+        background,
+        sources,
+        report,
+        mid,
+        calibrations,
+    })
+}
+
+/// ISR, characterization and measurement of one data ID, its outputs written and
+/// recorded in the registry. Returns the seconds each step took.
+fn process_data_id(
+    data_dir: &Path,
+    out: &Path,
+    pipeline: &Pipeline,
+    id: &DataId,
+    refs: &[ReferenceStar],
+    inputs: &RunInputs,
+) -> Result<Vec<(&'static str, f64)>> {
+    let mut timings = Vec::new();
+    let ProcessedVisit {
+        exposure,
+        background,
+        sources,
+        report,
+        mid,
+        calibrations,
+    } = process_in_memory(data_dir, pipeline, id, refs, &mut timings)?;
+    let info = &id.snaps[0].1;
 
     let t = Instant::now();
     let stem = id.stem();
-    write_exposure(&out.join("pvi").join(format!("{stem}.fits")), &exposure)?;
-    write_background(
-        &out.join("background").join(format!("{stem}.fits")),
-        &background,
-    )?;
+    let pvi_path = out.join("pvi").join(format!("{stem}.fits"));
+    let background_path = out.join("background").join(format!("{stem}.fits"));
+    write_exposure(&pvi_path, &exposure)?;
+    write_background(&background_path, &background)?;
     let context = SourceContext {
         ccd_visit: id.ccd_visit(),
         visit: id.visit,
@@ -382,10 +467,8 @@ fn process_data_id(
         Some(&background),
         exposure.photo_calib,
     )?;
-    write_parquet(
-        &out.join("sources").join(format!("{stem}.parquet")),
-        &[batch],
-    )?;
+    let sources_path = out.join("sources").join(format!("{stem}.parquet"));
+    write_parquet(&sources_path, &[batch])?;
     let wcs = exposure.wcs.as_ref().context("characterize left no WCS")?;
     let (w, h) = (exposure.width() as f64, exposure.height() as f64);
     let sky = |x: f64, y: f64| {
@@ -442,12 +525,113 @@ fn process_data_id(
         altitude: telescope.altitude,
         airmass: telescope.airmass,
     };
+    register_outputs(
+        inputs,
+        pipeline,
+        id,
+        &exposure,
+        &record,
+        calibrations,
+        [&pvi_path, &background_path, &sources_path],
+    )?;
     let path = out.join("ccdvisit").join(format!("{stem}.json"));
     let tmp = path.with_extension("json.tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(&record)?)?;
     std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
     timings.push(("write", t.elapsed().as_secs_f64()));
     Ok(timings)
+}
+
+/// The data ID of a run's outputs for one CCD visit.
+pub fn output_data_id(id: &DataId) -> RegDataId {
+    RegDataId {
+        instrument: INSTRUMENT.into(),
+        exposure: None,
+        visit: Some(id.visit),
+        detector: Some(id.detector),
+        detector_name: Some(id.detector_name.clone()),
+        band: Some(BANDS[id.band].to_string()),
+    }
+}
+
+/// Records a data ID's calexp (with the raws, calibrations, reference catalogue and
+/// configuration that made it), and its background and source table as derived from it.
+fn register_outputs(
+    inputs: &RunInputs,
+    pipeline: &Pipeline,
+    id: &DataId,
+    exposure: &Exposure,
+    record: &CcdVisitRecord,
+    calibrations: Vec<String>,
+    [pvi, background, sources]: [&Path; 3],
+) -> Result<()> {
+    let registry = inputs.registry;
+    let rel = |p: &Path| -> Result<String> {
+        Ok(p.strip_prefix(registry.root())
+            .with_context(|| format!("{} is outside the data directory", p.display()))?
+            .to_string_lossy()
+            .into_owned())
+    };
+    let wcs = exposure.wcs.as_ref().context("characterize left no WCS")?;
+    let first = &id.snaps[0].1;
+    let last = &id.snaps[id.snaps.len() - 1].1;
+    let band = BAND_RANGE_NM[id.band];
+    let mut used: Vec<String> = id
+        .snaps
+        .iter()
+        .map(|(_, info)| crate::datasets::raw_id(info))
+        .collect();
+    used.extend(calibrations);
+    used.extend(inputs.refcat.map(str::to_string));
+    let provenance = |inputs: Vec<String>| Provenance {
+        task: "isr+characterize+measure".into(),
+        run: pipeline.run.clone(),
+        config: pipeline.to_json(),
+        software: crate::datasets::software(),
+        inputs,
+    };
+    let data_id = output_data_id(id);
+    let calexp = registry.replace(NewDataset {
+        dataset_type: DatasetType::Calexp,
+        collection: pipeline.run.clone(),
+        data_id: data_id.clone(),
+        path: rel(pvi)?,
+        format: formats::FITS.into(),
+        observation: Some(Observation {
+            obs_id: format!("visit-{}", id.visit),
+            target_name: None,
+            footprint: Observation::oriented(crate::datasets::corners(
+                wcs,
+                exposure.width(),
+                exposure.height(),
+            )),
+            resolution: Some(record.seeing),
+            pixels: (exposure.width() as i64, exposure.height() as i64),
+            t_min: first.tai_start,
+            t_max: last.tai_end,
+            exptime: record.exp_time,
+            em_min: Some(band.0 * 1e-9),
+            em_max: Some(band.1 * 1e-9),
+        }),
+        provenance: Some(provenance(used)),
+        metadata: Some(serde_json::to_value(record)?),
+    })?;
+    for (t, path, format) in [
+        (DatasetType::Background, background, formats::FITS),
+        (DatasetType::SourceTable, sources, formats::PARQUET),
+    ] {
+        registry.replace(NewDataset {
+            dataset_type: t,
+            collection: pipeline.run.clone(),
+            data_id: data_id.clone(),
+            path: rel(path)?,
+            format: format.into(),
+            observation: None,
+            provenance: Some(provenance(vec![calexp.id.clone()])),
+            metadata: None,
+        })?;
+    }
+    Ok(())
 }
 
 /// Rebuilds the run's Source, CcdVisit and Visit tables in the catalog store from every

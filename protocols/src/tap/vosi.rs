@@ -101,6 +101,10 @@ pub fn capabilities(base: &str, default_maxrec: u64, max_maxrec: u64, max_upload
         "  <capability standardID=\"ivo://ivoa.net/std/TAP\" xsi:type=\"tr:TableAccess\">\n    <interface xsi:type=\"vs:ParamHTTP\" role=\"std\" version=\"1.1\">\n      <accessURL use=\"base\">{}</accessURL>\n    </interface>\n",
         escape(base)
     ));
+    // ivoa.ObsCore holds every mandatory ObsCore 1.1 column (taplint's OBS stage checks it).
+    x.push_str(
+        "    <dataModel ivo-id=\"ivo://ivoa.net/std/ObsCore#core-1.1\">ObsCore-1.1</dataModel>\n",
+    );
     x.push_str("    <language>\n      <name>ADQL</name>\n      <version ivo-id=\"ivo://ivoa.net/std/ADQL#v2.0\">2.0</version>\n      <version ivo-id=\"ivo://ivoa.net/std/ADQL#v2.1\">2.1</version>\n      <description>ADQL 2.1, translated to Apache DataFusion plans</description>\n");
     x.push_str("      <languageFeatures type=\"ivo://ivoa.net/std/TAPRegExt#features-udf\">\n");
     for (sig, desc) in UDFS {
