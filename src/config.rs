@@ -21,7 +21,23 @@ pub struct Config {
     /// capabilities). Default: taken from each request's Host header.
     pub public_url: Option<String>,
     pub tap: TapConfig,
+    pub images: ImagesConfig,
     pub demo: DemoConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// Days a regenerated image (DMS-REQ-0311) stays in the cache after its last use.
+    pub cache_lifetime_days: u64,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        Self {
+            cache_lifetime_days: 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -52,6 +68,11 @@ pub struct DemoConfig {
     pub objects: u64,
     pub visits: u64,
     pub seed: u64,
+    /// The demo's simulated raws processed by the pipelines: visits (0 for none), CCDs
+    /// and CCD size in pixels.
+    pub image_visits: usize,
+    pub image_ccds: usize,
+    pub image_ccd_size: usize,
 }
 
 impl Default for Config {
@@ -62,6 +83,7 @@ impl Default for Config {
             catalog_url: None,
             public_url: None,
             tap: TapConfig::default(),
+            images: ImagesConfig::default(),
             demo: DemoConfig::default(),
         }
     }
@@ -88,6 +110,9 @@ impl Default for DemoConfig {
             objects: 100_000,
             visits: 24,
             seed: 2026,
+            image_visits: 4,
+            image_ccds: 2,
+            image_ccd_size: 2048,
         }
     }
 }
@@ -137,6 +162,9 @@ impl Config {
         if let Some(v) = get("ASTER_TAP_SYNC_TIMEOUT_SECS") {
             self.tap.sync_timeout_secs = parse("ASTER_TAP_SYNC_TIMEOUT_SECS", v)?;
         }
+        if let Some(v) = get("ASTER_IMAGES_CACHE_LIFETIME_DAYS") {
+            self.images.cache_lifetime_days = parse("ASTER_IMAGES_CACHE_LIFETIME_DAYS", v)?;
+        }
         if let Some(v) = get("ASTER_TAP_UPLOAD_URL_PREFIXES") {
             self.tap.upload_url_prefixes = v
                 .split(',')
@@ -162,6 +190,18 @@ impl Config {
         }
         urls.dedup();
         urls
+    }
+
+    /// The base URL links in stored metadata (ObsCore's access_url) start with: the
+    /// public URL, or the listening address.
+    pub fn links_base(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None if self.addr.ip().is_unspecified() => {
+                format!("http://127.0.0.1:{}", self.addr.port())
+            }
+            None => format!("http://{}", self.addr),
+        }
     }
 
     pub fn catalog_location(&self) -> String {

@@ -43,8 +43,8 @@ pub fn corners(wcs: &TanSipWcs, w: usize, h: usize) -> Vec<SkyPosition> {
 fn band_range(band: Option<usize>) -> (Option<f64>, Option<f64>) {
     band.map_or((None, None), |b| {
         (
-            Some(BAND_RANGE_NM[b].0 * 1e-9),
-            Some(BAND_RANGE_NM[b].1 * 1e-9),
+            Some(BAND_RANGE_NM[b].0 / 1e9),
+            Some(BAND_RANGE_NM[b].1 / 1e9),
         )
     })
 }
@@ -91,7 +91,7 @@ pub fn raw_dataset(info: &ObservationInfo, path: String) -> NewDataset {
         .map(|w| Observation::oriented(corners(&w, info.ccd_size, info.ccd_size)))
         .unwrap_or_default();
     let (em_min, em_max) = match info.wavelength {
-        Some(nm) => (Some((nm - 1.0) * 1e-9), Some((nm + 1.0) * 1e-9)),
+        Some(nm) => (Some((nm - 1.0) / 1e9), Some((nm + 1.0) / 1e9)),
         None => band_range(info.band),
     };
     NewDataset {

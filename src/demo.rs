@@ -1,6 +1,8 @@
 //! The demo data release: a deterministic synthetic survey (the processing crate's sky and
 //! cadence) measured into the survey's catalogs (`dp`: Object, Source, ForcedSource, Visit,
-//! CcdVisit; `ap`: DiaObject, DiaSource, DiaForcedSource, SSObject) in the catalog store.
+//! CcdVisit; `ap`: DiaObject, DiaSource, DiaForcedSource, SSObject) in the catalog store;
+//! and simulated raws with their calibrations, processed by the single-visit pipeline into
+//! the image archive (raws, calibration products, PVIs, backgrounds, source tables).
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
@@ -784,4 +786,41 @@ async fn write_solar_system(
         .append("ap", "DiaSource", &[dia_sources_batch(&detections)?])
         .await?;
     Ok(())
+}
+
+/// The demo's image archive: a simulated survey (raws, calibration exposures, reference
+/// catalogue), its calibration products and the single-visit pipeline over every visit,
+/// each step resuming where an earlier start stopped. The pipeline runs without its
+/// catalogs task, so the synthetic catalog release stays whole.
+pub async fn build_images(
+    config: &crate::config::Config,
+    store: &CatalogStore,
+    registry: &aster_archive::registry::Registry,
+) -> Result<()> {
+    let dir = &config.data_dir;
+    let d = &config.demo;
+    if !dir.join("simulation.json").exists() {
+        tracing::info!(
+            visits = d.image_visits,
+            ccds = d.image_ccds,
+            "simulating the demo's raws"
+        );
+        crate::simulate::simulate_survey(
+            dir,
+            &crate::simulate::SurveySpec {
+                seed: d.seed,
+                visits: d.image_visits,
+                ccds: d.image_ccds,
+                ccd_size: d.image_ccd_size,
+                density: 60_000.0,
+            },
+        )?;
+    }
+    crate::calibrate::build_all(dir, registry)?;
+    let mut pipeline =
+        crate::pipeline::definition::parse(include_str!("../pipelines/single-visit.yaml"), &[])?;
+    pipeline
+        .tasks
+        .retain(|(_, t)| !matches!(t, crate::pipeline::definition::Task::Catalogs(_)));
+    crate::pipeline::run::run(dir, store, registry, &pipeline, &[], None).await
 }

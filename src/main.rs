@@ -7,6 +7,7 @@ mod config;
 mod datasets;
 mod demo;
 mod pipeline;
+mod regenerate;
 mod server;
 mod simulate;
 mod tables;

@@ -1,6 +1,7 @@
 //! Wiring: opens the stores, builds the demo release when asked, assembles the HTTP services
 //! and runs them until SIGINT/SIGTERM; also the catalog import command.
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -10,8 +11,9 @@ use aster_archive::formats::read_any;
 use aster_archive::jobs::JobStore;
 use aster_archive::query::QueryEngine;
 use aster_archive::querylog::QueryLog;
+use aster_archive::registry::Registry;
 use aster_archive::schema::{FelisColumn, FelisTable, FelisType, meta};
-use aster_protocols::{metrics, tap};
+use aster_protocols::{images, metrics, tap};
 use axum::Router;
 use axum::extract::Request;
 use axum::http::header;
@@ -24,6 +26,7 @@ use tower_http::cors::{Any, CorsLayer};
 
 use crate::config::Config;
 use crate::demo;
+use crate::regenerate::PipelineRegenerator;
 
 pub fn open_store(config: &Config) -> Result<CatalogStore> {
     std::fs::create_dir_all(&config.data_dir)
@@ -47,7 +50,36 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
         .await?;
         tracing::info!(seconds = t.elapsed().as_secs_f64(), "demo release ready");
     }
-    let engine = QueryEngine::new(store);
+    let registry = Arc::new(Registry::open(&config.data_dir)?);
+    if with_demo && config.demo.image_visits > 0 {
+        demo::build_images(&config, &store, &registry).await?;
+    }
+    let engine = QueryEngine::new(store).with_obscore(
+        registry.clone(),
+        format!("{}/datalink/links", config.links_base()),
+    );
+    let regenerator = Arc::new(PipelineRegenerator::new(
+        &config.data_dir,
+        registry.clone(),
+        Duration::from_secs(config.images.cache_lifetime_days * 86_400),
+    ));
+    {
+        // The regeneration cache is swept at start and every hour.
+        let regenerator = regenerator.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tick.tick().await;
+                match regenerator.evict() {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(files = n, "evicted regenerated images"),
+                    Err(e) => tracing::warn!(error = %e, "evicting regenerated images"),
+                }
+            }
+        });
+    }
+    let image_services =
+        images::ImageServices::new(registry, config.public_url.clone(), Some(regenerator));
     let log = QueryLog::open(&config.data_dir.join("querylog.sqlite"))?;
     let jobs = JobStore::open(&config.data_dir.join("jobs.sqlite"))?;
     let t = &config.tap;
@@ -86,6 +118,7 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
             }),
         )
         .nest("/tap", tap::router(service, jobs, uws))
+        .merge(images::router(image_services))
         .layer(middleware::from_fn(count_responses))
         .layer(CatchPanicLayer::custom(|_| {
             tap::error_response(

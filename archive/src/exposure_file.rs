@@ -108,6 +108,48 @@ fn write_planes(path: &Path, f: &mut FitsFile, e: &Exposure) -> Result<()> {
 
 /// Reads an exposure file written by [`write_exposure`] (or any file with that layout).
 pub fn read_exposure(path: &Path) -> Result<Exposure> {
+    read_exposure_impl(path, None)
+}
+
+/// A rectangle of pixels: columns `x` and rows `y` (0-based, end exclusive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PixelBox {
+    pub x: std::ops::Range<usize>,
+    pub y: std::ops::Range<usize>,
+}
+
+/// Reads only the pixels of `region` from an exposure file (tile-compressed planes are
+/// decompressed only where needed): the three planes, the WCS moved to the cutout's
+/// origin, the calibration and metadata, with `LTV1`/`LTV2` giving the offset into the
+/// parent (IRAF's convention). The PSF, a model over the whole CCD, is left out.
+pub fn read_exposure_region(path: &Path, region: &PixelBox) -> Result<Exposure> {
+    read_exposure_impl(path, Some(region))
+}
+
+/// An exposure file's width, height and WCS, from the IMAGE header alone.
+pub fn read_exposure_geometry(path: &Path) -> Result<(usize, usize, Option<TanSipWcs>)> {
+    let fail =
+        |step: &'static str| move |err: &dyn std::fmt::Display| FitsFileError::new(path, step, err);
+    let mut f = FitsFile::open(path).map_err(|x| fail("open")(&x))?;
+    let hdu = f.hdu("IMAGE").map_err(|x| fail("IMAGE")(&x))?;
+    let (w, h) = match &hdu.info {
+        HduInfo::ImageInfo { shape, .. } if shape.len() == 2 => (shape[1], shape[0]),
+        _ => return Err(fail("IMAGE")(&"not a two-dimensional image")),
+    };
+    let cards: HashMap<String, String> = all_cards(&mut f)
+        .map_err(|x| fail("IMAGE")(&x))?
+        .into_iter()
+        .collect();
+    let wcs = match cards.contains_key("CTYPE1") {
+        false => None,
+        true => {
+            Some(TanSipWcs::from_cards(|k| cards.get(k).cloned()).map_err(|x| fail("WCS")(&x))?)
+        }
+    };
+    Ok((w, h, wcs))
+}
+
+fn read_exposure_impl(path: &Path, region: Option<&PixelBox>) -> Result<Exposure> {
     let fail =
         |step: &'static str| move |err: &dyn std::fmt::Display| FitsFileError::new(path, step, err);
     let mut f = FitsFile::open(path).map_err(|x| fail("open")(&x))?;
@@ -141,8 +183,29 @@ pub fn read_exposure(path: &Path) -> Result<Exposure> {
         };
         Ok((hdu, size))
     };
-    let (hdu, (w, h)) = read_plane(&mut f, "IMAGE")?;
-    let pixels: Vec<f32> = hdu.read_image(&mut f).map_err(|x| fail("IMAGE")(&x))?;
+    let (hdu, (full_w, full_h)) = read_plane(&mut f, "IMAGE")?;
+    if let Some(r) = region
+        && (r.x.is_empty() || r.y.is_empty() || r.x.end > full_w || r.y.end > full_h)
+    {
+        return Err(fail("region")(&format!(
+            "columns {:?} and rows {:?} are not inside the {full_w} x {full_h} image",
+            r.x, r.y
+        )));
+    }
+    let (w, h) = region.map_or((full_w, full_h), |r| (r.x.len(), r.y.len()));
+    // A whole plane, or the region of it.
+    fn read<T: fitsio::images::ReadImage>(
+        hdu: &FitsHdu,
+        f: &mut FitsFile,
+        region: Option<&PixelBox>,
+    ) -> fitsio::errors::Result<T> {
+        match region {
+            None => hdu.read_image(f),
+            // fitsio hands the ranges to cfitsio as they come: fastest axis first.
+            Some(r) => hdu.read_region(f, &[&r.x, &r.y]),
+        }
+    }
+    let pixels: Vec<f32> = read(&hdu, &mut f, region).map_err(|x| fail("IMAGE")(&x))?;
     let cards: HashMap<String, String> = all_cards(&mut f)
         .map_err(|x| fail("IMAGE")(&x))?
         .into_iter()
@@ -154,7 +217,7 @@ pub fn read_exposure(path: &Path) -> Result<Exposure> {
         }
     };
     let shape = |name: &'static str, got: (usize, usize)| {
-        if got == (w, h) {
+        if got == (full_w, full_h) {
             Ok(())
         } else {
             Err(fail(name)(&format!(
@@ -165,7 +228,7 @@ pub fn read_exposure(path: &Path) -> Result<Exposure> {
     };
     let (hdu, size) = read_plane(&mut f, "MASK")?;
     shape("MASK", size)?;
-    let bits: Vec<i32> = hdu.read_image(&mut f).map_err(|x| fail("MASK")(&x))?;
+    let bits: Vec<i32> = read(&hdu, &mut f, region).map_err(|x| fail("MASK")(&x))?;
     let mask_cards: HashMap<String, String> = all_cards(&mut f)
         .map_err(|x| fail("MASK")(&x))?
         .into_iter()
@@ -183,7 +246,7 @@ pub fn read_exposure(path: &Path) -> Result<Exposure> {
     }
     let (hdu, size) = read_plane(&mut f, "VARIANCE")?;
     shape("VARIANCE", size)?;
-    let variance: Vec<f32> = hdu.read_image(&mut f).map_err(|x| fail("VARIANCE")(&x))?;
+    let variance: Vec<f32> = read(&hdu, &mut f, region).map_err(|x| fail("VARIANCE")(&x))?;
     let image = |step, data| Image::from_vec(w, h, data).map_err(|x| fail(step)(&x));
     let mut e = Exposure::new(
         image("IMAGE", pixels)?,
@@ -191,9 +254,25 @@ pub fn read_exposure(path: &Path) -> Result<Exposure> {
         image("VARIANCE", variance)?,
     )
     .map_err(|x| fail("planes")(&x))?;
-    e.wcs = wcs;
-    e.psf = read_psf(&psf_cards, w, h).map_err(|x| fail("PSF")(&x))?;
     e.metadata = metadata;
+    match region {
+        None => {
+            e.wcs = wcs;
+            e.psf = read_psf(&psf_cards, w, h).map_err(|x| fail("PSF")(&x))?;
+        }
+        Some(r) => {
+            let (x0, y0) = (r.x.start as f64, r.y.start as f64);
+            e.wcs = wcs.map(|w| w.shifted(x0, y0));
+            e.metadata.insert(
+                "LTV1".into(),
+                aster_processing::image::HeaderValue::Float(-x0),
+            );
+            e.metadata.insert(
+                "LTV2".into(),
+                aster_processing::image::HeaderValue::Float(-y0),
+            );
+        }
+    }
     e.photo_calib = match photzp {
         Some(zp) => Some(
             PhotoCalib::new(zp, photzper.unwrap_or(0.0))
@@ -458,6 +537,33 @@ mod tests {
         e.metadata
             .insert("SNAPPAIR".into(), HeaderValue::Bool(true));
         e
+    }
+
+    #[test]
+    fn regions_hold_the_parents_pixels_and_sky() {
+        let dir = tempdir();
+        let path = dir.join("pvi.fits");
+        let e = exposure();
+        write_exposure(&path, &e).unwrap();
+        let region = PixelBox { x: 2..30, y: 3..20 };
+        let cut = read_exposure_region(&path, &region).unwrap();
+        assert_eq!((cut.width(), cut.height()), (28, 17));
+        for y in 0..17 {
+            for x in 0..28 {
+                let (px, py) = (x + 2, y + 3);
+                assert_eq!(cut.image().get(x, y), e.image().get(px, py));
+                assert_eq!(cut.variance().get(x, y), e.variance().get(px, py));
+                assert_eq!(cut.mask().bits().get(x, y), e.mask().bits().get(px, py));
+            }
+        }
+        let (wc, wp) = (cut.wcs.as_ref().unwrap(), e.wcs.as_ref().unwrap());
+        let a = wc.pixel_to_sky(PixelPosition { x: 1.5, y: 7.0 });
+        let b = wp.pixel_to_sky(PixelPosition { x: 3.5, y: 10.0 });
+        assert!(a.separation(&b) * 3.6e6 < 1e-6, "{a:?} {b:?}");
+        assert_eq!(cut.metadata.get("LTV1"), Some(&HeaderValue::Float(-2.0)));
+        assert_eq!(cut.photo_calib, e.photo_calib);
+        assert!(read_exposure_region(&path, &PixelBox { x: 30..40, y: 0..5 }).is_err());
+        assert!(read_exposure_region(&path, &PixelBox { x: 3..3, y: 0..5 }).is_err());
     }
 
     #[test]

@@ -149,6 +149,18 @@ impl TanSipWcs {
         })
     }
 
+    /// The WCS of a cutout whose pixel (0, 0) is this image's (`x0`, `y0`): the same
+    /// mapping with the reference pixel moved (SIP terms are about it, so they stay).
+    pub fn shifted(&self, x0: f64, y0: f64) -> Self {
+        Self {
+            crpix: PixelPosition {
+                x: self.crpix.x - x0,
+                y: self.crpix.y - y0,
+            },
+            ..self.clone()
+        }
+    }
+
     pub fn crval(&self) -> SkyCoord {
         self.crval
     }

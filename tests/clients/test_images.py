@@ -1,0 +1,245 @@
+"""The image archive through real clients against the demo server (whose demo includes
+simulated raws processed by the pipelines): pyvo's SIA2 search, SODA cutouts and DataLink;
+mocpy on the MOCs; regeneration of a deleted processed visit image; the bad-input answers."""
+import io
+import math
+import os
+import sqlite3
+
+import numpy as np
+import pytest
+import requests
+from astropy import units as u
+from astropy.io import fits
+from astropy.time import Time
+from astropy.wcs import WCS
+
+import pyvo
+
+RUN = "single-visit"
+# The DataLink core vocabulary's #calibration with its narrower terms, spelled out: pyvo
+# would fetch the vocabulary from ivoa.net to expand them, and the tests run offline.
+CALIBRATION = ["#calibration", "#bias", "#dark", "#flat"]
+
+
+@pytest.fixture(scope="module")
+def sia(base_url):
+    return pyvo.dal.SIA2Service(base_url + "/sia")
+
+
+@pytest.fixture(scope="module")
+def pvis(sia):
+    rows = sia.search(collection=RUN, maxrec=1000).to_table()
+    assert len(rows) >= 4, "the demo should hold several processed visit images"
+    return rows
+
+
+def corners(row):
+    words = row["s_region"].split()
+    assert words[:2] == ["Polygon", "ICRS"]
+    v = [float(w) for w in words[2:]]
+    return list(zip(v[0::2], v[1::2]))
+
+
+def tangent(ra0, dec0, ra, dec):
+    """Gnomonic projection about (ra0, dec0), degrees on the tangent plane."""
+    a0, d0, a, d = map(math.radians, (ra0, dec0, ra, dec))
+    cosc = math.sin(d0) * math.sin(d) + math.cos(d0) * math.cos(d) * math.cos(a - a0)
+    x = math.cos(d) * math.sin(a - a0) / cosc
+    y = (math.cos(d0) * math.sin(d) - math.sin(d0) * math.cos(d) * math.cos(a - a0)) / cosc
+    return math.degrees(x), math.degrees(y)
+
+
+def circle_meets_polygon(ra, dec, r, poly):
+    """Independent of Aster: in the tangent plane about the circle's centre (exact for
+    the circle's radius, and the images are a few arcminutes wide)."""
+    pts = [tangent(ra, dec, a, d) for a, d in poly]
+    inside = False
+    for (x1, y1), (x2, y2) in zip(pts, pts[1:] + pts[:1]):
+        if (y1 > 0) != (y2 > 0) and 0 < (x2 - x1) * (0 - y1) / (y2 - y1) + x1:
+            inside = not inside
+    if inside:
+        return True
+    rt = math.degrees(math.tan(math.radians(r)))
+    for (x1, y1), (x2, y2) in zip(pts, pts[1:] + pts[:1]):
+        dx, dy = x2 - x1, y2 - y1
+        t = max(0.0, min(1.0, -(x1 * dx + y1 * dy) / (dx * dx + dy * dy)))
+        if math.hypot(x1 + t * dx, y1 + t * dy) <= rt:
+            return True
+    return False
+
+
+def test_sia2_position_search_returns_exactly_the_overlapping_images(sia, pvis):
+    # A circle on a corner of one image: it meets some images and misses others.
+    ra, dec = corners(pvis[0])[0]
+    for r in (0.01, 0.03):
+        expected = {
+            row["obs_publisher_did"] for row in pvis if circle_meets_polygon(ra, dec, r, corners(row))
+        }
+        got = sia.search(pos=(ra, dec, r), collection=RUN).to_table()
+        assert set(got["obs_publisher_did"]) == expected
+        assert 0 < len(expected) < len(pvis)
+    # A polygon (the same image's own footprint) finds it, and a far circle nothing.
+    got = sia.search(pos=tuple(c for xy in corners(pvis[0]) for c in xy), collection=RUN).to_table()
+    assert pvis[0]["obs_publisher_did"] in set(got["obs_publisher_did"])
+    assert len(sia.search(pos=(180, 60, 0.5)).to_table()) == 0
+
+
+def test_sia2_band_and_time_constraints(sia, pvis):
+    # (pyvo takes plain numbers in degrees and metres; astropy 8 quantities trip its checks.)
+    r_band = (560e-9, 680e-9)
+    got = sia.search(band=r_band, collection=RUN).to_table()
+    expected = {row["obs_publisher_did"] for row in pvis if row["em_min"] <= 680e-9 and row["em_max"] >= 560e-9}
+    assert set(got["obs_publisher_did"]) == expected and 0 < len(expected) < len(pvis)
+    one = pvis[1]
+    t = (Time(one["t_min"], format="mjd"), Time(one["t_max"], format="mjd"))
+    got = sia.search(time=t, collection=RUN).to_table()
+    expected = {row["obs_publisher_did"] for row in pvis if row["t_min"] <= one["t_max"] and row["t_max"] >= one["t_min"]}
+    assert set(got["obs_publisher_did"]) == expected
+    assert one["obs_publisher_did"] in expected and len(expected) < len(pvis)
+    # Raws are in the archive too: calib level 1, footprints from the telescope's pointing.
+    raws = sia.search(collection="raw", calib_level=1, pos=(float(one["s_ra"]), float(one["s_dec"]), 0.01)).to_table()
+    assert len(raws) >= 2 and set(raws["dataproduct_subtype"]) == {"raw"}
+
+
+def test_datalink_lists_progenitors_from_provenance(sia, pvis, data_dir):
+    rec = sia.search(publisher_did=pvis[0]["obs_publisher_did"])[0]
+    links = rec.getdatalink()
+    dataset_id = pvis[0]["obs_publisher_did"].split("?", 1)[1]
+    registry = sqlite3.connect(os.path.join(data_dir, "registry.sqlite3"))
+    visit, detector = registry.execute(
+        "SELECT visit, detector FROM dataset WHERE id = ?", (dataset_id,)
+    ).fetchone()
+    raws = {
+        row[0]
+        for row in registry.execute(
+            "SELECT id FROM dataset WHERE dataset_type = 'raw' AND visit = ? AND detector = ?",
+            (visit, detector),
+        )
+    }
+    progenitors = {l.access_url.rsplit("/", 1)[1] for l in links.bysemantics("#progenitor", include_narrower=False)}
+    assert progenitors == raws and len(raws) == 2  # the visit's two snaps
+    calibs = {l.access_url.rsplit("/", 1)[1].split(".")[0] for l in links.bysemantics(CALIBRATION, include_narrower=False)}
+    assert {"bias", "dark", "flat", "crosstalk", "defects"} <= calibs
+    this = list(links.bysemantics("#this", include_narrower=False))
+    assert len(this) == 1 and this[0].content_type == "image/fits"
+    derived = {l.access_url.rsplit("/", 1)[1].split(".")[0] for l in links.bysemantics("#derivation", include_narrower=False)}
+    assert "sources" in derived
+    # The raw a progenitor link names downloads whole, with the checksum the registry holds.
+    raw_link = next(iter(links.bysemantics("#progenitor", include_narrower=False)))
+    body = requests.get(raw_link.access_url, timeout=60)
+    assert body.status_code == 200 and len(body.content) == raw_link.content_length
+    with fits.open(io.BytesIO(body.content)) as h:
+        assert h[0].header["IMGTYPE"] == "SCIENCE" and h[0].header["VISIT"] == visit
+
+
+def test_soda_circle_cutout_covers_the_circle_with_the_source_pixels(sia, pvis, data_dir):
+    row = pvis[2]
+    rec = sia.search(publisher_did=row["obs_publisher_did"])[0]
+    ra, dec, r = row["s_ra"], row["s_dec"], 0.01
+    stream = rec.processed(circle=(ra, dec, r))
+    cut = fits.open(io.BytesIO(stream.read()))
+    wcs = WCS(cut["IMAGE"].header)
+    ny, nx = cut["IMAGE"].data.shape
+    # Every point of the circle's edge falls on the cutout.
+    for k in range(36):
+        pa = math.radians(10 * k)
+        d0 = math.radians(dec)
+        d = math.asin(math.sin(d0) * math.cos(math.radians(r)) + math.cos(d0) * math.sin(math.radians(r)) * math.cos(pa))
+        a = math.radians(ra) + math.atan2(math.sin(pa) * math.sin(math.radians(r)) * math.cos(d0), math.cos(math.radians(r)) - math.sin(d0) * math.sin(d))
+        x, y = wcs.world_to_pixel_values(math.degrees(a), math.degrees(d))
+        assert -0.5 <= x <= nx - 0.5 and -0.5 <= y <= ny - 0.5, (x, y)
+    # And no more than the circle's box (0.2 arcsec pixels).
+    assert max(nx, ny) <= 2 * r * 3600 / 0.2 + 3
+    # The pixels are the source image's, at the place the WCSs agree on.
+    dataset_id = row["obs_publisher_did"].split("?", 1)[1]
+    path = sqlite3.connect(os.path.join(data_dir, "registry.sqlite3")).execute(
+        "SELECT path FROM dataset WHERE id = ?", (dataset_id,)
+    ).fetchone()[0]
+    with fits.open(os.path.join(data_dir, path)) as full:
+        sky = wcs.pixel_to_world_values(0, 0)
+        x0, y0 = WCS(full["IMAGE"].header).world_to_pixel_values(*sky)
+        x0, y0 = int(round(float(x0))), int(round(float(y0)))
+        for plane in ("IMAGE", "MASK", "VARIANCE"):
+            np.testing.assert_array_equal(cut[plane].data, full[plane].data[y0:y0 + ny, x0:x0 + nx])
+
+
+def test_soda_answers_bad_input_in_its_own_words(base_url, pvis):
+    did = pvis[0]["obs_publisher_did"]
+    soda = base_url + "/soda/sync"
+    far = requests.get(soda, params={"ID": did, "CIRCLE": "180 60 0.01"}, timeout=30)
+    assert far.status_code == 204 and far.content == b""
+    bad = requests.get(soda, params={"ID": did, "CIRCLE": "10 20"}, timeout=30)
+    assert bad.status_code == 400 and bad.text.startswith("UsageError")
+    two = requests.get(soda, params=[("ID", did), ("ID", did)], timeout=30)
+    assert two.status_code == 400 and two.text.startswith("MultiValuedParamNotSupported")
+    missing = requests.get(soda, params={"ID": "ivo://aster.survey/archive?nothing", "CIRCLE": "1 2 0.1"}, timeout=30)
+    assert missing.status_code == 404 and missing.text.startswith("Error")
+    png = requests.get(soda, params={"ID": did, "POS": f"CIRCLE {pvis[0]['s_ra']} {pvis[0]['s_dec']} 0.01", "RESPONSEFORMAT": "image/png"}, timeout=30)
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+    sia = requests.get(base_url + "/sia/query", params={"POS": "CIRCLE 1 2"}, timeout=30)
+    assert sia.status_code == 400 and "UsageFault" in sia.text
+    links = requests.get(base_url + "/datalink/links", params={"ID": "ivo://aster.survey/archive?nothing"}, timeout=30)
+    assert links.status_code == 200 and "NotFoundFault" in links.text
+
+
+def test_files_resume_with_range_requests(base_url, pvis):
+    dataset_id = pvis[0]["obs_publisher_did"].split("?", 1)[1]
+    url = f"{base_url}/files/{dataset_id}"
+    whole = requests.get(url, timeout=60)
+    assert whole.status_code == 200 and whole.headers["Accept-Ranges"] == "bytes"
+    tail = requests.get(url, headers={"Range": "bytes=1000-"}, timeout=60)
+    assert tail.status_code == 206 and tail.content == whole.content[1000:]
+    assert tail.headers["Content-Range"] == f"bytes 1000-{len(whole.content) - 1}/{len(whole.content)}"
+    beyond = requests.get(url, headers={"Range": f"bytes={len(whole.content)}-"}, timeout=60)
+    assert beyond.status_code == 416
+
+
+def test_mocpy_reads_the_mocs(base_url, pvis, tmp_path):
+    from mocpy import MOC
+
+    r = requests.get(f"{base_url}/moc/collections/{RUN}", timeout=60)
+    assert r.status_code == 200
+    path = tmp_path / "run.moc.fits"
+    path.write_bytes(r.content)
+    moc = MOC.from_fits(str(path))
+    assert moc.contains_lonlat(np.asarray(pvis["s_ra"]) * u.deg, np.asarray(pvis["s_dec"]) * u.deg).all()
+    assert not moc.contains_lonlat([180] * u.deg, [60] * u.deg).any()
+    # One image's MOC as JSON: its centre in, its neighbours' far corners mostly out.
+    dataset_id = pvis[0]["obs_publisher_did"].split("?", 1)[1]
+    one = MOC.from_json(requests.get(f"{base_url}/moc/datasets/{dataset_id}?format=json", timeout=60).json())
+    assert one.contains_lonlat([float(pvis[0]["s_ra"])] * u.deg, [float(pvis[0]["s_dec"])] * u.deg).all()
+    sky_deg2 = one.sky_fraction * 41252.96
+    side = pvis[0]["s_xel1"] * 0.2 / 3600
+    # Cells of 13 arcsec along the edges make it a little larger than the image.
+    assert side**2 < sky_deg2 < 1.6 * side**2
+    assert moc.sky_fraction >= one.sky_fraction
+
+
+def test_a_deleted_pvi_is_regenerated_within_tolerance(sia, pvis, data_dir):
+    row = pvis[-1]
+    dataset_id = row["obs_publisher_did"].split("?", 1)[1]
+    path = os.path.join(
+        data_dir,
+        sqlite3.connect(os.path.join(data_dir, "registry.sqlite3"))
+        .execute("SELECT path FROM dataset WHERE id = ?", (dataset_id,))
+        .fetchone()[0],
+    )
+    with fits.open(path) as f:
+        original = {p: f[p].data.copy() for p in ("IMAGE", "MASK", "VARIANCE")}
+        original_wcs = WCS(f["IMAGE"].header)
+    os.remove(path)
+    this = next(iter(sia.search(publisher_did=row["obs_publisher_did"])[0].getdatalink().bysemantics("#this", include_narrower=False)))
+    r = requests.get(this.access_url, timeout=600)
+    assert r.status_code == 200
+    with fits.open(io.BytesIO(r.content)) as again:
+        image = again["IMAGE"].data
+        scale = np.nanstd(original["IMAGE"])
+        assert np.nanmax(np.abs(image - original["IMAGE"])) <= 1e-4 * scale
+        np.testing.assert_allclose(again["VARIANCE"].data, original["VARIANCE"], rtol=1e-5, atol=1e-6)
+        assert (again["MASK"].data == original["MASK"]).mean() > 0.9999
+        sky = original_wcs.pixel_to_world_values(100.0, 200.0)
+        x, y = WCS(again["IMAGE"].header).world_to_pixel_values(*sky)
+        assert math.hypot(float(x) - 100.0, float(y) - 200.0) < 1e-3
+    # The archived location stays empty: the copy lives in the cache.
+    assert not os.path.exists(path)
