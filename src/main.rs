@@ -6,6 +6,7 @@ mod calibrate;
 mod config;
 mod datasets;
 mod demo;
+mod download;
 mod pipeline;
 mod regenerate;
 mod server;
@@ -104,6 +105,15 @@ enum Command {
     Pipeline {
         #[command(subcommand)]
         command: PipelineCommand,
+    },
+    /// Download every dataset a bulk download manifest lists (a file, or a URL such as
+    /// http://HOST/api/manifest?collection=single-visit), resuming partial files and
+    /// verifying each checksum.
+    Download {
+        manifest: String,
+        /// Where the files go, in the archive's layout.
+        #[arg(long, default_value = ".")]
+        output: PathBuf,
     },
     /// Bring files into the archive.
     Ingest {
@@ -338,6 +348,7 @@ fn main() -> Result<()> {
                 let registry = aster_archive::registry::Registry::open(&config.data_dir)?;
                 calibrate::build_all(&config.data_dir, &registry)
             }
+            Command::Download { manifest, output } => download::download(&manifest, &output).await,
             Command::Ingest {
                 command: IngestCommand::Raw { files },
             } => {

@@ -79,7 +79,8 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
         });
     }
     let image_services =
-        images::ImageServices::new(registry, config.public_url.clone(), Some(regenerator));
+        images::ImageServices::new(registry, config.public_url.clone(), Some(regenerator))
+            .with_engine(engine.clone());
     let log = QueryLog::open(&config.data_dir.join("querylog.sqlite"))?;
     let jobs = JobStore::open(&config.data_dir.join("jobs.sqlite"))?;
     let t = &config.tap;
@@ -100,6 +101,11 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
         )
         .map_err(anyhow::Error::msg)?,
     );
+    let mut soda_uws = aster_protocols::uws::UwsConfig::new("soda");
+    soda_uws.default_execution_duration = t.async_default_duration_secs;
+    soda_uws.max_execution_duration = t.async_max_duration_secs;
+    soda_uws.default_destruction = chrono::Duration::days(t.job_lifetime_days);
+    let jobs_for_soda = jobs.clone();
     let uws = tap::uws_config(
         t.async_default_duration_secs,
         t.async_max_duration_secs,
@@ -118,7 +124,7 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
             }),
         )
         .nest("/tap", tap::router(service, jobs, uws))
-        .merge(images::router(image_services))
+        .merge(images::router(image_services, jobs_for_soda, soda_uws))
         .layer(middleware::from_fn(count_responses))
         .layer(CatchPanicLayer::custom(|_| {
             tap::error_response(

@@ -214,6 +214,17 @@ def test_mocpy_reads_the_mocs(base_url, pvis, tmp_path):
     # Cells of 13 arcsec along the edges make it a little larger than the image.
     assert side**2 < sky_deg2 < 1.6 * side**2
     assert moc.sky_fraction >= one.sky_fraction
+    # Depth maps per band: the band's images lie in the area covered at least once, and
+    # the area covered twice is within it.
+    for row in pvis:
+        dataset = row["obs_publisher_did"].split("?", 1)[1]
+        b = dataset.rsplit("-", 1)[1]
+        once = MOC.from_json(requests.get(f"{base_url}/moc/depth/{RUN}/{b}?min=1&format=json", timeout=60).json())
+        assert once.contains_lonlat([float(row["s_ra"])] * u.deg, [float(row["s_dec"])] * u.deg).all()
+        counts = requests.get(f"{base_url}/moc/depth/{RUN}/{b}?format=counts", timeout=60).json()
+        n_band = sum(1 for r in pvis if r["obs_publisher_did"].endswith("-" + b))
+        assert counts["order"] == 10 and 1 <= counts["max_depth"] <= n_band
+    assert requests.get(f"{base_url}/moc/depth/{RUN}/nope", timeout=60).status_code == 404
 
 
 def test_a_deleted_pvi_is_regenerated_within_tolerance(sia, pvis, data_dir):
@@ -243,3 +254,80 @@ def test_a_deleted_pvi_is_regenerated_within_tolerance(sia, pvis, data_dir):
         assert math.hypot(float(x) - 100.0, float(y) - 200.0) < 1e-3
     # The archived location stays empty: the copy lives in the cache.
     assert not os.path.exists(path)
+
+
+def test_bulk_download_resumes_and_verifies(base_url, tmp_path):
+    import hashlib
+    import json
+    import subprocess
+
+    api = base_url + "/api/manifest"
+    m = requests.get(api, params={"collection": "calib", "type": "bias,dark"}, timeout=60).json()
+    assert m["count"] == len(m["datasets"]) >= 4  # a bias and a dark for each CCD
+    assert {d["type"] for d in m["datasets"]} == {"bias", "dark"}
+    # By ADQL on ObsCore: the g and r processed images.
+    adql = "SELECT obs_publisher_did FROM ivoa.ObsCore WHERE dataproduct_subtype = 'pvi' AND em_max < 7e-7"
+    by_adql = requests.get(api, params={"adql": adql}, timeout=60).json()
+    assert by_adql["count"] >= 1 and {d["type"] for d in by_adql["datasets"]} == {"calexp"}
+    bad = requests.get(api, params={"type": "nonsense"}, timeout=60)
+    assert bad.status_code == 400 and "type nonsense" in bad.json()["error"]
+
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps(m))
+    out = tmp_path / "out"
+    first, second = m["datasets"][0], m["datasets"][1]
+    # An interrupted download of the first (its true first half) and a corrupt one of the second.
+    head = requests.get(first["url"], headers={"Range": f"bytes=0-{first['size'] // 2 - 1}"}, timeout=60)
+    assert head.status_code == 206
+    for d, content in ((first, head.content), (second, b"not the file" * 100)):
+        part = out / (d["path"] + ".part")
+        part.parent.mkdir(parents=True, exist_ok=True)
+        part.write_bytes(content)
+    aster = os.environ["ASTER_BIN"]
+    run = lambda: subprocess.run([aster, "download", str(manifest), "--output", str(out)], capture_output=True, text=True, timeout=600)
+    r = run()
+    assert r.returncode != 0 and second["id"] in r.stderr and "SHA-256" in r.stderr
+    r = run()  # resumes: the corrupt part was removed, the rest are present
+    assert r.returncode == 0, r.stderr
+    assert "already present" in r.stdout
+    for d in m["datasets"]:
+        data = (out / d["path"]).read_bytes()
+        assert len(data) == d["size"] and hashlib.sha256(data).hexdigest() == d["sha256"]
+        assert not (out / (d["path"] + ".part")).exists()
+
+
+def test_soda_async_cuts_each_id_as_a_uws_job(base_url, pvis):
+    import time
+    import xml.etree.ElementTree as ET
+
+    ns = {"uws": "http://www.ivoa.net/xml/UWS/v1.0", "xlink": "http://www.w3.org/1999/xlink"}
+    row = pvis[0]
+    # The circle lies on the first image; another image far enough away gets an error text.
+    far = next(r for r in pvis if not circle_meets_polygon(row["s_ra"], row["s_dec"], 0.005, corners(r)))
+    created = requests.post(
+        base_url + "/soda/async",
+        data=[("ID", row["obs_publisher_did"]), ("ID", far["obs_publisher_did"]),
+              ("CIRCLE", f"{row['s_ra']} {row['s_dec']} 0.005"), ("PHASE", "RUN")],
+        timeout=30, allow_redirects=False,
+    )
+    assert created.status_code == 303
+    job = created.headers["Location"]
+    if job.startswith("/"):
+        job = base_url + job
+    deadline = time.time() + 300
+    while True:
+        doc = ET.fromstring(requests.get(job, params={"WAIT": 10}, timeout=60).content)
+        phase = doc.find("uws:phase", ns).text
+        if phase in ("COMPLETED", "ERROR", "ABORTED") or time.time() > deadline:
+            break
+    assert phase == "COMPLETED"
+    results = {r.get("id"): r.get("{http://www.w3.org/1999/xlink}href") for r in doc.find("uws:results", ns)}
+    assert set(results) == {"cutout-1", "cutout-2"}
+    first = requests.get(results["cutout-1"], timeout=60)
+    with fits.open(io.BytesIO(first.content)) as h:
+        ny, nx = h["IMAGE"].data.shape
+        assert max(nx, ny) <= 2 * 0.005 * 3600 / 0.2 + 3 and h["MASK"].data.shape == (ny, nx)
+    second = requests.get(results["cutout-2"], timeout=60)
+    assert second.text.startswith("Error") and "does not overlap" in second.text
+    caps = requests.get(base_url + "/soda/capabilities", timeout=30).text
+    assert "ivo://ivoa.net/std/SODA#async-1.0" in caps and "ivo://ivoa.net/std/SODA#sync-1.0" in caps

@@ -79,6 +79,21 @@ impl Moc {
         Self::from_bmoc(&union)
     }
 
+    /// The MOC of sorted cells all at `depth`, siblings merged into their parents.
+    pub fn from_cells(depth: u8, cells: &[u64]) -> Self {
+        let mut b = cdshealpix::nested::bmoc::BMOCBuilderFixedDepth::new(depth, true);
+        for &c in cells {
+            b.push(c);
+        }
+        b.to_bmoc().map_or(
+            Self {
+                depth,
+                cells: Vec::new(),
+            },
+            |m| Self::from_bmoc(&m),
+        )
+    }
+
     /// Sky fraction covered.
     pub fn sky_fraction(&self) -> f64 {
         self.cells

@@ -520,6 +520,20 @@ impl Registry {
         Ok(out)
     }
 
+    /// The depth map of a collection's images of one band (DMS-REQ-0326): how many of
+    /// them cover each HEALPix cell of the index (order [`INDEX_DEPTH`]), by cell.
+    pub fn depth_map(&self, collection: &str, band: &str) -> Result<Vec<(u64, u32)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT c.cell, COUNT(*) FROM dataset_cell c JOIN dataset d ON d.id = c.dataset \
+             WHERE d.collection = ?1 AND d.band = ?2 GROUP BY c.cell ORDER BY c.cell",
+        )?;
+        let rows = stmt.query_map(params![collection, band], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u32))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// The datasets made from `id` (its derivations).
     pub fn outputs(&self, id: &str) -> Result<Vec<Dataset>> {
         self.select(

@@ -1,6 +1,7 @@
 //! MOC coverage (DMS-REQ-0326) of one dataset or of a whole collection, as IVOA MOC 2.0
-//! FITS (the default) or JSON (`?format=json`).
-use aster_archive::registry::coverage::{MOC_DEPTH, Moc, footprint_moc};
+//! FITS (the default) or JSON (`?format=json`); and depth maps per band: how many images
+//! cover each cell, as counts or as the MOC of the area covered at least N times.
+use aster_archive::registry::coverage::{INDEX_DEPTH, MOC_DEPTH, Moc, footprint_moc};
 use aster_archive::registry::{DatasetFilter, Registry};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -11,6 +12,54 @@ use super::{ImageServices, text_error};
 #[derive(serde::Deserialize)]
 pub(super) struct MocParams {
     format: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct DepthParams {
+    format: Option<String>,
+    min: Option<u32>,
+}
+
+/// `GET /moc/depth/{collection}/{band}[?min=N&format=fits|json|counts]`: the area the
+/// collection's images of the band cover at least `min` times (default 1) as a MOC, or
+/// (`format=counts`) the number of images over each order-10 cell.
+pub(super) async fn depth_map(
+    State(s): State<ImageServices>,
+    Path((collection, band)): Path<(String, String)>,
+    Query(p): Query<DepthParams>,
+) -> Response {
+    let (c, b) = (collection.clone(), band.clone());
+    let counts = match s.blocking(move |r| r.depth_map(&c, &b)).await {
+        Ok(v) => v,
+        Err(e) => return text_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    if counts.is_empty() {
+        return text_error(
+            StatusCode::NOT_FOUND,
+            format!("no images of band {band} in collection {collection}"),
+        );
+    }
+    if p.format.as_deref() == Some("counts") {
+        return axum::Json(serde_json::json!({
+            "collection": collection,
+            "band": band,
+            "order": INDEX_DEPTH,
+            "max_depth": counts.iter().map(|c| c.1).max(),
+            "cells": counts.iter().map(|(cell, n)| [*cell, u64::from(*n)]).collect::<Vec<_>>(),
+        }))
+        .into_response();
+    }
+    let min = p.min.unwrap_or(1).max(1);
+    let cells: Vec<u64> = counts
+        .iter()
+        .filter(|(_, n)| *n >= min)
+        .map(|(c, _)| *c)
+        .collect();
+    respond(
+        Moc::from_cells(INDEX_DEPTH, &cells),
+        &format!("{collection}-{band}-depth{min}"),
+        p.format.as_deref(),
+    )
 }
 
 fn respond(moc: Moc, name: &str, format: Option<&str>) -> Response {

@@ -1,11 +1,14 @@
 //! The image services over the dataset registry: SIAv2 (`/sia`), DataLink (`/datalink`),
 //! SODA cutouts (`/soda`), dataset files with HTTP Range (`/files`), quick-look previews
-//! (`/preview`), MOC coverage (`/moc`) and the registry's REST view (`/api/datasets`).
+//! (`/preview`), MOC coverage (`/moc`), the registry's REST view (`/api/datasets`) and
+//! bulk download manifests (`/api/manifest`).
 //! Datasets the archive does not keep are regenerated through a [`Regenerator`].
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use aster_archive::jobs::JobStore;
+use aster_archive::query::QueryEngine;
 use aster_archive::registry::{Dataset, Registry, RegistryError};
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -14,13 +17,17 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::uws::UwsConfig;
+
 mod datalink;
 mod files;
+mod manifest;
 mod moc;
 mod params;
 mod render;
 mod sia;
 mod soda;
+mod soda_async;
 mod vosi;
 
 pub use params::Params;
@@ -38,6 +45,8 @@ pub struct ImageServices {
     registry: Arc<Registry>,
     public_url: Option<String>,
     regenerator: Option<Arc<dyn Regenerator>>,
+    /// For manifests selected by ADQL on ivoa.ObsCore.
+    engine: Option<QueryEngine>,
     /// Files whose checksum was verified, by path, with the size and modification time
     /// seen then: a file is hashed again only when it changes.
     verified: Arc<Mutex<HashMap<PathBuf, (u64, std::time::SystemTime)>>>,
@@ -56,10 +65,17 @@ impl ImageServices {
             registry,
             public_url,
             regenerator,
+            engine: None,
             verified: Arc::default(),
             default_maxrec: 10_000,
             max_maxrec: 1_000_000,
         }
+    }
+
+    /// Lets manifests select datasets by ADQL on `ivoa.ObsCore`.
+    pub fn with_engine(mut self, engine: QueryEngine) -> Self {
+        self.engine = Some(engine);
+        self
     }
 
     /// The archive's base URL as the client reached it (or as configured).
@@ -190,8 +206,9 @@ fn xml_response(content_type: &'static str, body: String) -> Response {
     ([(header::CONTENT_TYPE, content_type)], Body::from(body)).into_response()
 }
 
-/// The image routes, mounted at the root of the server.
-pub fn router(s: ImageServices) -> Router {
+/// The image routes, mounted at the root of the server; SODA's async jobs go to `jobs`.
+pub fn router(s: ImageServices, jobs: JobStore, soda_jobs: UwsConfig) -> Router {
+    let soda_async = soda_async::router(s.clone(), jobs, soda_jobs);
     Router::new()
         .route("/sia/query", get(sia::query).post(sia::query))
         .route("/sia/capabilities", get(vosi::sia_capabilities))
@@ -209,6 +226,12 @@ pub fn router(s: ImageServices) -> Router {
         .route("/preview/{id}", get(render::preview))
         .route("/moc/datasets/{id}", get(moc::dataset_moc))
         .route("/moc/collections/{name}", get(moc::collection_moc))
+        .route("/moc/depth/{collection}/{band}", get(moc::depth_map))
         .route("/api/datasets/{id}", get(files::describe))
+        .route(
+            "/api/manifest",
+            get(manifest::manifest).post(manifest::manifest),
+        )
         .with_state(s)
+        .nest("/soda/async", soda_async)
 }

@@ -18,18 +18,10 @@ use axum::response::{IntoResponse, Response};
 
 use super::datalink::cuttable;
 use super::files::stream_from;
-use super::params::{interval, shape_param};
+use super::params::{Interval, Params, interval, shape_param};
 use super::render::{Stretch, render_png};
 use super::sia::footprint_meets;
 use super::{ImageServices, read_params, text_error};
-
-fn usage(m: impl std::fmt::Display) -> Response {
-    text_error(StatusCode::BAD_REQUEST, format!("UsageError: {m}"))
-}
-
-fn no_content() -> Response {
-    StatusCode::NO_CONTENT.into_response()
-}
 
 /// Points along the boundary of a region (and its vertices), for its pixel bounding box.
 fn boundary(region: &SkyRegion) -> Vec<SkyPosition> {
@@ -117,9 +109,174 @@ fn pixel_box(region: &SkyRegion, wcs: &TanSipWcs, w: usize, h: usize) -> Option<
     (!x.is_empty() && !y.is_empty() && hi.0 >= -0.5 && hi.1 >= -0.5).then_some(PixelBox { x, y })
 }
 
+#[derive(Debug, Clone, Copy)]
 enum Output {
     Fits,
     Png,
+}
+
+/// A SODA request: the IDs (one for sync; each a cutout for async) and what to cut.
+#[derive(Debug, Clone)]
+pub(super) struct SodaRequest {
+    ids: Vec<String>,
+    region: Option<SkyRegion>,
+    filters: Vec<(&'static str, Interval)>,
+    pol: bool,
+    output: Output,
+}
+
+/// A refusal: the status and the text (which starts with SODA's label).
+type Refusal = (StatusCode, String);
+
+fn usage_error(m: impl std::fmt::Display) -> Refusal {
+    (StatusCode::BAD_REQUEST, format!("UsageError: {m}"))
+}
+
+impl SodaRequest {
+    pub(super) fn parse(params: &Params, many_ids: bool) -> Result<Self, Refusal> {
+        let multi = |m: &str| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("MultiValuedParamNotSupported: {m}"),
+            )
+        };
+        let ids: Vec<String> = params.all("ID").into_iter().map(str::to_string).collect();
+        match ids.len() {
+            0 => return Err(usage_error("ID is required")),
+            1 => {}
+            _ if many_ids => {}
+            _ => {
+                return Err(multi(
+                    "one ID per request (the async service takes several)",
+                ));
+            }
+        }
+        let mut shapes: Vec<(&str, &str)> = Vec::new();
+        for name in ["CIRCLE", "POLYGON", "POS"] {
+            shapes.extend(params.all(name).into_iter().map(|v| (name, v)));
+        }
+        if shapes.len() > 1 {
+            return Err(multi("one of CIRCLE, POLYGON or POS, once"));
+        }
+        let region = shapes
+            .first()
+            .map(|(n, v)| shape_param(n, v))
+            .transpose()
+            .map_err(usage_error)?;
+        let mut filters = Vec::new();
+        for name in ["BAND", "TIME"] {
+            match params.single(name) {
+                Err(_) => return Err(multi(&format!("{name} once"))),
+                Ok(Some(v)) => filters.push((name, interval(name, v).map_err(usage_error)?)),
+                Ok(None) => {}
+            }
+        }
+        let output = match params.single("RESPONSEFORMAT").map_err(usage_error)? {
+            None => Output::Fits,
+            Some(f) => match f
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+                .as_str()
+            {
+                "application/fits" | "image/fits" | "fits" => Output::Fits,
+                "image/png" | "png" => Output::Png,
+                other => {
+                    return Err(usage_error(format!(
+                        "RESPONSEFORMAT {other}: application/fits or image/png"
+                    )));
+                }
+            },
+        };
+        Ok(Self {
+            ids,
+            region,
+            filters,
+            pol: !params.all("POL").is_empty(),
+            output,
+        })
+    }
+
+    pub(super) fn ids(&self) -> &[String] {
+        &self.ids
+    }
+}
+
+/// What one cutout gives.
+pub(super) enum Cutout {
+    /// The region, band, time or polarization misses the image.
+    NoOverlap,
+    /// An exposure file, unlinked scratch file open for reading.
+    Fits(std::fs::File),
+    Png(Vec<u8>),
+}
+
+/// Cuts dataset `id` as `req` asks.
+pub(super) async fn cut(s: &ImageServices, id: &str, req: &SodaRequest) -> Result<Cutout, Refusal> {
+    let d = s
+        .dataset(id)
+        .await
+        .map_err(|e| (e.status(), format!("Error: {}", e.message())))?;
+    if !cuttable(&d) {
+        return Err(usage_error(format!(
+            "{} is a {}: SODA cuts processed images (calexps, difference images, coadds); fetch the whole file from DataLink's #this link",
+            d.id, d.dataset_type
+        )));
+    }
+    let obs = d.observation.clone();
+    for (name, i) in &req.filters {
+        let range = obs.as_ref().and_then(|o| match *name {
+            "BAND" => o.em_min.zip(o.em_max),
+            _ => Some((o.t_min, o.t_max)),
+        });
+        if !range.is_some_and(|(a, b)| i.overlaps(a, b)) {
+            return Ok(Cutout::NoOverlap);
+        }
+    }
+    // The images have no polarization axis: POL selects nothing of them.
+    if req.pol {
+        return Ok(Cutout::NoOverlap);
+    }
+    if let Some(r) = &req.region
+        && !footprint_meets(&d, r)
+    {
+        return Ok(Cutout::NoOverlap);
+    }
+    let path = s
+        .file_of(&d)
+        .await
+        .map_err(|e| (e.status(), format!("Error: {}", e.message())))?;
+    let (region, output) = (req.region.clone(), req.output);
+    tokio::task::spawn_blocking(move || -> Result<Cutout, String> {
+        let (w, h, wcs) = read_exposure_geometry(&path).map_err(|e| e.to_string())?;
+        let pixels = match (&region, &wcs) {
+            (None, _) => PixelBox { x: 0..w, y: 0..h },
+            (Some(r), Some(wcs)) => match pixel_box(r, wcs, w, h) {
+                Some(b) => b,
+                None => return Ok(Cutout::NoOverlap),
+            },
+            (Some(_), None) => return Err("the image has no WCS".into()),
+        };
+        let cut = read_exposure_region(&path, &pixels).map_err(|e| e.to_string())?;
+        match output {
+            Output::Png => Ok(Cutout::Png(render_png(cut.image(), 2048, Stretch::Asinh)?)),
+            Output::Fits => {
+                // cfitsio writes files: the cutout goes to a scratch file that is unlinked
+                // once open, then streamed from the open handle.
+                let tmp =
+                    std::env::temp_dir().join(format!("aster-soda-{}.fits", uuid::Uuid::new_v4()));
+                write_exposure(&tmp, &cut).map_err(|e| e.to_string())?;
+                let file = std::fs::File::open(&tmp).map_err(|e| e.to_string());
+                let _ = std::fs::remove_file(&tmp);
+                Ok(Cutout::Fits(file?))
+            }
+        }
+    })
+    .await
+    .expect("cutout task panicked")
+    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("Error: {e}")))
 }
 
 pub(super) async fn sync(
@@ -131,133 +288,15 @@ pub(super) async fn sync(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let id = match params.all("ID").as_slice() {
-        [] => return usage("ID is required"),
-        [id] => id.to_string(),
-        _ => {
-            return text_error(
-                StatusCode::BAD_REQUEST,
-                "MultiValuedParamNotSupported: one ID per request",
-            );
-        }
-    };
-    let mut shapes: Vec<(&str, &str)> = Vec::new();
-    for name in ["CIRCLE", "POLYGON", "POS"] {
-        shapes.extend(params.all(name).into_iter().map(|v| (name, v)));
-    }
-    if shapes.len() > 1 {
-        return text_error(
-            StatusCode::BAD_REQUEST,
-            "MultiValuedParamNotSupported: one of CIRCLE, POLYGON or POS, once",
-        );
-    }
-    let region = match shapes.first().map(|(n, v)| shape_param(n, v)).transpose() {
+    let req = match SodaRequest::parse(&params, false) {
         Ok(r) => r,
-        Err(e) => return usage(e),
+        Err((status, m)) => return text_error(status, m),
     };
-    let mut filters = Vec::new();
-    for name in ["BAND", "TIME"] {
-        match params.single(name) {
-            Err(_) => {
-                return text_error(
-                    StatusCode::BAD_REQUEST,
-                    format!("MultiValuedParamNotSupported: {name} once"),
-                );
-            }
-            Ok(Some(v)) => match interval(name, v) {
-                Ok(i) => filters.push((name, i)),
-                Err(e) => return usage(e),
-            },
-            Ok(None) => {}
-        }
-    }
-    let output = match params.single("RESPONSEFORMAT") {
-        Err(e) => return usage(e),
-        Ok(None) => Output::Fits,
-        Ok(Some(f)) => match f
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "application/fits" | "image/fits" | "fits" => Output::Fits,
-            "image/png" | "png" => Output::Png,
-            other => {
-                return usage(format!(
-                    "RESPONSEFORMAT {other}: application/fits or image/png"
-                ));
-            }
-        },
-    };
-    let d = match s.dataset(&id).await {
-        Ok(d) => d,
-        Err(e) => return text_error(e.status(), format!("Error: {}", e.message())),
-    };
-    if !cuttable(&d) {
-        return usage(format!(
-            "{} is a {}: SODA cuts processed images (calexps, difference images, coadds); fetch the whole file from DataLink's #this link",
-            d.id, d.dataset_type
-        ));
-    }
-    let obs = d.observation.clone();
-    for (name, i) in &filters {
-        let range = obs.as_ref().and_then(|o| match *name {
-            "BAND" => o.em_min.zip(o.em_max),
-            _ => Some((o.t_min, o.t_max)),
-        });
-        if !range.is_some_and(|(a, b)| i.overlaps(a, b)) {
-            return no_content();
-        }
-    }
-    // The images have no polarization axis: POL selects nothing of them.
-    if !params.all("POL").is_empty() {
-        return no_content();
-    }
-    if let Some(r) = &region
-        && !footprint_meets(&d, r)
-    {
-        return no_content();
-    }
-    let path = match s.file_of(&d).await {
-        Ok(p) => p,
-        Err(e) => return text_error(e.status(), format!("Error: {}", e.message())),
-    };
-    let name = d.id.clone();
-    let result = tokio::task::spawn_blocking(move || -> Result<Option<Cutout>, String> {
-        let (w, h, wcs) = read_exposure_geometry(&path).map_err(|e| e.to_string())?;
-        let pixels = match (&region, &wcs) {
-            (None, _) => PixelBox { x: 0..w, y: 0..h },
-            (Some(r), Some(wcs)) => match pixel_box(r, wcs, w, h) {
-                Some(b) => b,
-                None => return Ok(None),
-            },
-            (Some(_), None) => return Err("the image has no WCS".into()),
-        };
-        let cut = read_exposure_region(&path, &pixels).map_err(|e| e.to_string())?;
-        match output {
-            Output::Png => Ok(Some(Cutout::Png(render_png(
-                cut.image(),
-                2048,
-                Stretch::Asinh,
-            )?))),
-            Output::Fits => {
-                // cfitsio writes files: the cutout goes to a scratch file that is unlinked
-                // once open, then streamed from the open handle.
-                let tmp =
-                    std::env::temp_dir().join(format!("aster-soda-{}.fits", uuid::Uuid::new_v4()));
-                write_exposure(&tmp, &cut).map_err(|e| e.to_string())?;
-                let file = std::fs::File::open(&tmp).map_err(|e| e.to_string());
-                let _ = std::fs::remove_file(&tmp);
-                Ok(Some(Cutout::Fits(file?)))
-            }
-        }
-    })
-    .await
-    .expect("cutout task panicked");
-    match result {
-        Ok(Some(Cutout::Png(bytes))) => (
+    let name = aster_archive::registry::id_from_did(&req.ids[0]).to_string();
+    match cut(&s, &req.ids[0], &req).await {
+        Err((status, m)) => text_error(status, m),
+        Ok(Cutout::NoOverlap) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Cutout::Png(bytes)) => (
             [
                 (header::CONTENT_TYPE, "image/png".to_string()),
                 (
@@ -268,7 +307,7 @@ pub(super) async fn sync(
             Body::from(bytes),
         )
             .into_response(),
-        Ok(Some(Cutout::Fits(file))) => {
+        Ok(Cutout::Fits(file)) => {
             let len = match file.metadata() {
                 Ok(m) => m.len(),
                 Err(e) => {
@@ -287,14 +326,7 @@ pub(super) async fn sync(
                 len,
             )
         }
-        Ok(None) => no_content(),
-        Err(e) => text_error(StatusCode::INTERNAL_SERVER_ERROR, format!("Error: {e}")),
     }
-}
-
-enum Cutout {
-    Fits(std::fs::File),
-    Png(Vec<u8>),
 }
 
 #[cfg(test)]

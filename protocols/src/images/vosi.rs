@@ -59,7 +59,10 @@ pub(super) async fn soda_capabilities(State(s): State<ImageServices>, h: HeaderM
         capabilities(
             &s.base_url(&h),
             "soda",
-            &[("ivo://ivoa.net/std/SODA#sync-1.0", "sync")],
+            &[
+                ("ivo://ivoa.net/std/SODA#sync-1.0", "sync"),
+                ("ivo://ivoa.net/std/SODA#async-1.0", "async"),
+            ],
         ),
     )
 }
