@@ -29,6 +29,7 @@ struct TruthStar {
 }
 
 pub fn pipeline(data_dir: &Path, ccd_size: usize) -> Result<()> {
+    let registry = aster_archive::registry::Registry::open(data_dir)?;
     if !data_dir.join("simulation.json").exists() {
         println!(
             "simulating one visit of a {ccd_size} x {ccd_size} CCD with its calibrations into {}",
@@ -36,6 +37,7 @@ pub fn pipeline(data_dir: &Path, ccd_size: usize) -> Result<()> {
         );
         crate::simulate::simulate_survey(
             data_dir,
+            &registry,
             &crate::simulate::SurveySpec {
                 seed: 2026,
                 visits: 1,
@@ -46,7 +48,6 @@ pub fn pipeline(data_dir: &Path, ccd_size: usize) -> Result<()> {
         )?;
     }
     if !data_dir.join("calib").exists() {
-        let registry = aster_archive::registry::Registry::open(data_dir)?;
         crate::calibrate::build_all(data_dir, &registry)?;
     }
     let pipeline = definition::parse(include_str!("../pipelines/single-visit.yaml"), &[])?;

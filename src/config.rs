@@ -20,6 +20,9 @@ pub struct Config {
     /// Public base URL of the service as clients see it (for links in job documents and
     /// capabilities). Default: taken from each request's Host header.
     pub public_url: Option<String>,
+    /// Where the dataset registry's tables are: `postgresql://user:password@host/db`.
+    /// Default: SQLite at `<data_dir>/registry.sqlite3`.
+    pub registry_url: Option<String>,
     pub tap: TapConfig,
     pub images: ImagesConfig,
     pub demo: DemoConfig,
@@ -82,6 +85,7 @@ impl Default for Config {
             addr: "127.0.0.1:8080".parse().expect("valid default address"),
             catalog_url: None,
             public_url: None,
+            registry_url: None,
             tap: TapConfig::default(),
             images: ImagesConfig::default(),
             demo: DemoConfig::default(),
@@ -153,6 +157,9 @@ impl Config {
         if let Some(v) = get("ASTER_PUBLIC_URL") {
             self.public_url = Some(v);
         }
+        if let Some(v) = get("ASTER_REGISTRY_URL") {
+            self.registry_url = Some(v);
+        }
         if let Some(v) = get("ASTER_TAP_DEFAULT_MAXREC") {
             self.tap.default_maxrec = parse("ASTER_TAP_DEFAULT_MAXREC", v)?;
         }
@@ -202,6 +209,15 @@ impl Config {
             }
             None => format!("http://{}", self.addr),
         }
+    }
+
+    /// The dataset registry of the data directory, in SQLite or at `registry_url`.
+    pub fn open_registry(&self) -> Result<aster_archive::registry::Registry> {
+        let r = match &self.registry_url {
+            Some(url) => aster_archive::registry::Registry::connect(&self.data_dir, url),
+            None => aster_archive::registry::Registry::open(&self.data_dir),
+        };
+        r.context("opening the dataset registry")
     }
 
     pub fn catalog_location(&self) -> String {

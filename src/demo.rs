@@ -807,6 +807,7 @@ pub async fn build_images(
         );
         crate::simulate::simulate_survey(
             dir,
+            registry,
             &crate::simulate::SurveySpec {
                 seed: d.seed,
                 visits: d.image_visits,

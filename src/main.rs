@@ -319,6 +319,7 @@ fn main() -> Result<()> {
                 density,
             } => simulate::simulate_survey(
                 &config.data_dir,
+                &config.open_registry()?,
                 &simulate::SurveySpec {
                     seed,
                     visits,
@@ -345,14 +346,14 @@ fn main() -> Result<()> {
             Command::Calib {
                 command: CalibCommand::Build,
             } => {
-                let registry = aster_archive::registry::Registry::open(&config.data_dir)?;
+                let registry = config.open_registry()?;
                 calibrate::build_all(&config.data_dir, &registry)
             }
             Command::Download { manifest, output } => download::download(&manifest, &output).await,
             Command::Ingest {
                 command: IngestCommand::Raw { files },
             } => {
-                let registry = aster_archive::registry::Registry::open(&config.data_dir)?;
+                let registry = config.open_registry()?;
                 let (done, refused) = datasets::ingest_raws(&registry, &files);
                 for d in &done {
                     println!("ingested {} ({} bytes) as {}", d.path, d.size, d.id);
@@ -378,7 +379,7 @@ fn main() -> Result<()> {
                 // Validate everything before touching any data.
                 let p = pipeline::definition::load(&pipeline, &overrides)?;
                 let store = server::open_store(&config)?;
-                let registry = aster_archive::registry::Registry::open(&config.data_dir)?;
+                let registry = config.open_registry()?;
                 pipeline::run::run(
                     &config.data_dir,
                     &store,

@@ -11,7 +11,6 @@ use aster_archive::formats::read_any;
 use aster_archive::jobs::JobStore;
 use aster_archive::query::QueryEngine;
 use aster_archive::querylog::QueryLog;
-use aster_archive::registry::Registry;
 use aster_archive::schema::{FelisColumn, FelisTable, FelisType, meta};
 use aster_protocols::{images, metrics, tap};
 use axum::Router;
@@ -50,7 +49,7 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
         .await?;
         tracing::info!(seconds = t.elapsed().as_secs_f64(), "demo release ready");
     }
-    let registry = Arc::new(Registry::open(&config.data_dir)?);
+    let registry = Arc::new(config.open_registry()?);
     if with_demo && config.demo.image_visits > 0 {
         demo::build_images(&config, &store, &registry).await?;
     }

@@ -80,7 +80,11 @@ fn day_obs(mjd: f64) -> String {
     mjd_to_iso(mjd - 0.5)[..10].replace('-', "")
 }
 
-pub fn simulate_survey(dir: &Path, spec: &SurveySpec) -> Result<()> {
+pub fn simulate_survey(
+    dir: &Path,
+    registry: &aster_archive::registry::Registry,
+    spec: &SurveySpec,
+) -> Result<()> {
     if spec.visits == 0 || spec.visits > 1000 {
         bail!("--visits must be between 1 and 1000");
     }
@@ -365,10 +369,9 @@ pub fn simulate_survey(dir: &Path, spec: &SurveySpec) -> Result<()> {
         serde_json::to_vec_pretty(&manifest)?,
     )?;
     // The raws and the reference catalogue become datasets of the archive.
-    let registry = aster_archive::registry::Registry::open(dir)?;
     let raws = crate::calibrate::scan_raws(dir)?;
-    crate::datasets::register_raws_in_place(&registry, &raws)?;
-    crate::datasets::register_refcat(&registry, &dir.join("refcat").join("refcat.parquet"))?;
+    crate::datasets::register_raws_in_place(registry, &raws)?;
+    crate::datasets::register_refcat(registry, &dir.join("refcat").join("refcat.parquet"))?;
     println!(
         "simulated {total} exposures x {} CCDs ({} objects) into {} in {:.0} s",
         camera.detectors.len(),

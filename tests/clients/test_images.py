@@ -4,7 +4,6 @@ mocpy on the MOCs; regeneration of a deleted processed visit image; the bad-inpu
 import io
 import math
 import os
-import sqlite3
 
 import numpy as np
 import pytest
@@ -102,21 +101,24 @@ def test_sia2_band_and_time_constraints(sia, pvis):
     assert len(raws) >= 2 and set(raws["dataproduct_subtype"]) == {"raw"}
 
 
-def test_datalink_lists_progenitors_from_provenance(sia, pvis, data_dir):
+def record(base_url, did):
+    """The registry's record of a dataset (REST, so the tests hold for either database)."""
+    r = requests.get(f"{base_url}/api/datasets/{did.split('?', 1)[1]}", timeout=30)
+    assert r.status_code == 200
+    return r.json()
+
+
+def test_datalink_lists_progenitors_from_provenance(base_url, sia, pvis):
     rec = sia.search(publisher_did=pvis[0]["obs_publisher_did"])[0]
     links = rec.getdatalink()
-    dataset_id = pvis[0]["obs_publisher_did"].split("?", 1)[1]
-    registry = sqlite3.connect(os.path.join(data_dir, "registry.sqlite3"))
-    visit, detector = registry.execute(
-        "SELECT visit, detector FROM dataset WHERE id = ?", (dataset_id,)
-    ).fetchone()
-    raws = {
-        row[0]
-        for row in registry.execute(
-            "SELECT id FROM dataset WHERE dataset_type = 'raw' AND visit = ? AND detector = ?",
-            (visit, detector),
-        )
-    }
+    data_id = record(base_url, pvis[0]["obs_publisher_did"])["data_id"]
+    visit, detector = data_id["visit"], data_id["detector"]
+    manifest = requests.get(
+        base_url + "/api/manifest",
+        params={"type": "raw", "visit": visit, "detector": detector},
+        timeout=30,
+    ).json()
+    raws = {d["id"] for d in manifest["datasets"]}
     progenitors = {l.access_url.rsplit("/", 1)[1] for l in links.bysemantics("#progenitor", include_narrower=False)}
     assert progenitors == raws and len(raws) == 2  # the visit's two snaps
     calibs = {l.access_url.rsplit("/", 1)[1].split(".")[0] for l in links.bysemantics(CALIBRATION, include_narrower=False)}
@@ -133,7 +135,7 @@ def test_datalink_lists_progenitors_from_provenance(sia, pvis, data_dir):
         assert h[0].header["IMGTYPE"] == "SCIENCE" and h[0].header["VISIT"] == visit
 
 
-def test_soda_circle_cutout_covers_the_circle_with_the_source_pixels(sia, pvis, data_dir):
+def test_soda_circle_cutout_covers_the_circle_with_the_source_pixels(base_url, sia, pvis, data_dir):
     row = pvis[2]
     rec = sia.search(publisher_did=row["obs_publisher_did"])[0]
     ra, dec, r = row["s_ra"], row["s_dec"], 0.01
@@ -152,10 +154,7 @@ def test_soda_circle_cutout_covers_the_circle_with_the_source_pixels(sia, pvis, 
     # And no more than the circle's box (0.2 arcsec pixels).
     assert max(nx, ny) <= 2 * r * 3600 / 0.2 + 3
     # The pixels are the source image's, at the place the WCSs agree on.
-    dataset_id = row["obs_publisher_did"].split("?", 1)[1]
-    path = sqlite3.connect(os.path.join(data_dir, "registry.sqlite3")).execute(
-        "SELECT path FROM dataset WHERE id = ?", (dataset_id,)
-    ).fetchone()[0]
+    path = record(base_url, row["obs_publisher_did"])["path"]
     with fits.open(os.path.join(data_dir, path)) as full:
         sky = wcs.pixel_to_world_values(0, 0)
         x0, y0 = WCS(full["IMAGE"].header).world_to_pixel_values(*sky)
@@ -227,15 +226,9 @@ def test_mocpy_reads_the_mocs(base_url, pvis, tmp_path):
     assert requests.get(f"{base_url}/moc/depth/{RUN}/nope", timeout=60).status_code == 404
 
 
-def test_a_deleted_pvi_is_regenerated_within_tolerance(sia, pvis, data_dir):
+def test_a_deleted_pvi_is_regenerated_within_tolerance(base_url, sia, pvis, data_dir):
     row = pvis[-1]
-    dataset_id = row["obs_publisher_did"].split("?", 1)[1]
-    path = os.path.join(
-        data_dir,
-        sqlite3.connect(os.path.join(data_dir, "registry.sqlite3"))
-        .execute("SELECT path FROM dataset WHERE id = ?", (dataset_id,))
-        .fetchone()[0],
-    )
+    path = os.path.join(data_dir, record(base_url, row["obs_publisher_did"])["path"])
     with fits.open(path) as f:
         original = {p: f[p].data.copy() for p in ("IMAGE", "MASK", "VARIANCE")}
         original_wcs = WCS(f["IMAGE"].header)

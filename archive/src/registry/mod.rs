@@ -5,7 +5,7 @@
 //! observation it covers (for ObsCore and SIAv2) and its provenance: the task, its
 //! configuration, the software version and the exact input datasets.
 //!
-//! `store.rs` keeps it in SQLite; `obscore.rs` publishes the images as ObsCore rows;
+//! `store.rs` keeps it in SQLite or PostgreSQL (through `db.rs`); `obscore.rs` publishes the images as ObsCore rows;
 //! `coverage.rs` indexes footprints by HEALPix cells and writes MOCs.
 use std::fmt;
 
@@ -13,9 +13,11 @@ use aster_adql::geometry::SkyPosition;
 use serde::{Deserialize, Serialize};
 
 pub mod coverage;
+mod db;
 pub mod obscore;
 mod store;
 
+pub use db::DbError;
 pub use store::{DatasetFilter, REGISTRY_FILE, Registry, RegistryError, file_checksum};
 
 /// The instrument every simulated raw comes from.

@@ -1,20 +1,17 @@
-//! The registry in SQLite (`<data dir>/registry.sqlite3`): one row a dataset with its
-//! data ID, location, checksum, observation and provenance, the input edges of the
-//! provenance graph, and the HEALPix index cells of every footprint.
+//! The registry's tables (in SQLite at `<data dir>/registry.sqlite3`, or in PostgreSQL):
+//! one row a dataset with its data ID, location, checksum, observation and provenance, the
+//! input edges of the provenance graph, and the HEALPix index cells of every footprint.
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use aster_adql::geometry::{Polygon, SkyPosition, SkyRegion};
-use rusqlite::{Connection, OptionalExtension, Row, params};
 use sha2::{Digest, Sha256};
 
 use super::coverage::{INDEX_DEPTH, flat_cells, footprint_moc, region_moc};
+use super::db::{Db, DbError, Param, Row};
 use super::{DataId, Dataset, DatasetType, NewDataset, Observation, Provenance};
 
 const SCHEMA_VERSION: i64 = 1;
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const REGISTRY_FILE: &str = "registry.sqlite3";
 
 const SCHEMA: &str = "
@@ -23,16 +20,16 @@ CREATE TABLE IF NOT EXISTS dataset (
     dataset_type TEXT NOT NULL,
     collection TEXT NOT NULL,
     instrument TEXT NOT NULL,
-    exposure INTEGER,
-    visit INTEGER,
-    detector INTEGER,
+    exposure BIGINT,
+    visit BIGINT,
+    detector BIGINT,
     detector_name TEXT,
     band TEXT,
     path TEXT NOT NULL,
-    size INTEGER NOT NULL,
+    size BIGINT NOT NULL,
     checksum TEXT NOT NULL,
     format TEXT NOT NULL,
-    stored INTEGER NOT NULL,
+    stored BIGINT NOT NULL,
     created TEXT NOT NULL,
     metadata TEXT,
     task TEXT,
@@ -42,14 +39,14 @@ CREATE TABLE IF NOT EXISTS dataset (
     obs_id TEXT,
     target_name TEXT,
     footprint TEXT,
-    resolution REAL,
-    xel1 INTEGER,
-    xel2 INTEGER,
-    t_min REAL,
-    t_max REAL,
-    exptime REAL,
-    em_min REAL,
-    em_max REAL
+    resolution DOUBLE PRECISION,
+    xel1 BIGINT,
+    xel2 BIGINT,
+    t_min DOUBLE PRECISION,
+    t_max DOUBLE PRECISION,
+    exptime DOUBLE PRECISION,
+    em_min DOUBLE PRECISION,
+    em_max DOUBLE PRECISION
 );
 CREATE INDEX IF NOT EXISTS dataset_type_collection ON dataset(dataset_type, collection);
 CREATE INDEX IF NOT EXISTS dataset_checksum ON dataset(checksum);
@@ -61,11 +58,12 @@ CREATE TABLE IF NOT EXISTS dataset_input (
 );
 CREATE INDEX IF NOT EXISTS dataset_input_input ON dataset_input(input);
 CREATE TABLE IF NOT EXISTS dataset_cell (
-    cell INTEGER NOT NULL,
+    cell BIGINT NOT NULL,
     dataset TEXT NOT NULL REFERENCES dataset(id) ON DELETE CASCADE,
     PRIMARY KEY (cell, dataset)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS registry_version (version INTEGER NOT NULL);
+);
+CREATE INDEX IF NOT EXISTS dataset_cell_dataset ON dataset_cell(dataset);
+CREATE TABLE IF NOT EXISTS registry_version (version BIGINT NOT NULL);
 ";
 
 const COLUMNS: &str = "id, dataset_type, collection, instrument, exposure, visit, detector, \
@@ -76,7 +74,7 @@ const COLUMNS: &str = "id, dataset_type, collection, instrument, exposure, visit
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("registry database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Database(#[from] DbError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -116,7 +114,9 @@ pub struct DatasetFilter {
 /// The registry of one data directory.
 pub struct Registry {
     root: PathBuf,
-    conn: Mutex<Connection>,
+    db: Db,
+    /// Where the tables are, for messages.
+    location: String,
 }
 
 impl std::fmt::Debug for Registry {
@@ -160,70 +160,53 @@ fn footprint_of(text: &str) -> Option<Vec<SkyPosition>> {
         .collect()
 }
 
-fn dataset_of(row: &Row) -> rusqlite::Result<Dataset> {
-    let type_name: String = row.get(1)?;
-    let dataset_type = DatasetType::parse(&type_name).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            1,
-            rusqlite::types::Type::Text,
-            format!("unknown dataset type {type_name}").into(),
-        )
-    })?;
-    let json = |i: usize| -> rusqlite::Result<Option<serde_json::Value>> {
-        Ok(row
-            .get::<_, Option<String>>(i)?
-            .and_then(|t| serde_json::from_str(&t).ok()))
-    };
-    let task: Option<String> = row.get(16)?;
-    let provenance = match task {
-        Some(task) => Some(Provenance {
-            task,
-            run: row.get::<_, Option<String>>(17)?.unwrap_or_default(),
-            config: json(18)?.unwrap_or(serde_json::Value::Null),
-            software: row.get::<_, Option<String>>(19)?.unwrap_or_default(),
-            inputs: Vec::new(),
-        }),
-        None => None,
-    };
-    let obs_id: Option<String> = row.get(20)?;
-    let observation = match obs_id {
-        Some(obs_id) => Some(Observation {
-            obs_id,
-            target_name: row.get(21)?,
-            footprint: row
-                .get::<_, Option<String>>(22)?
-                .as_deref()
-                .and_then(footprint_of)
-                .unwrap_or_default(),
-            resolution: row.get(23)?,
-            pixels: (row.get(24)?, row.get(25)?),
-            t_min: row.get(26)?,
-            t_max: row.get(27)?,
-            exptime: row.get(28)?,
-            em_min: row.get(29)?,
-            em_max: row.get(30)?,
-        }),
-        None => None,
-    };
+fn dataset_of(row: &Row) -> Result<Dataset> {
+    let type_name = row.text(1).unwrap_or_default();
+    let dataset_type = DatasetType::parse(&type_name)
+        .ok_or_else(|| RegistryError::Invalid(format!("unknown dataset type {type_name}")))?;
+    let json = |i: usize| row.text(i).and_then(|t| serde_json::from_str(&t).ok());
+    let provenance = row.text(16).map(|task| Provenance {
+        task,
+        run: row.text(17).unwrap_or_default(),
+        config: json(18).unwrap_or(serde_json::Value::Null),
+        software: row.text(19).unwrap_or_default(),
+        inputs: Vec::new(),
+    });
+    let observation = row.text(20).map(|obs_id| Observation {
+        obs_id,
+        target_name: row.text(21),
+        footprint: row
+            .text(22)
+            .as_deref()
+            .and_then(footprint_of)
+            .unwrap_or_default(),
+        resolution: row.real(23),
+        pixels: (row.int(24).unwrap_or(0), row.int(25).unwrap_or(0)),
+        t_min: row.real(26).unwrap_or(f64::NAN),
+        t_max: row.real(27).unwrap_or(f64::NAN),
+        exptime: row.real(28).unwrap_or(0.0),
+        em_min: row.real(29),
+        em_max: row.real(30),
+    });
     Ok(Dataset {
-        id: row.get(0)?,
+        id: row.text(0).unwrap_or_default(),
         dataset_type,
-        collection: row.get(2)?,
+        collection: row.text(2).unwrap_or_default(),
         data_id: DataId {
-            instrument: row.get(3)?,
-            exposure: row.get(4)?,
-            visit: row.get(5)?,
-            detector: row.get(6)?,
-            detector_name: row.get(7)?,
-            band: row.get(8)?,
+            instrument: row.text(3).unwrap_or_default(),
+            exposure: row.int(4),
+            visit: row.int(5),
+            detector: row.int(6),
+            detector_name: row.text(7),
+            band: row.text(8),
         },
-        path: row.get(9)?,
-        size: row.get::<_, i64>(10)? as u64,
-        checksum: row.get(11)?,
-        format: row.get(12)?,
-        stored: row.get::<_, i64>(13)? != 0,
-        created: row.get(14)?,
-        metadata: json(15)?,
+        path: row.text(9).unwrap_or_default(),
+        size: row.int(10).unwrap_or(0) as u64,
+        checksum: row.text(11).unwrap_or_default(),
+        format: row.text(12).unwrap_or_default(),
+        stored: row.int(13) != Some(0),
+        created: row.text(14).unwrap_or_default(),
+        metadata: json(15),
         provenance,
         observation,
     })
@@ -236,42 +219,56 @@ fn valid_part(s: &str) -> bool {
 }
 
 impl Registry {
-    /// Opens (creating if needed) the registry of the data directory `root`.
+    /// Opens (creating if needed) the registry of the data directory `root` in SQLite.
     pub fn open(root: &Path) -> Result<Self> {
         std::fs::create_dir_all(root).map_err(|source| RegistryError::Io {
             path: root.to_path_buf(),
             source,
         })?;
-        let conn = Connection::open(root.join(REGISTRY_FILE))?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON;")?;
-        conn.execute_batch(SCHEMA)?;
-        let version: Option<i64> = conn
-            .query_row("SELECT version FROM registry_version", [], |r| r.get(0))
-            .optional()?;
-        match version {
+        let file = root.join(REGISTRY_FILE);
+        Self::with_db(root, Db::sqlite(&file)?, file.display().to_string())
+    }
+
+    /// The registry of the data directory `root` with its tables in PostgreSQL
+    /// (`postgresql://user:password@host:port/database`), created if missing.
+    pub fn connect(root: &Path, url: &str) -> Result<Self> {
+        // The location named in messages leaves out any password.
+        let shown = url::Url::parse(url)
+            .map(|mut u| {
+                let _ = u.set_password(None);
+                u.to_string()
+            })
+            .unwrap_or_else(|_| "PostgreSQL".into());
+        Self::with_db(root, Db::postgres(url)?, shown)
+    }
+
+    fn with_db(root: &Path, db: Db, location: String) -> Result<Self> {
+        db.batch(SCHEMA)?;
+        let version = db.query("SELECT version FROM registry_version", vec![])?;
+        match version.first().and_then(|r| r.int(0)) {
             None => {
-                conn.execute(
+                db.execute(
                     "INSERT INTO registry_version (version) VALUES (?1)",
-                    [SCHEMA_VERSION],
+                    vec![SCHEMA_VERSION.into()],
                 )?;
             }
             Some(v) if v > SCHEMA_VERSION => {
                 return Err(RegistryError::Invalid(format!(
-                    "{} has layout {v}, newer than this Aster ({SCHEMA_VERSION})",
-                    root.join(REGISTRY_FILE).display()
+                    "{location} has layout {v}, newer than this Aster ({SCHEMA_VERSION})"
                 )));
             }
             Some(_) => {}
         }
         Ok(Self {
             root: root.to_path_buf(),
-            conn: Mutex::new(conn),
+            db,
+            location,
         })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Where the registry's tables are (a file or a database URL without password).
+    pub fn location(&self) -> &str {
+        &self.location
     }
 
     /// The data directory locations are relative to.
@@ -308,72 +305,75 @@ impl Registry {
                 reason: format!("{} differs from the file recorded", file.display()),
             });
         }
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
         let prov = new.provenance.as_ref();
         let obs = new.observation.as_ref();
-        tx.execute(
-            &format!(
-                "INSERT INTO dataset ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
-                 ?10, ?11, ?12, ?13, 1, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, \
-                 ?25, ?26, ?27, ?28, ?29, ?30)"
-            ),
-            params![
-                id,
-                new.dataset_type.name(),
-                new.collection,
-                new.data_id.instrument,
-                new.data_id.exposure,
-                new.data_id.visit,
-                new.data_id.detector,
-                new.data_id.detector_name,
-                new.data_id.band,
-                new.path,
-                size as i64,
-                checksum,
-                new.format,
-                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                new.metadata.as_ref().map(|m| m.to_string()),
-                prov.map(|p| p.task.clone()),
-                prov.map(|p| p.run.clone()),
-                prov.map(|p| p.config.to_string()),
-                prov.map(|p| p.software.clone()),
-                obs.map(|o| o.obs_id.clone()),
-                obs.and_then(|o| o.target_name.clone()),
-                obs.map(|o| footprint_text(&o.footprint)),
-                obs.and_then(|o| o.resolution),
-                obs.map(|o| o.pixels.0),
-                obs.map(|o| o.pixels.1),
-                obs.map(|o| o.t_min),
-                obs.map(|o| o.t_max),
-                obs.map(|o| o.exptime),
-                obs.and_then(|o| o.em_min),
-                obs.and_then(|o| o.em_max),
-            ],
-        )?;
         for input in prov.map(|p| p.inputs.as_slice()).unwrap_or_default() {
-            let known: Option<i64> = tx
-                .query_row("SELECT 1 FROM dataset WHERE id = ?1", [input], |r| r.get(0))
-                .optional()?;
-            if known.is_none() {
+            if self.get(input)?.is_none() {
                 return Err(RegistryError::Invalid(format!(
                     "dataset {id}: its input {input} is not registered"
                 )));
             }
-            tx.execute(
-                "INSERT OR IGNORE INTO dataset_input (dataset, input) VALUES (?1, ?2)",
-                params![id, input],
-            )?;
+        }
+        let mut stmts: Vec<(String, Vec<Param>)> = vec![(
+            format!(
+                "INSERT INTO dataset ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
+                 ?10, ?11, ?12, ?13, 1, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, \
+                 ?25, ?26, ?27, ?28, ?29, ?30)"
+            ),
+            vec![
+                id.clone().into(),
+                new.dataset_type.name().into(),
+                new.collection.clone().into(),
+                new.data_id.instrument.clone().into(),
+                new.data_id.exposure.into(),
+                new.data_id.visit.into(),
+                new.data_id.detector.into(),
+                new.data_id.detector_name.clone().into(),
+                new.data_id.band.clone().into(),
+                new.path.clone().into(),
+                (size as i64).into(),
+                checksum.into(),
+                new.format.clone().into(),
+                chrono::Utc::now()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    .into(),
+                new.metadata.as_ref().map(|m| m.to_string()).into(),
+                prov.map(|p| p.task.clone()).into(),
+                prov.map(|p| p.run.clone()).into(),
+                prov.map(|p| p.config.to_string()).into(),
+                prov.map(|p| p.software.clone()).into(),
+                obs.map(|o| o.obs_id.clone()).into(),
+                obs.and_then(|o| o.target_name.clone()).into(),
+                obs.map(|o| footprint_text(&o.footprint)).into(),
+                obs.and_then(|o| o.resolution).into(),
+                obs.map(|o| o.pixels.0).into(),
+                obs.map(|o| o.pixels.1).into(),
+                obs.map(|o| o.t_min).into(),
+                obs.map(|o| o.t_max).into(),
+                obs.map(|o| o.exptime).into(),
+                obs.and_then(|o| o.em_min).into(),
+                obs.and_then(|o| o.em_max).into(),
+            ],
+        )];
+        for input in prov.map(|p| p.inputs.as_slice()).unwrap_or_default() {
+            stmts.push((
+                "INSERT INTO dataset_input (dataset, input) VALUES (?1, ?2) \
+                 ON CONFLICT DO NOTHING"
+                    .into(),
+                vec![id.clone().into(), input.clone().into()],
+            ));
         }
         if let Some(moc) = obs.and_then(|o| footprint_moc(&o.footprint, INDEX_DEPTH)) {
-            let mut stmt =
-                tx.prepare("INSERT OR IGNORE INTO dataset_cell (cell, dataset) VALUES (?1, ?2)")?;
             for cell in flat_cells(&moc) {
-                stmt.execute(params![cell as i64, id])?;
+                stmts.push((
+                    "INSERT INTO dataset_cell (cell, dataset) VALUES (?1, ?2) \
+                     ON CONFLICT DO NOTHING"
+                        .into(),
+                    vec![(cell as i64).into(), id.clone().into()],
+                ));
             }
         }
-        tx.commit()?;
-        drop(conn);
+        self.db.transaction(stmts)?;
         self.get(&id)?.ok_or(RegistryError::NotFound(id))
     }
 
@@ -384,74 +384,69 @@ impl Registry {
         let id = new.id();
         match self.register(new.clone()) {
             Err(RegistryError::Conflict { .. }) => {
-                let used_by: Option<String> = self
-                    .conn()
-                    .query_row(
-                        "SELECT dataset FROM dataset_input WHERE input = ?1 LIMIT 1",
-                        [&id],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                if let Some(user) = used_by {
+                let users = self.db.query(
+                    "SELECT dataset FROM dataset_input WHERE input = ?1 LIMIT 1",
+                    vec![id.clone().into()],
+                )?;
+                if let Some(user) = users.first().and_then(|r| r.text(0)) {
                     return Err(RegistryError::Conflict {
                         id,
                         reason: format!("its file changed, and {user} was made from it"),
                     });
                 }
-                self.conn()
-                    .execute("DELETE FROM dataset WHERE id = ?1", [&id])?;
+                self.db
+                    .execute("DELETE FROM dataset WHERE id = ?1", vec![id.into()])?;
                 self.register(new)
             }
             other => other,
         }
     }
 
+    fn select(&self, sql: &str, params: Vec<Param>) -> Result<Vec<Dataset>> {
+        self.db.query(sql, params)?.iter().map(dataset_of).collect()
+    }
+
     /// A dataset by ID, with its provenance's inputs.
     pub fn get(&self, id: &str) -> Result<Option<Dataset>> {
-        let conn = self.conn();
-        let d = conn
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM dataset WHERE id = ?1"),
-                [id],
-                dataset_of,
-            )
-            .optional()?;
-        let Some(mut d) = d else {
+        let mut found = self.select(
+            &format!("SELECT {COLUMNS} FROM dataset WHERE id = ?1"),
+            vec![id.into()],
+        )?;
+        let Some(mut d) = found.pop() else {
             return Ok(None);
         };
         if let Some(p) = d.provenance.as_mut() {
-            let mut stmt =
-                conn.prepare("SELECT input FROM dataset_input WHERE dataset = ?1 ORDER BY input")?;
-            p.inputs = stmt
-                .query_map([id], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
+            p.inputs = self
+                .db
+                .query(
+                    "SELECT input FROM dataset_input WHERE dataset = ?1 ORDER BY input",
+                    vec![id.into()],
+                )?
+                .iter()
+                .filter_map(|r| r.text(0))
+                .collect();
         }
         Ok(Some(d))
     }
 
     /// The dataset already holding a file with these bytes, if any.
     pub fn find_by_checksum(&self, checksum: &str) -> Result<Option<Dataset>> {
-        let id: Option<String> = self
-            .conn()
-            .query_row(
-                "SELECT id FROM dataset WHERE checksum = ?1 LIMIT 1",
-                [checksum],
-                |r| r.get(0),
-            )
-            .optional()?;
-        id.map_or(Ok(None), |id| self.get(&id))
-    }
-
-    fn select(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Dataset>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(sql)?;
-        let rows = stmt.query_map(args, dataset_of)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let rows = self.db.query(
+            "SELECT id FROM dataset WHERE checksum = ?1 ORDER BY id LIMIT 1",
+            vec![checksum.into()],
+        )?;
+        match rows.first().and_then(|r| r.text(0)) {
+            Some(id) => self.get(&id),
+            None => Ok(None),
+        }
     }
 
     /// Datasets matching `filter`, in ID order (without their provenance's inputs).
     pub fn list(&self, filter: &DatasetFilter) -> Result<Vec<Dataset>> {
-        let mut all = self.select(&format!("SELECT {COLUMNS} FROM dataset ORDER BY id"), &[])?;
+        let mut all = self.select(
+            &format!("SELECT {COLUMNS} FROM dataset ORDER BY id"),
+            vec![],
+        )?;
         all.retain(|d| {
             (filter.types.is_empty() || filter.types.contains(&d.dataset_type))
                 && (filter.collections.is_empty() || filter.collections.contains(&d.collection))
@@ -473,7 +468,7 @@ impl Registry {
     pub fn observations(&self) -> Result<Vec<Dataset>> {
         self.select(
             &format!("SELECT {COLUMNS} FROM dataset WHERE obs_id IS NOT NULL ORDER BY id"),
-            &[],
+            vec![],
         )
     }
 
@@ -482,26 +477,19 @@ impl Registry {
     pub fn overlapping(&self, region: &SkyRegion) -> Result<Vec<Dataset>> {
         let cells = flat_cells(&region_moc(region, INDEX_DEPTH));
         let mut ids: Vec<String> = Vec::new();
-        {
-            let conn = self.conn();
-            let mut stmt = conn.prepare_cached(
-                "SELECT DISTINCT dataset FROM dataset_cell WHERE cell BETWEEN ?1 AND ?2",
-            )?;
-            // Runs of consecutive cells are one range scan each.
-            let mut i = 0;
-            while i < cells.len() {
-                let mut j = i;
-                while j + 1 < cells.len() && cells[j + 1] == cells[j] + 1 {
-                    j += 1;
-                }
-                let found = stmt.query_map(params![cells[i] as i64, cells[j] as i64], |r| {
-                    r.get::<_, String>(0)
-                })?;
-                for id in found {
-                    ids.push(id?);
-                }
-                i = j + 1;
+        // Runs of consecutive cells are one range scan each.
+        let mut i = 0;
+        while i < cells.len() {
+            let mut j = i;
+            while j + 1 < cells.len() && cells[j + 1] == cells[j] + 1 {
+                j += 1;
             }
+            let found = self.db.query(
+                "SELECT DISTINCT dataset FROM dataset_cell WHERE cell BETWEEN ?1 AND ?2",
+                vec![(cells[i] as i64).into(), (cells[j] as i64).into()],
+            )?;
+            ids.extend(found.iter().filter_map(|r| r.text(0)));
+            i = j + 1;
         }
         ids.sort();
         ids.dedup();
@@ -523,15 +511,16 @@ impl Registry {
     /// The depth map of a collection's images of one band (DMS-REQ-0326): how many of
     /// them cover each HEALPix cell of the index (order [`INDEX_DEPTH`]), by cell.
     pub fn depth_map(&self, collection: &str, band: &str) -> Result<Vec<(u64, u32)>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT c.cell, COUNT(*) FROM dataset_cell c JOIN dataset d ON d.id = c.dataset \
-             WHERE d.collection = ?1 AND d.band = ?2 GROUP BY c.cell ORDER BY c.cell",
-        )?;
-        let rows = stmt.query_map(params![collection, band], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u32))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        Ok(self
+            .db
+            .query(
+                "SELECT c.cell, COUNT(*) FROM dataset_cell c JOIN dataset d ON d.id = c.dataset \
+                 WHERE d.collection = ?1 AND d.band = ?2 GROUP BY c.cell ORDER BY c.cell",
+                vec![collection.into(), band.into()],
+            )?
+            .iter()
+            .filter_map(|r| Some((r.int(0)? as u64, r.int(1)? as u32)))
+            .collect())
     }
 
     /// The datasets made from `id` (its derivations).
@@ -541,18 +530,21 @@ impl Registry {
                 "SELECT {COLUMNS} FROM dataset WHERE id IN \
                  (SELECT dataset FROM dataset_input WHERE input = ?1) ORDER BY id"
             ),
-            &[&id],
+            vec![id.into()],
         )
     }
 
     /// The collections and how many datasets each holds.
     pub fn collections(&self) -> Result<Vec<(String, u64)>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT collection, COUNT(*) FROM dataset GROUP BY collection ORDER BY collection",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        Ok(self
+            .db
+            .query(
+                "SELECT collection, COUNT(*) FROM dataset GROUP BY collection ORDER BY collection",
+                vec![],
+            )?
+            .iter()
+            .filter_map(|r| Some((r.text(0)?, r.int(1)? as u64)))
+            .collect())
     }
 
     /// The dataset's file after checking that its bytes are the ones recorded.
@@ -581,9 +573,9 @@ impl Registry {
 
     /// Marks whether the archive keeps a dataset's file (regenerated on demand when not).
     pub fn set_stored(&self, id: &str, stored: bool) -> Result<()> {
-        let n = self.conn().execute(
+        let n = self.db.execute(
             "UPDATE dataset SET stored = ?2 WHERE id = ?1",
-            params![id, i64::from(stored)],
+            vec![id.into(), i64::from(stored).into()],
         )?;
         if n == 0 {
             return Err(RegistryError::NotFound(id.to_string()));
@@ -640,9 +632,39 @@ mod tests {
     #[test]
     fn datasets_round_trip_with_provenance_and_checksums() {
         let dir = tempdir();
+        exercise(&dir, || Registry::open(&dir).unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The same on PostgreSQL, in a schema of its own, when `ASTER_TEST_POSTGRES` names a
+    /// server (scripts/test-all starts one).
+    #[test]
+    fn datasets_round_trip_on_postgresql() {
+        let Ok(url) = std::env::var("ASTER_TEST_POSTGRES") else {
+            eprintln!("ASTER_TEST_POSTGRES is not set: the PostgreSQL registry is not tested");
+            return;
+        };
+        let schema = format!("t{}", uuid::Uuid::new_v4().simple());
+        let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        admin
+            .batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .unwrap();
+        let scoped = format!(
+            "{url}{}options=-csearch_path%3D{schema}",
+            if url.contains('?') { "&" } else { "?" }
+        );
+        let dir = tempdir();
+        exercise(&dir, || Registry::connect(&dir, &scoped).unwrap());
+        admin
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn exercise(dir: &Path, open: impl Fn() -> Registry) {
         std::fs::write(dir.join("raw.fits"), b"raw bytes").unwrap();
         std::fs::write(dir.join("pvi.fits"), b"pvi bytes").unwrap();
-        let reg = Registry::open(&dir).unwrap();
+        let reg = open();
         let raw = reg
             .register(new(DatasetType::Raw, "raw", 7, "raw.fits"))
             .unwrap();
@@ -702,10 +724,13 @@ mod tests {
         assert_eq!(reg.overlapping(&circle(10.25, 0.06)).unwrap().len(), 2);
         assert!(reg.overlapping(&circle(10.25, 0.04)).unwrap().is_empty());
         assert!(reg.overlapping(&circle(30.0, 1.0)).unwrap().is_empty());
+        let depth = reg.depth_map("run1", "r").unwrap();
+        assert!(!depth.is_empty() && depth.iter().all(|&(_, n)| n == 1));
         drop(reg);
-        let reg = Registry::open(&dir).unwrap();
+        let reg = open();
         assert_eq!(reg.collections().unwrap().len(), 2);
-        let _ = std::fs::remove_dir_all(&dir);
+        reg.set_stored(&pvi.id, false).unwrap();
+        assert!(!reg.get(&pvi.id).unwrap().unwrap().stored);
     }
 
     fn tempdir() -> PathBuf {
