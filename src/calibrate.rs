@@ -113,7 +113,13 @@ pub fn build_all(data_dir: &Path, registry: &Registry) -> Result<()> {
         detectors.len(),
         started.elapsed().as_secs_f64()
     );
-    let recorded = crate::datasets::register_calibrations(registry, data_dir)?;
+    let (recorded, problems) = crate::datasets::register_calibrations(registry, data_dir)?;
+    if !problems.is_empty() {
+        bail!(
+            "calibration products that cannot be recorded:\n{}",
+            problems.join("\n")
+        );
+    }
     println!("{recorded} calibration products recorded in the dataset registry");
     Ok(())
 }

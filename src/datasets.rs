@@ -249,7 +249,9 @@ pub fn calib_id(
 
 /// Records every calibration product under `calib/` with its provenance: the raw
 /// exposures it was made from (which must be registered) and the products it used.
-pub fn register_calibrations(registry: &Registry, data_dir: &Path) -> Result<usize> {
+/// Returns how many were new, and the products that could not be recorded, with why.
+pub fn register_calibrations(registry: &Registry, data_dir: &Path) -> Result<(usize, Vec<String>)> {
+    let mut problems = Vec::new();
     // Raw dataset IDs by (exposure name, CCD number).
     let raws: HashMap<(String, i64), (String, (i64, i64))> = registry
         .list(&DatasetFilter {
@@ -287,84 +289,90 @@ pub fn register_calibrations(registry: &Registry, data_dir: &Path) -> Result<usi
             .collect();
         files.sort();
         for path in files {
-            let p = read_calibration_provenance(&path)?;
-            let det_name = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .and_then(|s| s.split('_').next())
-                .context("calibration file names start with the CCD")?
-                .to_string();
-            let mut inputs: Vec<String> = Vec::new();
-            let mut pixels = (0, 0);
-            for obs in &p.inputs {
-                let (id, px) = raws.get(&(obs.clone(), p.detector)).with_context(|| {
-                    format!(
-                        "{}: its input exposure {obs} is not a registered raw",
-                        path.display()
-                    )
-                })?;
-                inputs.push(id.clone());
-                pixels = *px;
+            let recorded = (|| -> Result<bool> {
+                let p = read_calibration_provenance(&path)?;
+                let det_name = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .and_then(|s| s.split('_').next())
+                    .context("calibration file names start with the CCD")?
+                    .to_string();
+                let mut inputs: Vec<String> = Vec::new();
+                let mut pixels = (0, 0);
+                for obs in &p.inputs {
+                    let (id, px) = raws.get(&(obs.clone(), p.detector)).with_context(|| {
+                        format!(
+                            "{}: its input exposure {obs} is not a registered raw",
+                            path.display()
+                        )
+                    })?;
+                    inputs.push(id.clone());
+                    pixels = *px;
+                }
+                for used in &p.calibrations_used {
+                    // A product is made with the same CCD's others, of its band when they have one.
+                    // (the bad pixel map names the flat it was made with).
+                    let flat_band = p
+                        .parameters
+                        .iter()
+                        .find(|(k, _)| k == "flat_band")
+                        .and_then(|(_, v)| aster_processing::sky::band_index(v));
+                    let band = (matches!(used, CalibType::Flat | CalibType::Illumination))
+                        .then_some(p.band.or(flat_band))
+                        .flatten();
+                    inputs.push(calib_id(*used, p.detector, &det_name, band));
+                }
+                let rel = relative(registry.root(), &path)
+                    .with_context(|| format!("{} is outside the data directory", path.display()))?;
+                let (em_min, em_max) = band_range(p.band);
+                let new = NewDataset {
+                    dataset_type: calib_type(p.calib_type),
+                    collection: CALIB_COLLECTION.into(),
+                    data_id: calib_data_id(p.detector, &det_name, p.band),
+                    path: rel,
+                    format: formats::FITS.into(),
+                    observation: Some(Observation {
+                        obs_id: format!(
+                            "{}-{det_name}{}",
+                            kind.name(),
+                            p.band.map(|b| format!("-{}", BANDS[b])).unwrap_or_default()
+                        ),
+                        target_name: None,
+                        footprint: Vec::new(),
+                        resolution: None,
+                        pixels,
+                        t_min: p.input_dates.0,
+                        t_max: p.input_dates.1,
+                        exptime: 0.0,
+                        em_min,
+                        em_max,
+                    }),
+                    provenance: Some(Provenance {
+                        task: format!("calib.{}", kind.name()),
+                        run: CALIB_COLLECTION.into(),
+                        config: serde_json::Value::Object(
+                            p.parameters
+                                .iter()
+                                .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+                                .collect(),
+                        ),
+                        software: p.stamp.software.clone(),
+                        inputs,
+                    }),
+                    metadata: None,
+                };
+                let fresh = registry.get(&new.id())?.is_none();
+                registry.replace(new)?;
+                Ok(fresh)
+            })();
+            match recorded {
+                Ok(true) => n += 1,
+                Ok(false) => {}
+                Err(e) => problems.push(format!("{}: {e:#}", path.display())),
             }
-            for used in &p.calibrations_used {
-                // A product is made with the same CCD's others, of its band when they have one.
-                // (the bad pixel map names the flat it was made with).
-                let flat_band = p
-                    .parameters
-                    .iter()
-                    .find(|(k, _)| k == "flat_band")
-                    .and_then(|(_, v)| aster_processing::sky::band_index(v));
-                let band = (matches!(used, CalibType::Flat | CalibType::Illumination))
-                    .then_some(p.band.or(flat_band))
-                    .flatten();
-                inputs.push(calib_id(*used, p.detector, &det_name, band));
-            }
-            let rel = relative(registry.root(), &path)
-                .with_context(|| format!("{} is outside the data directory", path.display()))?;
-            let (em_min, em_max) = band_range(p.band);
-            let new = NewDataset {
-                dataset_type: calib_type(p.calib_type),
-                collection: CALIB_COLLECTION.into(),
-                data_id: calib_data_id(p.detector, &det_name, p.band),
-                path: rel,
-                format: formats::FITS.into(),
-                observation: Some(Observation {
-                    obs_id: format!(
-                        "{}-{det_name}{}",
-                        kind.name(),
-                        p.band.map(|b| format!("-{}", BANDS[b])).unwrap_or_default()
-                    ),
-                    target_name: None,
-                    footprint: Vec::new(),
-                    resolution: None,
-                    pixels,
-                    t_min: p.input_dates.0,
-                    t_max: p.input_dates.1,
-                    exptime: 0.0,
-                    em_min,
-                    em_max,
-                }),
-                provenance: Some(Provenance {
-                    task: format!("calib.{}", kind.name()),
-                    run: CALIB_COLLECTION.into(),
-                    config: serde_json::Value::Object(
-                        p.parameters
-                            .iter()
-                            .map(|(k, v)| (k.clone(), serde_json::json!(v)))
-                            .collect(),
-                    ),
-                    software: p.stamp.software.clone(),
-                    inputs,
-                }),
-                metadata: None,
-            };
-            if registry.get(&new.id())?.is_none() {
-                n += 1;
-            }
-            registry.replace(new)?;
         }
     }
-    Ok(n)
+    Ok((n, problems))
 }
 
 /// Records a reference catalogue file under the data directory (its name is the data ID's

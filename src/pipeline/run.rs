@@ -121,8 +121,13 @@ fn parse_filters(terms: &[String]) -> Result<Vec<(String, String)>> {
 
 /// The science data IDs of the data directory.
 pub fn data_ids(data_dir: &Path) -> Result<Vec<DataId>> {
+    data_ids_of(scan_raws(data_dir)?)
+}
+
+/// The science data IDs among scanned raws.
+fn data_ids_of(raws: Vec<(PathBuf, ObservationInfo)>) -> Result<Vec<DataId>> {
     let mut ids: BTreeMap<(i64, i64), DataId> = BTreeMap::new();
-    for (path, info) in scan_raws(data_dir)? {
+    for (path, info) in raws {
         if info.obs_type != ObsType::Science {
             continue;
         }
@@ -155,7 +160,16 @@ pub async fn run(
     refcat: Option<&Path>,
 ) -> Result<()> {
     let filters = parse_filters(filters)?;
-    let all = data_ids(data_dir)?;
+    // Raws and calibration products put in place by hand are recorded first, so every
+    // output's provenance can name them.
+    let raws = scan_raws(data_dir)?;
+    crate::datasets::register_raws_in_place(registry, &raws)?;
+    // A product that cannot be recorded (its raws are not here) is reported; the data IDs
+    // that use it fail when their outputs are recorded, the others go on.
+    for problem in crate::datasets::register_calibrations(registry, data_dir)?.1 {
+        eprintln!("warning: {problem}");
+    }
+    let all = data_ids_of(raws)?;
     let ids: Vec<DataId> = all.into_iter().filter(|i| matches(i, &filters)).collect();
     if ids.is_empty() {
         bail!(

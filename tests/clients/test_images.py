@@ -176,6 +176,11 @@ def test_soda_answers_bad_input_in_its_own_words(base_url, pvis):
     assert missing.status_code == 404 and missing.text.startswith("Error")
     png = requests.get(soda, params={"ID": did, "POS": f"CIRCLE {pvis[0]['s_ra']} {pvis[0]['s_dec']} 0.01", "RESPONSEFORMAT": "image/png"}, timeout=30)
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+    jpeg = requests.get(soda, params={"ID": did, "CIRCLE": f"{pvis[0]['s_ra']} {pvis[0]['s_dec']} 0.01", "RESPONSEFORMAT": "image/jpeg"}, timeout=30)
+    assert jpeg.status_code == 200 and jpeg.headers["Content-Type"] == "image/jpeg" and jpeg.content[:2] == b"\xff\xd8"
+    preview = requests.get(f"{base_url}/preview/{did.split('?', 1)[1]}", params={"format": "jpeg", "size": 256}, timeout=30)
+    assert preview.status_code == 200 and preview.content[:2] == b"\xff\xd8"
+    assert requests.get(f"{base_url}/preview/{did.split('?', 1)[1]}", params={"stretch": "cubic"}, timeout=30).status_code == 400
     sia = requests.get(base_url + "/sia/query", params={"POS": "CIRCLE 1 2"}, timeout=30)
     assert sia.status_code == 400 and "UsageFault" in sia.text
     links = requests.get(base_url + "/datalink/links", params={"ID": "ivo://aster.survey/archive?nothing"}, timeout=30)
@@ -324,3 +329,44 @@ def test_soda_async_cuts_each_id_as_a_uws_job(base_url, pvis):
     assert second.text.startswith("Error") and "does not overlap" in second.text
     caps = requests.get(base_url + "/soda/capabilities", timeout=30).text
     assert "ivo://ivoa.net/std/SODA#async-1.0" in caps and "ivo://ivoa.net/std/SODA#sync-1.0" in caps
+
+
+def test_ingest_raw_records_files_and_refuses_corrupt_and_duplicate_ones(base_url, data_dir, tmp_path):
+    import glob
+    import shutil
+    import sqlite3
+    import subprocess
+
+    aster = os.environ["ASTER_BIN"]
+    raws = sorted(glob.glob(os.path.join(data_dir, "raw", "*", "*", "*.fits")))
+    assert len(raws) >= 3
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    good = [shutil.copy(p, incoming / f"good{i}.fits") for i, p in enumerate(raws[:2])]
+    truncated = incoming / "truncated.fits"
+    truncated.write_bytes(open(raws[2], "rb").read()[:20000])
+    flipped = bytearray(open(raws[2], "rb").read())
+    flipped[len(flipped) // 2] ^= 0xFF  # one byte inside an amplifier's data
+    corrupt = incoming / "corrupt.fits"
+    corrupt.write_bytes(bytes(flipped))
+    archive = tmp_path / "archive"
+    ingest = lambda *files: subprocess.run([aster, "--data-dir", str(archive), "ingest", "raw", *map(str, files)], capture_output=True, text=True, timeout=300)
+
+    r = ingest(*good, truncated, corrupt)
+    assert r.returncode != 0
+    assert "2 ingested, 2 refused" in r.stdout
+    refusals = [l for l in r.stderr.splitlines() if l.startswith("refused")]
+    assert any("truncated.fits" in l for l in refusals) and any("corrupt.fits" in l for l in refusals)
+    # Copied under raw/<night>/<exposure>/ and recorded with their checksums.
+    db = sqlite3.connect(str(archive / "registry.sqlite3"))
+    rows = db.execute("SELECT path, size FROM dataset WHERE dataset_type = 'raw'").fetchall()
+    assert len(rows) == 2
+    for path, size in rows:
+        assert path.startswith("raw/") and os.path.getsize(archive / path) == size
+    # The same file again, and under another name: refused, nothing changes.
+    again = incoming / "renamed.fits"
+    shutil.copy(good[0], again)
+    r = ingest(good[1], again)
+    assert r.returncode != 0 and "0 ingested, 2 refused" in r.stdout
+    assert r.stderr.count("is already ingested as") == 2
+    assert db.execute("SELECT COUNT(*) FROM dataset").fetchone()[0] == 2

@@ -217,7 +217,7 @@ fn soda_descriptor(base: &str, d: &Dataset) -> String {
 <GROUP name="inputParams">
 <PARAM name="ID" datatype="char" arraysize="*" ucd="meta.ref.url;meta.curation" value="{did}"/>
 <PARAM name="POS" datatype="char" arraysize="*" ucd="pos.outline;obs" value=""/>
-{bounds}<PARAM name="RESPONSEFORMAT" datatype="char" arraysize="*" value="application/fits"><VALUES><OPTION value="application/fits"/><OPTION value="image/png"/></VALUES></PARAM>
+{bounds}<PARAM name="RESPONSEFORMAT" datatype="char" arraysize="*" value="application/fits"><VALUES><OPTION value="application/fits"/><OPTION value="image/png"/><OPTION value="image/jpeg"/></VALUES></PARAM>
 </GROUP>
 </RESOURCE>
 "#,

@@ -1,4 +1,4 @@
-//! Quick-look renderings: an image plane as an 8-bit greyscale PNG, binned down to fit,
+//! Quick-look renderings: an image plane as an 8-bit greyscale PNG or JPEG, binned to fit,
 //! with an asinh (default), linear or log stretch about the sky level; `/preview/{id}`.
 use aster_archive::exposure_file::read_exposure;
 use aster_processing::image::Image;
@@ -43,13 +43,65 @@ fn sky_and_noise(v: &mut Vec<f32>) -> (f32, f32) {
     (median, (1.4826 * mad).max(1e-12))
 }
 
-/// PNG bytes of `image`, each output pixel the mean of a bin of input pixels so the
-/// longer side is at most `max_side`.
-pub fn render_png(
+/// A quick-look encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Picture {
+    Png,
+    Jpeg,
+}
+
+impl Picture {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Self::Png => "image/png",
+            Self::Jpeg => "image/jpeg",
+        }
+    }
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Png => "png",
+            Self::Jpeg => "jpg",
+        }
+    }
+}
+
+/// `image` as a PNG or JPEG (quality 90), each output pixel the mean of a bin of input
+/// pixels so the longer side is at most `max_side`.
+pub fn render(
     image: &Image<f32>,
     max_side: usize,
     stretch: Stretch,
+    picture: Picture,
 ) -> Result<Vec<u8>, String> {
+    let (w, h, grey) = stretched(image, max_side, stretch)?;
+    let mut out = Vec::new();
+    match picture {
+        Picture::Png => {
+            let mut enc = png::Encoder::new(&mut out, w as u32, h as u32);
+            enc.set_color(png::ColorType::Grayscale);
+            enc.set_depth(png::BitDepth::Eight);
+            let mut writer = enc.write_header().map_err(|e| e.to_string())?;
+            writer.write_image_data(&grey).map_err(|e| e.to_string())?;
+        }
+        Picture::Jpeg => {
+            let (w16, h16) = (
+                u16::try_from(w).map_err(|_| "too wide for JPEG")?,
+                u16::try_from(h).map_err(|_| "too tall for JPEG")?,
+            );
+            jpeg_encoder::Encoder::new(&mut out, 90)
+                .encode(&grey, w16, h16, jpeg_encoder::ColorType::Luma)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(out)
+}
+
+/// The binned, stretched 8-bit pixels, top row first, with their width and height.
+fn stretched(
+    image: &Image<f32>,
+    max_side: usize,
+    stretch: Stretch,
+) -> Result<(usize, usize, Vec<u8>), String> {
     let (w, h) = (image.width(), image.height());
     if w == 0 || h == 0 {
         return Err("an empty image".into());
@@ -105,26 +157,18 @@ pub fn render_png(
     for oy in (0..oh).rev() {
         pixels.extend(binned[oy * ow..(oy + 1) * ow].iter().map(|&v| map(v)));
     }
-    let mut out = Vec::new();
-    {
-        let mut enc = png::Encoder::new(&mut out, ow as u32, oh as u32);
-        enc.set_color(png::ColorType::Grayscale);
-        enc.set_depth(png::BitDepth::Eight);
-        let mut writer = enc.write_header().map_err(|e| e.to_string())?;
-        writer
-            .write_image_data(&pixels)
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(out)
+    Ok((ow, oh, pixels))
 }
 
 #[derive(serde::Deserialize)]
 pub(super) struct PreviewParams {
     stretch: Option<String>,
     size: Option<usize>,
+    format: Option<String>,
 }
 
-/// `GET /preview/{id}[?stretch=asinh|linear|log&size=N]`: a PNG of a processed image.
+/// `GET /preview/{id}[?stretch=asinh|linear|log&size=N&format=png|jpeg]`: a quick look
+/// at a processed image.
 pub(super) async fn preview(
     State(s): State<ImageServices>,
     Path(id): Path<String>,
@@ -139,6 +183,11 @@ pub(super) async fn preview(
                 "stretch: expected asinh, linear or log",
             );
         }
+    };
+    let picture = match p.format.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("png") | Some("image/png") => Picture::Png,
+        Some("jpeg") | Some("jpg") | Some("image/jpeg") => Picture::Jpeg,
+        Some(_) => return text_error(StatusCode::BAD_REQUEST, "format: expected png or jpeg"),
     };
     let size = p.size.unwrap_or(PREVIEW_SIZE);
     if !(16..=4096).contains(&size) {
@@ -163,14 +212,14 @@ pub(super) async fn preview(
     };
     let png = tokio::task::spawn_blocking(move || {
         let e = read_exposure(&path).map_err(|e| e.to_string())?;
-        render_png(e.image(), size, stretch)
+        render(e.image(), size, stretch, picture)
     })
     .await
     .expect("render task panicked");
     match png {
         Ok(bytes) => (
             [
-                (header::CONTENT_TYPE, "image/png"),
+                (header::CONTENT_TYPE, picture.media_type()),
                 (header::CACHE_CONTROL, "public, max-age=3600"),
             ],
             bytes,
@@ -191,7 +240,9 @@ mod tests {
             *v += ((i * 7919) % 13) as f32 - 6.0;
         }
         img.set(150, 100, 5000.0);
-        let png = render_png(&img, 128, Stretch::Asinh).unwrap();
+        let png = render(&img, 128, Stretch::Asinh, Picture::Png).unwrap();
+        let jpeg = render(&img, 128, Stretch::Asinh, Picture::Jpeg).unwrap();
+        assert!(jpeg.starts_with(&[0xFF, 0xD8]));
         let decoder = png::Decoder::new(std::io::Cursor::new(png));
         let mut reader = decoder.read_info().unwrap();
         let mut buf = vec![0; reader.output_buffer_size()];

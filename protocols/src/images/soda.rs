@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use super::datalink::cuttable;
 use super::files::stream_from;
 use super::params::{Interval, Params, interval, shape_param};
-use super::render::{Stretch, render_png};
+use super::render::{Picture, Stretch, render};
 use super::sia::footprint_meets;
 use super::{ImageServices, read_params, text_error};
 
@@ -112,7 +112,7 @@ fn pixel_box(region: &SkyRegion, wcs: &TanSipWcs, w: usize, h: usize) -> Option<
 #[derive(Debug, Clone, Copy)]
 enum Output {
     Fits,
-    Png,
+    Picture(Picture),
 }
 
 /// A SODA request: the IDs (one for sync; each a cutout for async) and what to cut.
@@ -182,10 +182,11 @@ impl SodaRequest {
                 .as_str()
             {
                 "application/fits" | "image/fits" | "fits" => Output::Fits,
-                "image/png" | "png" => Output::Png,
+                "image/png" | "png" => Output::Picture(Picture::Png),
+                "image/jpeg" | "jpeg" | "jpg" => Output::Picture(Picture::Jpeg),
                 other => {
                     return Err(usage_error(format!(
-                        "RESPONSEFORMAT {other}: application/fits or image/png"
+                        "RESPONSEFORMAT {other}: application/fits, image/png or image/jpeg"
                     )));
                 }
             },
@@ -210,7 +211,8 @@ pub(super) enum Cutout {
     NoOverlap,
     /// An exposure file, unlinked scratch file open for reading.
     Fits(std::fs::File),
-    Png(Vec<u8>),
+    /// A quick look.
+    Picture(Picture, Vec<u8>),
 }
 
 /// Cuts dataset `id` as `req` asks.
@@ -261,7 +263,10 @@ pub(super) async fn cut(s: &ImageServices, id: &str, req: &SodaRequest) -> Resul
         };
         let cut = read_exposure_region(&path, &pixels).map_err(|e| e.to_string())?;
         match output {
-            Output::Png => Ok(Cutout::Png(render_png(cut.image(), 2048, Stretch::Asinh)?)),
+            Output::Picture(p) => Ok(Cutout::Picture(
+                p,
+                render(cut.image(), 2048, Stretch::Asinh, p)?,
+            )),
             Output::Fits => {
                 // cfitsio writes files: the cutout goes to a scratch file that is unlinked
                 // once open, then streamed from the open handle.
@@ -296,12 +301,12 @@ pub(super) async fn sync(
     match cut(&s, &req.ids[0], &req).await {
         Err((status, m)) => text_error(status, m),
         Ok(Cutout::NoOverlap) => StatusCode::NO_CONTENT.into_response(),
-        Ok(Cutout::Png(bytes)) => (
+        Ok(Cutout::Picture(p, bytes)) => (
             [
-                (header::CONTENT_TYPE, "image/png".to_string()),
+                (header::CONTENT_TYPE, p.media_type().to_string()),
                 (
                     header::CONTENT_DISPOSITION,
-                    format!("inline; filename=\"{name}.cutout.png\""),
+                    format!("inline; filename=\"{name}.cutout.{}\"", p.extension()),
                 ),
             ],
             Body::from(bytes),

@@ -61,7 +61,11 @@ async fn run_job(s: &ImageServices, jobs: &JobStore, job: &Job) -> Result<(), St
         let n = i + 1;
         let (file_name, media_type, bytes_or_file) = match cut(s, id, &req).await {
             Ok(Cutout::Fits(file)) => (format!("cutout-{n}.fits"), "application/fits", Ok(file)),
-            Ok(Cutout::Png(bytes)) => (format!("cutout-{n}.png"), "image/png", Err(bytes)),
+            Ok(Cutout::Picture(p, bytes)) => (
+                format!("cutout-{n}.{}", p.extension()),
+                p.media_type(),
+                Err(bytes),
+            ),
             Ok(Cutout::NoOverlap) => (
                 format!("cutout-{n}.txt"),
                 "text/plain",
