@@ -1,8 +1,8 @@
 //! The query engine: DataFusion sessions over the catalog store and TAP_SCHEMA, with the ADQL
 //! functions registered, turning ADQL into logical plans and running them as record-batch
 //! streams. Uploaded tables join a query as `TAP_UPLOAD.<name>`; positional crossmatch joins
-//! run as HEALPix-cell hash joins. `ivoa.ObsCore` is built from the dataset registry at
-//! each refresh of the table list.
+//! run as HEALPix-cell hash joins. `ivoa.ObsCore` and `archive.Exposure` are built from the
+//! dataset registry at each refresh of the table list.
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ use aster_adql::translate::{NameMap, translate};
 use aster_adql::validate::AdqlError;
 
 use crate::catalog::{CatalogStore, CatalogTable};
-use crate::registry::{Registry, obscore};
+use crate::registry::{DatasetFilter, DatasetType, Registry, exposures, obscore};
 use crate::tap_schema::{SchemaDesc, TableDesc, tap_schema_desc, tap_schema_tables_data};
 
 const CATALOG: &str = "aster";
@@ -187,6 +187,24 @@ impl QueryEngine {
                 .for_each(|f| names.insert(f.name()));
             schemas.push((obscore::SCHEMA.to_string(), ivoa));
             metadata.push(obscore::obscore_desc());
+            let raws = registry.list(&DatasetFilter {
+                types: vec![DatasetType::Raw],
+                ..Default::default()
+            })?;
+            let batch = exposures::exposure_batch(&raws);
+            let holdings: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
+            holdings.register_table(
+                exposures::TABLE.to_string(),
+                Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?),
+            )?;
+            names.insert_relation(exposures::SCHEMA);
+            names.insert_relation(exposures::TABLE);
+            exposures::exposure_schema()
+                .fields()
+                .iter()
+                .for_each(|f| names.insert(f.name()));
+            schemas.push((exposures::SCHEMA.to_string(), holdings));
+            metadata.push(exposures::exposure_desc());
         }
         metadata.push(tap_schema_desc());
         let tap: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());

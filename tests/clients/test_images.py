@@ -370,3 +370,19 @@ def test_ingest_raw_records_files_and_refuses_corrupt_and_duplicate_ones(base_ur
     assert r.returncode != 0 and "0 ingested, 2 refused" in r.stdout
     assert r.stderr.count("is already ingested as") == 2
     assert db.execute("SELECT COUNT(*) FROM dataset").fetchone()[0] == 2
+
+
+def test_the_exposure_catalog_holds_every_raw_with_its_metadata(base_url, tap_url):
+    tap = pyvo.dal.TAPService(tap_url)
+    t = tap.search("SELECT dataset_id, img_type, visit, airmass, mjd_beg, mjd_end, exp_time, ccd_temp FROM archive.Exposure").to_table()
+    raws = requests.get(base_url + "/api/manifest", params={"type": "raw"}, timeout=60).json()
+    assert sorted(t["dataset_id"]) == sorted(d["id"] for d in raws["datasets"])
+    science = t[t["img_type"] == "SCIENCE"]
+    assert len(science) >= 8 and (science["airmass"] >= 1).all() and (science["visit"] > 0).all()
+    assert (t["mjd_end"] >= t["mjd_beg"]).all() and set(t["img_type"]) >= {"BIAS", "DARK", "FLAT", "SCIENCE"}
+    # And joined to ObsCore, the footprints of the science raws.
+    j = tap.search(
+        "SELECT e.visit, o.s_region FROM archive.Exposure AS e JOIN ivoa.ObsCore AS o "
+        "ON o.obs_publisher_did = 'ivo://aster.survey/archive?' || e.dataset_id WHERE e.img_type = 'SCIENCE'"
+    ).to_table()
+    assert len(j) == len(science) and all(r.startswith("Polygon ICRS") for r in j["s_region"])

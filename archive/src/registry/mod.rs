@@ -6,7 +6,8 @@
 //! configuration, the software version and the exact input datasets.
 //!
 //! `store.rs` keeps it in SQLite or PostgreSQL (through `db.rs`); `obscore.rs` publishes the images as ObsCore rows;
-//! `coverage.rs` indexes footprints by HEALPix cells and writes MOCs.
+//! `coverage.rs` indexes footprints by HEALPix cells and writes MOCs; `exposures.rs`
+//! publishes the raws' header metadata as the Exposure catalog.
 use std::fmt;
 
 use aster_adql::geometry::SkyPosition;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod coverage;
 mod db;
+pub mod exposures;
 pub mod obscore;
 mod store;
 
