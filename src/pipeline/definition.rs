@@ -17,7 +17,15 @@ struct PipelineFile {
     description: String,
     /// Name of the run: outputs go to runs/<run>/.
     run: String,
+    /// Whether the processed visit images are kept (default) or, once recorded with their
+    /// provenance, deleted to be regenerated on request (DMS-REQ-0311).
+    #[serde(default = "keep_by_default")]
+    keep_calexps: bool,
     tasks: Vec<TaskEntry>,
+}
+
+fn keep_by_default() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,6 +81,7 @@ impl Task {
 pub struct Pipeline {
     pub description: String,
     pub run: String,
+    pub keep_calexps: bool,
     pub tasks: Vec<(String, Task)>,
 }
 
@@ -121,7 +130,12 @@ impl Pipeline {
                 serde_json::json!({"label": label, "class": task.class(), "config": config})
             })
             .collect();
-        serde_json::json!({"description": self.description, "run": self.run, "tasks": tasks})
+        serde_json::json!({
+            "description": self.description,
+            "run": self.run,
+            "keep_calexps": self.keep_calexps,
+            "tasks": tasks,
+        })
     }
 }
 
@@ -231,6 +245,7 @@ pub fn parse(text: &str, overrides: &[String]) -> Result<Pipeline> {
     Ok(Pipeline {
         description: file.description,
         run: file.run,
+        keep_calexps: file.keep_calexps,
         tasks,
     })
 }

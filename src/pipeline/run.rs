@@ -630,6 +630,11 @@ fn register_outputs(
         provenance: Some(provenance(used)),
         metadata: Some(serde_json::to_value(record)?),
     })?;
+    if !pipeline.keep_calexps {
+        // Recorded with everything needed to make it again: the file itself can go.
+        std::fs::remove_file(pvi).with_context(|| format!("removing {}", pvi.display()))?;
+        registry.set_stored(&calexp.id, false)?;
+    }
     for (t, path, format) in [
         (DatasetType::Background, background, formats::FITS),
         (DatasetType::SourceTable, sources, formats::PARQUET),

@@ -386,3 +386,27 @@ def test_the_exposure_catalog_holds_every_raw_with_its_metadata(base_url, tap_ur
         "ON o.obs_publisher_did = 'ivo://aster.survey/archive?' || e.dataset_id WHERE e.img_type = 'SCIENCE'"
     ).to_table()
     assert len(j) == len(science) and all(r.startswith("Polygon ICRS") for r in j["s_region"])
+
+
+def test_a_run_that_keeps_no_calexps_records_them_for_regeneration(tmp_path):
+    import sqlite3
+    import subprocess
+
+    aster = os.environ["ASTER_BIN"]
+    d = tmp_path / "lean"
+    run = lambda *a: subprocess.run([aster, "--data-dir", str(d), *map(str, a)], capture_output=True, text=True, timeout=900, check=True)
+    run("simulate", "--visits", 1, "--ccd-size", 1024)
+    run("calib", "build")
+    here = os.path.dirname(os.path.abspath(__file__))
+    text = open(os.path.join(here, "..", "..", "pipelines", "single-visit.yaml")).read()
+    lean = tmp_path / "lean.yaml"
+    lean.write_text(text.replace("run: single-visit", "run: lean").replace("keep_calexps: true", "keep_calexps: false"))
+    run("pipeline", "run", lean)
+    db = sqlite3.connect(str(d / "registry.sqlite3"))
+    rows = db.execute("SELECT id, path, stored, config FROM dataset WHERE dataset_type = 'calexp'").fetchall()
+    assert rows
+    for _, path, stored, config in rows:
+        assert stored == 0 and not (d / path).exists()
+        assert '"keep_calexps":false' in config.replace(" ", "")
+    kept = db.execute("SELECT path, stored FROM dataset WHERE dataset_type IN ('background', 'sources') AND collection = 'lean'").fetchall()
+    assert kept and all(stored == 1 and (d / path).exists() for path, stored in kept)
