@@ -23,6 +23,9 @@ pub struct Config {
     /// Where the dataset registry's tables are: `postgresql://user:password@host/db`.
     /// Default: SQLite at `<data_dir>/registry.sqlite3`.
     pub registry_url: Option<String>,
+    /// Bearer token the observatory control system POSTs the predicted visit schedule
+    /// with; unset, `/api/schedule` is read-only and `aster schedule publish` feeds it.
+    pub schedule_token: Option<String>,
     pub tap: TapConfig,
     pub images: ImagesConfig,
     pub demo: DemoConfig,
@@ -86,6 +89,7 @@ impl Default for Config {
             catalog_url: None,
             public_url: None,
             registry_url: None,
+            schedule_token: None,
             tap: TapConfig::default(),
             images: ImagesConfig::default(),
             demo: DemoConfig::default(),
@@ -159,6 +163,9 @@ impl Config {
         }
         if let Some(v) = get("ASTER_REGISTRY_URL") {
             self.registry_url = Some(v);
+        }
+        if let Some(v) = get("ASTER_SCHEDULE_TOKEN") {
+            self.schedule_token = Some(v);
         }
         if let Some(v) = get("ASTER_TAP_DEFAULT_MAXREC") {
             self.tap.default_maxrec = parse("ASTER_TAP_DEFAULT_MAXREC", v)?;

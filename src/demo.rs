@@ -825,3 +825,39 @@ pub async fn build_images(
         .retain(|(_, t)| !matches!(t, crate::pipeline::definition::Task::Catalogs(_)));
     crate::pipeline::run::run(dir, store, registry, &pipeline, &[], None).await
 }
+
+/// A predicted schedule for the demo (DMS-REQ-0353), when none is published: a day of
+/// visits to the survey's field from ten minutes from now, one every 40 s in blocks of g,
+/// r, i and z with small dithers, so `/schedule` and `/api/schedule` have something ahead.
+pub fn publish_schedule(data_dir: &std::path::Path) -> Result<()> {
+    use aster_archive::schedule::{PlannedVisit, Schedule, ScheduleStore};
+    let store = ScheduleStore::new(data_dir);
+    if store.current()?.is_some() {
+        return Ok(());
+    }
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let start = ((unix + 37.0) / 60.0).ceil() * 60.0 + 600.0;
+    let (ra0, dec0) = crate::simulate::FIELD;
+    let visits = (0..2160)
+        .map(|i| {
+            let step = f64::from(i);
+            PlannedVisit {
+                mjd: (start + 40.0 * step) / 86_400.0 + 40_587.0,
+                ra: ra0 + 0.1 * (0.7 * step).sin(),
+                dec: dec0 + 0.1 * (1.3 * step).cos(),
+                band: ["g", "r", "i", "z"][i as usize / 10 % 4].to_string(),
+                exptime: 30.0,
+                rotation: Some(0.0),
+                target: Some("demo field".into()),
+            }
+        })
+        .collect();
+    store.publish(Schedule {
+        source: format!("aster demo {}", env!("CARGO_PKG_VERSION")),
+        published: None,
+        visits,
+    })?;
+    Ok(())
+}

@@ -115,10 +115,31 @@ enum Command {
         #[arg(long, default_value = ".")]
         output: PathBuf,
     },
+    /// The predicted visit schedule (DMS-REQ-0353).
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    },
     /// Bring files into the archive.
     Ingest {
         #[command(subcommand)]
         command: IngestCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ScheduleCommand {
+    /// Publish a schedule (JSON: {"source": ..., "visits": [{"mjd", "ra", "dec", "band",
+    /// "exptime", "rotation"?, "target"?}, ...]}), validated whole: into the data directory,
+    /// or to a running archive with --url (and the schedule token).
+    Publish {
+        file: PathBuf,
+        /// Base URL of a running archive, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        url: Option<String>,
+        /// Bearer token for --url [default: schedule_token of the configuration].
+        #[arg(long)]
+        token: Option<String>,
     },
 }
 
@@ -348,6 +369,40 @@ fn main() -> Result<()> {
             } => {
                 let registry = config.open_registry()?;
                 calibrate::build_all(&config.data_dir, &registry)
+            }
+            Command::Schedule {
+                command: ScheduleCommand::Publish { file, url, token },
+            } => {
+                let bytes =
+                    std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                match url {
+                    None => {
+                        let s = aster_archive::schedule::Schedule::parse(&bytes)
+                            .with_context(|| file.display().to_string())?;
+                        let s = aster_archive::schedule::ScheduleStore::new(&config.data_dir)
+                            .publish(s)?;
+                        println!("published {} visits from {}", s.visits.len(), s.source);
+                    }
+                    Some(url) => {
+                        let token = token
+                            .or(config.schedule_token.clone())
+                            .context("--token (or schedule_token) is needed to publish by HTTP")?;
+                        let r = reqwest::Client::new()
+                            .post(format!("{}/api/schedule", url.trim_end_matches('/')))
+                            .bearer_auth(token)
+                            .header("content-type", "application/json")
+                            .body(bytes)
+                            .send()
+                            .await?;
+                        let status = r.status();
+                        let text = r.text().await?;
+                        if !status.is_success() {
+                            bail!("{status}: {text}");
+                        }
+                        println!("{text}");
+                    }
+                }
+                Ok(())
             }
             Command::Download { manifest, output } => download::download(&manifest, &output).await,
             Command::Ingest {

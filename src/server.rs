@@ -12,7 +12,7 @@ use aster_archive::jobs::JobStore;
 use aster_archive::query::QueryEngine;
 use aster_archive::querylog::QueryLog;
 use aster_archive::schema::{FelisColumn, FelisTable, FelisType, meta};
-use aster_protocols::{images, metrics, tap};
+use aster_protocols::{images, metrics, schedule, tap};
 use axum::Router;
 use axum::extract::Request;
 use axum::http::header;
@@ -52,6 +52,9 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
     let registry = Arc::new(config.open_registry()?);
     if with_demo && config.demo.image_visits > 0 {
         demo::build_images(&config, &store, &registry).await?;
+    }
+    if with_demo {
+        demo::publish_schedule(&config.data_dir)?;
     }
     let engine = QueryEngine::new(store).with_obscore(
         registry.clone(),
@@ -124,6 +127,10 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
         )
         .nest("/tap", tap::router(service, jobs, uws))
         .merge(images::router(image_services, jobs_for_soda, soda_uws))
+        .merge(schedule::router(schedule::ScheduleService::new(
+            aster_archive::schedule::ScheduleStore::new(&config.data_dir),
+            config.schedule_token.clone(),
+        )))
         .layer(middleware::from_fn(count_responses))
         .layer(CatchPanicLayer::custom(|_| {
             tap::error_response(

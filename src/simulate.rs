@@ -35,7 +35,7 @@ pub struct SurveySpec {
 }
 
 /// Centre of the simulated field.
-const FIELD: (f64, f64) = (62.0, -37.0);
+pub const FIELD: (f64, f64) = (62.0, -37.0);
 
 /// Calibration exposures of the night before the first visit.
 struct CalibPlan {

@@ -1,6 +1,7 @@
 //! Aster's stores and its query engine: the HATS catalog store, table schemas (Felis) and the
 //! TAP metadata derived from them, the DataFusion query engine, the job store, the query log,
-//! and the dataset registry of raws, calibration products and processed images.
+//! the dataset registry of raws, calibration products and processed images, and the
+//! predicted visit schedule.
 pub mod calib_file;
 pub mod catalog;
 pub mod exposure_file;
@@ -11,5 +12,6 @@ pub mod query;
 pub mod querylog;
 pub mod raw_file;
 pub mod registry;
+pub mod schedule;
 pub mod schema;
 pub mod tap_schema;
