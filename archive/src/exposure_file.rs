@@ -126,6 +126,20 @@ pub fn read_exposure_region(path: &Path, region: &PixelBox) -> Result<Exposure> 
     read_exposure_impl(path, Some(region))
 }
 
+/// The WCS in the current HDU's header, if it has one.
+fn hdu_wcs(path: &Path, f: &mut FitsFile) -> Result<Option<TanSipWcs>> {
+    let cards: HashMap<String, String> = all_cards(f)
+        .map_err(|x| FitsFileError::new(path, "IMAGE", x))?
+        .into_iter()
+        .collect();
+    if !cards.contains_key("CTYPE1") {
+        return Ok(None);
+    }
+    TanSipWcs::from_cards(|k| cards.get(k).cloned())
+        .map(Some)
+        .map_err(|x| FitsFileError::new(path, "WCS", x))
+}
+
 /// An exposure file's width, height and WCS, from the IMAGE header alone.
 pub fn read_exposure_geometry(path: &Path) -> Result<(usize, usize, Option<TanSipWcs>)> {
     let fail =
@@ -136,16 +150,7 @@ pub fn read_exposure_geometry(path: &Path) -> Result<(usize, usize, Option<TanSi
         HduInfo::ImageInfo { shape, .. } if shape.len() == 2 => (shape[1], shape[0]),
         _ => return Err(fail("IMAGE")(&"not a two-dimensional image")),
     };
-    let cards: HashMap<String, String> = all_cards(&mut f)
-        .map_err(|x| fail("IMAGE")(&x))?
-        .into_iter()
-        .collect();
-    let wcs = match cards.contains_key("CTYPE1") {
-        false => None,
-        true => {
-            Some(TanSipWcs::from_cards(|k| cards.get(k).cloned()).map_err(|x| fail("WCS")(&x))?)
-        }
-    };
+    let wcs = hdu_wcs(path, &mut f)?;
     Ok((w, h, wcs))
 }
 
@@ -206,16 +211,7 @@ fn read_exposure_impl(path: &Path, region: Option<&PixelBox>) -> Result<Exposure
         }
     }
     let pixels: Vec<f32> = read(&hdu, &mut f, region).map_err(|x| fail("IMAGE")(&x))?;
-    let cards: HashMap<String, String> = all_cards(&mut f)
-        .map_err(|x| fail("IMAGE")(&x))?
-        .into_iter()
-        .collect();
-    let wcs = match cards.contains_key("CTYPE1") {
-        false => None,
-        true => {
-            Some(TanSipWcs::from_cards(|k| cards.get(k).cloned()).map_err(|x| fail("WCS")(&x))?)
-        }
-    };
+    let wcs = hdu_wcs(path, &mut f)?;
     let shape = |name: &'static str, got: (usize, usize)| {
         if got == (full_w, full_h) {
             Ok(())

@@ -9,3 +9,22 @@ pub mod schedule;
 pub mod tap;
 pub mod uws;
 mod xml;
+
+/// The archive's base URL as the client reached it: the configured public URL, or the
+/// scheme and host of the request (as a proxy forwarded them).
+pub(crate) fn request_base(public_url: Option<&str>, headers: &axum::http::HeaderMap) -> String {
+    use axum::http::header;
+    if let Some(u) = public_url {
+        return u.trim_end_matches('/').to_string();
+    }
+    let host = headers
+        .get("x-forwarded-host")
+        .or_else(|| headers.get(header::HOST))
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("http");
+    format!("{proto}://{host}")
+}

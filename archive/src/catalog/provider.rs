@@ -130,40 +130,11 @@ fn late_materialization_pays(
     read.iter().any(|c| !filtered.contains(*c))
 }
 
-/// Every order-29 index: no pruning.
-fn whole_sky() -> Vec<Range<u64>> {
-    std::iter::once(0..(12u64 << 58)).collect()
-}
-
 /// HEALPix cells at `depth` that overlap `region`, as ranges of order-29 indices. A
 /// superset is always safe (filters still decide each row), so shapes the coverage code
 /// cannot take (a zero radius, a hemisphere or more, a degenerate polygon) cover more.
 fn coverage29(region: &SkyRegion, depth: u8) -> Vec<Range<u64>> {
-    // The smallest radius cdshealpix accepts; a point's cell and its neighbours.
-    const MIN_RADIUS_DEG: f64 = 1e-9;
-    let bmoc = match region {
-        SkyRegion::Circle(c) if c.radius >= 90.0 => return whole_sky(),
-        SkyRegion::Circle(c) => cdshealpix::nested::cone_coverage_approx(
-            depth,
-            c.center.ra_rad(),
-            c.center.dec_rad(),
-            c.radius.max(MIN_RADIUS_DEG).to_radians(),
-        ),
-        SkyRegion::Polygon(p) => {
-            let v: Vec<(f64, f64)> = p
-                .vertices()
-                .iter()
-                .map(|v| (v.ra_rad(), v.dec_rad()))
-                .collect();
-            // cdshealpix asserts on some degenerate polygons (repeated or collinear
-            // vertices); those fall back to no pruning rather than fail the query.
-            match std::panic::catch_unwind(|| cdshealpix::nested::polygon_coverage(depth, &v, true))
-            {
-                Ok(b) => b,
-                Err(_) => return whole_sky(),
-            }
-        }
-    };
+    let bmoc = crate::registry::coverage::region_moc(region, depth);
     let shift = 2 * (29 - u32::from(depth));
     bmoc.to_ranges()
         .iter()

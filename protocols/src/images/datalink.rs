@@ -10,7 +10,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{ImageServices, read_params};
-use crate::formats::error_votable;
 use crate::xml::escape;
 
 pub const STANDARD_ID: &str = "ivo://ivoa.net/std/DataLink#links-1.1";
@@ -279,14 +278,7 @@ pub(super) async fn links(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let error = |status: StatusCode, m: String| {
-        (
-            status,
-            [(header::CONTENT_TYPE, "application/x-votable+xml")],
-            error_votable(&m),
-        )
-            .into_response()
-    };
+    let error = |status: StatusCode, m: String| crate::tap::error_response(status, &m);
     match params.single("RESPONSEFORMAT") {
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("UsageFault: {e}")),
         Ok(Some(f)) => {

@@ -80,19 +80,7 @@ impl ImageServices {
 
     /// The archive's base URL as the client reached it (or as configured).
     fn base_url(&self, headers: &HeaderMap) -> String {
-        if let Some(u) = &self.public_url {
-            return u.trim_end_matches('/').to_string();
-        }
-        let host = headers
-            .get("x-forwarded-host")
-            .or_else(|| headers.get(header::HOST))
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("localhost");
-        let proto = headers
-            .get("x-forwarded-proto")
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("http");
-        format!("{proto}://{host}")
+        crate::request_base(self.public_url.as_deref(), headers)
     }
 
     /// Runs blocking registry or file work off the async workers.

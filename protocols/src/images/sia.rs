@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::params::{Interval, Params, interval, pos};
 use super::{ImageServices, read_params};
-use crate::formats::{OutputFormat, QueryStatus, ResultInfo, encoder, error_votable};
+use crate::formats::{OutputFormat, QueryStatus, ResultInfo, encoder};
 
 pub const STANDARD_ID: &str = "ivo://ivoa.net/std/SIA#query-2.0";
 
@@ -154,12 +154,7 @@ impl SiaQuery {
 
 /// A DALI error document in the protocol's words (`UsageFault: ...`).
 fn sia_error(status: StatusCode, message: &str) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/x-votable+xml")],
-        error_votable(message),
-    )
-        .into_response()
+    crate::tap::error_response(status, message)
 }
 
 /// The DataLink and SODA service descriptors of a results table whose

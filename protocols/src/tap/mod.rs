@@ -57,19 +57,10 @@ impl TapService {
     }
 
     fn base_url(&self, headers: &HeaderMap) -> String {
-        if let Some(u) = &self.public_url {
-            return format!("{}/tap", u.trim_end_matches('/'));
-        }
-        let host = headers
-            .get("x-forwarded-host")
-            .or_else(|| headers.get(header::HOST))
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("localhost");
-        let proto = headers
-            .get("x-forwarded-proto")
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("http");
-        format!("{proto}://{host}/tap")
+        format!(
+            "{}/tap",
+            crate::request_base(self.public_url.as_deref(), headers)
+        )
     }
 }
 
