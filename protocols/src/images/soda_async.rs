@@ -2,22 +2,20 @@
 //! (`cutout-1.fits`, ...); an ID whose image the region misses, or that cannot be cut,
 //! gets a text result starting with SODA's error label instead, and the job still
 //! completes with the others.
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use aster_archive::jobs::{Job, JobResult, JobStore};
 use tokio::io::AsyncWriteExt;
-use tokio::task::AbortHandle;
 
 use super::ImageServices;
 use super::params::Params;
 use super::soda::{Cutout, SodaRequest, cut};
-use crate::uws::JobRunner;
+use crate::uws::{JobRunner, RunningJobs};
 
 pub(super) struct SodaRunner {
     pub services: ImageServices,
     pub jobs: JobStore,
-    pub running: Mutex<HashMap<String, AbortHandle>>,
+    pub running: RunningJobs,
 }
 
 fn request_of(job: &Job) -> Result<SodaRequest, String> {
@@ -33,23 +31,13 @@ impl JobRunner for SodaRunner {
         let services = self.services.clone();
         let jobs = self.jobs.clone();
         let id = job.id.clone();
-        let handle = tokio::spawn(async move {
-            if let Err(message) = run_job(&services, &jobs, &job).await
-                && let Err(e) = jobs.fail(&job.id, &message)
-            {
-                tracing::debug!(job = %job.id, error = %e, "job ended before it could fail");
-            }
+        self.running.spawn(self.jobs.clone(), id, async move {
+            run_job(&services, &jobs, &job).await
         });
-        if let Ok(mut r) = self.running.lock() {
-            r.retain(|_, h| !h.is_finished());
-            r.insert(id, handle.abort_handle());
-        }
     }
 
     fn abort(&self, job_id: &str) {
-        if let Some(h) = self.running.lock().ok().and_then(|mut r| r.remove(job_id)) {
-            h.abort();
-        }
+        self.running.abort(job_id);
     }
 }
 
@@ -121,7 +109,7 @@ pub(super) fn router(
     let runner = Arc::new(SodaRunner {
         services,
         jobs: jobs.clone(),
-        running: Mutex::default(),
+        running: RunningJobs::default(),
     });
     match crate::uws::resume_interrupted_jobs(&jobs, runner.as_ref(), &config.service) {
         Ok(0) => {}

@@ -6,7 +6,7 @@ mod upload;
 pub mod vosi;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aster_archive::jobs::{Job, JobResult, JobStore};
@@ -370,7 +370,7 @@ async fn sync(s: TapService, owner: Option<String>, params: TapParams) -> Respon
 struct TapRunner {
     service: TapService,
     jobs: JobStore,
-    running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+    running: uws::RunningJobs,
 }
 
 impl JobRunner for TapRunner {
@@ -387,24 +387,13 @@ impl JobRunner for TapRunner {
         let jobs = self.jobs.clone();
         let params = self.params_of(&job);
         let id = job.id.clone();
-        let handle = tokio::spawn(async move {
-            let outcome = run_job(&service, &jobs, &job, params).await;
-            if let Err(message) = outcome
-                && let Err(e) = jobs.fail(&job.id, &message)
-            {
-                tracing::debug!(job = %job.id, error = %e, "job ended before it could fail");
-            }
+        self.running.spawn(self.jobs.clone(), id, async move {
+            run_job(&service, &jobs, &job, params).await
         });
-        if let Ok(mut r) = self.running.lock() {
-            r.retain(|_, h| !h.is_finished());
-            r.insert(id, handle.abort_handle());
-        }
     }
 
     fn abort(&self, job_id: &str) {
-        if let Some(h) = self.running.lock().ok().and_then(|mut r| r.remove(job_id)) {
-            h.abort();
-        }
+        self.running.abort(job_id);
     }
 }
 

@@ -68,6 +68,43 @@ pub trait JobRunner: Send + Sync + 'static {
     fn abort(&self, job_id: &str);
 }
 
+/// The work of a service's running jobs, for [`JobRunner`]s: each job's future is spawned
+/// with its outcome recorded (an `Err` message puts the job in ERROR), and can be aborted.
+#[derive(Default)]
+pub struct RunningJobs {
+    tasks: std::sync::Mutex<std::collections::HashMap<String, tokio::task::AbortHandle>>,
+}
+
+impl RunningJobs {
+    /// Spawns the work of `job` on `jobs`' store.
+    pub fn spawn(
+        &self,
+        jobs: JobStore,
+        job_id: String,
+        work: impl std::future::Future<Output = Result<(), String>> + Send + 'static,
+    ) {
+        let id = job_id.clone();
+        let handle = tokio::spawn(async move {
+            if let Err(message) = work.await
+                && let Err(e) = jobs.fail(&job_id, &message)
+            {
+                tracing::debug!(job = %job_id, error = %e, "job ended before it could fail");
+            }
+        });
+        if let Ok(mut r) = self.tasks.lock() {
+            r.retain(|_, h| !h.is_finished());
+            r.insert(id, handle.abort_handle());
+        }
+    }
+
+    /// Cancels a job's work, if it is running.
+    pub fn abort(&self, job_id: &str) {
+        if let Some(h) = self.tasks.lock().ok().and_then(|mut r| r.remove(job_id)) {
+            h.abort();
+        }
+    }
+}
+
 /// Limits and defaults of one service's async endpoint.
 #[derive(Debug, Clone)]
 pub struct UwsConfig {
