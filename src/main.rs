@@ -40,7 +40,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the archive (TAP, VOSI, metrics).
+    /// Serve the archive: TAP, SIAv2, DataLink, SODA, files, MOCs, manifests, the visit
+    /// schedule, metrics.
     Serve {
         /// Address to listen on [default: 127.0.0.1:8080].
         #[arg(long)]
