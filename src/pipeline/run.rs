@@ -150,6 +150,92 @@ fn data_ids_of(raws: Vec<(PathBuf, ObservationInfo)>) -> Result<Vec<DataId>> {
     Ok(out)
 }
 
+/// The science data IDs the registry holds (DMS-REQ-0293, 0120): each visit and CCD with
+/// its snaps, taken only when complete (every recorded snap's file is in the store, the
+/// snaps numbered from 0 without gaps) and consistent (one band, one exposure time). The
+/// others come back as reasons. `scanned` are the headers of the files under raw/.
+fn select_data_ids(
+    registry: &Registry,
+    scanned: Vec<(PathBuf, ObservationInfo)>,
+) -> Result<(Vec<DataId>, Vec<String>)> {
+    let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    let mut headers: std::collections::HashMap<PathBuf, ObservationInfo> = scanned
+        .into_iter()
+        .map(|(p, i)| (canonical(&p), i))
+        .collect();
+    let raws = registry.list(&aster_archive::registry::DatasetFilter {
+        types: vec![DatasetType::Raw],
+        ..Default::default()
+    })?;
+    type Member = (String, Option<(PathBuf, ObservationInfo)>);
+    let mut groups: BTreeMap<(i64, i64), Vec<Member>> = BTreeMap::new();
+    for d in raws {
+        let science = d
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get("IMGTYPE"))
+            .and_then(|v| v.as_str())
+            == Some(ObsType::Science.name());
+        let (Some(visit), Some(detector)) = (d.data_id.visit, d.data_id.detector) else {
+            continue;
+        };
+        if !science {
+            continue;
+        }
+        let path = canonical(&registry.path_of(&d));
+        let found = headers.remove(&path).map(|info| (path, info));
+        groups
+            .entry((visit, detector))
+            .or_default()
+            .push((d.id, found));
+    }
+    let (mut ids, mut refused) = (Vec::new(), Vec::new());
+    for ((visit, detector), members) in groups {
+        let what = format!("visit {visit} detector {detector}");
+        if let Some((id, _)) = members.iter().find(|(_, f)| f.is_none()) {
+            refused.push(format!(
+                "{what}: {id} is recorded but its file is not in the store"
+            ));
+            continue;
+        }
+        let mut snaps: Vec<(PathBuf, ObservationInfo)> =
+            members.into_iter().filter_map(|(_, f)| f).collect();
+        snaps.sort_by_key(|(_, i)| i.snap);
+        let numbers: Vec<u8> = snaps.iter().map(|(_, i)| i.snap).collect();
+        if numbers
+            .iter()
+            .enumerate()
+            .any(|(k, &n)| usize::from(n) != k)
+        {
+            refused.push(format!(
+                "{what}: incomplete, its snaps {numbers:?} are not numbered from 0 without gaps"
+            ));
+            continue;
+        }
+        let first = snaps[0].1.clone();
+        if snaps.iter().any(|(_, i)| {
+            i.band != first.band || (i.exposure_time - first.exposure_time).abs() > 1e-6
+        }) {
+            refused.push(format!(
+                "{what}: inconsistent, its snaps differ in band or exposure time"
+            ));
+            continue;
+        }
+        let Some(band) = first.band else {
+            refused.push(format!("{what}: a science raw without a band"));
+            continue;
+        };
+        ids.push(DataId {
+            visit,
+            detector,
+            detector_name: first.detector_name.clone(),
+            band,
+            snaps,
+        });
+    }
+    Ok((ids, refused))
+}
+
 /// Runs `pipeline` over the data directory's visits that pass `filters`.
 pub async fn run(
     data_dir: &Path,
@@ -169,7 +255,10 @@ pub async fn run(
     for problem in crate::datasets::register_calibrations(registry, data_dir)?.1 {
         eprintln!("warning: {problem}");
     }
-    let all = data_ids_of(raws)?;
+    let (all, refused) = select_data_ids(registry, raws)?;
+    for reason in &refused {
+        eprintln!("skipped {reason}");
+    }
     let ids: Vec<DataId> = all.into_iter().filter(|i| matches(i, &filters)).collect();
     if ids.is_empty() {
         bail!(

@@ -207,6 +207,21 @@ def test_bad_input_names_the_file_and_the_step(survey, tmp_path):
     r = aster("--data-dir", d, "pipeline", "run", PIPELINE, "--where", "band=g", check=False)
     assert r.returncode != 0 and "bias: the bias calibration is 256 x 256" in r.stderr, r.stderr
 
+    # An incomplete visit (its first snap missing) is not selected, and says why.
+    d = tmp_path / "incomplete"
+    for sub in ("raw", "calib", "refcat"):
+        shutil.copytree(survey / sub, d / sub)
+    for raw in sorted((d / "raw").rglob("*.fits")):
+        h = fits.getheader(raw, 0)
+        if h["IMGTYPE"] == "SCIENCE" and h["FILTER"] == "r" and h["SNAP"] == 0:
+            raw.unlink()
+            break
+    else:
+        raise AssertionError("no r-band first snap in the survey")
+    r = aster("--data-dir", d, "pipeline", "run", PIPELINE, "--where", "band=r", check=False)
+    assert r.returncode != 0 and "incomplete, its snaps [1] are not numbered from 0" in r.stderr, r.stderr
+    assert not list((d / "runs" / "single-visit" / "pvi").glob("*.fits"))
+
     # A bad setting is refused before anything runs.
     r = aster("--data-dir", d, "pipeline", "run", PIPELINE, "--set", "characterize.psf_order=9", check=False)
     assert r.returncode != 0 and "psf_order 9 is over 4" in r.stderr, r.stderr
