@@ -23,7 +23,7 @@ use aster_adql::translate::{NameMap, translate};
 use aster_adql::validate::AdqlError;
 
 use crate::catalog::{CatalogStore, CatalogTable};
-use crate::registry::{DatasetFilter, DatasetType, Registry, exposures, obscore};
+use crate::registry::{Registry, exposures, obscore};
 use crate::tap_schema::{SchemaDesc, TableDesc, tap_schema_desc, tap_schema_tables_data};
 
 const CATALOG: &str = "aster";
@@ -172,39 +172,32 @@ impl QueryEngine {
             m.table.columns.iter().for_each(|c| names.insert(&c.name));
         }
         if let Some((registry, links)) = &self.obscore {
+            // One read of the registry feeds both tables: every raw has an observation.
             let rows = registry.observations()?;
-            let batch = obscore::obscore_batch(&rows, links);
-            let ivoa: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
-            ivoa.register_table(
-                obscore::TABLE.to_string(),
-                Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?),
-            )?;
-            names.insert_relation(obscore::SCHEMA);
-            names.insert_relation(obscore::TABLE);
-            obscore::obscore_schema()
-                .fields()
-                .iter()
-                .for_each(|f| names.insert(f.name()));
-            schemas.push((obscore::SCHEMA.to_string(), ivoa));
-            metadata.push(obscore::obscore_desc());
-            let raws = registry.list(&DatasetFilter {
-                types: vec![DatasetType::Raw],
-                ..Default::default()
-            })?;
-            let batch = exposures::exposure_batch(&raws);
-            let holdings: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
-            holdings.register_table(
-                exposures::TABLE.to_string(),
-                Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?),
-            )?;
-            names.insert_relation(exposures::SCHEMA);
-            names.insert_relation(exposures::TABLE);
-            exposures::exposure_schema()
-                .fields()
-                .iter()
-                .for_each(|f| names.insert(f.name()));
-            schemas.push((exposures::SCHEMA.to_string(), holdings));
-            metadata.push(exposures::exposure_desc());
+            for (desc, table, batch) in [
+                (
+                    obscore::obscore_desc(),
+                    obscore::TABLE,
+                    obscore::obscore_batch(&rows, links),
+                ),
+                (
+                    exposures::exposure_desc(),
+                    exposures::TABLE,
+                    exposures::exposure_batch(&rows),
+                ),
+            ] {
+                let schema = batch.schema();
+                let provider: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
+                provider.register_table(
+                    table.to_string(),
+                    Arc::new(MemTable::try_new(schema.clone(), vec![vec![batch]])?),
+                )?;
+                names.insert_relation(&desc.name);
+                names.insert_relation(table);
+                schema.fields().iter().for_each(|f| names.insert(f.name()));
+                schemas.push((desc.name.clone(), provider));
+                metadata.push(desc);
+            }
         }
         metadata.push(tap_schema_desc());
         let tap: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
