@@ -224,7 +224,7 @@ pub struct PhotoCalib {
 }
 
 /// AB magnitude of 1 nJy.
-const AB_NJY_ZERO_POINT: f64 = 31.4;
+pub const AB_NJY_ZERO_POINT: f64 = 31.4;
 
 impl PhotoCalib {
     pub fn new(zero_point: f64, zero_point_err: f64) -> Option<Self> {

@@ -7,15 +7,19 @@
 //! CCD images of the synthetic sky with their truth, and [`single_frame`] measures them.
 //! The instrument: [`camera`] describes the camera (amplifiers, electronics, the detector's
 //! signature), [`camsim`] simulates its raw exposures ([`raw`]), drawing the sky through
-//! [`scene`] with [`galaxy`] profiles.
+//! [`scene`] with [`galaxy`] profiles. Coadds: [`skymap`] cuts the sky into patches,
+//! [`warp`] resamples exposures onto them and [`coadd`] combines the warps; [`hips`] cuts
+//! images into HiPS tiles and [`stretch`] maps their values to display levels and colours.
 pub mod background;
 pub mod calib;
 pub mod camera;
 pub mod camsim;
 pub mod characterize;
+pub mod coadd;
 pub mod deblend;
 pub mod detection;
 pub mod galaxy;
+pub mod hips;
 pub mod image;
 pub mod isr;
 pub mod measurement;
@@ -26,8 +30,11 @@ pub mod render;
 pub mod scene;
 pub mod single_frame;
 pub mod sky;
+pub mod stretch;
+pub mod skymap;
 #[cfg(test)]
 mod testkit;
 pub mod tpv;
+pub mod warp;
 pub mod wcs;
 pub mod wcs_fit;

@@ -1,0 +1,360 @@
+//! Warping: resampling an exposure onto another pixel grid (a sky-map patch) with a
+//! Lanczos-3 kernel. The pixel mapping is computed exactly through both WCSs on a coarse
+//! grid of nodes and interpolated bilinearly between them, as the mapping is smooth and
+//! the exact transform at every pixel would cost more than the resampling. Values keep
+//! surface brightness per unit of sky and are scaled by the local ratio of pixel areas, so
+//! fluxes summed over the warp equal fluxes on the input; variance is propagated with the
+//! squared kernel weights (the covariance it creates is not kept); a pixel takes the mask
+//! bits of the input pixels it lies between, and is NO_DATA where the kernel leaves the
+//! input.
+use crate::image::{Exposure, Image, Mask, MaskPlane};
+use crate::skymap::PixelGrid;
+use crate::wcs::PixelPosition;
+
+/// The kernel's half-width in pixels (Lanczos-3: six taps an axis).
+const TAPS: usize = 6;
+const HALF: i64 = 3;
+/// Samples of the kernel per pixel in its lookup table.
+const TABLE_STEPS: usize = 1024;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum WarpError {
+    #[error("the exposure has no WCS to warp with")]
+    NoWcs,
+    #[error("the interpolation length must be at least 1 pixel")]
+    BadInterpolationLength,
+}
+
+/// How to warp.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WarpConfig {
+    /// Spacing in pixels of the nodes where the mapping is computed exactly.
+    pub interp_length: usize,
+}
+
+impl Default for WarpConfig {
+    fn default() -> Self {
+        Self { interp_length: 16 }
+    }
+}
+
+/// An exposure resampled onto part of a grid: its pixel (0, 0) is the grid's (`x0`, `y0`),
+/// and its WCS is the grid's shifted there.
+#[derive(Debug, Clone)]
+pub struct Warp {
+    pub x0: usize,
+    pub y0: usize,
+    pub exposure: Exposure,
+}
+
+/// The Lanczos-3 kernel, tabulated over [0, 3].
+struct Kernel {
+    table: Vec<f32>,
+}
+
+impl Kernel {
+    fn new() -> Self {
+        let table = (0..=HALF as usize * TABLE_STEPS)
+            .map(|i| lanczos3(i as f64 / TABLE_STEPS as f64) as f32)
+            .collect();
+        Self { table }
+    }
+
+    /// The six weights for a sample at fractional offset `f` in [0, 1) past tap 2,
+    /// normalised to sum to one so a flat image stays flat.
+    fn weights(&self, f: f64) -> [f32; TAPS] {
+        let mut w = [0f32; TAPS];
+        let mut sum = 0f32;
+        for (k, wk) in w.iter_mut().enumerate() {
+            let t = (f - (k as f64 - 2.0)).abs();
+            let i = (t * TABLE_STEPS as f64).round() as usize;
+            *wk = self.table.get(i).copied().unwrap_or(0.0);
+            sum += *wk;
+        }
+        w.iter_mut().for_each(|x| *x /= sum);
+        w
+    }
+}
+
+/// sinc(t) sinc(t / 3) for |t| < 3, else 0.
+pub fn lanczos3(t: f64) -> f64 {
+    let t = t.abs();
+    if t < 1e-12 {
+        1.0
+    } else if t >= 3.0 {
+        0.0
+    } else {
+        let pt = std::f64::consts::PI * t;
+        3.0 * pt.sin() * (pt / 3.0).sin() / (pt * pt)
+    }
+}
+
+/// The mapping from grid pixels to input pixels on a lattice of nodes.
+struct Mapping {
+    x0: usize,
+    y0: usize,
+    step: usize,
+    nx: usize,
+    /// Input pixel position at each node (NaN where it has none), row-major.
+    nodes: Vec<(f64, f64)>,
+}
+
+impl Mapping {
+    fn at(&self, i: usize, j: usize) -> (f64, f64) {
+        self.nodes[j * self.nx + i]
+    }
+
+    /// Input position of grid pixel (x, y) and the ratio of pixel areas (input pixels per
+    /// grid pixel) there.
+    fn map(&self, x: usize, y: usize) -> Option<(f64, f64, f64)> {
+        let (dx, dy) = (x - self.x0, y - self.y0);
+        let (i, j) = (dx / self.step, dy / self.step);
+        let (fx, fy) = (
+            (dx % self.step) as f64 / self.step as f64,
+            (dy % self.step) as f64 / self.step as f64,
+        );
+        let (a, b, c, d) = (
+            self.at(i, j),
+            self.at(i + 1, j),
+            self.at(i, j + 1),
+            self.at(i + 1, j + 1),
+        );
+        let lerp = |p: f64, q: f64, r: f64, s: f64| {
+            (p * (1.0 - fx) + q * fx) * (1.0 - fy) + (r * (1.0 - fx) + s * fx) * fy
+        };
+        let sx = lerp(a.0, b.0, c.0, d.0);
+        let sy = lerp(a.1, b.1, c.1, d.1);
+        if !sx.is_finite() || !sy.is_finite() {
+            return None;
+        }
+        // The Jacobian of the cell (constant over it at this precision).
+        let s = self.step as f64;
+        let (dxdx, dydx) = (((b.0 - a.0) + (d.0 - c.0)) / (2.0 * s), ((b.1 - a.1) + (d.1 - c.1)) / (2.0 * s));
+        let (dxdy, dydy) = (((c.0 - a.0) + (d.0 - b.0)) / (2.0 * s), ((c.1 - a.1) + (d.1 - b.1)) / (2.0 * s));
+        Some((sx, sy, (dxdx * dydy - dxdy * dydx).abs()))
+    }
+}
+
+/// Resamples `src` onto the part of `grid` it covers; None when it covers none of it.
+pub fn warp(src: &Exposure, grid: &PixelGrid, config: &WarpConfig) -> Result<Option<Warp>, WarpError> {
+    let src_wcs = src.wcs.as_ref().ok_or(WarpError::NoWcs)?;
+    if config.interp_length == 0 {
+        return Err(WarpError::BadInterpolationLength);
+    }
+    let Some((x0, y0, x1, y1)) = covered_box(src, grid) else {
+        return Ok(None);
+    };
+    let step = config.interp_length;
+    let (w, h) = (x1 - x0, y1 - y0);
+    let (nx, ny) = (w.div_ceil(step) + 1, h.div_ceil(step) + 1);
+    let nodes = (0..ny)
+        .flat_map(|j| (0..nx).map(move |i| (i, j)))
+        .map(|(i, j)| {
+            let p = PixelPosition {
+                x: (x0 + i * step) as f64,
+                y: (y0 + j * step) as f64,
+            };
+            src_wcs
+                .sky_to_pixel(grid.wcs().pixel_to_sky(p))
+                .map_or((f64::NAN, f64::NAN), |q| (q.x, q.y))
+        })
+        .collect();
+    let mapping = Mapping {
+        x0,
+        y0,
+        step,
+        nx,
+        nodes,
+    };
+    let kernel = Kernel::new();
+    let (sw, sh) = (src.width() as i64, src.height() as i64);
+    let (image, mask, variance) = (src.image().data(), src.mask().bits().data(), src.variance().data());
+    let no_data = MaskPlane::NoData.bit();
+    // One row at a time on every core: image, variance and mask of the row together.
+    let mut rows: Vec<(Vec<f32>, Vec<f32>, Vec<i32>)> = vec![Default::default(); h];
+    crate::image::for_rows(&mut rows, 1, |j, row| {
+        let (out_i, out_v, out_m) = (
+            vec![f32::NAN; w],
+            vec![f32::NAN; w],
+            vec![no_data; w],
+        );
+        let (mut out_i, mut out_v, mut out_m) = (out_i, out_v, out_m);
+        for i in 0..w {
+            let Some((sx, sy, area)) = mapping.map(x0 + i, y0 + j) else {
+                continue;
+            };
+            let (ix, iy) = (sx.floor() as i64, sy.floor() as i64);
+            if ix - 2 < 0 || iy - 2 < 0 || ix + HALF >= sw || iy + HALF >= sh {
+                continue;
+            }
+            let wx = kernel.weights(sx - ix as f64);
+            let wy = kernel.weights(sy - iy as f64);
+            let (mut value, mut var) = (0f32, 0f32);
+            for (ky, wyk) in wy.iter().enumerate() {
+                let start = ((iy - 2 + ky as i64) * sw + ix - 2) as usize;
+                let (row_i, row_v) = (&image[start..start + TAPS], &variance[start..start + TAPS]);
+                let (mut ri, mut rv) = (0f32, 0f32);
+                for k in 0..TAPS {
+                    ri += wx[k] * row_i[k];
+                    rv += wx[k] * wx[k] * row_v[k];
+                }
+                value += wyk * ri;
+                var += wyk * wyk * rv;
+            }
+            // The input pixels the position lies between lend it their mask bits.
+            let mut bits = 0;
+            for ky in 0..2 {
+                let start = ((iy + ky) * sw + ix) as usize;
+                bits |= mask[start] | mask[start + 1];
+            }
+            let area = area as f32;
+            out_i[i] = value * area;
+            out_v[i] = var * area * area;
+            out_m[i] = bits;
+        }
+        row[0] = (out_i, out_v, out_m);
+    });
+    let mut img = Vec::with_capacity(w * h);
+    let mut var = Vec::with_capacity(w * h);
+    let mut msk = Vec::with_capacity(w * h);
+    for (ri, rv, rm) in rows {
+        img.extend(ri);
+        var.extend(rv);
+        msk.extend(rm);
+    }
+    let image = Image::from_vec(w, h, img).expect("rows of the warp's width");
+    let variance = Image::from_vec(w, h, var).expect("rows of the warp's width");
+    let mask = Mask::from_image(Image::from_vec(w, h, msk).expect("rows of the warp's width"));
+    let mut exposure = Exposure::new(image, mask, variance).expect("planes of one shape");
+    exposure.wcs = Some(grid.wcs().shifted(x0 as f64, y0 as f64));
+    exposure.photo_calib = src.photo_calib;
+    exposure.metadata = src.metadata.clone();
+    Ok(Some(Warp { x0, y0, exposure }))
+}
+
+/// The box of grid pixels (x0, y0, x1, y1; ends exclusive) the input's outline reaches.
+fn covered_box(src: &Exposure, grid: &PixelGrid) -> Option<(usize, usize, usize, usize)> {
+    let wcs = src.wcs.as_ref()?;
+    let (w, h) = (src.width() as f64, src.height() as f64);
+    let edge = |t: f64| {
+        [
+            (t * w, -0.5),
+            (t * w, h - 0.5),
+            (-0.5, t * h),
+            (w - 0.5, t * h),
+        ]
+    };
+    let (mut lo_x, mut lo_y, mut hi_x, mut hi_y) = (f64::MAX, f64::MAX, f64::MIN, f64::MIN);
+    for k in 0..=32 {
+        for (x, y) in edge(k as f64 / 32.0) {
+            let sky = wcs.pixel_to_sky(PixelPosition { x, y });
+            if let Ok(p) = grid.wcs().sky_to_pixel(sky) {
+                lo_x = lo_x.min(p.x);
+                lo_y = lo_y.min(p.y);
+                hi_x = hi_x.max(p.x);
+                hi_y = hi_y.max(p.y);
+            }
+        }
+    }
+    let clamp = |v: f64, n: usize| v.clamp(0.0, n as f64) as usize;
+    let (x0, x1) = (clamp(lo_x.floor(), grid.width()), clamp(hi_x.ceil() + 1.0, grid.width()));
+    let (y0, y1) = (clamp(lo_y.floor(), grid.height()), clamp(hi_y.ceil() + 1.0, grid.height()));
+    (x0 < x1 && y0 < y1).then_some((x0, y0, x1, y1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wcs::{SkyCoord, TanSipWcs};
+
+    /// A smooth image: a wide Gaussian on a slope, as a function of sky position so the
+    /// warp can be checked against the truth on the new grid.
+    fn scene(p: SkyCoord) -> f64 {
+        let (dx, dy) = ((p.ra() - 62.0) * 3600.0 * (37f64).to_radians().cos(), (p.dec() + 37.0) * 3600.0);
+        100.0 + 50.0 * (-(dx * dx + dy * dy) / (2.0 * 20.0 * 20.0)).exp()
+    }
+
+    fn exposure_of(wcs: TanSipWcs, n: usize) -> Exposure {
+        let mut e = Exposure::blank(n, n);
+        {
+            let (img, _, var) = e.planes_mut();
+            for y in 0..n {
+                for x in 0..n {
+                    let s = wcs.pixel_to_sky(PixelPosition { x: x as f64, y: y as f64 });
+                    img[y * n + x] = scene(s) as f32;
+                    var[y * n + x] = 4.0;
+                }
+            }
+        }
+        e.wcs = Some(wcs);
+        e
+    }
+
+    fn wcs(ra: f64, dec: f64, scale: f64, angle: f64, n: usize) -> TanSipWcs {
+        let s = scale / 3600.0;
+        let (sa, ca) = angle.to_radians().sin_cos();
+        TanSipWcs::new(
+            PixelPosition { x: n as f64 / 2.0, y: n as f64 / 2.0 },
+            SkyCoord::new(ra, dec).unwrap(),
+            [[-s * ca, s * sa], [s * sa, s * ca]],
+            None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_rotated_shifted_smooth_image_is_resampled_to_its_values_on_the_new_grid() {
+        let src = exposure_of(wcs(62.0, -37.0, 0.2, 17.0, 400), 400);
+        let grid = PixelGrid::new(wcs(62.003, -36.998, 0.2, 0.0, 500), 500, 500);
+        let warp = warp(&src, &grid, &WarpConfig::default()).unwrap().unwrap();
+        let e = &warp.exposure;
+        let mut checked = 0;
+        for y in (0..e.height()).step_by(7) {
+            for x in (0..e.width()).step_by(7) {
+                let v = e.image().get(x, y).unwrap();
+                if v.is_nan() {
+                    assert!(e.mask().any(x, y, &[MaskPlane::NoData]));
+                    continue;
+                }
+                let sky = e.wcs.as_ref().unwrap().pixel_to_sky(PixelPosition { x: x as f64, y: y as f64 });
+                let truth = scene(sky);
+                assert!((f64::from(v) - truth).abs() < 0.02, "({x}, {y}): {v} vs {truth}");
+                // Variance shrinks under interpolation but stays positive and bounded.
+                let var = e.variance().get(x, y).unwrap();
+                assert!(var > 0.5 && var <= 4.01, "{var}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 1500, "{checked}");
+    }
+
+    #[test]
+    fn flux_is_conserved_when_the_pixels_change_size() {
+        let src = exposure_of(wcs(62.0, -37.0, 0.2, 0.0, 300), 300);
+        // Pixels of twice the side hold four times the flux each.
+        let grid = PixelGrid::new(wcs(62.0, -37.0, 0.4, 0.0, 100), 100, 100);
+        let w = warp(&src, &grid, &WarpConfig::default()).unwrap().unwrap();
+        let v = w.exposure.image().get(50 - w.x0, 50 - w.y0).unwrap();
+        let truth = 4.0 * scene(SkyCoord::new(62.0, -37.0).unwrap());
+        assert!((f64::from(v) - truth).abs() / truth < 1e-3, "{v} vs {truth}");
+    }
+
+    #[test]
+    fn an_image_elsewhere_covers_nothing_and_a_missing_wcs_is_an_error() {
+        let src = exposure_of(wcs(62.0, -37.0, 0.2, 0.0, 100), 100);
+        let far = PixelGrid::new(wcs(100.0, 10.0, 0.2, 0.0, 100), 100, 100);
+        assert!(warp(&src, &far, &WarpConfig::default()).unwrap().is_none());
+        let bare = Exposure::blank(10, 10);
+        assert_eq!(warp(&bare, &far, &WarpConfig::default()).unwrap_err(), WarpError::NoWcs);
+    }
+
+    #[test]
+    fn the_kernel_is_one_at_zero_and_vanishes_at_the_other_integers() {
+        assert_eq!(lanczos3(0.0), 1.0);
+        for t in [1.0, 2.0, 3.0, -1.0] {
+            assert!(lanczos3(t).abs() < 1e-12);
+        }
+        let w = Kernel::new().weights(0.0);
+        assert!((w[2] - 1.0).abs() < 1e-6 && w.iter().sum::<f32>() - 1.0 < 1e-6);
+    }
+}
