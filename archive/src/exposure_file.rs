@@ -34,6 +34,35 @@ const STRUCTURAL: &[&str] = &[
 
 /// Writes `e` to `path` (replacing it), atomically.
 pub fn write_exposure(path: &Path, e: &Exposure) -> Result<()> {
+    write_exposure_file(path, e, None)
+}
+
+/// Writes a coadd: the exposure and, in a `DEPTH` extension (BITPIX 32, Rice-compressed,
+/// with the WCS), the number of inputs at each pixel.
+pub fn write_coadd(path: &Path, e: &Exposure, depth: &Image<u16>) -> Result<()> {
+    if (depth.width(), depth.height()) != (e.width(), e.height()) {
+        return Err(FitsFileError::new(path, "DEPTH", "not the coadd's shape"));
+    }
+    write_exposure_file(path, e, Some(depth))
+}
+
+/// The depth (inputs per pixel) of a coadd written by [`write_coadd`].
+pub fn read_coadd_depth(path: &Path) -> Result<Image<u16>> {
+    let fail =
+        |step: &'static str| move |err: &dyn std::fmt::Display| FitsFileError::new(path, step, err);
+    let mut f = FitsFile::open(path).map_err(|x| fail("open")(&x))?;
+    let hdu = f.hdu("DEPTH").map_err(|x| fail("DEPTH")(&x))?;
+    verify_checksum(&mut f, false).map_err(|x| fail("checksum")(&format!("DEPTH: {x}")))?;
+    let (w, h) = match &hdu.info {
+        HduInfo::ImageInfo { shape, .. } if shape.len() == 2 => (shape[1], shape[0]),
+        _ => return Err(fail("DEPTH")(&"not a two-dimensional image")),
+    };
+    let data: Vec<i32> = hdu.read_image(&mut f).map_err(|x| fail("DEPTH")(&x))?;
+    let data = data.into_iter().map(|v| v.clamp(0, i32::from(u16::MAX)) as u16).collect();
+    Image::from_vec(w, h, data).map_err(|x| fail("DEPTH")(&x))
+}
+
+fn write_exposure_file(path: &Path, e: &Exposure, depth: Option<&Image<u16>>) -> Result<()> {
     let fail =
         |step: &'static str| move |err: &dyn std::fmt::Display| FitsFileError::new(path, step, err);
     write_atomically(path, |f| {
@@ -58,8 +87,38 @@ pub fn write_exposure(path: &Path, e: &Exposure) -> Result<()> {
                 .map_err(|x| fail("calibration")(&x))?;
         }
         write_checksum(f).map_err(|x| fail("checksum")(&x))?;
-        write_planes(path, f, e)
+        write_planes(path, f, e)?;
+        if let Some(depth) = depth {
+            write_depth(path, f, e, depth)?;
+        }
+        Ok(())
     })
+}
+
+fn write_depth(path: &Path, f: &mut FitsFile, e: &Exposure, depth: &Image<u16>) -> Result<()> {
+    let fail =
+        |step: &'static str| move |err: &dyn std::fmt::Display| FitsFileError::new(path, step, err);
+    set_compression(f, RICE_1).map_err(|x| fail("DEPTH")(&x))?;
+    let hdu = f
+        .create_image(
+            "DEPTH",
+            &ImageDescription {
+                data_type: ImageType::Long,
+                dimensions: &[depth.height(), depth.width()],
+            },
+        )
+        .map_err(|x| fail("DEPTH")(&x))?;
+    if let Some(wcs) = &e.wcs {
+        for (k, v) in wcs.to_cards() {
+            write_card(f, &k, &v).map_err(|x| fail("WCS")(&x))?;
+        }
+    }
+    write_card(f, "BUNIT", &quoted("count")).map_err(|x| fail("DEPTH")(&x))?;
+    let data: Vec<i32> = depth.data().iter().map(|&v| i32::from(v)).collect();
+    hdu.write_image(f, &data).map_err(|x| fail("DEPTH")(&x))?;
+    write_checksum(f).map_err(|x| fail("checksum")(&x))?;
+    set_compression(f, 0).map_err(|x| fail("DEPTH")(&x))?;
+    Ok(())
 }
 
 /// The IMAGE, MASK and VARIANCE extensions of `e`, each with the WCS.

@@ -159,6 +159,8 @@ pub struct DataId {
     pub detector: Option<i64>,
     pub detector_name: Option<String>,
     pub band: Option<String>,
+    /// The sky-map patch of a coadd (a HEALPix cell, `aster_processing::skymap`).
+    pub patch: Option<i64>,
 }
 
 impl DataId {
@@ -176,6 +178,9 @@ impl DataId {
             (Some(n), _) => parts.push(n.clone()),
             (None, Some(d)) => parts.push(d.to_string()),
             _ => {}
+        }
+        if let Some(p) = self.patch {
+            parts.push(format!("p{p}"));
         }
         if let Some(b) = &self.band {
             parts.push(b.clone());

@@ -11,7 +11,8 @@ use super::coverage::{INDEX_DEPTH, flat_cells, footprint_moc, region_moc};
 use super::db::{Db, DbError, Param, Row};
 use super::{DataId, Dataset, DatasetType, NewDataset, Observation, Provenance};
 
-const SCHEMA_VERSION: i64 = 1;
+/// 2 added the sky-map patch of coadds (`patch`).
+const SCHEMA_VERSION: i64 = 2;
 pub const REGISTRY_FILE: &str = "registry.sqlite3";
 
 const SCHEMA: &str = "
@@ -25,6 +26,7 @@ CREATE TABLE IF NOT EXISTS dataset (
     detector BIGINT,
     detector_name TEXT,
     band TEXT,
+    patch BIGINT,
     path TEXT NOT NULL,
     size BIGINT NOT NULL,
     checksum TEXT NOT NULL,
@@ -69,7 +71,7 @@ CREATE TABLE IF NOT EXISTS registry_version (version BIGINT NOT NULL);
 const COLUMNS: &str = "id, dataset_type, collection, instrument, exposure, visit, detector, \
     detector_name, band, path, size, checksum, format, stored, created, metadata, task, run, \
     config, software, obs_id, target_name, footprint, resolution, xel1, xel2, t_min, t_max, \
-    exptime, em_min, em_max";
+    exptime, em_min, em_max, patch";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -199,6 +201,7 @@ fn dataset_of(row: &Row) -> Result<Dataset> {
             detector: row.int(6),
             detector_name: row.text(7),
             band: row.text(8),
+            patch: row.int(31),
         },
         path: row.text(9).unwrap_or_default(),
         size: row.int(10).unwrap_or(0) as u64,
@@ -256,6 +259,13 @@ impl Registry {
                 return Err(RegistryError::Invalid(format!(
                     "{location} has layout {v}, newer than this Aster ({SCHEMA_VERSION})"
                 )));
+            }
+            Some(1) => {
+                db.batch("ALTER TABLE dataset ADD COLUMN patch BIGINT")?;
+                db.execute(
+                    "UPDATE registry_version SET version = ?1",
+                    vec![SCHEMA_VERSION.into()],
+                )?;
             }
             Some(_) => {}
         }
@@ -318,7 +328,7 @@ impl Registry {
             format!(
                 "INSERT INTO dataset ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
                  ?10, ?11, ?12, ?13, 1, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, \
-                 ?25, ?26, ?27, ?28, ?29, ?30)"
+                 ?25, ?26, ?27, ?28, ?29, ?30, ?31)"
             ),
             vec![
                 id.clone().into(),
@@ -353,6 +363,7 @@ impl Registry {
                 obs.map(|o| o.exptime).into(),
                 obs.and_then(|o| o.em_min).into(),
                 obs.and_then(|o| o.em_max).into(),
+                new.data_id.patch.into(),
             ],
         )];
         for input in prov.map(|p| p.inputs.as_slice()).unwrap_or_default() {
@@ -400,6 +411,25 @@ impl Registry {
             }
             other => other,
         }
+    }
+
+    /// Forgets a dataset (its file stays), unless other datasets were made from it. Returns
+    /// whether it was recorded.
+    pub fn remove(&self, id: &str) -> Result<bool> {
+        let users = self.db.query(
+            "SELECT dataset FROM dataset_input WHERE input = ?1 LIMIT 1",
+            vec![id.into()],
+        )?;
+        if let Some(user) = users.first().and_then(|r| r.text(0)) {
+            return Err(RegistryError::Conflict {
+                id: id.to_string(),
+                reason: format!("{user} was made from it"),
+            });
+        }
+        let existed = self.get(id)?.is_some();
+        self.db
+            .execute("DELETE FROM dataset WHERE id = ?1", vec![id.into()])?;
+        Ok(existed)
     }
 
     fn select(&self, sql: &str, params: Vec<Param>) -> Result<Vec<Dataset>> {
@@ -731,6 +761,46 @@ mod tests {
         assert_eq!(reg.collections().unwrap().len(), 2);
         reg.set_stored(&pvi.id, false).unwrap();
         assert!(!reg.get(&pvi.id).unwrap().unwrap().stored);
+        // A coadd is told apart by its patch; a dataset others were made from stays.
+        std::fs::write(dir.join("coadd.fits"), b"coadd bytes").unwrap();
+        let mut coadd = new(DatasetType::Coadd, "deep", 0, "coadd.fits");
+        coadd.data_id = DataId {
+            instrument: "AsterCam".into(),
+            band: Some("r".into()),
+            patch: Some(1_234_567),
+            ..Default::default()
+        };
+        coadd.provenance = Some(Provenance {
+            task: "coadd".into(),
+            run: "deep".into(),
+            config: serde_json::json!({}),
+            software: "test".into(),
+            inputs: vec![pvi.id.clone()],
+        });
+        let coadd = reg.register(coadd).unwrap();
+        assert_eq!(coadd.id, "coadd.deep.p1234567-r");
+        assert_eq!(reg.get(&coadd.id).unwrap().unwrap().data_id.patch, Some(1_234_567));
+        assert!(matches!(reg.remove(&pvi.id), Err(RegistryError::Conflict { .. })));
+        assert!(reg.remove(&coadd.id).unwrap());
+        assert!(!reg.remove(&coadd.id).unwrap());
+    }
+
+    #[test]
+    fn a_layout_1_registry_gains_the_patch_column() {
+        let dir = tempdir();
+        {
+            let c = rusqlite::Connection::open(dir.join(REGISTRY_FILE)).unwrap();
+            let old = SCHEMA.replace("    patch BIGINT,\n", "");
+            c.execute_batch(&old).unwrap();
+            c.execute_batch("INSERT INTO registry_version (version) VALUES (1)").unwrap();
+        }
+        std::fs::write(dir.join("raw.fits"), b"raw bytes").unwrap();
+        let reg = Registry::open(&dir).unwrap();
+        let raw = reg.register(new(DatasetType::Raw, "raw", 7, "raw.fits")).unwrap();
+        assert_eq!(reg.get(&raw.id).unwrap().unwrap().data_id.patch, None);
+        let v = reg.db.query("SELECT version FROM registry_version", vec![]).unwrap();
+        assert_eq!(v[0].int(0), Some(SCHEMA_VERSION));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn tempdir() -> PathBuf {
