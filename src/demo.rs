@@ -823,7 +823,14 @@ pub async fn build_images(
     pipeline
         .tasks
         .retain(|(_, t)| !matches!(t, crate::pipeline::definition::Task::Catalogs(_)));
-    crate::pipeline::run::run(dir, store, registry, &pipeline, &[], None).await
+    crate::pipeline::run::run(dir, store, registry, &pipeline, &[], None).await?;
+    let coadds = crate::coadd::build(registry, &crate::coadd::CoaddOptions::default())?;
+    tracing::info!(
+        built = coadds.built.len(),
+        unchanged = coadds.unchanged,
+        "the demo's coadds"
+    );
+    Ok(())
 }
 
 /// A predicted schedule for the demo (DMS-REQ-0353), when none is published: a day of

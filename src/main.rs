@@ -3,6 +3,7 @@
 mod bench;
 mod bench_pipeline;
 mod calibrate;
+mod coadd;
 mod config;
 mod datasets;
 mod demo;
@@ -125,6 +126,34 @@ enum Command {
     Ingest {
         #[command(subcommand)]
         command: IngestCommand,
+    },
+    /// Coadds on the sky map (HEALPix patches).
+    Coadd {
+        #[command(subcommand)]
+        command: CoaddCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CoaddCommand {
+    /// Warp the calexps of the input collections onto the patches they touch and combine
+    /// them per band and for all bands; a rerun remakes only patches whose inputs changed.
+    Build {
+        /// Collections of calexps (repeatable).
+        #[arg(long = "input", default_value = "single-visit")]
+        inputs: Vec<String>,
+        /// Collection of the coadds.
+        #[arg(long, default_value = "deep")]
+        output: String,
+        /// Bands to coadd (repeatable) [default: all].
+        #[arg(long = "band")]
+        bands: Vec<String>,
+        /// Pixel scale of the coadds, arcsec.
+        #[arg(long, default_value_t = aster_processing::camera::PIXEL_SCALE)]
+        pixel_scale: f64,
+        /// Reject values this many sigma from the others.
+        #[arg(long, default_value_t = 3.0)]
+        clip_sigma: f64,
     },
 }
 
@@ -406,6 +435,36 @@ fn main() -> Result<()> {
                 Ok(())
             }
             Command::Download { manifest, output } => download::download(&manifest, &output).await,
+            Command::Coadd {
+                command:
+                    CoaddCommand::Build {
+                        inputs,
+                        output,
+                        bands,
+                        pixel_scale,
+                        clip_sigma,
+                    },
+            } => {
+                let registry = config.open_registry()?;
+                let mut opts = coadd::CoaddOptions {
+                    inputs,
+                    output,
+                    bands,
+                    pixel_scale,
+                    ..Default::default()
+                };
+                opts.config.clip_sigma = clip_sigma;
+                let summary = coadd::build(&registry, &opts)?;
+                for id in &summary.built {
+                    println!("built {id}");
+                }
+                println!(
+                    "{} coadds built, {} up to date",
+                    summary.built.len(),
+                    summary.unchanged
+                );
+                Ok(())
+            }
             Command::Ingest {
                 command: IngestCommand::Raw { files },
             } => {

@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod exposure_file;
 pub mod fits_io;
 pub mod formats;
+pub mod hips;
 pub mod jobs;
 pub mod query;
 pub mod querylog;

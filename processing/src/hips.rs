@@ -184,6 +184,26 @@ pub fn allsky<'a>(
     (w, h, out)
 }
 
+/// The value of `image` at `p` by bilinear interpolation; where a neighbour has no data,
+/// the nearest pixel's value; NaN off the image.
+pub fn bilinear(image: &crate::image::Image<f32>, p: crate::wcs::PixelPosition) -> f32 {
+    let (w, h) = (image.width() as f64, image.height() as f64);
+    if !(p.x > -0.5 && p.y > -0.5 && p.x < w - 0.5 && p.y < h - 0.5) {
+        return f32::NAN;
+    }
+    let (x0, y0) = (p.x.floor().max(0.0), p.y.floor().max(0.0));
+    let (x1, y1) = ((x0 + 1.0).min(w - 1.0), (y0 + 1.0).min(h - 1.0));
+    let (fx, fy) = ((p.x - x0).clamp(0.0, 1.0) as f32, (p.y - y0).clamp(0.0, 1.0) as f32);
+    let at = |x: f64, y: f64| image.get(x as usize, y as usize).unwrap_or(f32::NAN);
+    let (a, b, c, d) = (at(x0, y0), at(x1, y0), at(x0, y1), at(x1, y1));
+    let v = (a * (1.0 - fx) + b * fx) * (1.0 - fy) + (c * (1.0 - fx) + d * fx) * fy;
+    if v.is_finite() {
+        v
+    } else {
+        at(p.x.round().clamp(0.0, w - 1.0), p.y.round().clamp(0.0, h - 1.0))
+    }
+}
+
 /// The order whose pixels are nearest in size to `pixel_scale` arcsec, at tiles
 /// `2^width_order` wide.
 pub fn order_for_scale(pixel_scale: f64, width_order: u8) -> u8 {
@@ -262,6 +282,18 @@ mod tests {
         // Tile 28 is the second of the second row.
         assert_eq!(px[4 * w + 4], 5.0);
         assert!(px[0].is_nan());
+    }
+
+    #[test]
+    fn bilinear_interpolation_is_exact_on_a_plane_and_nan_off_the_image() {
+        use crate::wcs::PixelPosition;
+        let img = crate::image::Image::from_vec(3, 3, (0..9).map(|i| (i % 3 + 10 * (i / 3)) as f32).collect()).unwrap();
+        let v = bilinear(&img, PixelPosition { x: 0.25, y: 1.5 });
+        assert!((v - 15.25).abs() < 1e-5, "{v}");
+        assert!(bilinear(&img, PixelPosition { x: -0.6, y: 1.0 }).is_nan());
+        let mut holed = img.clone();
+        holed.set(1, 1, f32::NAN);
+        assert_eq!(bilinear(&holed, PixelPosition { x: 0.2, y: 0.2 }), 0.0);
     }
 
     #[test]
