@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use aster_archive::exposure_file::{read_exposure, write_coadd};
 use aster_archive::registry::{
-    DataId, Dataset, DatasetFilter, DatasetType, INSTRUMENT, NewDataset, Observation,
-    Provenance, Registry, formats,
+    DataId, Dataset, DatasetFilter, DatasetType, INSTRUMENT, NewDataset, Observation, Provenance,
+    Registry, formats,
 };
 use aster_processing::coadd::{CoaddConfig, CoaddInput, coadd};
 use aster_processing::image::HeaderValue;
@@ -63,7 +63,7 @@ pub fn build(registry: &Registry, opts: &CoaddOptions) -> Result<CoaddSummary> {
     if !(opts.pixel_scale > 0.0 && opts.pixel_scale < 10.0) {
         bail!("the pixel scale must be between 0 and 10 arcsec");
     }
-    if opts.output.is_empty() || opts.inputs.iter().any(|c| *c == opts.output) {
+    if opts.output.is_empty() || opts.inputs.contains(&opts.output) {
         bail!("the coadds need a collection of their own");
     }
     let calexps = registry.list(&DatasetFilter {
@@ -80,7 +80,9 @@ pub fn build(registry: &Registry, opts: &CoaddOptions) -> Result<CoaddSummary> {
     // Which calexps reach each patch, per band.
     let mut work: BTreeMap<Patch, BTreeMap<String, Vec<Dataset>>> = BTreeMap::new();
     for c in calexps {
-        let Some(band) = c.data_id.band.clone() else { continue };
+        let Some(band) = c.data_id.band.clone() else {
+            continue;
+        };
         if !opts.bands.is_empty() && !opts.bands.contains(&band) {
             continue;
         }
@@ -276,9 +278,15 @@ fn write_and_register(
         .join(format!("p{}.fits", patch.index()));
     let path = registry.root().join(&rel);
     std::fs::create_dir_all(path.parent().expect("a parent"))?;
-    let obs: Vec<&Observation> = inputs.iter().filter_map(|d| d.observation.as_ref()).collect();
+    let obs: Vec<&Observation> = inputs
+        .iter()
+        .filter_map(|d| d.observation.as_ref())
+        .collect();
     let t_min = obs.iter().map(|o| o.t_min).fold(f64::INFINITY, f64::min);
-    let t_max = obs.iter().map(|o| o.t_max).fold(f64::NEG_INFINITY, f64::max);
+    let t_max = obs
+        .iter()
+        .map(|o| o.t_max)
+        .fold(f64::NEG_INFINITY, f64::max);
     let em_min = obs.iter().filter_map(|o| o.em_min).reduce(f64::min);
     let em_max = obs.iter().filter_map(|o| o.em_max).reduce(f64::max);
     // The depth of a band coadd is the number of its visits; of the all-band one, the
@@ -297,8 +305,14 @@ fn write_and_register(
         .filter_map(|o| o.resolution)
         .fold(f64::NAN, f64::max);
     let meta = &mut result.exposure.metadata;
-    meta.insert("BAND".into(), HeaderValue::Text(band.unwrap_or("all").into()));
-    meta.insert("SKYMAP".into(), HeaderValue::Text(format!("healpix{}", aster_processing::skymap::PATCH_ORDER)));
+    meta.insert(
+        "BAND".into(),
+        HeaderValue::Text(band.unwrap_or("all").into()),
+    );
+    meta.insert(
+        "SKYMAP".into(),
+        HeaderValue::Text(format!("healpix{}", aster_processing::skymap::PATCH_ORDER)),
+    );
     meta.insert("PATCH".into(), HeaderValue::Int(patch.index() as i64));
     meta.insert("NINPUTS".into(), HeaderValue::Int(inputs.len() as i64));
     meta.insert("BUNIT".into(), HeaderValue::Text("nJy".into()));
@@ -306,9 +320,9 @@ fn write_and_register(
     meta.insert("MJD-BEG".into(), HeaderValue::Float(t_min));
     meta.insert("MJD-END".into(), HeaderValue::Float(t_max));
     write_coadd(&path, &result.exposure, &result.depth)?;
-    let corners = patch.corners().map(|c| {
-        aster_adql::geometry::SkyPosition::new(c.ra(), c.dec()).expect("a cell corner")
-    });
+    let corners = patch
+        .corners()
+        .map(|c| aster_adql::geometry::SkyPosition::new(c.ra(), c.dec()).expect("a cell corner"));
     let dataset = registry.replace(NewDataset {
         dataset_type: DatasetType::Coadd,
         collection: opts.output.clone(),
@@ -320,7 +334,10 @@ fn write_and_register(
             target_name: None,
             footprint: Observation::oriented(corners.to_vec()),
             resolution: seeing.is_finite().then_some(seeing),
-            pixels: (result.exposure.width() as i64, result.exposure.height() as i64),
+            pixels: (
+                result.exposure.width() as i64,
+                result.exposure.height() as i64,
+            ),
             t_min,
             t_max,
             exptime,

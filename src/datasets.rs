@@ -76,7 +76,7 @@ pub fn raw_data_id(info: &ObservationInfo) -> DataId {
         detector: Some(info.detector),
         detector_name: Some(info.detector_name.clone()),
         band: info.band.map(|b| BANDS[b].to_string()),
-           patch: None,
+        patch: None,
     }
 }
 

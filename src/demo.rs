@@ -830,6 +830,10 @@ pub async fn build_images(
         unchanged = coadds.unchanged,
         "the demo's coadds"
     );
+    let hips = crate::hips::build(dir, registry, &crate::hips::HipsOptions::default())?;
+    for (id, tiles) in hips.built {
+        tracing::info!(hips = %id, tiles, "the demo's HiPS");
+    }
     Ok(())
 }
 

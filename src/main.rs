@@ -8,6 +8,7 @@ mod config;
 mod datasets;
 mod demo;
 mod download;
+mod hips;
 mod pipeline;
 mod regenerate;
 mod server;
@@ -131,6 +132,40 @@ enum Command {
     Coadd {
         #[command(subcommand)]
         command: CoaddCommand,
+    },
+    /// Hierarchical Progressive Surveys (HiPS) for Aladin and the portal.
+    Hips {
+        #[command(subcommand)]
+        command: HipsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum HipsCommand {
+    /// Build or update the HiPS of a collection of coadds under <data-dir>/hips/: one a
+    /// band (<collection>-<band>), and a colour one (<collection>-color).
+    Build {
+        /// Collection of the coadds.
+        #[arg(long, default_value = "deep")]
+        collection: String,
+        /// Bands (repeatable; "all" for the all-band coadds) [default: every band].
+        #[arg(long = "band")]
+        bands: Vec<String>,
+        /// Deepest order [default: the one matching the coadds' pixel scale].
+        #[arg(long)]
+        order: Option<u8>,
+        /// Stretch of the PNG and JPEG tiles: linear, sqrt, log or asinh.
+        #[arg(long, default_value = "asinh")]
+        stretch: String,
+        /// Values shown black and white, "LO,HI" (nJy) [default: 0.5 and 99.8 percentiles].
+        #[arg(long, allow_hyphen_values = true)]
+        cut: Option<String>,
+        /// Bands of the colour HiPS as red,green,blue; "none" for no colour HiPS.
+        #[arg(long, default_value = "i,r,g")]
+        color: String,
+        /// Rebuild every tile.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -435,6 +470,50 @@ fn main() -> Result<()> {
                 Ok(())
             }
             Command::Download { manifest, output } => download::download(&manifest, &output).await,
+            Command::Hips {
+                command:
+                    HipsCommand::Build {
+                        collection,
+                        bands,
+                        order,
+                        stretch,
+                        cut,
+                        color,
+                        force,
+                    },
+            } => {
+                let opts = hips::HipsOptions {
+                    collection,
+                    bands,
+                    order,
+                    stretch: aster_processing::stretch::Stretch::parse(&stretch).with_context(
+                        || format!("--stretch {stretch}: not linear, sqrt, log or asinh"),
+                    )?,
+                    cut: cut.map(|c| hips::parse_cut(&c)).transpose()?,
+                    colour: if color == "none" {
+                        Vec::new()
+                    } else {
+                        color.split(',').map(|b| b.trim().to_string()).collect()
+                    },
+                    force,
+                    ..Default::default()
+                };
+                if opts
+                    .order
+                    .is_some_and(|o| o > aster_processing::hips::MAX_ORDER)
+                {
+                    anyhow::bail!(
+                        "--order must be at most {}",
+                        aster_processing::hips::MAX_ORDER
+                    );
+                }
+                let registry = config.open_registry()?;
+                let summary = hips::build(&config.data_dir, &registry, &opts)?;
+                for (id, tiles) in &summary.built {
+                    println!("{id}: {tiles} tiles written or updated");
+                }
+                Ok(())
+            }
             Command::Coadd {
                 command:
                     CoaddCommand::Build {

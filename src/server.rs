@@ -127,6 +127,9 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
         )
         .nest("/tap", tap::router(service, jobs, uws))
         .merge(images::router(image_services, jobs_for_soda, soda_uws))
+        .merge(aster_protocols::hips::router(
+            aster_protocols::hips::HipsService::new(&config.data_dir, config.public_url.clone()),
+        ))
         .merge(schedule::router(schedule::ScheduleService::new(
             aster_archive::schedule::ScheduleStore::new(&config.data_dir),
             config.schedule_token.clone(),

@@ -58,7 +58,10 @@ pub fn read_coadd_depth(path: &Path) -> Result<Image<u16>> {
         _ => return Err(fail("DEPTH")(&"not a two-dimensional image")),
     };
     let data: Vec<i32> = hdu.read_image(&mut f).map_err(|x| fail("DEPTH")(&x))?;
-    let data = data.into_iter().map(|v| v.clamp(0, i32::from(u16::MAX)) as u16).collect();
+    let data = data
+        .into_iter()
+        .map(|v| v.clamp(0, i32::from(u16::MAX)) as u16)
+        .collect();
     Image::from_vec(w, h, data).map_err(|x| fail("DEPTH")(&x))
 }
 

@@ -73,7 +73,8 @@ impl CoaddConfig {
     }
 
     fn validate(&self) -> Result<(), CoaddError> {
-        if !(self.clip_sigma > 0.0) || !(self.psf_tolerance >= 0.0) || self.background_bin < 4 {
+        let positive = self.clip_sigma > 0.0 && self.psf_tolerance >= 0.0;
+        if !positive || self.background_bin < 4 {
             return Err(CoaddError::Config(
                 "clip_sigma must be positive, psf_tolerance at least 0 and background_bin at least 4"
                     .into(),
@@ -114,8 +115,7 @@ pub fn coadd(
     }
     for (k, input) in inputs.iter_mut().enumerate() {
         let e = &input.warp.exposure;
-        if input.warp.x0 + e.width() > grid.width() || input.warp.y0 + e.height() > grid.height()
-        {
+        if input.warp.x0 + e.width() > grid.width() || input.warp.y0 + e.height() > grid.height() {
             return Err(CoaddError::OffGrid(k));
         }
         let scale = e.photo_calib.ok_or(CoaddError::Uncalibrated(k))?.scale() as f32;
@@ -219,7 +219,13 @@ fn combine_row(
                 continue;
             }
             any_bits |= bits;
-            values.push((f64::from(v), f64::from(var), weights[k], bits, bits & bad == 0));
+            values.push((
+                f64::from(v),
+                f64::from(var),
+                weights[k],
+                bits,
+                bits & bad == 0,
+            ));
         }
         if values.is_empty() {
             continue;
@@ -236,7 +242,9 @@ fn combine_row(
                 break;
             }
             // The value farthest from the mean of the others, in their combined sigma.
-            let (sw, swv) = kept.iter().fold((0.0, 0.0), |(a, b), v| (a + v.2, b + v.2 * v.0));
+            let (sw, swv) = kept
+                .iter()
+                .fold((0.0, 0.0), |(a, b), v| (a + v.2, b + v.2 * v.0));
             let worst = values
                 .iter()
                 .enumerate()
@@ -398,7 +406,10 @@ mod tests {
     fn grid(n: usize) -> PixelGrid {
         let s = 0.2 / 3600.0;
         let wcs = TanSipWcs::new(
-            PixelPosition { x: n as f64 / 2.0, y: n as f64 / 2.0 },
+            PixelPosition {
+                x: n as f64 / 2.0,
+                y: n as f64 / 2.0,
+            },
             SkyCoord::new(62.0, -37.0).unwrap(),
             [[-s, 0.0], [0.0, s]],
             None,
@@ -408,7 +419,15 @@ mod tests {
     }
 
     /// A warp of `value` counts at zeropoint `zp` with `noise` variance, over part of the grid.
-    fn input(grid: &PixelGrid, x0: usize, y0: usize, n: usize, value: f32, var: f32, zp: f64) -> CoaddInput {
+    fn input(
+        grid: &PixelGrid,
+        x0: usize,
+        y0: usize,
+        n: usize,
+        value: f32,
+        var: f32,
+        zp: f64,
+    ) -> CoaddInput {
         let mut e = Exposure::blank(n, n);
         {
             let (img, _, v) = e.planes_mut();
@@ -417,7 +436,13 @@ mod tests {
         }
         e.wcs = Some(grid.wcs().shifted(x0 as f64, y0 as f64));
         e.photo_calib = PhotoCalib::new(zp, 0.0);
-        CoaddInput { warp: Warp { x0, y0, exposure: e } }
+        CoaddInput {
+            warp: Warp {
+                x0,
+                y0,
+                exposure: e,
+            },
+        }
     }
 
     #[test]
@@ -438,8 +463,9 @@ mod tests {
     #[test]
     fn a_transient_in_one_visit_is_rejected_and_marked() {
         let g = grid(60);
-        let mut inputs: Vec<CoaddInput> =
-            (0..4).map(|_| input(&g, 0, 0, 60, 100.0, 1.0, 31.4)).collect();
+        let mut inputs: Vec<CoaddInput> = (0..4)
+            .map(|_| input(&g, 0, 0, 60, 100.0, 1.0, 31.4))
+            .collect();
         let (img, _, _) = inputs[2].warp.exposure.planes_mut();
         img[30 * 60 + 30] = 500.0;
         let c = coadd(&g, inputs, &CoaddConfig::default()).unwrap();
@@ -463,7 +489,12 @@ mod tests {
         }
         let c = coadd(&g, vec![a, b], &CoaddConfig::default()).unwrap();
         let bg = c.backgrounds[1];
-        assert!((bg[0] - 3.0).abs() < 0.05 && (bg[1] - 0.01).abs() < 1e-3 && (bg[2] + 0.02).abs() < 1e-3, "{bg:?}");
+        assert!(
+            (bg[0] - 3.0).abs() < 0.05
+                && (bg[1] - 0.01).abs() < 1e-3
+                && (bg[2] + 0.02).abs() < 1e-3,
+            "{bg:?}"
+        );
         for (x, y) in [(150, 10), (290, 290), (10, 10)] {
             let v = c.exposure.image().get(x, y).unwrap();
             assert!((v - 50.0).abs() < 0.1, "({x}, {y}): {v}");

@@ -101,11 +101,7 @@ impl TileLayout {
     }
     /// The tile's pixels, each `value(cell, centre)` (NaN for none), in display order, the
     /// rows shared among `threads`.
-    pub fn sample(
-        &self,
-        tile: Tile,
-        value: impl Fn(u64, SkyCoord) -> f32 + Sync,
-    ) -> Vec<f32> {
+    pub fn sample(&self, tile: Tile, value: impl Fn(u64, SkyCoord) -> f32 + Sync) -> Vec<f32> {
         let w = self.width();
         let mut out = vec![f32::NAN; w * w];
         crate::image::for_rows(&mut out, w, |y, row| {
@@ -117,6 +113,33 @@ impl TileLayout {
     }
 }
 
+/// An image to sample tiles from: its pixels and WCS.
+#[derive(Clone, Copy)]
+pub struct Source<'a> {
+    pub image: &'a crate::image::Image<f32>,
+    pub wcs: &'a crate::wcs::TanSipWcs,
+}
+
+impl TileLayout {
+    /// A tile sampled from images each covering a set of cells: the image for a pixel is
+    /// the one keyed by its cell's index shifted right by `shift` bits (the enclosing cell
+    /// of a coarser order, e.g. a sky-map patch); bilinear values, NaN where none covers.
+    pub fn sample_sources(
+        &self,
+        tile: Tile,
+        shift: u32,
+        sources: &std::collections::HashMap<u64, Source<'_>>,
+    ) -> Vec<f32> {
+        self.sample(tile, |cell, sky| {
+            sources.get(&(cell >> shift)).map_or(f32::NAN, |s| {
+                s.wcs
+                    .sky_to_pixel(sky)
+                    .map_or(f32::NAN, |p| bilinear(s.image, p))
+            })
+        })
+    }
+}
+
 /// The parent tile from its four children (any may be missing), each pixel the mean of
 /// the finite values of the 2 x 2 child pixels under it. Child `q` (index `4N + q`) fills
 /// the parent's top-left (0), bottom-left (1), top-right (2) or bottom-right (3) quarter.
@@ -125,7 +148,10 @@ pub fn parent_tile(width: usize, children: [Option<&[f32]>; 4]) -> Vec<f32> {
     let mut out = vec![f32::NAN; width * width];
     for (q, child) in children.iter().enumerate() {
         let Some(child) = child else { continue };
-        let (ox, oy) = (if q >= 2 { half } else { 0 }, if q % 2 == 1 { half } else { 0 });
+        let (ox, oy) = (
+            if q >= 2 { half } else { 0 },
+            if q % 2 == 1 { half } else { 0 },
+        );
         for y in 0..half {
             for x in 0..half {
                 let (mut sum, mut n) = (0f32, 0u32);
@@ -193,14 +219,20 @@ pub fn bilinear(image: &crate::image::Image<f32>, p: crate::wcs::PixelPosition) 
     }
     let (x0, y0) = (p.x.floor().max(0.0), p.y.floor().max(0.0));
     let (x1, y1) = ((x0 + 1.0).min(w - 1.0), (y0 + 1.0).min(h - 1.0));
-    let (fx, fy) = ((p.x - x0).clamp(0.0, 1.0) as f32, (p.y - y0).clamp(0.0, 1.0) as f32);
+    let (fx, fy) = (
+        (p.x - x0).clamp(0.0, 1.0) as f32,
+        (p.y - y0).clamp(0.0, 1.0) as f32,
+    );
     let at = |x: f64, y: f64| image.get(x as usize, y as usize).unwrap_or(f32::NAN);
     let (a, b, c, d) = (at(x0, y0), at(x1, y0), at(x0, y1), at(x1, y1));
     let v = (a * (1.0 - fx) + b * fx) * (1.0 - fy) + (c * (1.0 - fx) + d * fx) * fy;
     if v.is_finite() {
         v
     } else {
-        at(p.x.round().clamp(0.0, w - 1.0), p.y.round().clamp(0.0, h - 1.0))
+        at(
+            p.x.round().clamp(0.0, w - 1.0),
+            p.y.round().clamp(0.0, h - 1.0),
+        )
     }
 }
 
@@ -214,7 +246,8 @@ pub fn order_for_scale(pixel_scale: f64, width_order: u8) -> u8 {
 
 /// Pixel size in degrees of a HiPS of `order` with tiles `2^width_order` wide.
 pub fn pixel_size_deg(order: u8, width_order: u8) -> f64 {
-    (std::f64::consts::PI / 3.0).sqrt().to_degrees() / f64::from(1u32 << (order + width_order).min(31))
+    (std::f64::consts::PI / 3.0).sqrt().to_degrees()
+        / f64::from(1u32 << (order + width_order).min(31))
 }
 
 #[cfg(test)]
@@ -231,7 +264,11 @@ mod tests {
         assert_eq!(layout.cell(t, 0, 1), 401);
         assert_eq!(layout.cell(t, 1, 1), 403);
         let l4 = TileLayout::new(2);
-        let row = |y| (0..4).map(|x| l4.cell(Tile::new(0, 0).unwrap(), x, y)).collect::<Vec<_>>();
+        let row = |y| {
+            (0..4)
+                .map(|x| l4.cell(Tile::new(0, 0).unwrap(), x, y))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(row(0), [0, 2, 8, 10]);
         assert_eq!(row(3), [5, 7, 13, 15]);
         // The top-left pixel's centre is near the tile's southern vertex, the bottom-right
@@ -269,7 +306,10 @@ mod tests {
             let child = parent.children()[q as usize];
             let (ox, oy) = (if q >= 2 { 2 } else { 0 }, if q % 2 == 1 { 2 } else { 0 });
             for (x, y) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
-                assert_eq!(l.cell(child, 2 * x, 2 * y) >> 2, l.cell(parent, ox + x, oy + y));
+                assert_eq!(
+                    l.cell(child, 2 * x, 2 * y) >> 2,
+                    l.cell(parent, ox + x, oy + y)
+                );
             }
         }
     }
@@ -287,7 +327,12 @@ mod tests {
     #[test]
     fn bilinear_interpolation_is_exact_on_a_plane_and_nan_off_the_image() {
         use crate::wcs::PixelPosition;
-        let img = crate::image::Image::from_vec(3, 3, (0..9).map(|i| (i % 3 + 10 * (i / 3)) as f32).collect()).unwrap();
+        let img = crate::image::Image::from_vec(
+            3,
+            3,
+            (0..9).map(|i| (i % 3 + 10 * (i / 3)) as f32).collect(),
+        )
+        .unwrap();
         let v = bilinear(&img, PixelPosition { x: 0.25, y: 1.5 });
         assert!((v - 15.25).abs() < 1e-5, "{v}");
         assert!(bilinear(&img, PixelPosition { x: -0.6, y: 1.0 }).is_nan());
@@ -300,7 +345,10 @@ mod tests {
     fn the_order_matches_the_pixel_scale() {
         assert_eq!(order_for_scale(0.2, 9), 11);
         assert!((pixel_size_deg(11, 9) * 3600.0 - 0.2013).abs() < 1e-3);
-        assert_eq!(Tile::new(6, 10302).unwrap().path("fits"), "Norder6/Dir10000/Npix10302.fits");
+        assert_eq!(
+            Tile::new(6, 10302).unwrap().path("fits"),
+            "Norder6/Dir10000/Npix10302.fits"
+        );
         assert!(Tile::new(0, 12).is_none());
         assert_eq!(Tile::new(1, 7).unwrap().parent(), Tile::new(0, 1));
     }

@@ -30,8 +30,8 @@ pub mod render;
 pub mod scene;
 pub mod single_frame;
 pub mod sky;
-pub mod stretch;
 pub mod skymap;
+pub mod stretch;
 #[cfg(test)]
 mod testkit;
 pub mod tpv;

@@ -175,10 +175,15 @@ mod tests {
 
     #[test]
     fn overlapping_patches_cover_a_small_polygon() {
-        let corners: Vec<SkyCoord> = [(61.99, -37.01), (62.01, -37.01), (62.01, -36.99), (61.99, -36.99)]
-            .iter()
-            .map(|&(a, d)| SkyCoord::new(a, d).unwrap())
-            .collect();
+        let corners: Vec<SkyCoord> = [
+            (61.99, -37.01),
+            (62.01, -37.01),
+            (62.01, -36.99),
+            (61.99, -36.99),
+        ]
+        .iter()
+        .map(|&(a, d)| SkyCoord::new(a, d).unwrap())
+        .collect();
         let patches = patches_overlapping(&corners);
         assert!(!patches.is_empty());
         for c in &corners {

@@ -47,6 +47,13 @@ impl Stretch {
     }
 }
 
+impl Stretch {
+    /// The grey levels of many values.
+    pub fn levels(self, values: &[f32], cut: Cut) -> Vec<Option<u8>> {
+        values.iter().map(|&v| self.level(v, cut)).collect()
+    }
+}
+
 /// The values shown as black (`lo`) and white (`hi`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Cut {
@@ -69,7 +76,10 @@ impl Cut {
     /// The cut between two percentiles of the finite values (reordered in place).
     pub fn from_percentiles(values: &mut [f32], lo_pct: f64, hi_pct: f64) -> Option<Self> {
         let mut finite: Vec<f32> = values.iter().copied().filter(|v| v.is_finite()).collect();
-        if finite.len() < 2 || !(0.0..100.0).contains(&lo_pct) || !(lo_pct < hi_pct && hi_pct <= 100.0) {
+        if finite.len() < 2
+            || !(0.0..100.0).contains(&lo_pct)
+            || !(lo_pct < hi_pct && hi_pct <= 100.0)
+        {
             return None;
         }
         let at = |p: f64, v: &mut Vec<f32>| {
@@ -118,6 +128,22 @@ impl ColourComposite {
     }
 }
 
+impl ColourComposite {
+    /// The colours of pixels of three planes (red, green, blue; a plane may be missing):
+    /// None where no plane has data, a missing value counting as zero where another has.
+    pub fn compose(&self, planes: [Option<&[f32]>; 3], n: usize) -> Vec<Option<[u8; 3]>> {
+        (0..n)
+            .map(|i| {
+                let v: [f32; 3] = std::array::from_fn(|k| planes[k].map_or(f32::NAN, |p| p[i]));
+                if v.iter().all(|x| !x.is_finite()) {
+                    return None;
+                }
+                self.rgb(v.map(|x| if x.is_finite() { x } else { 0.0 }))
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,5 +188,9 @@ mod tests {
         assert!((f32::from(bright[1]) - 127.5).abs() <= 1.0, "{bright:?}");
         assert_eq!(c.rgb([1.0, f32::NAN, 1.0]), None);
         assert_eq!(c.rgb([-1.0, -1.0, -1.0]), Some([0, 0, 0]));
+        let red = [5.0, f32::NAN];
+        let px = c.compose([Some(&red), None, None], 2);
+        assert!(px[0].unwrap()[0] > 0 && px[0].unwrap()[1] == 0);
+        assert_eq!(px[1], None);
     }
 }

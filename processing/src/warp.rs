@@ -129,14 +129,24 @@ impl Mapping {
         }
         // The Jacobian of the cell (constant over it at this precision).
         let s = self.step as f64;
-        let (dxdx, dydx) = (((b.0 - a.0) + (d.0 - c.0)) / (2.0 * s), ((b.1 - a.1) + (d.1 - c.1)) / (2.0 * s));
-        let (dxdy, dydy) = (((c.0 - a.0) + (d.0 - b.0)) / (2.0 * s), ((c.1 - a.1) + (d.1 - b.1)) / (2.0 * s));
+        let (dxdx, dydx) = (
+            ((b.0 - a.0) + (d.0 - c.0)) / (2.0 * s),
+            ((b.1 - a.1) + (d.1 - c.1)) / (2.0 * s),
+        );
+        let (dxdy, dydy) = (
+            ((c.0 - a.0) + (d.0 - b.0)) / (2.0 * s),
+            ((c.1 - a.1) + (d.1 - b.1)) / (2.0 * s),
+        );
         Some((sx, sy, (dxdx * dydy - dxdy * dydx).abs()))
     }
 }
 
 /// Resamples `src` onto the part of `grid` it covers; None when it covers none of it.
-pub fn warp(src: &Exposure, grid: &PixelGrid, config: &WarpConfig) -> Result<Option<Warp>, WarpError> {
+pub fn warp(
+    src: &Exposure,
+    grid: &PixelGrid,
+    config: &WarpConfig,
+) -> Result<Option<Warp>, WarpError> {
     let src_wcs = src.wcs.as_ref().ok_or(WarpError::NoWcs)?;
     if config.interp_length == 0 {
         return Err(WarpError::BadInterpolationLength);
@@ -168,16 +178,16 @@ pub fn warp(src: &Exposure, grid: &PixelGrid, config: &WarpConfig) -> Result<Opt
     };
     let kernel = Kernel::new();
     let (sw, sh) = (src.width() as i64, src.height() as i64);
-    let (image, mask, variance) = (src.image().data(), src.mask().bits().data(), src.variance().data());
+    let (image, mask, variance) = (
+        src.image().data(),
+        src.mask().bits().data(),
+        src.variance().data(),
+    );
     let no_data = MaskPlane::NoData.bit();
     // One row at a time on every core: image, variance and mask of the row together.
     let mut rows: Vec<(Vec<f32>, Vec<f32>, Vec<i32>)> = vec![Default::default(); h];
     crate::image::for_rows(&mut rows, 1, |j, row| {
-        let (out_i, out_v, out_m) = (
-            vec![f32::NAN; w],
-            vec![f32::NAN; w],
-            vec![no_data; w],
-        );
+        let (out_i, out_v, out_m) = (vec![f32::NAN; w], vec![f32::NAN; w], vec![no_data; w]);
         let (mut out_i, mut out_v, mut out_m) = (out_i, out_v, out_m);
         for i in 0..w {
             let Some((sx, sy, area)) = mapping.map(x0 + i, y0 + j) else {
@@ -257,8 +267,14 @@ fn covered_box(src: &Exposure, grid: &PixelGrid) -> Option<(usize, usize, usize,
         }
     }
     let clamp = |v: f64, n: usize| v.clamp(0.0, n as f64) as usize;
-    let (x0, x1) = (clamp(lo_x.floor(), grid.width()), clamp(hi_x.ceil() + 1.0, grid.width()));
-    let (y0, y1) = (clamp(lo_y.floor(), grid.height()), clamp(hi_y.ceil() + 1.0, grid.height()));
+    let (x0, x1) = (
+        clamp(lo_x.floor(), grid.width()),
+        clamp(hi_x.ceil() + 1.0, grid.width()),
+    );
+    let (y0, y1) = (
+        clamp(lo_y.floor(), grid.height()),
+        clamp(hi_y.ceil() + 1.0, grid.height()),
+    );
     (x0 < x1 && y0 < y1).then_some((x0, y0, x1, y1))
 }
 
@@ -270,7 +286,10 @@ mod tests {
     /// A smooth image: a wide Gaussian on a slope, as a function of sky position so the
     /// warp can be checked against the truth on the new grid.
     fn scene(p: SkyCoord) -> f64 {
-        let (dx, dy) = ((p.ra() - 62.0) * 3600.0 * (37f64).to_radians().cos(), (p.dec() + 37.0) * 3600.0);
+        let (dx, dy) = (
+            (p.ra() - 62.0) * 3600.0 * (37f64).to_radians().cos(),
+            (p.dec() + 37.0) * 3600.0,
+        );
         100.0 + 50.0 * (-(dx * dx + dy * dy) / (2.0 * 20.0 * 20.0)).exp()
     }
 
@@ -280,7 +299,10 @@ mod tests {
             let (img, _, var) = e.planes_mut();
             for y in 0..n {
                 for x in 0..n {
-                    let s = wcs.pixel_to_sky(PixelPosition { x: x as f64, y: y as f64 });
+                    let s = wcs.pixel_to_sky(PixelPosition {
+                        x: x as f64,
+                        y: y as f64,
+                    });
                     img[y * n + x] = scene(s) as f32;
                     var[y * n + x] = 4.0;
                 }
@@ -294,7 +316,10 @@ mod tests {
         let s = scale / 3600.0;
         let (sa, ca) = angle.to_radians().sin_cos();
         TanSipWcs::new(
-            PixelPosition { x: n as f64 / 2.0, y: n as f64 / 2.0 },
+            PixelPosition {
+                x: n as f64 / 2.0,
+                y: n as f64 / 2.0,
+            },
             SkyCoord::new(ra, dec).unwrap(),
             [[-s * ca, s * sa], [s * sa, s * ca]],
             None,
@@ -316,9 +341,15 @@ mod tests {
                     assert!(e.mask().any(x, y, &[MaskPlane::NoData]));
                     continue;
                 }
-                let sky = e.wcs.as_ref().unwrap().pixel_to_sky(PixelPosition { x: x as f64, y: y as f64 });
+                let sky = e.wcs.as_ref().unwrap().pixel_to_sky(PixelPosition {
+                    x: x as f64,
+                    y: y as f64,
+                });
                 let truth = scene(sky);
-                assert!((f64::from(v) - truth).abs() < 0.02, "({x}, {y}): {v} vs {truth}");
+                assert!(
+                    (f64::from(v) - truth).abs() < 0.02,
+                    "({x}, {y}): {v} vs {truth}"
+                );
                 // Variance shrinks under interpolation but stays positive and bounded.
                 let var = e.variance().get(x, y).unwrap();
                 assert!(var > 0.5 && var <= 4.01, "{var}");
@@ -336,7 +367,10 @@ mod tests {
         let w = warp(&src, &grid, &WarpConfig::default()).unwrap().unwrap();
         let v = w.exposure.image().get(50 - w.x0, 50 - w.y0).unwrap();
         let truth = 4.0 * scene(SkyCoord::new(62.0, -37.0).unwrap());
-        assert!((f64::from(v) - truth).abs() / truth < 1e-3, "{v} vs {truth}");
+        assert!(
+            (f64::from(v) - truth).abs() / truth < 1e-3,
+            "{v} vs {truth}"
+        );
     }
 
     #[test]
@@ -345,7 +379,10 @@ mod tests {
         let far = PixelGrid::new(wcs(100.0, 10.0, 0.2, 0.0, 100), 100, 100);
         assert!(warp(&src, &far, &WarpConfig::default()).unwrap().is_none());
         let bare = Exposure::blank(10, 10);
-        assert_eq!(warp(&bare, &far, &WarpConfig::default()).unwrap_err(), WarpError::NoWcs);
+        assert_eq!(
+            warp(&bare, &far, &WarpConfig::default()).unwrap_err(),
+            WarpError::NoWcs
+        );
     }
 
     #[test]

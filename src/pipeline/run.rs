@@ -654,7 +654,7 @@ pub fn output_data_id(id: &DataId) -> RegDataId {
         detector: Some(id.detector),
         detector_name: Some(id.detector_name.clone()),
         band: Some(BANDS[id.band].to_string()),
-           patch: None,
+        patch: None,
     }
 }
 

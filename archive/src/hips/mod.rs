@@ -13,7 +13,7 @@ use aster_processing::hips::Tile;
 use fitsio::images::{ImageDescription, ImageType};
 
 use crate::fits_io::{FitsFileError, write_atomically_with, write_checksum};
-pub use properties::{Properties, PropertiesError};
+pub use properties::{Properties, PropertiesError, hips_list};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HipsError {
@@ -114,17 +114,32 @@ impl HipsTree {
 
     /// Writes a FITS tile of `width` x `width` values given top row first.
     pub fn write_fits_tile(&self, tile: Tile, width: usize, pixels: &[f32]) -> Result<()> {
-        self.write_fits(&self.tile_path(tile, TileFormat::Fits), width, width, pixels)
+        self.write_fits(
+            &self.tile_path(tile, TileFormat::Fits),
+            width,
+            width,
+            pixels,
+        )
     }
 
     /// The values of a FITS tile, top row first; None when there is no such tile.
     pub fn read_fits_tile(&self, tile: Tile) -> Result<Option<Vec<f32>>> {
-        let path = self.tile_path(tile, TileFormat::Fits);
+        Ok(self
+            .read_fits(&self.tile_path(tile, TileFormat::Fits))?
+            .map(|(_, _, px)| px))
+    }
+
+    /// `Norder<order>/Allsky.fits`: its width, height and values, top row first.
+    pub fn read_allsky_fits(&self, order: u8) -> Result<Option<(usize, usize, Vec<f32>)>> {
+        self.read_fits(&self.root.join(format!("Norder{order}/Allsky.fits")))
+    }
+
+    fn read_fits(&self, path: &Path) -> Result<Option<(usize, usize, Vec<f32>)>> {
         if !path.exists() {
             return Ok(None);
         }
-        let fail = |e: &dyn std::fmt::Display| FitsFileError::new(&path, "tile", e);
-        let mut f = fitsio::FitsFile::open(&path).map_err(|e| fail(&e))?;
+        let fail = |e: &dyn std::fmt::Display| FitsFileError::new(path, "tile", e);
+        let mut f = fitsio::FitsFile::open(path).map_err(|e| fail(&e))?;
         let hdu = f.primary_hdu().map_err(|e| fail(&e))?;
         let (w, h) = match &hdu.info {
             fitsio::hdu::HduInfo::ImageInfo { shape, .. } if shape.len() == 2 => {
@@ -137,7 +152,7 @@ impl HipsTree {
         for r in (0..h).rev() {
             out.extend_from_slice(&stored[r * w..(r + 1) * w]);
         }
-        Ok(Some(out))
+        Ok(Some((w, h, out)))
     }
 
     /// Writes a PNG or JPEG tile.
@@ -152,7 +167,13 @@ impl HipsTree {
     }
 
     /// Writes `Norder<order>/Allsky.fits`, `width` x `height` values top row first.
-    pub fn write_allsky_fits(&self, order: u8, width: usize, height: usize, px: &[f32]) -> Result<()> {
+    pub fn write_allsky_fits(
+        &self,
+        order: u8,
+        width: usize,
+        height: usize,
+        px: &[f32],
+    ) -> Result<()> {
         let path = self.root.join(format!("Norder{order}/Allsky.fits"));
         self.write_fits(&path, width, height, px)
     }
@@ -235,7 +256,10 @@ impl HipsTree {
 
     fn write_fits(&self, path: &Path, w: usize, h: usize, px: &[f32]) -> Result<()> {
         if px.len() != w * h {
-            return Err(HipsError::Invalid(format!("{} values for {w} x {h}", px.len())));
+            return Err(HipsError::Invalid(format!(
+                "{} values for {w} x {h}",
+                px.len()
+            )));
         }
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io(parent))?;
@@ -323,7 +347,9 @@ pub fn encode(w: usize, h: usize, pixels: Pixels<'_>, format: TileFormat) -> Res
             .map_err(|x| enc(&x))?;
         }
         TileFormat::Fits => {
-            return Err(HipsError::Invalid("FITS tiles hold values, not pictures".into()));
+            return Err(HipsError::Invalid(
+                "FITS tiles hold values, not pictures".into(),
+            ));
         }
     }
     Ok(out)
@@ -349,16 +375,24 @@ mod tests {
         let stored: Vec<f32> = hdu.read_image(&mut f).unwrap();
         assert_eq!(&stored[..4], &[12.0, 13.0, 14.0, 15.0]);
         assert_eq!(tree.tiles(6, TileFormat::Fits).unwrap(), vec![tile]);
-        assert!(tree.read_fits_tile(Tile::new(6, 1).unwrap()).unwrap().is_none());
+        assert!(
+            tree.read_fits_tile(Tile::new(6, 1).unwrap())
+                .unwrap()
+                .is_none()
+        );
         let grey: Vec<Option<u8>> = (0..16).map(|v| (v != 0).then_some(v as u8 * 10)).collect();
-        tree.write_picture_tile(tile, 4, Pixels::Grey(&grey), TileFormat::Png).unwrap();
+        tree.write_picture_tile(tile, 4, Pixels::Grey(&grey), TileFormat::Png)
+            .unwrap();
         let png = std::fs::read(dir.join("Norder6/Dir10000/Npix10302.png")).unwrap();
-        let mut reader = png::Decoder::new(std::io::Cursor::new(png)).read_info().unwrap();
+        let mut reader = png::Decoder::new(std::io::Cursor::new(png))
+            .read_info()
+            .unwrap();
         let mut buf = vec![0; reader.output_buffer_size()];
         reader.next_frame(&mut buf).unwrap();
         // Top-left has no data: transparent; the next pixel is opaque grey 10.
         assert_eq!(&buf[..4], &[0, 0, 10, 255]);
-        tree.write_picture_tile(tile, 4, Pixels::Grey(&grey), TileFormat::Jpeg).unwrap();
+        tree.write_picture_tile(tile, 4, Pixels::Grey(&grey), TileFormat::Jpeg)
+            .unwrap();
         assert!(dir.join("Norder6/Dir10000/Npix10302.jpg").exists());
         let _ = std::fs::remove_dir_all(&dir);
     }

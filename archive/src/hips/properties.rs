@@ -56,6 +56,12 @@ impl Properties {
         self
     }
 
+    /// Removes every value of a keyword.
+    pub fn remove(&mut self, key: &str) -> &mut Self {
+        self.0.retain(|(k, _)| k != key);
+        self
+    }
+
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0
             .iter()
@@ -109,7 +115,10 @@ impl Properties {
             &["fits", "png", "jpeg"]
         };
         if formats.is_empty() || formats.iter().any(|f| !allowed.contains(f)) {
-            return Err(bad("hips_tile_format", "not a list of the formats this type allows"));
+            return Err(bad(
+                "hips_tile_format",
+                "not a list of the formats this type allows",
+            ));
         }
         let int = |k: &str| self.get(k).and_then(|v| v.parse::<u32>().ok());
         if int("hips_order").is_none_or(|o| o > 29) {
@@ -118,18 +127,33 @@ impl Properties {
         if int("hips_tile_width").is_none_or(|w| !w.is_power_of_two()) {
             return Err(bad("hips_tile_width", "not a power of two"));
         }
-        if !["equatorial", "galactic", "ecliptic"].contains(&self.get("hips_frame").unwrap_or(""))
-        {
+        if !["equatorial", "galactic", "ecliptic"].contains(&self.get("hips_frame").unwrap_or("")) {
             return Err(bad("hips_frame", "not equatorial, galactic or ecliptic"));
         }
         let date = self.get("hips_release_date").unwrap_or("");
         if chrono::NaiveDateTime::parse_from_str(date, "%Y-%m-%dT%H:%MZ").is_err() {
             return Err(bad("hips_release_date", "not YYYY-mm-ddTHH:MMZ"));
         }
-        let status: Vec<&str> = self.get("hips_status").unwrap_or("").split_whitespace().collect();
-        let known = ["private", "public", "master", "mirror", "partial", "clonable", "unclonable", "clonableOnce"];
+        let status: Vec<&str> = self
+            .get("hips_status")
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let known = [
+            "private",
+            "public",
+            "master",
+            "mirror",
+            "partial",
+            "clonable",
+            "unclonable",
+            "clonableOnce",
+        ];
         if status.iter().any(|s| !known.contains(s)) {
-            return Err(bad("hips_status", "has a word the standard does not define"));
+            return Err(bad(
+                "hips_status",
+                "has a word the standard does not define",
+            ));
         }
         Ok(())
     }
@@ -180,18 +204,30 @@ mod tests {
         let p = complete();
         assert_eq!(p.validate(), Ok(()));
         let text = p.to_string();
-        assert_eq!(Properties::parse(&format!("# comment\n\n{text}")).unwrap(), p);
+        assert_eq!(
+            Properties::parse(&format!("# comment\n\n{text}")).unwrap(),
+            p
+        );
         let mut missing = p.clone();
         missing.0.retain(|(k, _)| k != "hips_frame");
-        assert_eq!(missing.validate(), Err(PropertiesError::Missing("hips_frame")));
+        assert_eq!(
+            missing.validate(),
+            Err(PropertiesError::Missing("hips_frame"))
+        );
         let mut bad = p.clone();
         bad.set("hips_tile_width", 500);
         assert!(matches!(bad.validate(), Err(PropertiesError::BadValue(..))));
         bad = p.clone();
         bad.set("hips_tile_format", "tsv");
         assert!(bad.validate().is_err());
-        assert_eq!(Properties::parse("no equals"), Err(PropertiesError::Syntax(1)));
-        assert_eq!(Properties::parse("a b = c"), Err(PropertiesError::BadKeyword(1)));
+        assert_eq!(
+            Properties::parse("no equals"),
+            Err(PropertiesError::Syntax(1))
+        );
+        assert_eq!(
+            Properties::parse("a b = c"),
+            Err(PropertiesError::BadKeyword(1))
+        );
     }
 
     #[test]

@@ -779,8 +779,14 @@ mod tests {
         });
         let coadd = reg.register(coadd).unwrap();
         assert_eq!(coadd.id, "coadd.deep.p1234567-r");
-        assert_eq!(reg.get(&coadd.id).unwrap().unwrap().data_id.patch, Some(1_234_567));
-        assert!(matches!(reg.remove(&pvi.id), Err(RegistryError::Conflict { .. })));
+        assert_eq!(
+            reg.get(&coadd.id).unwrap().unwrap().data_id.patch,
+            Some(1_234_567)
+        );
+        assert!(matches!(
+            reg.remove(&pvi.id),
+            Err(RegistryError::Conflict { .. })
+        ));
         assert!(reg.remove(&coadd.id).unwrap());
         assert!(!reg.remove(&coadd.id).unwrap());
     }
@@ -792,13 +798,19 @@ mod tests {
             let c = rusqlite::Connection::open(dir.join(REGISTRY_FILE)).unwrap();
             let old = SCHEMA.replace("    patch BIGINT,\n", "");
             c.execute_batch(&old).unwrap();
-            c.execute_batch("INSERT INTO registry_version (version) VALUES (1)").unwrap();
+            c.execute_batch("INSERT INTO registry_version (version) VALUES (1)")
+                .unwrap();
         }
         std::fs::write(dir.join("raw.fits"), b"raw bytes").unwrap();
         let reg = Registry::open(&dir).unwrap();
-        let raw = reg.register(new(DatasetType::Raw, "raw", 7, "raw.fits")).unwrap();
+        let raw = reg
+            .register(new(DatasetType::Raw, "raw", 7, "raw.fits"))
+            .unwrap();
         assert_eq!(reg.get(&raw.id).unwrap().unwrap().data_id.patch, None);
-        let v = reg.db.query("SELECT version FROM registry_version", vec![]).unwrap();
+        let v = reg
+            .db
+            .query("SELECT version FROM registry_version", vec![])
+            .unwrap();
         assert_eq!(v[0].int(0), Some(SCHEMA_VERSION));
         let _ = std::fs::remove_dir_all(&dir);
     }

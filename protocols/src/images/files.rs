@@ -115,7 +115,7 @@ pub(super) async fn stream_file(
 }
 
 /// Streams `count` bytes of `file` from where it stands.
-pub(super) fn stream_from(
+pub(crate) fn stream_from(
     builder: axum::http::response::Builder,
     file: tokio::fs::File,
     count: u64,

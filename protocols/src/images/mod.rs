@@ -20,7 +20,7 @@ use axum::routing::get;
 use crate::uws::UwsConfig;
 
 mod datalink;
-mod files;
+pub(crate) mod files;
 mod manifest;
 mod moc;
 mod params;
