@@ -51,6 +51,8 @@ pub struct HipsOptions {
     pub colour: Vec<String>,
     /// Rebuild every tile, not only those whose coadds changed.
     pub force: bool,
+    /// Where the HiPS directories go [default: `<data dir>/hips`].
+    pub output: Option<std::path::PathBuf>,
 }
 
 impl Default for HipsOptions {
@@ -64,6 +66,7 @@ impl Default for HipsOptions {
             cut_percentiles: (0.5, 99.8),
             colour: vec!["i".into(), "r".into(), "g".into()],
             force: false,
+            output: None,
         }
     }
 }
@@ -82,6 +85,10 @@ struct BuildState {
 #[derive(Debug, Default)]
 pub struct HipsSummary {
     pub built: Vec<(String, usize)>,
+}
+
+fn output_dir(data_dir: &Path, opts: &HipsOptions) -> std::path::PathBuf {
+    opts.output.clone().unwrap_or_else(|| hips_dir(data_dir))
 }
 
 /// A cut given as "LO,HI".
@@ -152,7 +159,7 @@ fn build_band(
     band: &str,
     coadds: &[Dataset],
 ) -> Result<BTreeSet<Tile>> {
-    let tree = HipsTree::new(hips_dir(data_dir).join(id));
+    let tree = HipsTree::new(output_dir(data_dir, opts).join(id));
     let state_path = tree.root().join("build.json");
     let old: BuildState = std::fs::read(&state_path)
         .ok()
@@ -363,7 +370,7 @@ fn build_colour(
     bands: &[&String],
     changed: &BTreeMap<String, BTreeSet<Tile>>,
 ) -> Result<usize> {
-    let root = hips_dir(data_dir);
+    let root = output_dir(data_dir, opts);
     let trees: Vec<HipsTree> = bands
         .iter()
         .map(|b| HipsTree::new(root.join(format!("{}-{b}", opts.collection))))

@@ -1,6 +1,7 @@
 //! The `aster` command: serve the archive, build the demo release, import catalogs, check
 //! ADQL, benchmark the TAP service, simulate CCD images and measure them.
 mod bench;
+mod bench_hips;
 mod bench_pipeline;
 mod calibrate;
 mod coadd;
@@ -317,6 +318,12 @@ enum BenchCommand {
         #[arg(long, default_value_t = 4096)]
         ccd_size: usize,
     },
+    /// HiPS generation from a band's coadds in tiles per second, beside CDS Hipsgen on the
+    /// same files (builds the demo's coadds first when the data directory has none).
+    Hips {
+        #[arg(long, default_value = "r")]
+        band: String,
+    },
     /// Time typical TAP queries end to end through HTTP against a running server.
     Tap {
         /// Base URL of the TAP service.
@@ -390,6 +397,9 @@ fn main() -> Result<()> {
                 let store = server::open_store(&config)?;
                 server::import(&store, &table, ra.as_deref(), dec.as_deref(), &files).await
             }
+            Command::Bench {
+                command: BenchCommand::Hips { band },
+            } => bench_hips::hips(&config, &band).await,
             Command::Bench {
                 command: BenchCommand::Tap { url, repeat },
             } => bench::tap(&url, repeat).await,
