@@ -58,7 +58,9 @@ pub async fn hips(config: &crate::config::Config, band: &str) -> Result<()> {
     build(&config.data_dir, &registry, &opts)?;
     let ours = t.elapsed().as_secs_f64();
     let tree = HipsTree::new(ours_dir.join(format!("deep-{band}")));
-    let props = tree.read_properties()?.context("our HiPS has no properties")?;
+    let props = tree
+        .read_properties()?
+        .context("our HiPS has no properties")?;
     let order: u8 = props
         .get("hips_order")
         .and_then(|o| o.parse().ok())

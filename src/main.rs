@@ -10,6 +10,7 @@ mod datasets;
 mod demo;
 mod download;
 mod hips;
+mod hips_catalog;
 mod pipeline;
 mod regenerate;
 mod server;
@@ -167,6 +168,31 @@ enum HipsCommand {
         /// Rebuild every tile.
         #[arg(long)]
         force: bool,
+    },
+    /// Build a progressive catalog HiPS (TSV tiles) of a catalog table, brightest first.
+    Catalog {
+        #[arg(long, default_value = "dp.Object")]
+        table: String,
+        /// HiPS ID.
+        #[arg(long, default_value = "dp-object")]
+        id: String,
+        /// Columns (comma-separated; the first is the identifier) [default: the Object
+        /// table's ID, position, g, r, i PSF fluxes and extendedness].
+        #[arg(long)]
+        columns: Option<String>,
+        #[arg(long, default_value = "coord_ra")]
+        ra: String,
+        #[arg(long, default_value = "coord_dec")]
+        dec: String,
+        /// ADQL ORDER BY clause putting the brightest first.
+        #[arg(long, default_value = "r_psfFlux DESC")]
+        order_by: String,
+        /// Rows per tile before fainter ones go a level deeper.
+        #[arg(long, default_value_t = 100)]
+        per_tile: usize,
+        /// Deepest order.
+        #[arg(long, default_value_t = 10)]
+        max_order: u8,
     },
 }
 
@@ -522,6 +548,37 @@ fn main() -> Result<()> {
                 for (id, tiles) in &summary.built {
                     println!("{id}: {tiles} tiles written or updated");
                 }
+                Ok(())
+            }
+            Command::Hips {
+                command:
+                    HipsCommand::Catalog {
+                        table,
+                        id,
+                        columns,
+                        ra,
+                        dec,
+                        order_by,
+                        per_tile,
+                        max_order,
+                    },
+            } => {
+                let mut opts = hips_catalog::CatalogHipsOptions {
+                    id,
+                    table,
+                    ra,
+                    dec,
+                    order_by,
+                    per_tile,
+                    max_order,
+                    ..Default::default()
+                };
+                if let Some(c) = columns {
+                    opts.columns = c.split(',').map(|c| c.trim().to_string()).collect();
+                }
+                let store = server::open_store(&config)?;
+                let (rows, tiles) = hips_catalog::build(&config.data_dir, &store, &opts).await?;
+                println!("{}: {rows} rows in {tiles} tiles", opts.id);
                 Ok(())
             }
             Command::Coadd {

@@ -55,6 +55,14 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
     }
     if with_demo {
         demo::publish_schedule(&config.data_dir)?;
+        // The Object table as a catalog HiPS, for overlays in Aladin and the portal.
+        let catalog = crate::hips_catalog::CatalogHipsOptions::default();
+        let tree = aster_archive::hips::hips_dir(&config.data_dir).join(&catalog.id);
+        if !tree.join("properties").exists() {
+            let (rows, tiles) =
+                crate::hips_catalog::build(&config.data_dir, &store, &catalog).await?;
+            tracing::info!(rows, tiles, "the demo's catalog HiPS");
+        }
     }
     let engine = QueryEngine::new(store).with_obscore(
         registry.clone(),

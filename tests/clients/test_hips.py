@@ -12,6 +12,7 @@ import tempfile
 import numpy as np
 import pytest
 import requests
+from astropy import units as u
 from astropy.io import fits
 from astropy.wcs import WCS
 from scipy.ndimage import map_coordinates
@@ -20,6 +21,7 @@ import cdshealpix
 import pyvo
 from mocpy import MOC
 
+u_deg = u.deg
 MANDATORY = ["creator_did", "obs_title", "dataproduct_type", "hips_version",
              "hips_release_date", "hips_status", "hips_tile_format", "hips_order",
              "hips_frame", "hips_tile_width"]
@@ -55,7 +57,8 @@ def props_of(base_url, hid):
 
 
 def test_the_list_names_every_band_the_all_band_and_colour_hips(hips_list, base_url):
-    for hid in ["deep-g", "deep-r", "deep-i", "deep-z", "deep-all", "deep-color"]:
+    for hid in ["deep-g", "deep-r", "deep-i", "deep-z", "deep-all", "deep-color",
+                "dp-object"]:
         assert hid in hips_list, sorted(hips_list)
         rec = hips_list[hid]
         for k in LIST_MANDATORY:
@@ -66,14 +69,19 @@ def test_the_list_names_every_band_the_all_band_and_colour_hips(hips_list, base_
 def test_properties_have_every_mandatory_keyword_in_the_standard_form(base_url, hips_list):
     for hid in hips_list:
         p = props_of(base_url, hid)
+        catalog = p.get("dataproduct_type") == "catalog"
         for k in MANDATORY:
-            assert p.get(k), (hid, k)
+            if not (catalog and k == "hips_tile_width"):
+                assert p.get(k), (hid, k)
         assert p["creator_did"].startswith("ivo://")
-        assert p["dataproduct_type"] == "image"
         assert p["hips_frame"] == "equatorial"
+        assert 0 <= int(p["hips_order"]) <= 29
+        if catalog:
+            assert p["hips_tile_format"] == "tsv" and int(p["hips_cat_nrows"]) > 0
+            continue
+        assert p["dataproduct_type"] == "image"
         width = int(p["hips_tile_width"])
         assert width & (width - 1) == 0
-        assert 0 <= int(p["hips_order"]) <= 29
         assert set(p["hips_tile_format"].split()) <= {"fits", "png", "jpeg"}
         assert set(p["hips_status"].split()) <= {"public", "private", "master", "mirror",
                                                    "partial", "clonable", "unclonable",
@@ -269,3 +277,51 @@ def test_coadds_are_in_obscore_with_their_calexps_as_provenance(tap_url, base_ur
     inputs = record["provenance"]["inputs"]
     assert inputs and all(i.startswith("calexp.") for i in inputs)
     assert record["provenance"]["task"] == "coadd"
+
+
+def test_the_object_catalog_hips_holds_every_row_once_brightest_at_the_top(base_url, tap_url):
+    from astropy.io.votable import parse_single_table
+    p = props_of(base_url, "dp-object")
+    meta = parse_single_table(io.BytesIO(requests.get(
+        base_url + "/hips/dp-object/metadata.xml", timeout=30).content))
+    ucds = {f.name: f.ucd for f in meta.fields}
+    assert ucds["coord_ra"] == "pos.eq.ra;meta.main"
+    assert ucds["coord_dec"] == "pos.eq.dec;meta.main"
+    moc = MOC.from_fits(io.BytesIO(requests.get(base_url + "/hips/dp-object/Moc.fits",
+                                                timeout=30).content))
+    session = requests.Session()
+    seen = {}
+    flux_by_tile = {}
+    for order in range(int(p["hips_order_min"]), int(p["hips_order"]) + 1):
+        # The tiles of this order that can exist: the MOC's cells degraded to it.
+        cells = np.unique(moc.flatten() >> np.uint64(2 * (moc.max_order - order)))
+        for npix in cells:
+            npix = int(npix)
+            d = npix // 10000 * 10000
+            r = session.get(f"{base_url}/hips/dp-object/Norder{order}/Dir{d}/Npix{npix}.tsv",
+                            timeout=30)
+            if r.status_code == 404:
+                continue
+            r.raise_for_status()
+            lines = r.text.splitlines()
+            header = lines[0].split("\t")
+            assert header[:3] == ["objectId", "coord_ra", "coord_dec"]
+            fluxes = []
+            for line in lines[1:]:
+                v = line.split("\t")
+                assert v[0] not in seen, f"object {v[0]} in two tiles"
+                seen[v[0]] = (order, npix)
+                fluxes.append(float(v[header.index("r_psfFlux")]))
+                # The row lies in its tile.
+                cell = cdshealpix.nested.lonlat_to_healpix(
+                    np.array([float(v[1])]) * u_deg, np.array([float(v[2])]) * u_deg, order)
+                assert int(cell[0]) == npix
+            flux_by_tile[(order, npix)] = min(fluxes)
+            parent = (order - 1, npix >> 2)
+            if parent in flux_by_tile:
+                # Everything in a tile is fainter than everything above it.
+                assert max(fluxes) <= flux_by_tile[parent] + 1e-9
+    assert len(seen) == int(p["hips_cat_nrows"])
+    n = pyvo.dal.TAPService(tap_url).search(
+        "SELECT COUNT(*) AS n FROM dp.Object").to_table()["n"][0]
+    assert len(seen) == n

@@ -92,7 +92,12 @@ impl Properties {
 
     /// Checks the mandatory keywords and the values whose form the standard fixes.
     pub fn validate(&self) -> Result<(), PropertiesError> {
+        let catalog = self.get("dataproduct_type") == Some("catalog");
         for key in MANDATORY {
+            // Tiles of a catalog have rows, not a width.
+            if catalog && key == "hips_tile_width" {
+                continue;
+            }
             if self.get(key).is_none_or(str::is_empty) {
                 return Err(PropertiesError::Missing(key));
             }
@@ -124,7 +129,7 @@ impl Properties {
         if int("hips_order").is_none_or(|o| o > 29) {
             return Err(bad("hips_order", "not an order from 0 to 29"));
         }
-        if int("hips_tile_width").is_none_or(|w| !w.is_power_of_two()) {
+        if !catalog && int("hips_tile_width").is_none_or(|w| !w.is_power_of_two()) {
             return Err(bad("hips_tile_width", "not a power of two"));
         }
         if !["equatorial", "galactic", "ecliptic"].contains(&self.get("hips_frame").unwrap_or("")) {
