@@ -4,7 +4,8 @@
 //! holding fewer than `per_tile` rows, so the low orders show the brightest objects evenly
 //! over the sky and each deeper order adds fainter ones; rows left at the deepest order all
 //! stay there. Tiles are TSV with a header line; `metadata.xml` describes the columns as a
-//! VOTable (positions by their UCDs), and `Moc.fits` is the coverage.
+//! VOTable (positions by their UCDs), `NorderK/Allsky.tsv` gathers orders 1 to 3, and
+//! `Moc.fits` is the coverage.
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -168,6 +169,18 @@ pub async fn build(
     for (tile, body) in &tiles {
         let path = tree.root().join(tile.path("tsv"));
         tree.write_file(&path, format!("{header}{body}").as_bytes())?;
+    }
+    // Allsky files of the low orders: every tile of the order in one file, so a client
+    // showing the whole sky makes one request (HiPS 1.0, 4.3.2).
+    for order in 1..=3u8.min(deepest_used) {
+        let mut of_order: Vec<(&Tile, &String)> =
+            tiles.iter().filter(|(t, _)| t.order == order).collect();
+        of_order.sort_by_key(|(t, _)| t.npix);
+        let body: String = of_order.into_iter().map(|(_, b)| b.as_str()).collect();
+        tree.write_file(
+            &tree.root().join(format!("Norder{order}/Allsky.tsv")),
+            format!("{header}{body}").as_bytes(),
+        )?;
     }
     tree.write_file(
         &tree.root().join("metadata.xml"),

@@ -17,7 +17,7 @@ use axum::Router;
 use axum::extract::Request;
 use axum::http::header;
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -123,7 +123,6 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
         t.max_upload_bytes,
     );
     let app = Router::new()
-        .route("/", get(home))
         .route(
             "/metrics",
             get(|| async {
@@ -135,6 +134,7 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
         )
         .nest("/tap", tap::router(service, jobs, uws))
         .merge(images::router(image_services, jobs_for_soda, soda_uws))
+        .merge(aster_protocols::portal::router())
         .merge(aster_protocols::hips::router(
             aster_protocols::hips::HipsService::new(&config.data_dir, config.public_url.clone()),
         ))
@@ -202,11 +202,6 @@ async fn shutdown() {
         _ = term => {},
     }
     tracing::info!("shutting down");
-}
-
-/// The portal's front page (static/), built into the binary so it is served from anywhere.
-async fn home() -> impl IntoResponse {
-    Html(include_str!("../static/index.html"))
 }
 
 /// `aster catalog import`: files into SCHEMA.NAME, creating the table from the first file's

@@ -124,7 +124,7 @@ fn hips_file(path: &str) -> Option<(&'static str, &'static str)> {
     match path {
         "properties" => return Some(("text/plain; charset=utf-8", "public, max-age=60")),
         "Moc.fits" => return Some(("application/fits", "public, max-age=60")),
-        "metadata.xml" => return Some(("application/x-votable+xml", long)),
+        "metadata.xml" | "Metadata.xml" => return Some(("application/x-votable+xml", long)),
         _ => {}
     }
     let parts: Vec<&str> = path.split('/').collect();
@@ -159,6 +159,12 @@ async fn file(
     }
     let Some((media, cache)) = hips_file(&path) else {
         return not_found(&format!("{path} is not a file of a HiPS"));
+    };
+    // The standard names the catalog metadata `metadata.xml`; Aladin asks for `Metadata.xml`.
+    let path = if path == "Metadata.xml" {
+        "metadata.xml".to_string()
+    } else {
+        path
     };
     let full = s.root.join(&id).join(&path);
     let file = match tokio::fs::File::open(&full).await {
@@ -230,6 +236,8 @@ mod tests {
     fn only_files_hips_defines_are_served() {
         assert!(hips_file("properties").is_some());
         assert!(hips_file("Moc.fits").is_some());
+        assert!(hips_file("Metadata.xml").is_some());
+        assert!(hips_file("Norder2/Allsky.tsv").is_some());
         assert_eq!(hips_file("Norder3/Allsky.jpg").unwrap().0, "image/jpeg");
         assert_eq!(
             hips_file("Norder6/Dir10000/Npix10302.fits").unwrap().0,

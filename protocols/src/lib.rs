@@ -1,11 +1,12 @@
 //! Aster's HTTP services (TAP 1.1 with UWS 1.1 and VOSI, the query history, metrics; SIAv2,
 //! DataLink, SODA, dataset downloads and MOCs over the dataset registry; the predicted visit
-//! schedule, HiPS) and the table
+//! schedule, HiPS; the portal) and the table
 //! writers they stream results with.
 pub mod formats;
 pub mod hips;
 pub mod images;
 pub mod metrics;
+pub mod portal;
 pub mod schedule;
 pub mod tap;
 pub mod uws;

@@ -1,7 +1,7 @@
 """Coadds and HiPS through real clients against the demo server: the HiPS list and
 properties against HiPS 1.0's mandatory keywords, mocpy on Moc.fits, a deepest-order tile's
 pixels against the coadd resampled independently (astropy WCS, scipy, cdshealpix) at the
-HEALPix positions HiPS defines, Aladin Desktop rendering a tile in script mode, caching
+HEALPix positions HiPS defines, Aladin Desktop rendering a tile in script mode (its view kept in ASTER_TEST_SCREENSHOTS), caching
 headers, the colour HiPS, and the coadds in ObsCore with their provenance."""
 import io
 import os
@@ -207,7 +207,7 @@ def test_aladin_desktop_renders_the_hips_in_script_mode(base_url):
     assert os.path.exists(aladin), "scripts/setup installs Debian's aladin"
     p = props_of(base_url, "deep-r")
     ra, dec = float(p["hips_initial_ra"]), float(p["hips_initial_dec"])
-    out = os.path.join(os.environ.get("ASTER_TEST_ARTIFACTS", tempfile.mkdtemp()),
+    out = os.path.join(os.environ.get("ASTER_TEST_SCREENSHOTS") or tempfile.mkdtemp(),
                        "aladin-deep-r.png")
     if os.path.exists(out):
         os.remove(out)
