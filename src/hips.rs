@@ -467,6 +467,17 @@ fn build_colour(
         ),
     )
     .set("dataproduct_subtype", "color")
+    // How to redraw any region of it from the bands (`/hips/{id}/render`).
+    .set(
+        "aster_rgb",
+        bands
+            .iter()
+            .map(|b| format!("{}-{b}", opts.collection))
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+    .set("aster_rgb_stretch", composite.stretch)
+    .set("aster_rgb_q", composite.q)
     .set("hips_tile_format", "png jpeg")
     .set("hips_release_date", release_date())
     .set(

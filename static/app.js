@@ -406,6 +406,14 @@ async function showRecord(data) {
   }
 }
 $("#sky-refresh").addEventListener("click", () => aladin && loadOverlays());
+// A captioned picture of the current view, drawn by the archive from the HiPS.
+$("#sky-picture").addEventListener("click", (e) => {
+  if (!aladin) { e.preventDefault(); return; }
+  const [ra, dec] = aladin.getRaDec();
+  const [fov] = aladin.getFov();
+  const id = $("#hips").value.split("/").pop();
+  e.currentTarget.href = `${BASE}/hips/${id}/render?${new URLSearchParams({ ra: ra.toFixed(6), dec: dec.toFixed(6), fov: Math.min(10, fov).toFixed(5), width: 1200, height: 900, format: "html" })}`;
+});
 for (const id of ["#show-footprints", "#show-objects"]) $(id).addEventListener("change", () => aladin && loadOverlays());
 
 // ---------------------------------------------------------------- images (SIAv2, SODA)

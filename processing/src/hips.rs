@@ -113,6 +113,57 @@ impl TileLayout {
     }
 }
 
+impl TileLayout {
+    /// The display pixel (x, y) of a cell of the pixel order within its tile.
+    pub fn pixel_of(&self, cell: u64) -> (usize, usize) {
+        let sub = cell & ((1u64 << (2 * self.width_order)) - 1);
+        let (mut y, mut x) = (0usize, 0usize);
+        for b in 0..self.width_order {
+            y |= (((sub >> (2 * b)) & 1) as usize) << b;
+            x |= (((sub >> (2 * b + 1)) & 1) as usize) << b;
+        }
+        (x, y)
+    }
+
+    /// The cell of the pixel order at each pixel of `grid` (row by row, the grid's own
+    /// row order), for rendering a HiPS of `order` onto it.
+    pub fn cells_of_grid(&self, grid: &crate::skymap::PixelGrid, order: u8) -> Vec<u64> {
+        let depth = self.pixel_order(order);
+        let mut out = vec![0u64; grid.width() * grid.height()];
+        crate::image::for_rows(&mut out, grid.width(), |y, row| {
+            for (x, c) in row.iter_mut().enumerate() {
+                let p = grid.wcs().pixel_to_sky(crate::wcs::PixelPosition {
+                    x: x as f64,
+                    y: y as f64,
+                });
+                *c = cdshealpix::nested::hash(depth, p.ra().to_radians(), p.dec().to_radians());
+            }
+        });
+        out
+    }
+
+    /// The value at each cell (nearest HiPS pixel) from the tiles that hold them, keyed by
+    /// tile index; NaN where a tile is missing.
+    pub fn values_at(
+        &self,
+        cells: &[u64],
+        tiles: &std::collections::HashMap<u64, Vec<f32>>,
+    ) -> Vec<f32> {
+        let w = self.width();
+        cells
+            .iter()
+            .map(|&c| {
+                tiles
+                    .get(&(c >> (2 * self.width_order)))
+                    .map_or(f32::NAN, |t| {
+                        let (x, y) = self.pixel_of(c);
+                        t[y * w + x]
+                    })
+            })
+            .collect()
+    }
+}
+
 /// An image to sample tiles from: its pixels and WCS.
 #[derive(Clone, Copy)]
 pub struct Source<'a> {
@@ -282,6 +333,32 @@ mod tests {
         assert!((br.dec() - n.1.to_degrees()).abs() < 0.01, "{br:?} {n:?}");
         // Every pixel's cell lies in the tile.
         assert_eq!(l.cell(t, 511, 511) >> 18, 1234);
+    }
+
+    #[test]
+    fn pixels_of_cells_invert_the_layout_and_regions_render_from_tiles() {
+        let l = TileLayout::new(3);
+        let t = Tile::new(7, 4242).unwrap();
+        for (x, y) in [(0, 0), (7, 0), (3, 5), (7, 7)] {
+            assert_eq!(l.pixel_of(l.cell(t, x, y)), (x, y));
+        }
+        // A tiny grid about a pixel centre reads that pixel's value.
+        let centre = l.centre(t, 3, 5);
+        let s = 1e-5;
+        let wcs = crate::wcs::TanSipWcs::new(
+            crate::wcs::PixelPosition { x: 1.0, y: 1.0 },
+            centre,
+            [[-s, 0.0], [0.0, s]],
+            None,
+        )
+        .unwrap();
+        let grid = crate::skymap::PixelGrid::new(wcs, 3, 3);
+        let cells = l.cells_of_grid(&grid, 7);
+        let values: Vec<f32> = (0..64).map(|v| v as f32).collect();
+        let tiles = std::collections::HashMap::from([(4242u64, values)]);
+        let out = l.values_at(&cells, &tiles);
+        assert_eq!(out[4], (5 * 8 + 3) as f32);
+        assert!(l.values_at(&cells, &Default::default())[0].is_nan());
     }
 
     #[test]

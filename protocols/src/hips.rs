@@ -60,6 +60,7 @@ pub fn router(service: HipsService) -> Router {
         .route("/hipslist", get(list))
         .route("/hips/{id}", get(tree_root))
         .route("/hips/{id}/", get(tree_root))
+        .route("/hips/{id}/render", get(render))
         .route("/hips/{id}/{*file}", get(file))
         .with_state(Arc::new(service))
 }
@@ -219,6 +220,260 @@ async fn file(
         }
     }
     resp
+}
+
+#[derive(serde::Deserialize)]
+struct RenderParams {
+    ra: Option<String>,
+    dec: Option<String>,
+    fov: Option<String>,
+    width: Option<String>,
+    height: Option<String>,
+    format: Option<String>,
+}
+
+const MAX_RENDER_SIDE: usize = 4000;
+
+fn bad_request(msg: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{msg}\n"),
+    )
+        .into_response()
+}
+
+/// `GET /hips/{id}/render?ra=&dec=&fov=[&width=800&height=600&format=jpeg|png|html]`: a
+/// picture of any region (DMS-REQ-0103), gnomonic, north up, `fov` degrees across, drawn
+/// from the HiPS's FITS tiles at the order matching its pixels: grey through the HiPS's cut
+/// and stretch, or, for a colour HiPS, the Lupton composite of its bands. The caption, built
+/// from the HiPS's metadata, comes as `X-Caption`, or with the picture in an HTML figure.
+async fn render(
+    State(s): State<Arc<HipsService>>,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<RenderParams>,
+) -> Response {
+    let Some((_, props)) = s.list().into_iter().find(|(i, _)| *i == id) else {
+        return not_found(&format!("no HiPS {id}: /hips/list lists them"));
+    };
+    let num = |v: &Option<String>, name: &str, default: Option<f64>| -> Result<f64, Response> {
+        match v {
+            None => default.ok_or_else(|| bad_request(&format!("{name} is required"))),
+            Some(t) => t
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| bad_request(&format!("{name}={t}: not a number"))),
+        }
+    };
+    let parsed = (|| {
+        let ra = num(&q.ra, "ra", None)?;
+        let dec = num(&q.dec, "dec", None)?;
+        let fov = num(&q.fov, "fov", Some(0.1))?;
+        let w = num(&q.width, "width", Some(800.0))?;
+        let h = num(&q.height, "height", Some(600.0))?;
+        if !(-90.0..=90.0).contains(&dec) {
+            return Err(bad_request("dec must be between -90 and 90"));
+        }
+        if !(fov > 0.0 && fov <= 10.0) {
+            return Err(bad_request("fov must be above 0 and at most 10 degrees"));
+        }
+        let side = |v: f64, n: &str| {
+            (v >= 1.0 && v <= MAX_RENDER_SIDE as f64 && v.fract() == 0.0)
+                .then_some(v as usize)
+                .ok_or_else(|| {
+                    bad_request(&format!(
+                        "{n} must be a whole number from 1 to {MAX_RENDER_SIDE}"
+                    ))
+                })
+        };
+        Ok((ra, dec, fov, side(w, "width")?, side(h, "height")?))
+    })();
+    let (ra, dec, fov, w, h) = match parsed {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let format = q.format.as_deref().unwrap_or("jpeg").to_ascii_lowercase();
+    let caption = caption(&props, ra, dec, fov, w, h);
+    if format == "html" {
+        let src = format!("render?ra={ra}&dec={dec}&fov={fov}&width={w}&height={h}&format=jpeg");
+        let esc = crate::xml::escape;
+        let html = format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head>\
+             <body><figure><img src=\"{src}\" width=\"{w}\" height=\"{h}\" alt=\"{t}\">\
+             <figcaption>{c}</figcaption></figure></body></html>",
+            t = esc(props.get("obs_title").unwrap_or(&id)),
+            src = esc(&src),
+            c = esc(&caption)
+        );
+        return ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
+    }
+    let picture = match format.as_str() {
+        "jpeg" | "jpg" | "image/jpeg" => aster_archive::hips::TileFormat::Jpeg,
+        "png" | "image/png" => aster_archive::hips::TileFormat::Png,
+        f => return bad_request(&format!("format={f}: jpeg, png or html")),
+    };
+    if props.get("dataproduct_type") != Some("image") {
+        return bad_request(&format!("{id} is a catalog: it has no pixels to draw"));
+    }
+    let root = s.root.clone();
+    let drawn =
+        tokio::task::spawn_blocking(move || draw(&root, &id, &props, ra, dec, fov, w, h, picture))
+            .await;
+    match drawn {
+        Ok(Ok(bytes)) => {
+            let mut r = (
+                [(
+                    header::CONTENT_TYPE,
+                    if picture == aster_archive::hips::TileFormat::Png {
+                        "image/png"
+                    } else {
+                        "image/jpeg"
+                    },
+                )],
+                bytes,
+            )
+                .into_response();
+            // Header values are ASCII: the caption keeps its words, loses any other bytes.
+            let ascii: String = caption
+                .chars()
+                .filter(|c| c.is_ascii() && !c.is_ascii_control())
+                .collect();
+            if let Ok(v) = HeaderValue::from_str(&ascii) {
+                r.headers_mut().insert("x-caption", v);
+            }
+            r
+        }
+        Ok(Err(msg)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{msg}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+/// A caption from the HiPS's metadata and the region.
+fn caption(p: &Properties, ra: f64, dec: f64, fov: f64, w: usize, h: usize) -> String {
+    let title = p.get("obs_title").unwrap_or("Aster HiPS");
+    let (across, up) = (fov * 60.0, fov * 60.0 * h as f64 / w as f64);
+    let mut c = format!(
+        "{title}: {across:.2} x {up:.2} arcmin about RA {ra:.5} deg, Dec {dec:.5} deg (ICRS), north up, east left."
+    );
+    if let Some(d) = p.get("obs_description") {
+        c.push(' ');
+        c.push_str(d);
+    }
+    if let (Some(a), Some(b)) = (p.get("t_min"), p.get("t_max")) {
+        c.push_str(&format!(" Observed MJD {a} to {b}."));
+    }
+    c
+}
+
+/// The picture's bytes: values from the FITS tiles, then grey or colour levels.
+#[allow(clippy::too_many_arguments)]
+fn draw(
+    root: &std::path::Path,
+    id: &str,
+    props: &Properties,
+    ra: f64,
+    dec: f64,
+    fov: f64,
+    w: usize,
+    h: usize,
+    picture: aster_archive::hips::TileFormat,
+) -> Result<Vec<u8>, String> {
+    use aster_archive::hips::Pixels;
+    use aster_processing::hips::{TileLayout, order_for_scale};
+    use aster_processing::stretch::{ColourComposite, Cut, Stretch};
+    let centre = aster_processing::wcs::SkyCoord::new(ra, dec).ok_or("not a sky position")?;
+    let scale = fov / w as f64;
+    let wcs = aster_processing::wcs::TanSipWcs::new(
+        aster_processing::wcs::PixelPosition {
+            x: (w as f64 - 1.0) / 2.0,
+            y: (h as f64 - 1.0) / 2.0,
+        },
+        centre,
+        [[-scale, 0.0], [0.0, scale]],
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    let grid = aster_processing::skymap::PixelGrid::new(wcs, w, h);
+    let width: usize = props
+        .get("hips_tile_width")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512);
+    let layout = TileLayout::new(width.trailing_zeros() as u8);
+    let deepest: u8 = props
+        .get("hips_order")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let lowest: u8 = props
+        .get("hips_order_min")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let order = order_for_scale(scale * 3600.0, layout.width_order()).clamp(lowest, deepest);
+    let cells = layout.cells_of_grid(&grid, order);
+    let mut tiles: Vec<u64> = cells
+        .iter()
+        .map(|c| c >> (2 * layout.width_order()))
+        .collect();
+    tiles.sort_unstable();
+    tiles.dedup();
+    let values_of = |tree: &HipsTree| -> Result<Vec<f32>, String> {
+        let mut loaded = std::collections::HashMap::new();
+        for &n in &tiles {
+            let tile = aster_processing::hips::Tile::new(order, n).ok_or("a tile off the sky")?;
+            if let Some(px) = tree.read_fits_tile(tile).map_err(|e| e.to_string())? {
+                loaded.insert(n, px);
+            }
+        }
+        // Grid rows run south to north; pictures top down.
+        let v = layout.values_at(&cells, &loaded);
+        Ok((0..h)
+            .rev()
+            .flat_map(|y| v[y * w..(y + 1) * w].to_vec())
+            .collect())
+    };
+    let bytes = if let Some(bands) = props.get("aster_rgb") {
+        let planes: Vec<Vec<f32>> = bands
+            .split_whitespace()
+            .map(|b| {
+                if !valid_id(b) {
+                    return Err(format!("{b}: not a HiPS"));
+                }
+                values_of(&HipsTree::new(root.join(b)))
+            })
+            .collect::<Result<_, _>>()?;
+        if planes.len() != 3 {
+            return Err("a colour HiPS needs three bands".into());
+        }
+        let f = |k: &str, d: f32| props.get(k).and_then(|v| v.parse().ok()).unwrap_or(d);
+        let composite = ColourComposite {
+            minimum: [0.0; 3],
+            stretch: f("aster_rgb_stretch", 10.0),
+            q: f("aster_rgb_q", 8.0),
+            scale: [1.0; 3],
+        };
+        let rgb = composite.compose(
+            [Some(&planes[0]), Some(&planes[1]), Some(&planes[2])],
+            w * h,
+        );
+        aster_archive::hips::encode(w, h, Pixels::Rgb(&rgb), picture)
+    } else {
+        let values = values_of(&HipsTree::new(root.join(id)))?;
+        let cut = props
+            .get("hips_pixel_cut")
+            .and_then(|c| {
+                let mut it = c.split_whitespace().map(|v| v.parse::<f32>().ok());
+                Cut::new(it.next()??, it.next()??)
+            })
+            .ok_or("the HiPS has no hips_pixel_cut")?;
+        let stretch = props
+            .get("hips_pixel_func")
+            .and_then(Stretch::parse)
+            .unwrap_or(Stretch::Linear);
+        let grey = stretch.levels(&values, cut);
+        aster_archive::hips::encode(w, h, Pixels::Grey(&grey), picture)
+    };
+    bytes.map_err(|e| e.to_string())
 }
 
 /// An HTTP date (RFC 9110, IMF-fixdate).

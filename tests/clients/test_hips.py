@@ -325,3 +325,29 @@ def test_the_object_catalog_hips_holds_every_row_once_brightest_at_the_top(base_
     n = pyvo.dal.TAPService(tap_url).search(
         "SELECT COUNT(*) AS n FROM dp.Object").to_table()["n"][0]
     assert len(seen) == n
+
+
+def test_any_region_is_drawn_in_colour_with_a_caption(base_url):
+    from PIL import Image
+    p = props_of(base_url, "deep-color")
+    ra, dec = float(p["hips_initial_ra"]), float(p["hips_initial_dec"])
+    r = requests.get(f"{base_url}/hips/deep-color/render", params={
+        "ra": ra, "dec": dec, "fov": 0.2, "width": 640, "height": 480}, timeout=60)
+    r.raise_for_status()
+    assert r.headers["content-type"] == "image/jpeg"
+    assert r.headers["x-caption"].startswith(p["obs_title"])
+    img = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"), dtype=float)
+    assert img.shape == (480, 640, 3)
+    # Colour: the channels differ somewhere (bands cover different parts and sources).
+    assert np.abs(img[..., 0] - img[..., 1]).mean() > 1
+    page = requests.get(f"{base_url}/hips/deep-color/render", params={
+        "ra": ra, "dec": dec, "format": "html"}, timeout=60)
+    assert "<figcaption>" in page.text and "render?" in page.text
+    grey = requests.get(f"{base_url}/hips/deep-r/render", params={
+        "ra": ra, "dec": dec, "fov": 0.1, "width": 100, "height": 50, "format": "png"},
+        timeout=60)
+    assert Image.open(io.BytesIO(grey.content)).size == (100, 50)
+    for bad in [{"ra": ra}, {"ra": "x", "dec": dec}, {"ra": ra, "dec": dec, "fov": 50},
+                {"ra": ra, "dec": dec, "width": 1e6}, {"ra": ra, "dec": dec, "format": "gif"}]:
+        b = requests.get(f"{base_url}/hips/deep-color/render", params=bad, timeout=30)
+        assert b.status_code == 400 and b.text.strip(), bad

@@ -107,6 +107,13 @@ def test_the_sky_view_shows_the_hips_with_overlays(page, base_url):
     assert any("/hips/dp-object/" in u for u, s in tiles if s == 200)
     expect(page.locator("#aladin canvas").first).to_be_visible()
     shot(page, "sky")
+    # A captioned picture of the view.
+    with page.context.expect_page() as popup:
+        page.click("#sky-picture")
+    picture = popup.value
+    expect(picture.locator("figcaption")).to_contain_text("Aster deep coadds")
+    picture.wait_for_function("document.querySelector('img').naturalWidth > 0")
+    shot(picture, "picture")
     assert not page.errors, page.errors
 
 
