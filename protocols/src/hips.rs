@@ -256,43 +256,9 @@ async fn render(
     let Some((_, props)) = s.list().into_iter().find(|(i, _)| *i == id) else {
         return not_found(&format!("no HiPS {id}: /hips/list lists them"));
     };
-    let num = |v: &Option<String>, name: &str, default: Option<f64>| -> Result<f64, Response> {
-        match v {
-            None => default.ok_or_else(|| bad_request(&format!("{name} is required"))),
-            Some(t) => t
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|x| x.is_finite())
-                .ok_or_else(|| bad_request(&format!("{name}={t}: not a number"))),
-        }
-    };
-    let parsed = (|| {
-        let ra = num(&q.ra, "ra", None)?;
-        let dec = num(&q.dec, "dec", None)?;
-        let fov = num(&q.fov, "fov", Some(0.1))?;
-        let w = num(&q.width, "width", Some(800.0))?;
-        let h = num(&q.height, "height", Some(600.0))?;
-        if !(-90.0..=90.0).contains(&dec) {
-            return Err(bad_request("dec must be between -90 and 90"));
-        }
-        if !(fov > 0.0 && fov <= 10.0) {
-            return Err(bad_request("fov must be above 0 and at most 10 degrees"));
-        }
-        let side = |v: f64, n: &str| {
-            (v >= 1.0 && v <= MAX_RENDER_SIDE as f64 && v.fract() == 0.0)
-                .then_some(v as usize)
-                .ok_or_else(|| {
-                    bad_request(&format!(
-                        "{n} must be a whole number from 1 to {MAX_RENDER_SIDE}"
-                    ))
-                })
-        };
-        Ok((ra, dec, fov, side(w, "width")?, side(h, "height")?))
-    })();
-    let (ra, dec, fov, w, h) = match parsed {
+    let (ra, dec, fov, w, h) = match render_region(&q) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(msg) => return bad_request(&msg),
     };
     let format = q.format.as_deref().unwrap_or("jpeg").to_ascii_lowercase();
     let caption = caption(&props, ra, dec, fov, w, h);
@@ -348,6 +314,38 @@ async fn render(
         Ok(Err(msg)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{msg}\n")).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
+}
+
+/// The region asked for: centre, field of view across (degrees), width and height.
+fn render_region(q: &RenderParams) -> Result<(f64, f64, f64, usize, usize), String> {
+    let num = |v: &Option<String>, name: &str, default: Option<f64>| -> Result<f64, String> {
+        match v {
+            None => default.ok_or_else(|| format!("{name} is required")),
+            Some(t) => t
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| format!("{name}={t}: not a number")),
+        }
+    };
+    let ra = num(&q.ra, "ra", None)?;
+    let dec = num(&q.dec, "dec", None)?;
+    let fov = num(&q.fov, "fov", Some(0.1))?;
+    if !(-90.0..=90.0).contains(&dec) {
+        return Err("dec must be between -90 and 90".into());
+    }
+    if !(fov > 0.0 && fov <= 10.0) {
+        return Err("fov must be above 0 and at most 10 degrees".into());
+    }
+    let side = |v: f64, n: &str| {
+        (v >= 1.0 && v <= MAX_RENDER_SIDE as f64 && v.fract() == 0.0)
+            .then_some(v as usize)
+            .ok_or_else(|| format!("{n} must be a whole number from 1 to {MAX_RENDER_SIDE}"))
+    };
+    let w = side(num(&q.width, "width", Some(800.0))?, "width")?;
+    let h = side(num(&q.height, "height", Some(600.0))?, "height")?;
+    Ok((ra, dec, fov, w, h))
 }
 
 /// A caption from the HiPS's metadata and the region.
