@@ -103,19 +103,32 @@ async function loadSchema() {
     for (const [t, c, type, unit, ucd, d] of columns.data) byTable.get(t)?.columns.push({ name: c, type, unit, ucd, description: d || "" });
     schema = [...byTable.values()];
     renderSchema();
+    if ($("#table-search").value.trim()) searchSchema();
   } catch (e) { $("#table-list").replaceChildren(el("li", { class: "error" }, `Tables: ${e.message}`)); }
 }
-function renderSchema() {
-  const words = $("#table-search").value.toLowerCase().split(/\s+/).filter(Boolean);
-  const matches = (s) => words.every((w) => s.toLowerCase().includes(w));
+// The whole list, or, while searching, the archive's full-text matches grouped by table.
+function renderSchema(hits = null) {
   const list = $("#table-list");
   list.replaceChildren();
-  for (const t of schema) {
-    const cols = t.columns.filter((c) => matches(`${t.name} ${c.name} ${c.description} ${c.ucd || ""}`));
-    if (words.length && !matches(`${t.name} ${t.description}`) && cols.length === 0) continue;
+  const byName = new Map(schema.map((t) => [t.name, t]));
+  let shown;
+  if (hits === null) {
+    shown = schema.map((t) => ({ table: t, columns: t.columns, open: false }));
+  } else {
+    const groups = new Map();
+    for (const h of hits) {
+      const t = byName.get(h.table);
+      if (!t) continue;
+      if (!groups.has(h.table)) groups.set(h.table, { table: t, columns: [], open: true });
+      if (h.column) groups.get(h.table).columns.push(t.columns.find((c) => c.name === h.column) || { name: h.column, description: h.description });
+    }
+    shown = [...groups.values()].map((g) => ({ ...g, columns: g.columns.length ? g.columns : g.table.columns }));
+    if (!shown.length) list.append(el("li", { class: "tdesc" }, "Nothing matches."));
+  }
+  for (const { table: t, columns, open } of shown) {
     const sub = el("ul", {});
-    sub.hidden = words.length === 0;
-    for (const c of (words.length && cols.length ? cols : t.columns)) {
+    sub.hidden = !open;
+    for (const c of columns) {
       sub.append(el("li", {},
         el("span", { class: "col", title: c.description, onclick: () => insertAtCursor(c.name) }, c.name),
         " ", el("span", { class: "cdesc" }, [c.type, c.unit].filter(Boolean).join(", "))));
@@ -125,7 +138,17 @@ function renderSchema() {
     list.append(el("li", { "data-table": t.name }, name, el("div", { class: "tdesc" }, t.description), sub));
   }
 }
-$("#table-search").addEventListener("input", renderSchema);
+let searchTimer = null;
+async function searchSchema() {
+  const q = $("#table-search").value.trim();
+  if (!q) { renderSchema(); return; }
+  try {
+    const r = await fetch(`${BASE}/tap/search?${new URLSearchParams({ q, limit: 100 })}`);
+    if (!r.ok) throw new Error(await r.text());
+    if ($("#table-search").value.trim() === q) renderSchema(await r.json());
+  } catch (e) { $("#table-list").replaceChildren(el("li", { class: "error" }, `Search: ${e.message}`)); }
+}
+$("#table-search").addEventListener("input", () => { clearTimeout(searchTimer); searchTimer = setTimeout(searchSchema, 150); });
 
 // ---------------------------------------------------------------- running queries
 let job = null, result = null, sortBy = null, page = 0;

@@ -15,4 +15,5 @@ pub mod raw_file;
 pub mod registry;
 pub mod schedule;
 pub mod schema;
+pub mod table_search;
 pub mod tap_schema;

@@ -85,7 +85,8 @@ def test_bad_adql_is_reported_in_the_page(page, base_url):
 def test_the_table_browser_searches_descriptions(page, base_url):
     page.goto(base_url + "/")
     expect(page.locator("#table-list li").first).to_be_visible(timeout=30000)
-    page.fill("#table-search", "diaObjectId")
+    # Full text (the archive's tantivy index): words of names and descriptions.
+    page.fill("#table-search", "dia object")
     expect(page.locator("#table-list [data-table='ap.DiaSource']")).to_be_visible()
     expect(page.locator("#table-list [data-table='dp.Visit']")).to_have_count(0)
     page.locator("#table-list [data-table='ap.DiaSource'] .col", has_text="diaObjectId").first.click()

@@ -217,3 +217,16 @@ def test_error_after_rows_is_never_a_complete_csv(tap_url):
     assert 'value="ERROR"' in r.text.split("</TABLE>")[-1]
     with pytest.raises(requests.exceptions.ChunkedEncodingError):
         requests.get(tap_url + "/sync", params={"LANG": "ADQL", "QUERY": q, "RESPONSEFORMAT": "csv"}, timeout=60)
+
+
+def test_table_search_finds_columns_by_the_words_of_their_names_and_descriptions(tap_url):
+    import requests
+    hits = requests.get(tap_url + "/search", params={"q": "dia object"}, timeout=30).json()
+    assert any(h["table"] == "ap.DiaSource" and h["column"] == "diaObjectId" for h in hits)
+    scores = [h["score"] for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    top = requests.get(tap_url + "/search", params={"q": "provisional designation"},
+                       timeout=30).json()[0]
+    assert (top["table"], top["column"]) == ("ap.SSObject", "designation")
+    assert requests.get(tap_url + "/search", timeout=30).status_code == 400
+    assert requests.get(tap_url + "/search", params={"q": "flux AND ("}, timeout=30).ok

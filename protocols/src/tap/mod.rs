@@ -12,6 +12,7 @@ use std::time::Duration;
 use aster_archive::jobs::{Job, JobResult, JobStore};
 use aster_archive::query::QueryEngine;
 use aster_archive::querylog::QueryLog;
+use aster_archive::table_search::TableIndex;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
@@ -35,7 +36,13 @@ pub struct TapService {
     max_upload: usize,
     public_url: Option<String>,
     uploads: UploadSources,
+    /// The full-text index of the published tables, with the fingerprint of the metadata
+    /// it was built from (rebuilt when a refresh changes it).
+    search: Arc<std::sync::Mutex<Option<CachedIndex>>>,
 }
+
+/// A search index and the fingerprint of the metadata it holds.
+type CachedIndex = (u64, Arc<TableIndex>);
 
 impl TapService {
     pub fn new(
@@ -53,6 +60,7 @@ impl TapService {
             max_upload,
             public_url,
             uploads,
+            search: Default::default(),
         }
     }
 
@@ -86,6 +94,7 @@ pub fn router(service: TapService, jobs: JobStore, uws_config: UwsConfig) -> Rou
         .route("/tables", get(tables))
         .route("/tables/{name}", get(one_table))
         .route("/history", get(history))
+        .route("/search", get(search_tables))
         .route(
             "/examples",
             get(|| async {
@@ -181,6 +190,72 @@ fn owner_of(req_ext: Option<&Owner>) -> Option<String> {
 }
 
 /// GET /tap/history: the caller's own queries, newest first, as JSON.
+/// A fingerprint of what the search index holds: every name and description.
+fn metadata_fingerprint(m: &[aster_archive::tap_schema::SchemaDesc]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for t in m.iter().flat_map(|s| &s.tables) {
+        (&t.name, &t.description).hash(&mut h);
+        for c in &t.columns {
+            (&c.name, &c.description, &c.ucd, &c.unit).hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+/// `GET /tap/search?q=...[&limit=50]`: tables and columns whose names, descriptions, units
+/// or UCDs match, best first, as JSON (`aster_archive::table_search`).
+async fn search_tables(
+    State(s): State<TapService>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(text) = q.get("q").filter(|t| t.len() <= 500) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "q (at most 500 characters) is required",
+        )
+            .into_response();
+    };
+    let limit = match q.get("limit").map(|v| v.parse::<usize>()) {
+        None => 50,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "limit must be an integer from 1 to 1000",
+            )
+                .into_response();
+        }
+    };
+    let metadata = match s.engine.metadata().await {
+        Ok(m) => m,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    };
+    let text = text.clone();
+    let cache = s.search.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        let fingerprint = metadata_fingerprint(&metadata);
+        let index = {
+            let mut slot = cache.lock().unwrap_or_else(|p| p.into_inner());
+            match slot.as_ref() {
+                Some((f, idx)) if *f == fingerprint => idx.clone(),
+                _ => {
+                    let idx = Arc::new(TableIndex::build(&metadata)?);
+                    *slot = Some((fingerprint, idx.clone()));
+                    idx
+                }
+            }
+        };
+        index.search(&text, limit)
+    })
+    .await;
+    match found {
+        Ok(Ok(hits)) => axum::Json(hits).into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
 async fn history(
     State(s): State<TapService>,
     owner: Option<axum::Extension<Owner>>,
