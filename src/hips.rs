@@ -330,12 +330,7 @@ fn write_or_remove(tree: &HipsTree, tile: Tile, width: usize, px: &[f32]) -> Res
     if px.iter().any(|v| v.is_finite()) {
         tree.write_fits_tile(tile, width, px)?;
     } else {
-        for f in [TileFormat::Fits, TileFormat::Png, TileFormat::Jpeg] {
-            let path = tree.tile_path(tile, f);
-            if path.exists() {
-                std::fs::remove_file(&path)?;
-            }
-        }
+        tree.remove_tile(tile, &[TileFormat::Fits, TileFormat::Png, TileFormat::Jpeg])?;
     }
     Ok(())
 }
@@ -398,8 +393,12 @@ fn build_colour(
             tiles.extend(c.iter().copied());
         }
     }
+    // Nothing changed in the bands: the colour HiPS, and its release date, stay as they are.
+    if tiles.is_empty() && !fresh {
+        return Ok(0);
+    }
     // Balanced on the data: black at zero (the coadds are background-subtracted), the
-    // linear part of the stretch about a tenth of the green band's white point.
+    // linear part of the stretch a quarter of the green band's white point.
     let green_hi: f32 = props[1]
         .get("hips_pixel_cut")
         .and_then(|c| c.split_whitespace().nth(1)?.parse().ok())
@@ -418,12 +417,7 @@ fn build_colour(
             .map(|tr| tr.read_fits_tile(*t))
             .collect::<std::result::Result<_, _>>()?;
         if px.iter().all(Option::is_none) {
-            for f in [TileFormat::Png, TileFormat::Jpeg] {
-                let path = tree.tile_path(*t, f);
-                if path.exists() {
-                    std::fs::remove_file(&path)?;
-                }
-            }
+            tree.remove_tile(*t, &[TileFormat::Png, TileFormat::Jpeg])?;
             continue;
         }
         let rgb = composite.compose(std::array::from_fn(|k| px[k].as_deref()), width * width);

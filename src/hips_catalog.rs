@@ -106,20 +106,23 @@ pub async fn build(
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         schema.get_or_insert_with(|| batch.schema());
-        let ra = batch.column(ra_i).clone();
-        let dec = batch.column(dec_i).clone();
-        let as_f64 = |a: &dyn Array, i: usize| -> Option<f64> {
-            let a = arrow::compute::cast(&a.slice(i, 1), &DataType::Float64).ok()?;
-            let a = a.as_any().downcast_ref::<arrow::array::Float64Array>()?;
-            (!a.is_null(0)).then(|| a.value(0))
+        // Positions as doubles, whatever type the table stores them in: once per batch.
+        let as_f64 = |k: usize| -> Result<arrow::array::Float64Array> {
+            let a = arrow::compute::cast(batch.column(k), &DataType::Float64)?;
+            Ok(a.as_any()
+                .downcast_ref::<arrow::array::Float64Array>()
+                .context("a cast to double")?
+                .clone())
         };
+        let (ra, dec) = (as_f64(ra_i)?, as_f64(dec_i)?);
+        let value = |a: &arrow::array::Float64Array, i: usize| (!a.is_null(i)).then(|| a.value(i));
         let formatters: Vec<ArrayFormatter> = batch
             .columns()
             .iter()
             .map(|c| ArrayFormatter::try_new(c.as_ref(), &format))
             .collect::<std::result::Result<_, _>>()?;
         for i in 0..batch.num_rows() {
-            let (Some(a), Some(d)) = (as_f64(ra.as_ref(), i), as_f64(dec.as_ref(), i)) else {
+            let (Some(a), Some(d)) = (value(&ra, i), value(&dec, i)) else {
                 continue;
             };
             if !(-90.0..=90.0).contains(&d) || !a.is_finite() {

@@ -39,16 +39,22 @@ impl HipsService {
             .filter_map(Result::ok)
             .filter_map(|e| {
                 let id = e.file_name().to_string_lossy().into_owned();
-                if !valid_id(&id) {
-                    return None;
-                }
-                let props = HipsTree::new(e.path()).read_properties().ok()??;
-                props.validate().ok()?;
+                let props = self.properties(&id)?;
                 Some((id, props))
             })
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    /// The valid properties of one HiPS, if it exists.
+    fn properties(&self, id: &str) -> Option<Properties> {
+        if !valid_id(id) {
+            return None;
+        }
+        let props = HipsTree::new(self.root.join(id)).read_properties().ok()??;
+        props.validate().ok()?;
+        Some(props)
     }
 }
 
@@ -94,7 +100,7 @@ async fn list(State(s): State<Arc<HipsService>>, headers: HeaderMap) -> Response
 
 /// `GET /hips/{id}/`: what the HiPS is and where its files are, for a person.
 async fn tree_root(State(s): State<Arc<HipsService>>, Path(id): Path<String>) -> Response {
-    let Some((_, props)) = s.list().into_iter().find(|(i, _)| *i == id) else {
+    let Some(props) = s.properties(&id) else {
         return not_found(&format!("no HiPS {id}: /hips/list lists them"));
     };
     let esc = crate::xml::escape;
@@ -253,7 +259,7 @@ async fn render(
     Path(id): Path<String>,
     axum::extract::Query(q): axum::extract::Query<RenderParams>,
 ) -> Response {
-    let Some((_, props)) = s.list().into_iter().find(|(i, _)| *i == id) else {
+    let Some(props) = s.properties(&id) else {
         return not_found(&format!("no HiPS {id}: /hips/list lists them"));
     };
     let (ra, dec, fov, w, h) = match render_region(&q) {

@@ -155,6 +155,18 @@ impl HipsTree {
         Ok(Some((w, h, out)))
     }
 
+    /// Removes a tile's files in the given formats, where they exist.
+    pub fn remove_tile(&self, tile: Tile, formats: &[TileFormat]) -> Result<()> {
+        for f in formats {
+            let path = self.tile_path(tile, *f);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&path)(e)),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Writes a PNG or JPEG tile.
     pub fn write_picture_tile(
         &self,
