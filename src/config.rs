@@ -29,6 +29,28 @@ pub struct Config {
     pub tap: TapConfig,
     pub images: ImagesConfig,
     pub demo: DemoConfig,
+    pub auth: AuthConfig,
+}
+
+/// Who may sign in, and how (DMS-REQ-0340).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The OpenID Connect provider browsers sign in with (its issuer URL; discovery is at
+    /// `<issuer>/.well-known/openid-configuration`). Unset: no browser sign-in, only
+    /// personal tokens made with `aster token create`.
+    pub oidc_issuer: Option<String>,
+    pub oidc_client_id: Option<String>,
+    pub oidc_client_secret: Option<String>,
+    /// Scopes to ask for beyond `openid profile email`.
+    pub oidc_scopes: Vec<String>,
+    /// Serve a development OpenID provider at `/dev-idp` that signs anyone in as one of
+    /// `dev_users` without a password, and use it. For development and the demo only
+    /// (`serve --demo` turns it on when no provider is configured).
+    pub dev_provider: bool,
+    pub dev_users: Vec<String>,
+    /// Users who are administrators (they read every log and job).
+    pub admins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -93,6 +115,7 @@ impl Default for Config {
             tap: TapConfig::default(),
             images: ImagesConfig::default(),
             demo: DemoConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -166,6 +189,15 @@ impl Config {
         }
         if let Some(v) = get("ASTER_SCHEDULE_TOKEN") {
             self.schedule_token = Some(v);
+        }
+        if let Some(v) = get("ASTER_OIDC_ISSUER") {
+            self.auth.oidc_issuer = Some(v);
+        }
+        if let Some(v) = get("ASTER_OIDC_CLIENT_ID") {
+            self.auth.oidc_client_id = Some(v);
+        }
+        if let Some(v) = get("ASTER_OIDC_CLIENT_SECRET") {
+            self.auth.oidc_client_secret = Some(v);
         }
         if let Some(v) = get("ASTER_TAP_DEFAULT_MAXREC") {
             self.tap.default_maxrec = parse("ASTER_TAP_DEFAULT_MAXREC", v)?;

@@ -11,6 +11,7 @@ mod demo;
 mod download;
 mod hips;
 mod hips_catalog;
+mod identity;
 mod pipeline;
 mod regenerate;
 mod server;
@@ -119,6 +120,21 @@ enum Command {
         /// Where the files go, in the archive's layout.
         #[arg(long, default_value = ".")]
         output: PathBuf,
+    },
+    /// Users of the archive.
+    Users {
+        #[command(subcommand)]
+        command: identity::UsersCommand,
+    },
+    /// Groups of users (who may share what, DMS-REQ-0340).
+    Groups {
+        #[command(subcommand)]
+        command: identity::GroupsCommand,
+    },
+    /// Personal API tokens (for scripts, pyvo and TOPCAT: `Authorization: Bearer`).
+    Token {
+        #[command(subcommand)]
+        command: identity::TokenCommand,
     },
     /// The predicted visit schedule (DMS-REQ-0353).
     Schedule {
@@ -471,6 +487,9 @@ fn main() -> Result<()> {
                 let registry = config.open_registry()?;
                 calibrate::build_all(&config.data_dir, &registry)
             }
+            Command::Users { command } => identity::users(&config, command),
+            Command::Groups { command } => identity::groups(&config, command),
+            Command::Token { command } => identity::token(&config, command),
             Command::Schedule {
                 command: ScheduleCommand::Publish { file, url, token },
             } => {

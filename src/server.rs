@@ -64,6 +64,10 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
             tracing::info!(rows, tiles, "the demo's catalog HiPS");
         }
     }
+    let (auth, dev_idp) = crate::identity::build(&config, with_demo)?;
+    if with_demo {
+        crate::identity::seed_demo(auth.store())?;
+    }
     let engine = QueryEngine::new(store).with_obscore(
         registry.clone(),
         format!("{}/datalink/links", config.links_base()),
@@ -142,6 +146,11 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
             aster_archive::schedule::ScheduleStore::new(&config.data_dir),
             config.schedule_token.clone(),
         )))
+        .merge(aster_protocols::auth::router(auth.clone(), dev_idp))
+        .layer(middleware::from_fn_with_state(
+            auth,
+            aster_protocols::auth::layer,
+        ))
         .layer(middleware::from_fn(count_responses))
         .layer(CatchPanicLayer::custom(|_| {
             tap::error_response(

@@ -722,31 +722,7 @@ mod tests {
         std::fs::write(dir.join("exposure-sky.txt"), rows.join("\n") + "\n").unwrap();
     }
 
-    /// A fresh directory, removed with everything in it when dropped.
-    struct TempDir(PathBuf);
-
-    impl std::ops::Deref for TempDir {
-        type Target = Path;
-        fn deref(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl AsRef<Path> for TempDir {
-        fn as_ref(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn tempdir() -> TempDir {
-        let d = std::env::temp_dir().join(format!("aster-expfile-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
+    fn tempdir() -> crate::testdir::TempDir {
+        crate::testdir::tempdir("expfile")
     }
 }

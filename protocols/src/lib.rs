@@ -1,7 +1,8 @@
-//! Aster's HTTP services (TAP 1.1 with UWS 1.1 and VOSI, the query history, metrics; SIAv2,
+//! Aster's HTTP services (authentication: OIDC sign-in, tokens, groups, SSO challenges; TAP 1.1 with UWS 1.1 and VOSI, the query history, metrics; SIAv2,
 //! DataLink, SODA, dataset downloads and MOCs over the dataset registry; the predicted visit
 //! schedule, HiPS; the portal) and the table
 //! writers they stream results with.
+pub mod auth;
 pub mod formats;
 pub mod hips;
 pub mod images;
