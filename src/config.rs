@@ -30,6 +30,31 @@ pub struct Config {
     pub images: ImagesConfig,
     pub demo: DemoConfig,
     pub auth: AuthConfig,
+    pub vospace: VospaceConfig,
+}
+
+/// Users' own storage (VOSpace).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VospaceConfig {
+    /// Where the bytes go: a directory or `s3://bucket/prefix`.
+    /// Default: `<data_dir>/vospace/objects`.
+    pub url: Option<String>,
+    /// How node URIs name this service: `vos://<authority>/...`, e.g.
+    /// `archive.example.org!vospace`. Default: the public URL's host, else `localhost`.
+    pub authority: Option<String>,
+    /// GiB each user's home may hold.
+    pub quota_gib: u64,
+}
+
+impl Default for VospaceConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            authority: None,
+            quota_gib: 20,
+        }
+    }
 }
 
 /// Who may sign in, and how (DMS-REQ-0340).
@@ -116,6 +141,7 @@ impl Default for Config {
             images: ImagesConfig::default(),
             demo: DemoConfig::default(),
             auth: AuthConfig::default(),
+            vospace: VospaceConfig::default(),
         }
     }
 }
@@ -257,6 +283,29 @@ impl Config {
             None => aster_archive::registry::Registry::open(&self.data_dir),
         };
         r.context("opening the dataset registry")
+    }
+
+    pub fn vospace_location(&self) -> String {
+        self.vospace.url.clone().unwrap_or_else(|| {
+            self.data_dir
+                .join("vospace")
+                .join("objects")
+                .display()
+                .to_string()
+        })
+    }
+
+    pub fn vospace_authority(&self) -> String {
+        if let Some(a) = &self.vospace.authority {
+            return a.clone();
+        }
+        let host = self
+            .public_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .and_then(|u| u.host_str().map(String::from))
+            .unwrap_or_else(|| "localhost".into());
+        format!("{host}!vospace")
     }
 
     pub fn catalog_location(&self) -> String {

@@ -120,6 +120,19 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
     soda_uws.max_execution_duration = t.async_max_duration_secs;
     soda_uws.default_destruction = chrono::Duration::days(t.job_lifetime_days);
     let jobs_for_soda = jobs.clone();
+    let vospace = aster_vospace::VoSpace::new(
+        aster_vospace::NodeStore::open(
+            &config.data_dir.join("vospace"),
+            aster_vospace::objects_at(&config.vospace_location())?,
+            config.vospace.quota_gib << 30,
+        )?,
+        auth.store().clone(),
+        jobs.clone(),
+        &config.vospace_authority(),
+        config.public_url.clone(),
+        config.links_base(),
+    );
+    let jobs_for_vospace = jobs.clone();
     let uws = tap::uws_config(
         t.async_default_duration_secs,
         t.async_max_duration_secs,
@@ -147,6 +160,7 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
             config.schedule_token.clone(),
         )))
         .merge(aster_protocols::auth::router(auth.clone(), dev_idp))
+        .merge(aster_vospace::router(vospace, jobs_for_vospace))
         .layer(middleware::from_fn_with_state(
             auth,
             aster_protocols::auth::layer,

@@ -15,7 +15,7 @@ mod xml;
 
 /// The archive's base URL as the client reached it: the configured public URL, or the
 /// scheme and host of the request (as a proxy forwarded them).
-pub(crate) fn request_base(public_url: Option<&str>, headers: &axum::http::HeaderMap) -> String {
+pub fn request_base(public_url: Option<&str>, headers: &axum::http::HeaderMap) -> String {
     use axum::http::header;
     if let Some(u) = public_url {
         return u.trim_end_matches('/').to_string();

@@ -27,6 +27,7 @@
 //!   requests list the anonymous jobs.
 
 mod params;
+pub use params::XML_PARAMETER;
 #[cfg(test)]
 mod tests;
 mod xml;
@@ -123,6 +124,9 @@ pub struct UwsConfig {
     pub max_wait: StdDuration,
     /// Largest request body (parameters and uploads) in bytes.
     pub max_body_bytes: usize,
+    /// `/error` as plain text (VOSpace, whose clients read the fault name) rather than a
+    /// DALI error VOTable.
+    pub plain_text_errors: bool,
 }
 
 impl UwsConfig {
@@ -137,6 +141,7 @@ impl UwsConfig {
             max_destruction: chrono::Duration::days(30),
             max_wait: StdDuration::from_secs(60),
             max_body_bytes: 256 * 1024 * 1024,
+            plain_text_errors: false,
         }
     }
 
@@ -790,7 +795,8 @@ async fn post_destruction(
     see_other(&requester.job_url(&id))
 }
 
-/// `GET /{job}/error`: the error message as a DALI error VOTable.
+/// `GET /{job}/error`: the error message as a DALI error VOTable (or plain text, by
+/// configuration).
 async fn get_error(
     State(uws): State<Uws>,
     requester: Requester,
@@ -800,6 +806,9 @@ async fn get_error(
     let message = job
         .error
         .ok_or_else(|| UwsError::NotFound(format!("{id} error: the job has no error")))?;
+    if uws.config.plain_text_errors {
+        return Ok(plain_text(StatusCode::OK, message));
+    }
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/x-votable+xml")],

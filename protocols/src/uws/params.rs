@@ -23,8 +23,13 @@ pub(super) fn query(uri: &Uri) -> Result<Params, UwsError> {
         .map_err(|e| UwsError::BadRequest(e.body_text()))
 }
 
+/// The parameter an XML job description (`text/xml` body) is kept in.
+pub const XML_PARAMETER: &str = "xml";
+const XML_BODY_LIMIT: usize = 1 << 20;
+
 /// The parameters of a POST: the query string's, then the body's. A multipart body's parts with
-/// a file name are written to staged uploads instead.
+/// a file name are written to staged uploads instead; an XML body is kept whole as
+/// [`XML_PARAMETER`].
 pub(super) async fn read(
     store: &JobStore,
     request: Request,
@@ -55,6 +60,19 @@ pub(super) async fn read(
                     })?;
             let uploads = read_multipart(store, multipart, &mut params).await?;
             Ok((params, uploads))
+        }
+        // A job described by a document (a VOSpace transfer, a node) keeps it whole.
+        Some(t) if t.starts_with("text/xml") || t.starts_with("application/xml") => {
+            let body = axum::body::to_bytes(request.into_body(), XML_BODY_LIMIT)
+                .await
+                .map_err(|_| UwsError::Body {
+                    status: axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    message: format!("an XML job description is at most {XML_BODY_LIMIT} bytes"),
+                })?;
+            let text = String::from_utf8(body.to_vec())
+                .map_err(|_| UwsError::BadRequest("the XML job description is not UTF-8".into()))?;
+            params.push((XML_PARAMETER.to_string(), text));
+            Ok((params, None))
         }
         Some(other) => Err(UwsError::UnsupportedMediaType(format!(
             "parameters must be sent as application/x-www-form-urlencoded or \
