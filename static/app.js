@@ -1,7 +1,8 @@
 // The Aster portal: ADQL queries (async TAP jobs) with a table browser, results, plots and
 // downloads; the sky (Aladin Lite on the archive's HiPS, image footprints from ObsCore,
 // objects from TAP); image search (SIAv2) with previews and SODA cutouts; the query
-// history. Everything it needs is served by the archive itself.
+// history; sign-in, personal tokens and the user's own files (VOSpace). Everything it needs
+// is served by the archive itself.
 const $ = (sel, root = document) => root.querySelector(sel);
 const el = (tag, attrs = {}, ...kids) => {
   const e = document.createElement(tag);
@@ -38,6 +39,7 @@ function showTab(name) {
   if (location.hash !== `#${name}`) history.replaceState(null, "", `#${name}`);
   if (name === "sky") initSky();
   if (name === "history") loadHistory();
+  if (name === "space") loadSpace();
 }
 for (const b of document.querySelectorAll("nav button")) b.addEventListener("click", () => showTab(b.dataset.tab));
 
@@ -501,11 +503,29 @@ function makeCutout() {
 }
 $("#cutout-go").addEventListener("click", makeCutout);
 
+// ---------------------------------------------------------------- account
+let me = null;
+async function loadAccount() {
+  const box = $("#account");
+  try {
+    const who = await (await fetch(`${BASE}/auth/whoami`)).json();
+    me = who.user ? who : null;
+  } catch { me = null; }
+  const back = encodeURIComponent(location.pathname + location.hash);
+  box.replaceChildren(me
+    ? el("span", {}, el("span", { id: "account-name" }, me.user), " · ", el("a", { href: `${BASE}/auth/logout` }, "Sign out"))
+    : el("a", { id: "sign-in", href: `${BASE}/auth/login?then=${back}` }, "Sign in"));
+}
+
 // ---------------------------------------------------------------- history
 async function loadHistory() {
-  const table = $("#history");
+  const table = $("#history"), note = $("#history-note");
+  const r = await fetch(`${BASE}/tap/history`);
+  note.hidden = r.status !== 401;
+  if (r.status === 401) { note.textContent = "Your query history is yours alone: sign in to see it."; table.replaceChildren(); return; }
   try {
-    const entries = await (await fetch(`${BASE}/tap/history`)).json();
+    if (!r.ok) throw new Error(await errorText(r));
+    const entries = await r.json();
     table.replaceChildren(el("tr", {}, el("th", {}, "when"), el("th", {}, "rows"), el("th", {}, "ms"), el("th", {}, "status"), el("th", {}, "query")),
       ...entries.map((h) => el("tr", {}, el("td", {}, h.started), el("td", {}, h.rows ?? ""), el("td", {}, h.duration_ms ?? ""),
         el("td", { class: h.status === "ok" ? "" : "error" }, h.error || h.status),
@@ -513,6 +533,86 @@ async function loadHistory() {
   } catch (e) { table.replaceChildren(el("tr", {}, el("td", { class: "error" }, e.message))); }
 }
 
+// ---------------------------------------------------------------- my space
+let spacePath = null;
+function prop(node, name) {
+  for (const p of node.getElementsByTagNameNS("http://www.ivoa.net/xml/VOSpace/v2.0", "property"))
+    if (p.parentNode.parentNode === node && p.getAttribute("uri").endsWith(`#${name}`)) return p.textContent;
+  return "";
+}
+const encPath = (p) => p.split("/").map(encodeURIComponent).join("/");
+async function loadSpace() {
+  await loadAccount();
+  $("#space-note").hidden = !!me;
+  $("#space-body").hidden = !me;
+  if (!me) return;
+  spacePath = spacePath || me.user;
+  $("#space-path").textContent = `/${spacePath}`;
+  const r = await fetch(`${BASE}/vospace/nodes/${encPath(spacePath)}`);
+  const list = $("#space-list");
+  if (!r.ok) { list.replaceChildren(el("tr", {}, el("td", { class: "error" }, await r.text()))); return; }
+  const doc = new DOMParser().parseFromString(await r.text(), "text/xml");
+  const root = doc.documentElement;
+  const quota = prop(root, "quota"), free = prop(root, "availableSpace");
+  $("#space-quota").textContent = quota ? `${(free / 2 ** 30).toFixed(1)} of ${(quota / 2 ** 30).toFixed(1)} GiB free.` : "";
+  const kids = [...root.getElementsByTagNameNS("http://www.ivoa.net/xml/VOSpace/v2.0", "node")];
+  const rows = kids.map((n) => {
+    const name = decodeURIComponent(n.getAttribute("uri").split("/").pop());
+    const isDir = n.getAttributeNS("http://www.w3.org/2001/XMLSchema-instance", "type").endsWith("ContainerNode");
+    const path = `${spacePath}/${name}`;
+    const open = isDir
+      ? el("a", { href: "#space", onclick: (e) => { e.preventDefault(); spacePath = path; loadSpace(); } }, `${name}/`)
+      : el("a", { href: `${BASE}/vospace/data/${encPath(path)}`, download: name }, name);
+    const del = el("button", { onclick: async () => {
+      if (!confirm(`Delete ${path}?`)) return;
+      const d = await fetch(`${BASE}/vospace/nodes/${encPath(path)}`, { method: "DELETE" });
+      if (!d.ok) alert(await d.text());
+      loadSpace();
+    } }, "delete");
+    return el("tr", {}, el("td", {}, open), el("td", {}, prop(n, "length")), el("td", {}, prop(n, "date")),
+      el("td", {}, prop(n, "publicread") === "true" ? "public" : (prop(n, "groupread") || "private").replace(/ivo:\/\/cadc.nrc.ca\/gms\?/g, "")), el("td", {}, del));
+  });
+  const up = spacePath.includes("/")
+    ? [el("tr", {}, el("td", {}, el("a", { href: "#space", onclick: (e) => { e.preventDefault(); spacePath = spacePath.replace(/\/[^/]*$/, ""); loadSpace(); } }, "..")))]
+    : [];
+  list.replaceChildren(el("tr", {}, el("th", {}, "name"), el("th", {}, "bytes"), el("th", {}, "changed"), el("th", {}, "readable by"), el("th", {})), ...up, ...rows);
+  loadTokens();
+}
+$("#space-upload").addEventListener("click", async () => {
+  const f = $("#space-file").files[0];
+  if (!f) return;
+  const r = await fetch(`${BASE}/vospace/data/${encPath(`${spacePath}/${f.name}`)}`, { method: "PUT", body: f });
+  if (!r.ok) alert(await r.text());
+  loadSpace();
+});
+$("#space-mkdir").addEventListener("click", async () => {
+  const name = $("#space-dir").value.trim();
+  if (!name) return;
+  const body = `<vos:node xmlns:vos="http://www.ivoa.net/xml/VOSpace/v2.0" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="vos:ContainerNode"/>`;
+  const r = await fetch(`${BASE}/vospace/nodes/${encPath(`${spacePath}/${name}`)}`, { method: "PUT", body, headers: { "Content-Type": "text/xml" } });
+  if (!r.ok) alert(await r.text());
+  loadSpace();
+});
+async function loadTokens() {
+  const r = await fetch(`${BASE}/auth/tokens`);
+  if (!r.ok) return;
+  const tokens = await r.json();
+  $("#token-list").replaceChildren(el("tr", {}, el("th", {}, "label"), el("th", {}, "scopes"), el("th", {}, "expires"), el("th", {}, "last used"), el("th", {})),
+    ...tokens.map((t) => el("tr", {}, el("td", {}, t.label), el("td", {}, t.scopes.write ? "read write" : "read"), el("td", {}, t.expires),
+      el("td", {}, t.last_used || ""), el("td", {}, t.revoked ? "revoked" : el("button", { onclick: async () => {
+        await fetch(`${BASE}/auth/tokens/${t.id}`, { method: "DELETE" }); loadTokens();
+      } }, "revoke")))));
+}
+$("#token-make").addEventListener("click", async () => {
+  const r = await fetch(`${BASE}/auth/tokens`, { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ label: $("#token-label").value || "portal", scopes: $("#token-scopes").value, lifetime_days: Number($("#token-days").value) }) });
+  const out = $("#token-new");
+  out.hidden = false;
+  out.textContent = r.ok ? (await r.json()).token : await r.text();
+  loadTokens();
+});
+
+loadAccount();
 loadExamples();
 loadSchema();
 showTab((location.hash || "#query").slice(1).replace(/[^a-z]/g, "") || "query");

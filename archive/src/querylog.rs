@@ -89,18 +89,23 @@ impl QueryLog {
         Ok(())
     }
 
-    /// The newest `limit` entries of `owner` (None: anonymous queries), newest first.
+    /// The newest `limit` entries, newest first: of one owner (`Some(None)`: the anonymous
+    /// queries), or of everyone (`None`, for administrators).
     pub fn history(
         &self,
-        owner: Option<&str>,
+        owner: Option<Option<&str>>,
         limit: usize,
     ) -> Result<Vec<LogEntry>, QueryLogError> {
         let conn = self.conn()?;
-        let mut stmt = conn.prepare(
+        let (filter, who) = match owner {
+            Some(o) => ("WHERE owner IS ?1", o),
+            None => ("WHERE ?1 IS NULL", None),
+        };
+        let mut stmt = conn.prepare(&format!(
             "SELECT id, owner, started, duration_ms, rows, status, error, query, mode, job_id
-             FROM query_log WHERE owner IS ?1 ORDER BY id DESC LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![owner, limit as i64], |r| {
+             FROM query_log {filter} ORDER BY id DESC LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![who, limit as i64], |r| {
             Ok(LogEntry {
                 id: r.get(0)?,
                 owner: r.get(1)?,
@@ -149,11 +154,13 @@ mod tests {
             .unwrap();
         drop(log);
         let log = QueryLog::open(&path).unwrap();
-        let ann = log.history(Some("ann"), 10).unwrap();
+        let ann = log.history(Some(Some("ann")), 10).unwrap();
         assert_eq!(ann.len(), 1);
         assert_eq!(ann[0].rows, Some(1));
-        let anon = log.history(None, 10).unwrap();
+        let anon = log.history(Some(None), 10).unwrap();
+        assert_eq!(anon.len(), 1);
         assert_eq!(anon[0].error.as_deref(), Some("no column x"));
+        assert_eq!(log.history(None, 10).unwrap().len(), 2);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

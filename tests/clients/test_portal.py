@@ -2,7 +2,8 @@
 SwiftShader for Aladin Lite) against the demo server. Runs an ADQL query and sees the table
 and a plot, searches the table browser, opens the sky view with the HiPS and the catalog
 and footprint overlays, makes a SODA cutout from an image search, plots a light curve,
-reads the history and opens the schedule page. Screenshots go to ASTER_TEST_SCREENSHOTS."""
+signs in through the demo's OpenID provider, reads the private history, uploads to the
+user's own space and makes a token, and opens the schedule page. Screenshots go to ASTER_TEST_SCREENSHOTS."""
 import os
 
 import pytest
@@ -145,11 +146,46 @@ def test_a_light_curve_is_plotted(page, base_url, tap_url):
     assert canvas_ink(page, "#lightcurve") > 300
 
 
-def test_history_and_schedule_pages(page, base_url):
+def sign_in(page, base_url, user):
+    """Signs in through the demo's OpenID provider, as a user would: the Sign in link, then
+    the provider's page."""
+    page.goto(base_url + "/")
+    page.click("#sign-in")
+    page.click(f"#user-{user}")
+    expect(page.locator("#account-name")).to_have_text(user, timeout=30000)
+
+
+def test_history_is_private_and_shows_after_sign_in(page, base_url):
     page.goto(base_url + "/#history")
-    expect(page.locator("#history td.q").first).to_be_visible(timeout=30000)
+    expect(page.locator("#history-note")).to_contain_text("sign in", timeout=30000)
+    sign_in(page, base_url, "carol")
+    page.fill("#adql", "SELECT TOP 3 objectId FROM dp.Object")
+    page.click("#run")
+    expect(page.locator("#status")).to_contain_text("rows in", timeout=60000)
+    page.click("nav button[data-tab='history']")
+    expect(page.locator("#history td.q").first).to_have_text("SELECT TOP 3 objectId FROM dp.Object", timeout=30000)
+    shot(page, "history")
     page.locator("#history td.q").first.click()
     expect(page.locator("#tab-query")).to_be_visible()
+
+
+def test_my_space_uploads_and_makes_tokens(page, base_url, tmp_path):
+    sign_in(page, base_url, "carol")
+    page.click("nav button[data-tab='space']")
+    expect(page.locator("#space-path")).to_have_text("/carol", timeout=30000)
+    f = tmp_path / "notes-from-the-portal.txt"
+    f.write_text("observing notes\n")
+    page.set_input_files("#space-file", str(f))
+    page.click("#space-upload")
+    expect(page.locator("#space-list")).to_contain_text("notes-from-the-portal.txt", timeout=30000)
+    page.fill("#token-label", "portal-test")
+    page.click("#token-make")
+    expect(page.locator("#token-new")).to_contain_text("aster_", timeout=30000)
+    expect(page.locator("#token-list")).to_contain_text("portal-test")
+    shot(page, "my-space")
+
+
+def test_schedule_page(page, base_url):
     page.goto(base_url + "/")
     page.click("#schedule-link")
     expect(page.locator("h1")).to_have_text("Predicted visit schedule")

@@ -45,7 +45,10 @@ fn md5_sent(headers: &HeaderMap) -> Result<Option<[u8; 16]>, Fault> {
 fn hex_to_b64(hex: &str) -> Option<String> {
     let bytes: Option<Vec<u8>> = (0..hex.len())
         .step_by(2)
-        .map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
         .collect();
     bytes.filter(|b| b.len() == 16).map(|b| b64(&b))
 }
@@ -104,10 +107,20 @@ pub(crate) async fn put_data(
     let owner = principal.user.to_string();
     let (node, digest) = v
         .store
-        .finish_upload(upload, &owner, content_type, expected_md5, body.into_data_stream())
+        .finish_upload(
+            upload,
+            &owner,
+            content_type,
+            expected_md5,
+            body.into_data_stream(),
+        )
         .await?;
     let mut resp = (
-        if existing.is_some() { StatusCode::OK } else { StatusCode::CREATED },
+        if existing.is_some() {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        },
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         format!("stored {} bytes at {}\n", node.length, node.path),
     )
@@ -135,7 +148,10 @@ fn range(headers: &HeaderMap, len: u64) -> Result<Option<std::ops::Range<u64>>, 
             (len.saturating_sub(n), len)
         }
         (s, "") => (s.parse().map_err(|_| ())?, len),
-        (s, e) => (s.parse().map_err(|_| ())?, e.parse::<u64>().map_err(|_| ())?.saturating_add(1).min(len)),
+        (s, e) => (
+            s.parse().map_err(|_| ())?,
+            e.parse::<u64>().map_err(|_| ())?.saturating_add(1).min(len),
+        ),
     };
     if start >= len || start >= end {
         return Err(());
@@ -179,12 +195,16 @@ pub(crate) async fn get_data(
         Response::new(Body::empty())
     } else {
         let got = v.store.read(&node, wanted.clone()).await?;
-        Response::new(Body::from_stream(got.into_stream().map_err(std::io::Error::other)))
+        Response::new(Body::from_stream(
+            got.into_stream().map_err(std::io::Error::other),
+        ))
     };
     let h = resp.headers_mut();
     let (status, len) = match &wanted {
         Some(r) => {
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes {}-{}/{}", r.start, r.end - 1, node.length)) {
+            if let Ok(v) =
+                HeaderValue::from_str(&format!("bytes {}-{}/{}", r.start, r.end - 1, node.length))
+            {
                 h.insert(header::CONTENT_RANGE, v);
             }
             (StatusCode::PARTIAL_CONTENT, r.end - r.start)
@@ -199,12 +219,16 @@ pub(crate) async fn get_data(
 fn describe(h: &mut HeaderMap, node: &Node, len: u64) {
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    let ct = node.content_type.as_deref().unwrap_or("application/octet-stream");
+    let ct = node
+        .content_type
+        .as_deref()
+        .unwrap_or("application/octet-stream");
     if let Ok(v) = HeaderValue::from_str(ct) {
         h.insert(header::CONTENT_TYPE, v);
     }
     if let Some(m) = node.md5.as_deref() {
-        if let Some(d) = hex_to_b64(m).and_then(|d| HeaderValue::from_str(&format!("md5={d}")).ok()) {
+        if let Some(d) = hex_to_b64(m).and_then(|d| HeaderValue::from_str(&format!("md5={d}")).ok())
+        {
             h.insert("digest", d);
         }
         if let Ok(e) = HeaderValue::from_str(&format!("\"{m}\"")) {
@@ -213,7 +237,9 @@ fn describe(h: &mut HeaderMap, node: &Node, len: u64) {
     }
     // The name is sent plainly when it is simple ASCII, and RFC 5987-encoded otherwise.
     let name = node.path.name();
-    let simple = name.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+    let simple = name
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
     let disp = if simple {
         format!("inline; filename=\"{name}\"")
     } else {
@@ -285,7 +311,10 @@ mod tests {
     #[test]
     fn digests() {
         let mut m = HeaderMap::new();
-        m.insert("digest", HeaderValue::from_static("md5=sZRqySSS0jR8YjW00mERhA=="));
+        m.insert(
+            "digest",
+            HeaderValue::from_static("md5=sZRqySSS0jR8YjW00mERhA=="),
+        );
         let d = md5_sent(&m).unwrap().unwrap();
         assert_eq!(
             d.iter().map(|b| format!("{b:02x}")).collect::<String>(),

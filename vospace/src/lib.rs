@@ -81,6 +81,10 @@ pub fn router(v: VoSpace, jobs: JobStore) -> Router {
         )
         .nest(
             "/vospace/recursiveProps",
-            uws::router(jobs, runner as Arc<dyn uws::JobRunner>, job_config(PROPS_SERVICE)),
+            uws::router(
+                jobs,
+                runner as Arc<dyn uws::JobRunner>,
+                job_config(PROPS_SERVICE),
+            ),
         )
 }

@@ -100,7 +100,12 @@ impl Node {
             return true;
         }
         let Some(p) = p else { return false };
-        self.owns_tree(p) || self.access.group_read.iter().any(|g| p.in_group(g.as_str()))
+        self.owns_tree(p)
+            || self
+                .access
+                .group_read
+                .iter()
+                .any(|g| p.in_group(g.as_str()))
     }
 
     /// Writing needs a credential with the write scope.
@@ -108,7 +113,12 @@ impl Node {
         let Some(p) = p.filter(|p| p.scopes.write) else {
             return false;
         };
-        self.owns_tree(p) || self.access.group_write.iter().any(|g| p.in_group(g.as_str()))
+        self.owns_tree(p)
+            || self
+                .access
+                .group_write
+                .iter()
+                .any(|g| p.in_group(g.as_str()))
     }
 
     /// Changing who may access a node is for its owner (and the home's owner, and

@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 
 use aster_archive::identity::Principal;
+use axum::Extension;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 
 use crate::node::{
-    Access, Kind, Node, PROP_GROUPREAD, PROP_GROUPWRITE, PROP_ISPUBLIC, PROP_PUBLICREAD,
-    READ_ONLY, parse_groups,
+    Access, Kind, Node, PROP_GROUPREAD, PROP_GROUPWRITE, PROP_ISPUBLIC, PROP_PUBLICREAD, READ_ONLY,
+    parse_groups,
 };
 use crate::path::NodePath;
 use crate::service::{Fault, VoSpace};
@@ -29,7 +29,12 @@ pub(crate) fn path_of(uri: &Uri, endpoint: &str) -> Result<NodePath, Fault> {
 }
 
 fn xml(status: StatusCode, body: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/xml; charset=utf-8")], body).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
 
 pub(crate) type Caller = Option<Extension<Principal>>;
@@ -53,11 +58,12 @@ pub(crate) async fn get_node(
     let p = caller.as_deref();
     let path = path_of(&uri, "nodes")?;
     v.ensure_home(p).await?;
-    let node = v.blocking({
-        let path = path.clone();
-        move |s| s.require(&path)
-    })
-    .await?;
+    let node = v
+        .blocking({
+            let path = path.clone();
+            move |s| s.require(&path)
+        })
+        .await?;
     if !node.can_read(p) {
         return Err(Fault::refuse(p, format!("read {path}")));
     }
@@ -86,7 +92,9 @@ pub(crate) async fn get_node(
     if let Some(d) = q.detail.as_deref()
         && !matches!(d, "min" | "max" | "properties")
     {
-        return Err(Fault::Invalid(format!("detail: '{d}' is not min, max or properties")));
+        return Err(Fault::Invalid(format!(
+            "detail: '{d}' is not min, max or properties"
+        )));
     }
     let after = match &q.uri {
         Some(u) => Some(NodePath::from_uri(u)?.name().to_string()),
@@ -128,7 +136,9 @@ pub(crate) fn split_props(
                 access.public = match v.as_deref().map(str::trim) {
                     Some("true") => true,
                     Some("false") | Some("") | None => false,
-                    Some(o) => return Err(Fault::Invalid(format!("{k}: '{o}' is not true or false"))),
+                    Some(o) => {
+                        return Err(Fault::Invalid(format!("{k}: '{o}' is not true or false")));
+                    }
                 };
             }
             PROP_GROUPREAD | PROP_GROUPWRITE => {
@@ -161,7 +171,8 @@ async fn body_text(body: axum::body::Body) -> Result<String, Fault> {
     let bytes = axum::body::to_bytes(body, MAX_DOCUMENT)
         .await
         .map_err(|_| Fault::Invalid(format!("a node document is at most {MAX_DOCUMENT} bytes")))?;
-    String::from_utf8(bytes.to_vec()).map_err(|_| Fault::Invalid("the document is not UTF-8".into()))
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| Fault::Invalid("the document is not UTF-8".into()))
 }
 
 /// `PUT /vospace/nodes/{path}`: creates a container, data or link node.
@@ -181,7 +192,9 @@ pub(crate) async fn put_node(
     if let Some(u) = &doc.uri
         && NodePath::from_uri(u)? != path
     {
-        return Err(Fault::Invalid(format!("the document's uri {u} is not {path}")));
+        return Err(Fault::Invalid(format!(
+            "the document's uri {u} is not {path}"
+        )));
     }
     let kind = match doc.xsi_type.as_deref() {
         Some("ContainerNode") => Kind::Container,
@@ -200,7 +213,9 @@ pub(crate) async fn put_node(
             || target.starts_with("http://")
             || target.starts_with("https://"))
     {
-        return Err(Fault::Invalid(format!("link target {target}: use a vos:// or http(s) URI")));
+        return Err(Fault::Invalid(format!(
+            "link target {target}: use a vos:// or http(s) URI"
+        )));
     }
     let parent_path = path
         .parent()
@@ -217,10 +232,7 @@ pub(crate) async fn put_node(
         }
         _ => {}
     }
-    let (access, props) = split_props(
-        &parent.map(|n| n.access).unwrap_or_default(),
-        &doc.props,
-    )?;
+    let (access, props) = split_props(&parent.map(|n| n.access).unwrap_or_default(), &doc.props)?;
     let props: BTreeMap<String, String> = props
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k, v)))
@@ -269,7 +281,10 @@ pub(crate) async fn post_node(
     let updated = v
         .blocking(move |s| s.update(&path, &access, &props))
         .await?;
-    Ok(xml(StatusCode::OK, node_document(&updated, &v.naming, None, None)))
+    Ok(xml(
+        StatusCode::OK,
+        node_document(&updated, &v.naming, None, None),
+    ))
 }
 
 /// `DELETE /vospace/nodes/{path}`: removes the node and everything below it.

@@ -28,7 +28,10 @@ fn valid_segment(s: &str) -> Result<(), String> {
     if s.len() > MAX_SEGMENT {
         return Err(format!("a node name is at most {MAX_SEGMENT} bytes"));
     }
-    if let Some(c) = s.chars().find(|c| c.is_control() || *c == '/' || *c == '\\') {
+    if let Some(c) = s
+        .chars()
+        .find(|c| c.is_control() || *c == '/' || *c == '\\')
+    {
         return Err(format!("a node name may not contain {c:?}"));
     }
     Ok(())
@@ -206,7 +209,11 @@ mod tests {
         assert_eq!(p.parent().unwrap().key(), "/alice");
         assert!(NodePath::from_raw("").unwrap().is_root());
         assert!(p.within(&NodePath::from_raw("alice").unwrap()));
-        assert!(!NodePath::from_raw("alicex").unwrap().within(&p.parent().unwrap()));
+        assert!(
+            !NodePath::from_raw("alicex")
+                .unwrap()
+                .within(&p.parent().unwrap())
+        );
     }
 
     #[test]
@@ -218,7 +225,11 @@ mod tests {
         ] {
             assert_eq!(NodePath::from_uri(u).unwrap().key(), "/alice/a");
         }
-        assert!(NodePath::from_uri("vos://aster.example!vospace").unwrap().is_root());
+        assert!(
+            NodePath::from_uri("vos://aster.example!vospace")
+                .unwrap()
+                .is_root()
+        );
         assert!(NodePath::from_uri("http://x/alice").is_err());
         assert!(NodePath::from_uri("vos://a!b/alice/../../etc").is_err());
     }

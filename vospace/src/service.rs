@@ -73,7 +73,8 @@ impl VoSpace {
     pub(crate) async fn ensure_home(&self, p: Option<&Principal>) -> Result<(), Fault> {
         if let Some(p) = p {
             let user = p.user.to_string();
-            self.blocking(move |s| s.ensure_home(&user).map(|_| ())).await?;
+            self.blocking(move |s| s.ensure_home(&user).map(|_| ()))
+                .await?;
         }
         Ok(())
     }
@@ -175,16 +176,56 @@ impl IntoResponse for Fault {
 pub(crate) async fn capabilities(State(v): State<VoSpace>, headers: HeaderMap) -> Response {
     let base = v.base(&headers);
     let caps: [(&str, String, &str); 10] = [
-        ("ivo://ivoa.net/std/VOSI#capabilities", format!("{base}/vospace/capabilities"), "full"),
-        ("ivo://ivoa.net/std/VOSI#availability", format!("{base}/vospace/availability"), "full"),
-        ("ivo://ivoa.net/std/VOSpace/v2.0#nodes", format!("{base}/vospace/nodes"), "base"),
-        ("ivo://ivoa.net/std/VOSpace/v2.0#transfers", format!("{base}/vospace/transfers"), "full"),
-        ("ivo://ivoa.net/std/VOSpace/v2.0#sync", format!("{base}/vospace/synctrans"), "full"),
-        ("ivo://ivoa.net/std/VOSpace#sync-2.1", format!("{base}/vospace/synctrans"), "full"),
-        ("ivo://ivoa.net/std/VOSpace#files-proto", format!("{base}/vospace/files"), "base"),
-        ("ivo://ivoa.net/std/VOSpace#recursive-delete-proto", format!("{base}/vospace/recursiveDelete"), "full"),
-        ("ivo://ivoa.net/std/VOSpace#recursive-nodeprops-proto", format!("{base}/vospace/recursiveProps"), "full"),
-        ("ivo://ivoa.net/std/VOSpace/v2.0#protocols", format!("{base}/vospace/protocols"), "full"),
+        (
+            "ivo://ivoa.net/std/VOSI#capabilities",
+            format!("{base}/vospace/capabilities"),
+            "full",
+        ),
+        (
+            "ivo://ivoa.net/std/VOSI#availability",
+            format!("{base}/vospace/availability"),
+            "full",
+        ),
+        (
+            "ivo://ivoa.net/std/VOSpace/v2.0#nodes",
+            format!("{base}/vospace/nodes"),
+            "base",
+        ),
+        (
+            "ivo://ivoa.net/std/VOSpace/v2.0#transfers",
+            format!("{base}/vospace/transfers"),
+            "full",
+        ),
+        (
+            "ivo://ivoa.net/std/VOSpace/v2.0#sync",
+            format!("{base}/vospace/synctrans"),
+            "full",
+        ),
+        (
+            "ivo://ivoa.net/std/VOSpace#sync-2.1",
+            format!("{base}/vospace/synctrans"),
+            "full",
+        ),
+        (
+            "ivo://ivoa.net/std/VOSpace#files-proto",
+            format!("{base}/vospace/files"),
+            "base",
+        ),
+        (
+            "ivo://ivoa.net/std/VOSpace#recursive-delete-proto",
+            format!("{base}/vospace/recursiveDelete"),
+            "full",
+        ),
+        (
+            "ivo://ivoa.net/std/VOSpace#recursive-nodeprops-proto",
+            format!("{base}/vospace/recursiveProps"),
+            "full",
+        ),
+        (
+            "ivo://ivoa.net/std/VOSpace/v2.0#protocols",
+            format!("{base}/vospace/protocols"),
+            "full",
+        ),
     ];
     let mut out = String::from(
         r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -209,7 +250,10 @@ pub(crate) async fn capabilities(State(v): State<VoSpace>, headers: HeaderMap) -
 }
 
 pub(crate) async fn availability(State(v): State<VoSpace>) -> Response {
-    let ok = v.blocking(|s| s.get(&NodePath::root()).map(|_| ())).await.is_ok();
+    let ok = v
+        .blocking(|s| s.get(&NodePath::root()).map(|_| ()))
+        .await
+        .is_ok();
     let body = format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <vosi:availability xmlns:vosi="http://www.ivoa.net/xml/VOSIAvailability/v1.0">
@@ -217,7 +261,11 @@ pub(crate) async fn availability(State(v): State<VoSpace>) -> Response {
   <vosi:note>{}</vosi:note>
 </vosi:availability>
 "#,
-        if ok { "VOSpace is accepting requests" } else { "the node store is not answering" }
+        if ok {
+            "VOSpace is accepting requests"
+        } else {
+            "the node store is not answering"
+        }
     );
     ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], body).into_response()
 }

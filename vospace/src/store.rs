@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use aster_archive::identity::GroupName;
 use futures::StreamExt;
 use md5::{Digest, Md5};
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::node::{Access, Kind, Node};
@@ -27,7 +27,11 @@ pub enum StoreError {
     #[error("InvalidArgument {0}")]
     InvalidArgument(String),
     #[error("QuotaExceeded the home {home} would hold {would} bytes, beyond its quota of {quota}")]
-    Quota { home: String, would: u64, quota: u64 },
+    Quota {
+        home: String,
+        would: u64,
+        quota: u64,
+    },
     #[error("TransferFailed the bytes received do not match the MD5 digest sent")]
     Checksum,
     #[error("TransferFailed the upload stopped: {0}")]
@@ -60,7 +64,9 @@ pub fn objects_at(location: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
     }
     let dir = location.strip_prefix("file://").unwrap_or(location);
     std::fs::create_dir_all(dir).map_err(|e| StoreError::Upload(format!("{dir}: {e}")))?;
-    Ok(Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir)?))
+    Ok(Arc::new(
+        object_store::local::LocalFileSystem::new_with_prefix(dir)?,
+    ))
 }
 
 #[derive(Clone)]
@@ -80,7 +86,9 @@ fn join_groups(g: &[GroupName]) -> String {
 }
 
 fn split_groups(s: &str) -> Vec<GroupName> {
-    s.split(' ').filter_map(|g| GroupName::new(g).ok()).collect()
+    s.split(' ')
+        .filter_map(|g| GroupName::new(g).ok())
+        .collect()
 }
 
 const COLUMNS: &str = "path, kind, owner, created, modified, length, md5, content_type, object, \
@@ -524,7 +532,11 @@ impl NodeStore {
             (dest, self.subtree(from)?)
         };
         let home = dest.home().unwrap_or_default().to_string();
-        let bytes: u64 = nodes.iter().filter(|n| n.kind == Kind::Data).map(|n| n.length).sum();
+        let bytes: u64 = nodes
+            .iter()
+            .filter(|n| n.kind == Kind::Data)
+            .map(|n| n.length)
+            .sum();
         self.check_quota(&home, bytes)?;
         let mut copies = Vec::new();
         for n in &nodes {
@@ -536,7 +548,9 @@ impl NodeStore {
             let object = match &n.object {
                 Some(o) => {
                     let key = ObjectPath::from(format!("objects/{}", uuid::Uuid::new_v4()));
-                    self.objects.copy(&ObjectPath::from(o.as_str()), &key).await?;
+                    self.objects
+                        .copy(&ObjectPath::from(o.as_str()), &key)
+                        .await?;
                     Some(key.to_string())
                 }
                 None => None,
@@ -549,7 +563,15 @@ impl NodeStore {
             let data = object
                 .as_deref()
                 .map(|o| (o, n.length, n.md5.as_deref().unwrap_or("")));
-            Self::insert(&tx, p, n.kind.clone(), owner, n.props.clone(), Some(n.access.clone()), data)?;
+            Self::insert(
+                &tx,
+                p,
+                n.kind.clone(),
+                owner,
+                n.props.clone(),
+                Some(n.access.clone()),
+                data,
+            )?;
         }
         tx.commit()?;
         Ok(dest)
@@ -569,11 +591,14 @@ impl NodeStore {
 
     /// Checks that bytes may be written at `path` (its parent is a container, it is not a
     /// container itself, the home has room for `expected` bytes) and returns the upload.
-    pub fn begin_upload(&self, path: &NodePath, expected: Option<u64>) -> Result<Upload, StoreError> {
-        let parent = path
-            .parent()
-            .filter(|p| !p.is_root())
-            .ok_or_else(|| StoreError::InvalidArgument("files go inside a home container".into()))?;
+    pub fn begin_upload(
+        &self,
+        path: &NodePath,
+        expected: Option<u64>,
+    ) -> Result<Upload, StoreError> {
+        let parent = path.parent().filter(|p| !p.is_root()).ok_or_else(|| {
+            StoreError::InvalidArgument("files go inside a home container".into())
+        })?;
         let existing = {
             let conn = self.db()?;
             Self::load(&conn, &parent)?
@@ -583,7 +608,9 @@ impl NodeStore {
         };
         let replacing = match &existing {
             Some(n) if n.kind != Kind::Data => {
-                return Err(StoreError::InvalidArgument(format!("{path} is not a data node")));
+                return Err(StoreError::InvalidArgument(format!(
+                    "{path} is not a data node"
+                )));
             }
             Some(n) => n.length,
             None => 0,
@@ -659,7 +686,10 @@ impl NodeStore {
         match committed {
             Ok((node, old)) => {
                 if let Some(o) = old {
-                    self.objects.delete(&ObjectPath::from(o.as_str())).await.ok();
+                    self.objects
+                        .delete(&ObjectPath::from(o.as_str()))
+                        .await
+                        .ok();
                 }
                 Ok((node, digest))
             }
@@ -691,18 +721,30 @@ impl NodeStore {
                 n.object
             }
             Some(_) => {
-                return Err(StoreError::InvalidArgument(format!("{} is not a data node", up.path)));
+                return Err(StoreError::InvalidArgument(format!(
+                    "{} is not a data node",
+                    up.path
+                )));
             }
             None => {
                 let mut props = BTreeMap::new();
                 if let Some(t) = content_type {
                     props.insert(crate::node::PROP_TYPE.to_string(), t);
                 }
-                Self::insert(&tx, &up.path, Kind::Data, owner, props, None, Some((&key, length, md5)))?;
+                Self::insert(
+                    &tx,
+                    &up.path,
+                    Kind::Data,
+                    owner,
+                    props,
+                    None,
+                    Some((&key, length, md5)),
+                )?;
                 None
             }
         };
-        let node = Self::load(&tx, &up.path)?.ok_or_else(|| StoreError::NotFound(up.path.clone()))?;
+        let node =
+            Self::load(&tx, &up.path)?.ok_or_else(|| StoreError::NotFound(up.path.clone()))?;
         tx.commit()?;
         Ok((node, old))
     }
@@ -720,7 +762,10 @@ impl NodeStore {
             range: range.map(object_store::GetRange::Bounded),
             ..Default::default()
         };
-        Ok(self.objects.get_opts(&ObjectPath::from(o.as_str()), opts).await?)
+        Ok(self
+            .objects
+            .get_opts(&ObjectPath::from(o.as_str()), opts)
+            .await?)
     }
 }
 

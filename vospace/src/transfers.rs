@@ -38,7 +38,12 @@ async fn negotiate(
     let (node, parent) = v
         .blocking({
             let path = path.clone();
-            move |s| Ok((s.get(&path)?, path.parent().map(|pp| s.get(&pp)).transpose()?.flatten()))
+            move |s| {
+                Ok((
+                    s.get(&path)?,
+                    path.parent().map(|pp| s.get(&pp)).transpose()?.flatten(),
+                ))
+            }
         })
         .await?;
     let push = match t.direction.as_str() {
@@ -55,15 +60,18 @@ async fn negotiate(
         let ok = match (&node, &parent) {
             (Some(n), _) => n.kind == Kind::Data && n.can_write(p),
             (None, Some(parent)) => parent.kind == Kind::Container && parent.can_write(p),
-            (None, None) => return Err(Fault::Store(crate::store::StoreError::ContainerNotFound(
-                path.parent().unwrap_or_else(NodePath::root),
-            ))),
+            (None, None) => {
+                return Err(Fault::Store(crate::store::StoreError::ContainerNotFound(
+                    path.parent().unwrap_or_else(NodePath::root),
+                )));
+            }
         };
         if !ok {
             return Err(Fault::refuse(p, format!("write {path}")));
         }
     } else {
-        let n = node.ok_or_else(|| Fault::Store(crate::store::StoreError::NotFound(path.clone())))?;
+        let n =
+            node.ok_or_else(|| Fault::Store(crate::store::StoreError::NotFound(path.clone())))?;
         if !n.can_read(p) {
             return Err(Fault::refuse(p, format!("read {path}")));
         }
@@ -72,7 +80,11 @@ async fn negotiate(
         }
     }
     let wanted: Vec<&str> = if t.protocols.is_empty() {
-        PROTOCOLS.iter().copied().filter(|u| u.ends_with(if push { "put" } else { "get" })).collect()
+        PROTOCOLS
+            .iter()
+            .copied()
+            .filter(|u| u.ends_with(if push { "put" } else { "get" }))
+            .collect()
     } else {
         t.protocols.iter().map(String::as_str).collect()
     };
@@ -100,7 +112,8 @@ fn transfer_from_params(q: &HashMap<String, String>) -> Result<TransferDoc, Faul
     };
     Ok(TransferDoc {
         target: get("TARGET").ok_or_else(|| Fault::Invalid("TARGET is required".into()))?,
-        direction: get("DIRECTION").ok_or_else(|| Fault::Invalid("DIRECTION is required".into()))?,
+        direction: get("DIRECTION")
+            .ok_or_else(|| Fault::Invalid("DIRECTION is required".into()))?,
         protocols: get("PROTOCOL").into_iter().collect(),
         keep_bytes: true,
         view: get("VIEW"),
@@ -164,10 +177,18 @@ pub(crate) async fn sync_post(
         .await
         .map_err(|e| Fault::Internal(e.to_string()))?
         .map_err(Fault::Internal)?;
-    Ok(Redirect::to(&format!("{base}/vospace/synctrans/{id}/results/{TRANSFER_DETAILS}")).into_response())
+    Ok(Redirect::to(&format!(
+        "{base}/vospace/synctrans/{id}/results/{TRANSFER_DETAILS}"
+    ))
+    .into_response())
 }
 
-fn record_sync(jobs: &JobStore, owner: Option<String>, request: &str, details: &str) -> Result<String, String> {
+fn record_sync(
+    jobs: &JobStore,
+    owner: Option<String>,
+    request: &str,
+    details: &str,
+) -> Result<String, String> {
     let job = jobs
         .create(NewJob {
             service: SYNC_SERVICE.into(),
@@ -185,7 +206,8 @@ fn record_sync(jobs: &JobStore, owner: Option<String>, request: &str, details: &
 
 /// Moves a new sync job to COMPLETED with its transfer document.
 fn write_details(jobs: &JobStore, id: &str, details: &str) -> Result<(), String> {
-    jobs.set_phase(id, Phase::Queued).map_err(|e| e.to_string())?;
+    jobs.set_phase(id, Phase::Queued)
+        .map_err(|e| e.to_string())?;
     jobs.start(id).map_err(|e| e.to_string())?;
     complete_with_details(jobs, id, details)
 }
@@ -234,7 +256,11 @@ pub(crate) async fn sync_phase(
     Path(id): Path<String>,
 ) -> Result<Response, Fault> {
     let job = sync_job(&v, caller.as_deref(), id).await?;
-    Ok(([(header::CONTENT_TYPE, "text/plain")], job.phase.to_string()).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain")],
+        job.phase.to_string(),
+    )
+        .into_response())
 }
 
 /// `GET /vospace/synctrans/{id}`: the transfer's details.
@@ -246,8 +272,11 @@ pub(crate) async fn sync_job_doc(
 ) -> Result<Response, Fault> {
     let job = sync_job(&v, caller.as_deref(), id).await?;
     let base = v.base(&headers);
-    Ok(Redirect::to(&format!("{base}/vospace/synctrans/{}/results/{TRANSFER_DETAILS}", job.id))
-        .into_response())
+    Ok(Redirect::to(&format!(
+        "{base}/vospace/synctrans/{}/results/{TRANSFER_DETAILS}",
+        job.id
+    ))
+    .into_response())
 }
 
 /// Runs the asynchronous VOSpace jobs of one endpoint.
@@ -277,7 +306,8 @@ impl JobRunner for Runner {
     fn validate(&self, job: &Job) -> Result<(), String> {
         match job.service.as_str() {
             TRANSFERS_SERVICE => {
-                let xml = param(job, XML_PARAMETER).ok_or("InvalidArgument no transfer document")?;
+                let xml =
+                    param(job, XML_PARAMETER).ok_or("InvalidArgument no transfer document")?;
                 parse_transfer(xml).map(|_| ()).map_err(|e| e.to_string())
             }
             DELETE_SERVICE => {
@@ -310,10 +340,15 @@ impl JobRunner for Runner {
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
-            let details = execute(&v, principal.as_ref(), &job).await.map_err(|e| e.to_string())?;
+            let details = execute(&v, principal.as_ref(), &job)
+                .await
+                .map_err(|e| e.to_string())?;
             tokio::task::spawn_blocking(move || match details {
                 Some(d) => complete_with_details(&jobs, &id, &d),
-                None => jobs.complete(&id, Vec::new()).map(|_| ()).map_err(|e| e.to_string()),
+                None => jobs
+                    .complete(&id, Vec::new())
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
             })
             .await
             .map_err(|e| e.to_string())?
@@ -361,11 +396,12 @@ async fn execute(v: &VoSpace, p: Option<&Principal>, job: &Job) -> Result<Option
         }
         DELETE_SERVICE => {
             let path = NodePath::from_uri(param(job, "target").unwrap_or_default())?;
-            let node = v.blocking({
-                let path = path.clone();
-                move |s| s.require(&path)
-            })
-            .await?;
+            let node = v
+                .blocking({
+                    let path = path.clone();
+                    move |s| s.require(&path)
+                })
+                .await?;
             if !node.can_write(p) {
                 return Err(Fault::refuse(p, format!("delete {path}")));
             }
@@ -379,14 +415,18 @@ async fn execute(v: &VoSpace, p: Option<&Principal>, job: &Job) -> Result<Option
             for n in nodes {
                 let (access, props) = crate::nodes::split_props(&n.access, &doc.props)?;
                 if access.as_ref().is_some_and(|a| *a != n.access) && !n.can_share(p) {
-                    return Err(Fault::refuse(p, format!("change who may access {}", n.path)));
+                    return Err(Fault::refuse(
+                        p,
+                        format!("change who may access {}", n.path),
+                    ));
                 }
                 if !props.is_empty() && !n.can_write(p) {
                     return Err(Fault::refuse(p, format!("change {}", n.path)));
                 }
                 let access = access.unwrap_or(n.access);
                 let path = n.path.clone();
-                v.blocking(move |s| s.update(&path, &access, &props).map(|_| ())).await?;
+                v.blocking(move |s| s.update(&path, &access, &props).map(|_| ()))
+                    .await?;
             }
             Ok(None)
         }
@@ -432,7 +472,8 @@ async fn move_or_copy(v: &VoSpace, p: Option<&Principal>, t: &TransferDoc) -> Re
     if t.keep_bytes {
         v.store.copy_node(&from, &to, &owner).await?;
     } else {
-        v.blocking(move |s| s.move_node(&from, &to).map(|_| ())).await?;
+        v.blocking(move |s| s.move_node(&from, &to).map(|_| ()))
+            .await?;
     }
     Ok(())
 }

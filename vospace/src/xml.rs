@@ -67,18 +67,48 @@ fn properties(out: &mut String, n: &Node, indent: &str, space: Option<&Space>) {
     if let Some(t) = &n.content_type {
         property(out, &i, PROP_TYPE, t, false);
     }
-    property(out, &i, PROP_PUBLICREAD, if n.access.public { "true" } else { "false" }, false);
-    property(out, &i, PROP_ISPUBLIC, if n.access.public { "true" } else { "false" }, false);
+    property(
+        out,
+        &i,
+        PROP_PUBLICREAD,
+        if n.access.public { "true" } else { "false" },
+        false,
+    );
+    property(
+        out,
+        &i,
+        PROP_ISPUBLIC,
+        if n.access.public { "true" } else { "false" },
+        false,
+    );
     // Absent rather than empty when unset: the CADC client shows an empty value as granted.
     if !n.access.group_read.is_empty() {
-        property(out, &i, PROP_GROUPREAD, &format_groups(&n.access.group_read), false);
+        property(
+            out,
+            &i,
+            PROP_GROUPREAD,
+            &format_groups(&n.access.group_read),
+            false,
+        );
     }
     if !n.access.group_write.is_empty() {
-        property(out, &i, PROP_GROUPWRITE, &format_groups(&n.access.group_write), false);
+        property(
+            out,
+            &i,
+            PROP_GROUPWRITE,
+            &format_groups(&n.access.group_write),
+            false,
+        );
     }
     if let Some(s) = space {
         property(out, &i, crate::node::PROP_QUOTA, &s.quota.to_string(), true);
-        property(out, &i, crate::node::PROP_AVAILABLE, &s.available.to_string(), true);
+        property(
+            out,
+            &i,
+            crate::node::PROP_AVAILABLE,
+            &s.available.to_string(),
+            true,
+        );
     }
     for (k, v) in &n.props {
         if k != PROP_TYPE {
@@ -274,8 +304,14 @@ pub fn parse_node(xml: &str) -> Result<NodeDoc, DocError> {
                     in_nodes = in_nodes.saturating_sub(1);
                 } else if l == b"property" {
                     if let Some((uri, nil)) = current_prop.take() {
-                        doc.props
-                            .insert(uri, if nil { None } else { Some(text.trim().to_string()) });
+                        doc.props.insert(
+                            uri,
+                            if nil {
+                                None
+                            } else {
+                                Some(text.trim().to_string())
+                            },
+                        );
                     }
                 } else if l == b"target" && in_target {
                     in_target = false;
@@ -349,7 +385,9 @@ pub fn parse_transfer(xml: &str) -> Result<TransferDoc, DocError> {
             Event::GeneralRef(g) => {
                 let name = g.decode().map_err(|e| err(e.to_string()))?;
                 let entity = format!("&{name};");
-                text.push_str(&quick_xml::escape::unescape(&entity).map_err(|e| err(e.to_string()))?);
+                text.push_str(
+                    &quick_xml::escape::unescape(&entity).map_err(|e| err(e.to_string()))?,
+                );
             }
             Event::End(_) => {
                 match current.take().as_deref() {

@@ -189,7 +189,6 @@ fn owner_of(req_ext: Option<&Owner>) -> Option<String> {
     req_ext.map(|o| o.0.clone())
 }
 
-/// GET /tap/history: the caller's own queries, newest first, as JSON.
 /// A fingerprint of what the search index holds: every name and description.
 fn metadata_fingerprint(m: &[aster_archive::tap_schema::SchemaDesc]) -> u64 {
     use std::hash::{Hash, Hasher};
@@ -256,28 +255,51 @@ async fn search_tables(
     }
 }
 
+/// `GET /tap/history[?limit=][&all=true]`: the caller's own queries, newest first, as
+/// JSON (DMS-REQ-0345: nobody else's). Anonymous callers have no history to read; an
+/// administrator reads everyone's with `all=true`.
 async fn history(
     State(s): State<TapService>,
-    owner: Option<axum::Extension<Owner>>,
+    principal: Option<axum::Extension<crate::auth::Principal>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let limit = match q.get("limit").map(|v| v.parse::<usize>()) {
         None => 100,
         Some(Ok(n)) if n > 0 && n <= 10_000 => n,
         Some(_) => {
-            return (
+            return error_response(
                 StatusCode::BAD_REQUEST,
                 "limit must be an integer from 1 to 10000",
-            )
-                .into_response();
+            );
         }
     };
-    let who = owner_of(owner.as_deref());
+    let Some(p) = principal.map(|p| p.0) else {
+        return error_response(
+            StatusCode::UNAUTHORIZED,
+            "the query history is personal: sign in, or send a bearer token, to read yours",
+        );
+    };
+    let all = match q.get("all").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") if p.admin => true,
+        Some("true") => {
+            return error_response(
+                StatusCode::FORBIDDEN,
+                "only administrators read everyone's queries",
+            );
+        }
+        Some(_) => return error_response(StatusCode::BAD_REQUEST, "all must be true or false"),
+    };
     let log = s.log.clone();
-    match tokio::task::spawn_blocking(move || log.history(who.as_deref(), limit)).await {
+    let who = p.user.to_string();
+    let found = tokio::task::spawn_blocking(move || {
+        log.history(if all { None } else { Some(Some(&who)) }, limit)
+    })
+    .await;
+    match found {
         Ok(Ok(entries)) => axum::Json(entries).into_response(),
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Ok(Err(e)) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 

@@ -17,7 +17,10 @@ fn reads_client_nodes_whatever_the_prefixes() {
         d.props.get("ivo://ivoa.net/vospace/core#groupread"),
         Some(&Some("ivo://cadc.nrc.ca/gms?grp1".to_string()))
     );
-    assert_eq!(d.props.get("ivo://ivoa.net/vospace/core#groupwrite"), Some(&None));
+    assert_eq!(
+        d.props.get("ivo://ivoa.net/vospace/core#groupwrite"),
+        Some(&None)
+    );
     let link = parse_node(
         r#"<vos:node xmlns:vos="http://www.ivoa.net/xml/VOSpace/v2.0" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" uri="vos://a!vospace/u/l" xsi:type="vos:LinkNode"><vos:target>vos://a!vospace/u/f&amp;g</vos:target></vos:node>"#,
     )
@@ -58,5 +61,8 @@ fn reads_transfers() {
     .unwrap();
     assert_eq!(mv.direction, "vos://a!vospace/u/g");
     assert!(!mv.keep_bytes);
-    assert!(parse_transfer("<vos:transfer xmlns:vos=\"x\"><vos:target>t</vos:target></vos:transfer>").is_err());
+    assert!(
+        parse_transfer("<vos:transfer xmlns:vos=\"x\"><vos:target>t</vos:target></vos:transfer>")
+            .is_err()
+    );
 }
