@@ -2,7 +2,7 @@
 //! configured OpenID Connect provider, or the development one), administrators from the
 //! configuration, and the `aster users|groups|token` commands operators manage them with.
 use anyhow::{Context, Result, bail};
-use aster_archive::identity::{GroupName, IdentityStore, Scopes, UserName};
+use aster_archive::identity::{GroupName, IdentityStore, MAX_TOKEN_DAYS, Scopes, UserName};
 use aster_protocols::auth::{Auth, DevIdp, OidcSettings};
 use base64::Engine;
 
@@ -130,8 +130,11 @@ pub enum TokenCommand {
         /// `read`, or `read write`.
         #[arg(long, default_value = "read write")]
         scopes: String,
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 30, conflicts_with = "expires")]
         days: i64,
+        /// An exact expiry (RFC 3339) instead of a number of days.
+        #[arg(long)]
+        expires: Option<String>,
     },
     /// List a user's tokens.
     List {
@@ -209,13 +212,21 @@ pub fn token(config: &Config, cmd: TokenCommand) -> Result<()> {
             label,
             scopes,
             days,
+            expires,
         } => {
-            let t = store.issue_token(
-                &UserName::new(&user)?,
-                &label,
-                Scopes::parse(&scopes)?,
-                days,
-            )?;
+            let (user_name, scopes) = (UserName::new(&user)?, Scopes::parse(&scopes)?);
+            let t = match expires {
+                None => store.issue_token(&user_name, &label, scopes, days)?,
+                Some(e) => {
+                    let at = chrono::DateTime::parse_from_rfc3339(&e)
+                        .with_context(|| format!("--expires {e}: not an RFC 3339 time"))?
+                        .with_timezone(&chrono::Utc);
+                    if at > chrono::Utc::now() + chrono::Duration::days(MAX_TOKEN_DAYS) {
+                        bail!("--expires {e}: tokens live at most {MAX_TOKEN_DAYS} days");
+                    }
+                    store.issue_token_until(&user_name, &label, scopes, at)?
+                }
+            };
             eprintln!(
                 "token {} for {user}, {}, expires {}",
                 t.info.id,

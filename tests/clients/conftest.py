@@ -1,8 +1,12 @@
 """Fixtures for the client tests: the URL and data directory of the demo server that
 scripts/test-all starts (ASTER_TEST_URL, ASTER_TEST_DATA)."""
+import html
 import os
+import re
+import subprocess
 
 import pytest
+import requests
 
 
 def _env(name):
@@ -25,3 +29,48 @@ def tap_url(base_url):
 @pytest.fixture(scope="session")
 def data_dir():
     return _env("ASTER_TEST_DATA")
+
+
+def sign_in(base_url, user):
+    """A requests session signed in as `user` through the demo's OpenID provider: the real
+    authorization-code flow (PKCE, ID token checked against the provider's keys)."""
+    s = requests.Session()
+    r = s.get(base_url + "/auth/login", allow_redirects=False)
+    assert r.status_code in (302, 303), r.text
+    form = s.get(r.headers["location"])
+    assert form.status_code == 200, form.text
+    fields = {k: html.unescape(v) for k, v in re.findall(r'name="([a-z_]+)" value="([^"]*)"', form.text)}
+    fields["user"] = user
+    r = s.post(r.headers["location"].split("?")[0], data=fields, allow_redirects=False)
+    assert r.status_code in (302, 303), r.text
+    r = s.get(r.headers["location"], allow_redirects=False)
+    assert r.status_code in (302, 303) and "aster_session" in r.headers.get("set-cookie", ""), r.text
+    return s
+
+
+def make_token(base_url, user, scopes="read write"):
+    s = sign_in(base_url, user)
+    r = s.post(base_url + "/auth/tokens", json={"label": "client tests", "scopes": scopes, "lifetime_days": 1})
+    assert r.status_code == 201, r.text
+    return r.json()["token"]
+
+
+@pytest.fixture(scope="session")
+def tokens(base_url):
+    """Write tokens of the demo's people (alice and bob share the group demo-collab, carol is
+    outside it, admin is an administrator), made through sign-in; plus an expired one (made
+    on the command line, the only way to get one) and a tampered one."""
+    t = {u: make_token(base_url, u) for u in ("alice", "bob", "carol", "admin")}
+    t["alice_read"] = make_token(base_url, "alice", "read")
+    expired = subprocess.run(
+        [_env("ASTER_BIN"), "--data-dir", _env("ASTER_TEST_DATA"), "token", "create",
+         "--user", "alice", "--expires", "2020-01-01T00:00:00Z"],
+        check=True, capture_output=True, text=True).stdout.strip()
+    t["expired"] = expired
+    last = t["alice"][-1]
+    t["tampered"] = t["alice"][:-1] + ("A" if last != "A" else "B")
+    return t
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"} if token else {}

@@ -23,8 +23,8 @@
 //! - A job that exceeds its execution duration is ABORTED (UWS: as if the client aborted it),
 //!   with the reason as its error message.
 //! - A request with an [`Owner`] extension (put there by an authentication layer) creates jobs
-//!   owned by that identity, lists only them, and gets 403 on other identities' jobs; anonymous
-//!   requests list the anonymous jobs.
+//!   owned by that identity, lists only them, and gets 403 on other identities' jobs (unless
+//!   it is an administrator's); anonymous requests list the anonymous jobs.
 
 mod params;
 pub use params::XML_PARAMETER;
@@ -305,7 +305,8 @@ impl Uws {
             .filter(|job| job.service == self.config.service)
             .ok_or_else(|| UwsError::NotFound(id.to_owned()))?;
         match &job.owner {
-            Some(owner) if Some(owner) != requester.owner.as_ref() => {
+            // Administrators may look after anyone's jobs.
+            Some(owner) if Some(owner) != requester.owner.as_ref() && !requester.admin => {
                 Err(UwsError::Forbidden(id.to_owned()))
             }
             _ => Ok(job),
@@ -371,6 +372,7 @@ impl Uws {
 /// Who asks, and the absolute URL of the job list they address.
 struct Requester {
     owner: Option<String>,
+    admin: bool,
     /// e.g. `https://archive.example.org/tap/async`, without trailing slash.
     list_url: String,
 }
@@ -393,6 +395,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Requester {
         let origin = origin(&parts.headers, &parts.uri)?;
         Ok(Requester {
             owner: parts.extensions.get::<Owner>().map(|o| o.0.clone()),
+            admin: parts
+                .extensions
+                .get::<aster_archive::identity::Principal>()
+                .is_some_and(|p| p.admin),
             list_url: format!("{origin}{}", list_path(full_path, inner_path)),
         })
     }
