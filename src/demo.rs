@@ -872,3 +872,78 @@ pub fn publish_schedule(data_dir: &std::path::Path) -> Result<()> {
     })?;
     Ok(())
 }
+
+/// The demo's user space (DMS-REQ-0290, 0340): alice's target list, kept as a CSV with its
+/// metadata sidecar in her VOSpace home and imported as her table `user_alice.targets`,
+/// shared with her group demo-collab, so a new user sees Level 3 data beside the release.
+pub async fn seed_user_space(
+    engine: &aster_archive::query::QueryEngine,
+    acl: &aster_archive::user_tables::UserTables,
+    nodes: &aster_vospace::NodeStore,
+) -> Result<()> {
+    use aster_archive::identity::{GroupName, UserName};
+    use aster_archive::user_tables::{Sidecar, TableAccess, import, schema_of};
+    use futures::StreamExt;
+    let alice = UserName::new("alice")?;
+    if engine
+        .store()
+        .manifest(&schema_of(&alice), "targets")
+        .await?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let mut rows = engine
+        .execute(
+            "SELECT TOP 200 objectId, coord_ra, coord_dec, r_psfFlux FROM dp.Object \
+             WHERE r_psfFlux > 0 ORDER BY r_psfFlux DESC",
+            Vec::new(),
+            None,
+            None,
+        )
+        .await?;
+    let mut csv = Vec::new();
+    {
+        let mut w = arrow::csv::WriterBuilder::new()
+            .with_header(true)
+            .build(&mut csv);
+        while let Some(b) = rows.next().await {
+            w.write(&b?)?;
+        }
+    }
+    let sidecar = "description: alice's follow-up targets, the brightest objects of the demo release\n\
+                   ra: coord_ra\ndec: coord_dec\ncolumns:\n  \
+                   r_psfFlux: {unit: nJy, ucd: phot.flux;em.opt.R, description: PSF flux in r}\n";
+    nodes.ensure_home("alice")?;
+    for (name, bytes) in [
+        ("targets.csv", csv.clone()),
+        ("targets.yaml", sidecar.as_bytes().to_vec()),
+    ] {
+        let path = aster_vospace::NodePath::from_raw(&format!("alice/{name}"))?;
+        let up = nodes.begin_upload(&path, Some(bytes.len() as u64))?;
+        let body = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(bytes))]);
+        nodes
+            .finish_upload(up, "alice", Some("text/plain".into()), None, body)
+            .await?;
+    }
+    let table = aster_archive::formats::read_any("targets.csv", csv.into())?;
+    let (n, _) = import(
+        engine.store(),
+        &alice,
+        "targets",
+        table,
+        Some(&Sidecar::parse(sidecar)?),
+    )
+    .await?;
+    acl.set(
+        &schema_of(&alice),
+        "targets",
+        &TableAccess {
+            public: false,
+            groups: vec![GroupName::new("demo-collab")?],
+        },
+    )?;
+    engine.invalidate().await;
+    tracing::info!(rows = n, "the demo's user table user_alice.targets");
+    Ok(())
+}

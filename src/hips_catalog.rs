@@ -89,7 +89,7 @@ pub async fn build(
     );
     let engine = QueryEngine::new(store.clone());
     let mut stream = engine
-        .execute(&adql, Vec::new(), None)
+        .execute(&adql, Vec::new(), None, None)
         .await
         .with_context(|| format!("reading the catalog: {adql}"))?;
     let (ra_i, dec_i) = (

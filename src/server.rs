@@ -4,14 +4,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use arrow::datatypes::DataType;
+use anyhow::{Context, Result};
 use aster_archive::catalog::{CatalogStore, DEFAULT_MAX_ROWS};
 use aster_archive::formats::read_any;
 use aster_archive::jobs::JobStore;
 use aster_archive::query::QueryEngine;
 use aster_archive::querylog::QueryLog;
-use aster_archive::schema::{FelisColumn, FelisTable, FelisType, meta};
+use aster_archive::schema::felis_from_arrow;
 use aster_protocols::{images, metrics, schedule, tap};
 use axum::Router;
 use axum::extract::Request;
@@ -68,10 +67,14 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
     if with_demo {
         crate::identity::seed_demo(auth.store())?;
     }
-    let engine = QueryEngine::new(store).with_obscore(
-        registry.clone(),
-        format!("{}/datalink/links", config.links_base()),
-    );
+    let user_tables =
+        aster_archive::user_tables::UserTables::open(&config.data_dir.join("user_tables.sqlite"))?;
+    let engine = QueryEngine::new(store)
+        .with_obscore(
+            registry.clone(),
+            format!("{}/datalink/links", config.links_base()),
+        )
+        .with_user_tables(user_tables.clone());
     let regenerator = Arc::new(PipelineRegenerator::new(
         &config.data_dir,
         registry.clone(),
@@ -98,6 +101,7 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
     let log = QueryLog::open(&config.data_dir.join("querylog.sqlite"))?;
     let jobs = JobStore::open(&config.data_dir.join("jobs.sqlite"))?;
     let t = &config.tap;
+    let engine_for_tables = engine.clone();
     let service = tap::TapService::new(
         engine,
         log,
@@ -114,18 +118,23 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
             Duration::from_secs(t.sync_timeout_secs),
         )
         .map_err(anyhow::Error::msg)?,
-    );
+    )
+    .with_identity(auth.store().clone());
     let mut soda_uws = aster_protocols::uws::UwsConfig::new("soda");
     soda_uws.default_execution_duration = t.async_default_duration_secs;
     soda_uws.max_execution_duration = t.async_max_duration_secs;
     soda_uws.default_destruction = chrono::Duration::days(t.job_lifetime_days);
     let jobs_for_soda = jobs.clone();
+    let nodes = aster_vospace::NodeStore::open(
+        &config.data_dir.join("vospace"),
+        aster_vospace::objects_at(&config.vospace_location())?,
+        config.vospace.quota_gib << 30,
+    )?;
+    if with_demo {
+        demo::seed_user_space(&engine_for_tables, &user_tables, &nodes).await?;
+    }
     let vospace = aster_vospace::VoSpace::new(
-        aster_vospace::NodeStore::open(
-            &config.data_dir.join("vospace"),
-            aster_vospace::objects_at(&config.vospace_location())?,
-            config.vospace.quota_gib << 30,
-        )?,
+        nodes,
         auth.store().clone(),
         jobs.clone(),
         &config.vospace_authority(),
@@ -133,6 +142,7 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
         config.links_base(),
     );
     let jobs_for_vospace = jobs.clone();
+    let tables = aster_vospace::Tables::new(engine_for_tables, user_tables, vospace.clone());
     let uws = tap::uws_config(
         t.async_default_duration_secs,
         t.async_max_duration_secs,
@@ -161,6 +171,7 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
         )))
         .merge(aster_protocols::auth::router(auth.clone(), dev_idp))
         .merge(aster_vospace::router(vospace, jobs_for_vospace))
+        .merge(aster_vospace::tables_router(tables))
         .layer(middleware::from_fn_with_state(
             auth,
             aster_protocols::auth::layer,
@@ -268,93 +279,4 @@ pub async fn import(
 fn valid_ident(s: &str) -> bool {
     s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-fn felis_from_arrow(
-    name: &str,
-    schema: &arrow::datatypes::Schema,
-    ra: Option<&str>,
-    dec: Option<&str>,
-) -> Result<FelisTable> {
-    let find = |given: Option<&str>, ucd: &str, names: &[&str]| -> Option<String> {
-        if let Some(g) = given {
-            return schema
-                .fields()
-                .iter()
-                .find(|f| f.name().eq_ignore_ascii_case(g))
-                .map(|f| f.name().clone());
-        }
-        schema
-            .fields()
-            .iter()
-            .find(|f| {
-                f.metadata()
-                    .get(meta::UCD)
-                    .is_some_and(|u| u.starts_with(ucd))
-            })
-            .or_else(|| {
-                schema
-                    .fields()
-                    .iter()
-                    .find(|f| names.iter().any(|n| f.name().eq_ignore_ascii_case(n)))
-            })
-            .map(|f| f.name().clone())
-    };
-    let ra_col = find(ra, "pos.eq.ra", &["ra", "raj2000", "ra_icrs", "coord_ra"]);
-    let dec_col = find(
-        dec,
-        "pos.eq.dec",
-        &["dec", "decl", "dej2000", "de_icrs", "coord_dec"],
-    );
-    if ra.is_some() && ra_col.is_none() {
-        bail!("no column {} in the file", ra.unwrap_or_default());
-    }
-    if dec.is_some() && dec_col.is_none() {
-        bail!("no column {} in the file", dec.unwrap_or_default());
-    }
-    let mut columns = Vec::new();
-    for f in schema.fields() {
-        let datatype = match f.data_type() {
-            DataType::Boolean => FelisType::Boolean,
-            DataType::Int8 | DataType::UInt8 => FelisType::Byte,
-            DataType::Int16 => FelisType::Short,
-            DataType::Int32 | DataType::UInt16 => FelisType::Int,
-            DataType::Int64 | DataType::UInt32 | DataType::UInt64 => FelisType::Long,
-            DataType::Float16 | DataType::Float32 => FelisType::Float,
-            DataType::Float64 | DataType::Decimal128(..) => FelisType::Double,
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => FelisType::String,
-            DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => FelisType::Timestamp,
-            DataType::Binary | DataType::LargeBinary => FelisType::Binary,
-            other => bail!("column {}: type {other} cannot be imported", f.name()),
-        };
-        let md = f.metadata();
-        let mut ucd = md.get(meta::UCD).cloned();
-        if Some(f.name()) == ra_col.as_ref() {
-            ucd = Some("pos.eq.ra;meta.main".into());
-        } else if Some(f.name()) == dec_col.as_ref() {
-            ucd = Some("pos.eq.dec;meta.main".into());
-        }
-        columns.push(FelisColumn {
-            name: f.name().clone(),
-            datatype,
-            length: None,
-            description: md.get(meta::DESCRIPTION).cloned(),
-            fits_unit: None,
-            ivoa_unit: md.get(meta::UNIT).cloned(),
-            ucd,
-            utype: md.get(meta::UTYPE).cloned(),
-            xtype: None,
-            principal: None,
-            std: None,
-            nullable: Some(true),
-        });
-    }
-    Ok(FelisTable {
-        name: name.to_string(),
-        description: Some(format!("Imported table {name}")),
-        primary_key: None,
-        table_index: None,
-        columns,
-        foreign_keys: vec![],
-    })
 }

@@ -1,7 +1,7 @@
 //! Aster's stores and its query engine: the HATS catalog store, table schemas (Felis) and the
 //! TAP metadata derived from them, the DataFusion query engine, the job store, the query log,
 //! the dataset registry of raws, calibration products and processed images, and the
-//! predicted visit schedule, and the identity store (users, groups, tokens, sessions).
+//! predicted visit schedule, the identity store (users, groups, tokens, sessions), and who may read users' own tables.
 pub mod calib_file;
 pub mod catalog;
 pub mod exposure_file;
@@ -20,3 +20,4 @@ pub mod table_search;
 pub mod tap_schema;
 #[cfg(test)]
 mod testdir;
+pub mod user_tables;

@@ -2,7 +2,9 @@
 //! functions registered, turning ADQL into logical plans and running them as record-batch
 //! streams. Uploaded tables join a query as `TAP_UPLOAD.<name>`; positional crossmatch joins
 //! run as HEALPix-cell hash joins. `ivoa.ObsCore` and `archive.Exposure` are built from the
-//! dataset registry at each refresh of the table list.
+//! dataset registry at each refresh of the table list. Users' own tables (`user_<name>`
+//! schemas) are in a query's session, and in the TAP_SCHEMA it sees, only when the caller
+//! may read them.
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,8 +25,10 @@ use aster_adql::translate::{NameMap, translate};
 use aster_adql::validate::AdqlError;
 
 use crate::catalog::{CatalogStore, CatalogTable};
+use crate::identity::Principal;
 use crate::registry::{Registry, exposures, obscore};
 use crate::tap_schema::{SchemaDesc, TableDesc, tap_schema_desc, tap_schema_tables_data};
+use crate::user_tables::{TableAccess, UserTables, owner_of};
 
 const CATALOG: &str = "aster";
 pub const UPLOAD_SCHEMA: &str = "TAP_UPLOAD";
@@ -43,6 +47,8 @@ pub enum QueryError {
     Catalog(#[from] crate::catalog::CatalogError),
     #[error("dataset registry: {0}")]
     Registry(#[from] crate::registry::RegistryError),
+    #[error("{0}")]
+    UserTables(#[from] crate::user_tables::UserTableError),
 }
 
 impl From<datafusion::error::DataFusionError> for QueryError {
@@ -74,10 +80,21 @@ pub struct Upload {
     pub schema: arrow::datatypes::SchemaRef,
 }
 
+/// A user's table, published to those its settings allow.
+struct PrivateTable {
+    schema: String,
+    name: String,
+    provider: Arc<dyn datafusion::catalog::TableProvider>,
+    desc: TableDesc,
+    access: TableAccess,
+}
+
 /// A snapshot of what the archive publishes: catalog tables and their TAP metadata.
 struct Published {
-    /// DataFusion schemas of the catalog tables and TAP_SCHEMA.
+    /// DataFusion schemas of the release tables and TAP_SCHEMA (of those tables).
     schemas: Vec<(String, Arc<dyn SchemaProvider>)>,
+    /// Users' tables, for the sessions of those who may read them.
+    private: Vec<PrivateTable>,
     /// Canonical spellings of every published name.
     names: NameMap,
     metadata: Vec<SchemaDesc>,
@@ -90,6 +107,8 @@ pub struct QueryEngine {
     /// The dataset registry whose images `ivoa.ObsCore` publishes, with the DataLink
     /// endpoint their access URLs point at.
     obscore: Option<(Arc<Registry>, String)>,
+    /// Who may read users' tables; without it they are their owners' alone.
+    user_tables: Option<UserTables>,
     published: Arc<RwLock<Option<Arc<Published>>>>,
     target_partitions: usize,
     /// Shared by every query's session: it knows the catalog's object store (local or S3)
@@ -108,6 +127,7 @@ impl QueryEngine {
             runtime,
             store,
             obscore: None,
+            user_tables: None,
             published: Arc::new(RwLock::new(None)),
             target_partitions: std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -120,6 +140,16 @@ impl QueryEngine {
     pub fn with_obscore(mut self, registry: Arc<Registry>, links_endpoint: String) -> Self {
         self.obscore = Some((registry, links_endpoint));
         self
+    }
+
+    /// Reads who may see users' tables from `acl`.
+    pub fn with_user_tables(mut self, acl: UserTables) -> Self {
+        self.user_tables = Some(acl);
+        self
+    }
+
+    pub fn user_tables(&self) -> Option<&UserTables> {
+        self.user_tables.as_ref()
     }
 
     pub fn store(&self) -> &CatalogStore {
@@ -142,8 +172,29 @@ impl QueryEngine {
         let mut metadata: Vec<SchemaDesc> = Vec::new();
         let mut schemas: Vec<(String, Arc<dyn SchemaProvider>)> = Vec::new();
         let mut names = NameMap::default();
+        let acl = match &self.user_tables {
+            Some(u) => u.all()?,
+            None => Default::default(),
+        };
+        let mut private = Vec::new();
         for m in &tables {
             let desc = TableDesc::from_felis(&m.schema, &m.table);
+            names.insert_relation(&m.schema);
+            names.insert_relation(&m.table.name);
+            m.table.columns.iter().for_each(|c| names.insert(&c.name));
+            if owner_of(&m.schema).is_some() {
+                private.push(PrivateTable {
+                    schema: m.schema.clone(),
+                    name: m.table.name.clone(),
+                    provider: Arc::new(CatalogTable::new(self.store.clone(), m)),
+                    desc,
+                    access: acl
+                        .get(&(m.schema.clone(), m.table.name.clone()))
+                        .cloned()
+                        .unwrap_or_default(),
+                });
+                continue;
+            }
             match metadata.iter_mut().find(|s| s.name == m.schema) {
                 Some(s) => s.tables.push(desc),
                 None => metadata.push(SchemaDesc {
@@ -167,9 +218,6 @@ impl QueryEngine {
                 m.table.name.clone(),
                 Arc::new(CatalogTable::new(self.store.clone(), m)),
             )?;
-            names.insert_relation(&m.schema);
-            names.insert_relation(&m.table.name);
-            m.table.columns.iter().for_each(|c| names.insert(&c.name));
         }
         if let Some((registry, links)) = &self.obscore {
             // One read of the registry feeds both tables: every raw has an observation.
@@ -209,6 +257,7 @@ impl QueryEngine {
         schemas.push((TAP_SCHEMA.to_string(), tap));
         let p = Arc::new(Published {
             schemas,
+            private,
             names,
             metadata,
             loaded: Instant::now(),
@@ -217,14 +266,24 @@ impl QueryEngine {
         Ok(p)
     }
 
-    /// The schemas, tables and columns TAP publishes (for VOSI-tables).
-    pub async fn metadata(&self) -> Result<Vec<SchemaDesc>, QueryError> {
-        Ok(self.published().await?.metadata.clone())
+    /// The schemas, tables and columns TAP publishes to `viewer` (for VOSI-tables): the
+    /// releases, and the users' tables the viewer may read.
+    pub async fn metadata(
+        &self,
+        viewer: Option<&Principal>,
+    ) -> Result<Vec<SchemaDesc>, QueryError> {
+        let published = self.published().await?;
+        let visible = visible(&published, viewer);
+        Ok(metadata_for(&published, &visible))
     }
 
     /// A session over the published schemas (built once per refresh and shared by every
-    /// query) and this query's uploads.
-    async fn session(&self, uploads: Vec<Upload>) -> Result<(SessionContext, NameMap), QueryError> {
+    /// query), the users' tables `viewer` may read, and this query's uploads.
+    async fn session(
+        &self,
+        uploads: Vec<Upload>,
+        viewer: Option<&Principal>,
+    ) -> Result<(SessionContext, NameMap), QueryError> {
         let published = self.published().await?;
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, "public")
@@ -249,8 +308,31 @@ impl QueryEngine {
             ctx.register_udf(f);
         }
         let catalog = Arc::new(MemoryCatalogProvider::new());
+        let visible = visible(&published, viewer);
         for (name, schema) in &published.schemas {
+            if name == TAP_SCHEMA && !visible.is_empty() {
+                continue;
+            }
             catalog.register_schema(name, schema.clone())?;
+        }
+        if !visible.is_empty() {
+            for t in &visible {
+                let schema = match catalog.schema(&t.schema) {
+                    Some(s) => s,
+                    None => {
+                        let s: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
+                        catalog.register_schema(&t.schema, s.clone())?;
+                        s
+                    }
+                };
+                schema.register_table(t.name.clone(), t.provider.clone())?;
+            }
+            // This viewer's TAP_SCHEMA: the releases' and the tables they may read.
+            let tap: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
+            for (name, table) in tap_schema_tables_data(&metadata_for(&published, &visible))? {
+                tap.register_table(name, table)?;
+            }
+            catalog.register_schema(TAP_SCHEMA, tap)?;
         }
         let mut names = published.names.clone();
         if !uploads.is_empty() {
@@ -276,8 +358,9 @@ impl QueryEngine {
         &self,
         adql: &str,
         uploads: Vec<Upload>,
+        viewer: Option<&Principal>,
     ) -> Result<(SessionContext, LogicalPlan), QueryError> {
-        let (ctx, names) = self.session(uploads).await?;
+        let (ctx, names) = self.session(uploads, viewer).await?;
         let stmt = translate(adql, &names)?;
         let plan = ctx
             .state()
@@ -288,18 +371,51 @@ impl QueryEngine {
         Ok((ctx, plan))
     }
 
-    /// Runs an ADQL query, returning its rows as a stream; `limit` caps the rows (MAXREC).
+    /// Runs an ADQL query for `viewer` (None: anonymous), returning its rows as a stream;
+    /// `limit` caps the rows (MAXREC).
     pub async fn execute(
         &self,
         adql: &str,
         uploads: Vec<Upload>,
         limit: Option<usize>,
+        viewer: Option<&Principal>,
     ) -> Result<SendableRecordBatchStream, QueryError> {
-        let (ctx, plan) = self.plan(adql, uploads).await?;
+        let (ctx, plan) = self.plan(adql, uploads, viewer).await?;
         let mut df = ctx.execute_logical_plan(plan).await?;
         if let Some(n) = limit {
             df = df.limit(0, Some(n))?;
         }
         Ok(df.execute_stream().await?)
     }
+}
+
+/// The users' tables `viewer` may read.
+fn visible<'a>(published: &'a Published, viewer: Option<&Principal>) -> Vec<&'a PrivateTable> {
+    published
+        .private
+        .iter()
+        .filter(|t| t.access.allows(&t.schema, viewer))
+        .collect()
+}
+
+/// The releases' metadata with `visible` users' tables added (before TAP_SCHEMA, which
+/// describes them all).
+fn metadata_for(published: &Published, visible: &[&PrivateTable]) -> Vec<SchemaDesc> {
+    let mut m = published.metadata.clone();
+    if visible.is_empty() {
+        return m;
+    }
+    let tap = m.pop();
+    for t in visible {
+        match m.iter_mut().find(|s| s.name == t.schema) {
+            Some(s) => s.tables.push(t.desc.clone()),
+            None => m.push(SchemaDesc {
+                name: t.schema.clone(),
+                description: owner_of(&t.schema).map(|o| format!("{o}'s own tables")),
+                tables: vec![t.desc.clone()],
+            }),
+        }
+    }
+    m.extend(tap);
+    m
 }

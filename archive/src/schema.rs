@@ -314,6 +314,110 @@ pub fn builtin_schemas() -> Vec<FelisSchema> {
     .collect()
 }
 
+/// The Felis description of a table read from a file: column types from Arrow's, units,
+/// UCDs and descriptions from the field metadata, and the position columns (given by name,
+/// else found by UCD or by the usual names) marked `pos.eq.ra;meta.main` /
+/// `pos.eq.dec;meta.main` so the catalog store partitions the table by position.
+pub fn felis_from_arrow(
+    name: &str,
+    schema: &arrow::datatypes::Schema,
+    ra: Option<&str>,
+    dec: Option<&str>,
+) -> Result<FelisTable, SchemaError> {
+    let find = |given: Option<&str>, ucd: &str, names: &[&str]| -> Option<String> {
+        if let Some(g) = given {
+            return schema
+                .fields()
+                .iter()
+                .find(|f| f.name().eq_ignore_ascii_case(g))
+                .map(|f| f.name().clone());
+        }
+        schema
+            .fields()
+            .iter()
+            .find(|f| {
+                f.metadata()
+                    .get(meta::UCD)
+                    .is_some_and(|u| u.starts_with(ucd))
+            })
+            .or_else(|| {
+                schema
+                    .fields()
+                    .iter()
+                    .find(|f| names.iter().any(|n| f.name().eq_ignore_ascii_case(n)))
+            })
+            .map(|f| f.name().clone())
+    };
+    let ra_col = find(ra, "pos.eq.ra", &["ra", "raj2000", "ra_icrs", "coord_ra"]);
+    let dec_col = find(
+        dec,
+        "pos.eq.dec",
+        &["dec", "decl", "dej2000", "de_icrs", "coord_dec"],
+    );
+    if ra.is_some() && ra_col.is_none() {
+        return Err(SchemaError::Invalid(format!(
+            "no column {} in the file",
+            ra.unwrap_or_default()
+        )));
+    }
+    if dec.is_some() && dec_col.is_none() {
+        return Err(SchemaError::Invalid(format!(
+            "no column {} in the file",
+            dec.unwrap_or_default()
+        )));
+    }
+    let mut columns = Vec::new();
+    for f in schema.fields() {
+        let datatype = match f.data_type() {
+            DataType::Boolean => FelisType::Boolean,
+            DataType::Int8 | DataType::UInt8 => FelisType::Byte,
+            DataType::Int16 => FelisType::Short,
+            DataType::Int32 | DataType::UInt16 => FelisType::Int,
+            DataType::Int64 | DataType::UInt32 | DataType::UInt64 => FelisType::Long,
+            DataType::Float16 | DataType::Float32 => FelisType::Float,
+            DataType::Float64 | DataType::Decimal128(..) => FelisType::Double,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => FelisType::String,
+            DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => FelisType::Timestamp,
+            DataType::Binary | DataType::LargeBinary => FelisType::Binary,
+            other => {
+                return Err(SchemaError::Invalid(format!(
+                    "column {}: type {other} cannot be imported",
+                    f.name()
+                )));
+            }
+        };
+        let md = f.metadata();
+        let mut ucd = md.get(meta::UCD).cloned();
+        if Some(f.name()) == ra_col.as_ref() {
+            ucd = Some("pos.eq.ra;meta.main".into());
+        } else if Some(f.name()) == dec_col.as_ref() {
+            ucd = Some("pos.eq.dec;meta.main".into());
+        }
+        columns.push(FelisColumn {
+            name: f.name().clone(),
+            datatype,
+            length: None,
+            description: md.get(meta::DESCRIPTION).cloned(),
+            fits_unit: None,
+            ivoa_unit: md.get(meta::UNIT).cloned(),
+            ucd,
+            utype: md.get(meta::UTYPE).cloned(),
+            xtype: None,
+            principal: None,
+            std: None,
+            nullable: Some(true),
+        });
+    }
+    Ok(FelisTable {
+        name: name.to_string(),
+        description: Some(format!("Imported table {name}")),
+        primary_key: None,
+        table_index: None,
+        columns,
+        foreign_keys: vec![],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,12 +7,15 @@
 //! - `store.rs`: records in SQLite, bytes in an object store, quotas.
 //! - `xml.rs`: node and transfer documents.
 //! - `service.rs`, `nodes.rs`, `data.rs`, `transfers.rs`: the HTTP endpoints.
+//! - `tables.rs`: users' own tables (`/api/tables`), imported from uploads or VOSpace into
+//!   the catalog store and queryable in TAP by those allowed.
 mod data;
 mod node;
 mod nodes;
 mod path;
 mod service;
 mod store;
+mod tables;
 mod transfers;
 mod xml;
 
@@ -28,6 +31,7 @@ pub use node::{Access, Kind, Node};
 pub use path::NodePath;
 pub use service::VoSpace;
 pub use store::{NodeStore, StoreError, objects_at};
+pub use tables::{Tables, router as tables_router};
 pub use transfers::{DELETE_SERVICE, PROPS_SERVICE, SYNC_SERVICE, TRANSFERS_SERVICE};
 
 fn job_config(service: &str) -> UwsConfig {

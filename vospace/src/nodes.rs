@@ -122,10 +122,13 @@ pub(crate) async fn get_node(
 
 /// Access settings and other properties a client sent, sorted out: `None` for access when
 /// the client named no access property.
+/// Property changes: a value to set, or None to remove.
+pub(crate) type PropChanges = BTreeMap<String, Option<String>>;
+
 pub(crate) fn split_props(
     current: &Access,
-    props: &BTreeMap<String, Option<String>>,
-) -> Result<(Option<Access>, BTreeMap<String, Option<String>>), Fault> {
+    props: &PropChanges,
+) -> Result<(Option<Access>, PropChanges), Fault> {
     let mut access = current.clone();
     let mut touched = false;
     let mut other = BTreeMap::new();

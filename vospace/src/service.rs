@@ -119,6 +119,8 @@ pub enum Fault {
     Anonymous(String),
     #[error("InvalidArgument {0}")]
     Invalid(String),
+    #[error("NotFound {0}")]
+    NotFound(String),
     #[error("{0}")]
     Doc(#[from] crate::xml::DocError),
     #[error("internal error: {0}")]
@@ -147,6 +149,7 @@ impl Fault {
             Fault::Store(StoreError::Checksum) => StatusCode::PRECONDITION_FAILED,
             Fault::Store(_) | Fault::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Fault::Path(_) | Fault::Invalid(_) | Fault::Doc(_) => StatusCode::BAD_REQUEST,
+            Fault::NotFound(_) => StatusCode::NOT_FOUND,
             Fault::Denied(_) => StatusCode::FORBIDDEN,
             Fault::Anonymous(_) => StatusCode::UNAUTHORIZED,
         }

@@ -154,7 +154,7 @@ pub fn node_document(
         out,
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <vos:node xmlns:vos="{NS}" xmlns:xsi="{XSI}" version="2.1" uri="{}" xsi:type="{}">"#,
-        escape(&naming.uri(n)),
+        escape(naming.uri(n)),
         n.kind.xsi_type()
     );
     node_body(&mut out, n, "  ", space);
@@ -166,7 +166,7 @@ pub fn node_document(
                     let _ = writeln!(
                         out,
                         r#"    <vos:node uri="{}" xsi:type="{}">"#,
-                        escape(&naming.uri(c)),
+                        escape(naming.uri(c)),
                         c.kind.xsi_type()
                     );
                     node_body(&mut out, c, "      ", None);
@@ -282,19 +282,15 @@ pub fn parse_node(xml: &str) -> Result<NodeDoc, DocError> {
                     depth += 1;
                 }
             }
-            Event::Text(t) => {
-                if current_prop.is_some() || in_target {
-                    text.push_str(&t.decode().map_err(|e| err(e.to_string()))?);
-                }
+            Event::Text(t) if current_prop.is_some() || in_target => {
+                text.push_str(&t.decode().map_err(|e| err(e.to_string()))?);
             }
-            Event::GeneralRef(g) => {
-                if current_prop.is_some() || in_target {
-                    let name = g.decode().map_err(|e| err(e.to_string()))?;
-                    let entity = format!("&{name};");
-                    let resolved =
-                        quick_xml::escape::unescape(&entity).map_err(|e| err(e.to_string()))?;
-                    text.push_str(&resolved);
-                }
+            Event::GeneralRef(g) if current_prop.is_some() || in_target => {
+                let name = g.decode().map_err(|e| err(e.to_string()))?;
+                let entity = format!("&{name};");
+                let resolved =
+                    quick_xml::escape::unescape(&entity).map_err(|e| err(e.to_string()))?;
+                text.push_str(&resolved);
             }
             Event::End(ref e) => {
                 depth = depth.saturating_sub(1);
@@ -377,10 +373,8 @@ pub fn parse_transfer(xml: &str) -> Result<TransferDoc, DocError> {
                 let l = local(name.as_ref()).to_vec();
                 take_uri(&e, &l, &mut protocols, &mut view)?;
             }
-            Event::Text(t) => {
-                if current.is_some() {
-                    text.push_str(&t.decode().map_err(|e| err(e.to_string()))?);
-                }
+            Event::Text(t) if current.is_some() => {
+                text.push_str(&t.decode().map_err(|e| err(e.to_string()))?);
             }
             Event::GeneralRef(g) => {
                 let name = g.decode().map_err(|e| err(e.to_string()))?;

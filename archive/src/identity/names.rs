@@ -17,8 +17,10 @@ pub enum NameError {
 }
 
 /// A user's name: `[a-z][a-z0-9_]{0,31}`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(transparent)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(into = "String", try_from = "String")]
 pub struct UserName(String);
 
 impl UserName {
@@ -70,8 +72,10 @@ impl fmt::Display for UserName {
 }
 
 /// A group's name: `[A-Za-z0-9][A-Za-z0-9_.-]{0,63}`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(transparent)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(into = "String", try_from = "String")]
 pub struct GroupName(String);
 
 impl GroupName {
@@ -95,6 +99,33 @@ impl GroupName {
 impl fmt::Display for GroupName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+// Names read from documents are validated like any other.
+impl TryFrom<String> for UserName {
+    type Error = NameError;
+    fn try_from(s: String) -> Result<Self, NameError> {
+        Self::new(&s)
+    }
+}
+
+impl From<UserName> for String {
+    fn from(n: UserName) -> String {
+        n.0
+    }
+}
+
+impl TryFrom<String> for GroupName {
+    type Error = NameError;
+    fn try_from(s: String) -> Result<Self, NameError> {
+        Self::new(&s)
+    }
+}
+
+impl From<GroupName> for String {
+    fn from(n: GroupName) -> String {
+        n.0
     }
 }
 

@@ -74,7 +74,8 @@ async fn ids_from_adql(s: &ImageServices, adql: &str) -> Result<Vec<String>, Str
         .as_ref()
         .ok_or("this server has no query engine for ADQL selections")?;
     let mut stream = engine
-        .execute(adql, Vec::new(), Some(MAX_DATASETS))
+        // ObsCore is public: the selection runs as an anonymous query.
+        .execute(adql, Vec::new(), Some(MAX_DATASETS), None)
         .await
         .map_err(|e| format!("adql: {e}"))?;
     let mut ids = Vec::new();

@@ -22,8 +22,9 @@ use axum::routing::get;
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 
+use crate::auth::Principal;
 use crate::formats::{QueryStatus, error_votable};
-use crate::uws::{self, JobRunner, Owner, UwsConfig};
+use crate::uws::{self, JobRunner, UwsConfig};
 pub use run::{TapLimits, TapParams};
 pub use upload::UploadSources;
 
@@ -39,6 +40,9 @@ pub struct TapService {
     /// The full-text index of the published tables, with the fingerprint of the metadata
     /// it was built from (rebuilt when a refresh changes it).
     search: Arc<std::sync::Mutex<Option<CachedIndex>>>,
+    /// Who the owners of async jobs are (their groups decide which users' tables their
+    /// queries see); without it a job runs with its owner's name alone.
+    identity: Option<aster_archive::identity::IdentityStore>,
 }
 
 /// A search index and the fingerprint of the metadata it holds.
@@ -61,7 +65,28 @@ impl TapService {
             public_url,
             uploads,
             search: Default::default(),
+            identity: None,
         }
+    }
+
+    pub fn with_identity(mut self, identity: aster_archive::identity::IdentityStore) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// The principal an async job of `owner` runs as.
+    fn principal_of(&self, owner: Option<&str>) -> Option<Principal> {
+        let user = aster_archive::identity::UserName::new(owner?).ok()?;
+        let found = self.identity.as_ref().and_then(|i| i.principal(&user).ok());
+        Some(found.unwrap_or(Principal {
+            user,
+            groups: Vec::new(),
+            admin: false,
+            scopes: aster_archive::identity::Scopes {
+                read: true,
+                write: false,
+            },
+        }))
     }
 
     fn base_url(&self, headers: &HeaderMap) -> String {
@@ -149,7 +174,11 @@ async fn availability() -> Response {
     xml(vosi::availability("Aster TAP is accepting queries"))
 }
 
-async fn tables(State(s): State<TapService>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn tables(
+    State(s): State<TapService>,
+    who: Option<axum::Extension<Principal>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let detail = match q
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("detail"))
@@ -165,14 +194,18 @@ async fn tables(State(s): State<TapService>, Query(q): Query<HashMap<String, Str
                 .into_response();
         }
     };
-    match s.engine.metadata().await {
+    match s.engine.metadata(who.as_deref()).await {
         Ok(m) => xml(vosi::tableset(&m, detail)),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 
-async fn one_table(State(s): State<TapService>, Path(name): Path<String>) -> Response {
-    match s.engine.metadata().await {
+async fn one_table(
+    State(s): State<TapService>,
+    who: Option<axum::Extension<Principal>>,
+    Path(name): Path<String>,
+) -> Response {
+    match s.engine.metadata(who.as_deref()).await {
         Ok(m) => match m
             .iter()
             .flat_map(|s| &s.tables)
@@ -183,10 +216,6 @@ async fn one_table(State(s): State<TapService>, Path(name): Path<String>) -> Res
         },
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
-}
-
-fn owner_of(req_ext: Option<&Owner>) -> Option<String> {
-    req_ext.map(|o| o.0.clone())
 }
 
 /// A fingerprint of what the search index holds: every name and description.
@@ -206,6 +235,7 @@ fn metadata_fingerprint(m: &[aster_archive::tap_schema::SchemaDesc]) -> u64 {
 /// or UCDs match, best first, as JSON (`aster_archive::table_search`).
 async fn search_tables(
     State(s): State<TapService>,
+    who: Option<axum::Extension<Principal>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let Some(text) = q.get("q").filter(|t| t.len() <= 500) else {
@@ -226,7 +256,7 @@ async fn search_tables(
                 .into_response();
         }
     };
-    let metadata = match s.engine.metadata().await {
+    let metadata = match s.engine.metadata(who.as_deref()).await {
         Ok(m) => m,
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     };
@@ -305,22 +335,22 @@ async fn history(
 
 async fn sync_get(
     State(s): State<TapService>,
-    owner: Option<axum::Extension<Owner>>,
+    who: Option<axum::Extension<Principal>>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
     let params = TapParams {
         params: q,
         files: HashMap::new(),
     };
-    sync(s, owner_of(owner.as_deref()), params).await
+    sync(s, who.map(|w| w.0), params).await
 }
 
 async fn sync_post(
     State(s): State<TapService>,
-    owner: Option<axum::Extension<Owner>>,
+    who: Option<axum::Extension<Principal>>,
     req: Request,
 ) -> Response {
-    let owner = owner_of(owner.as_deref());
+    let who = who.map(|w| w.0);
     let is_multipart = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -351,7 +381,7 @@ async fn sync_post(
             }
         }
     };
-    sync(s, owner, params).await
+    sync(s, who, params).await
 }
 
 fn url_pairs(bytes: &[u8]) -> Vec<(String, String)> {
@@ -384,7 +414,7 @@ async fn read_multipart(req: Request) -> Result<TapParams, String> {
     Ok(p)
 }
 
-async fn sync(s: TapService, owner: Option<String>, params: TapParams) -> Response {
+async fn sync(s: TapService, who: Option<Principal>, params: TapParams) -> Response {
     let req = match run::check_request(&params, &s.limits, &s.uploads) {
         Ok(r) => r,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, &e.0),
@@ -398,7 +428,7 @@ async fn sync(s: TapService, owner: Option<String>, params: TapParams) -> Respon
             &s.engine,
             &s.uploads,
             &s.log,
-            owner.as_deref(),
+            who.as_ref(),
             "sync",
             None,
             req,
@@ -522,7 +552,7 @@ async fn run_job(
         &service.engine,
         &service.uploads,
         &service.log,
-        job.owner.as_deref(),
+        service.principal_of(job.owner.as_deref()).as_ref(),
         "async",
         Some(&job.id),
         req,

@@ -142,7 +142,7 @@ pub async fn start(
     engine: &QueryEngine,
     sources: &UploadSources,
     log: &QueryLog,
-    owner: Option<&str>,
+    who: Option<&crate::auth::Principal>,
     mode: &'static str,
     job_id: Option<&str>,
     req: QueryRequest,
@@ -150,7 +150,7 @@ pub async fn start(
     let started = Instant::now();
     let log_id = log
         .start(NewEntry {
-            owner,
+            owner: who.map(|p| p.user.as_str()),
             query: &req.query,
             mode,
             job_id,
@@ -161,7 +161,7 @@ pub async fn start(
     let planned = match upload::resolve(req.uploads, sources).await {
         Ok(uploads) => {
             engine
-                .execute(&req.query, uploads, Some(req.maxrec as usize + 1))
+                .execute(&req.query, uploads, Some(req.maxrec as usize + 1), who)
                 .await
         }
         Err(e) => Err(QueryError::Execution(e)),
