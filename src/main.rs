@@ -3,6 +3,7 @@
 mod bench;
 mod bench_hips;
 mod bench_pipeline;
+mod bench_vospace;
 mod calibrate;
 mod coadd;
 mod config;
@@ -366,6 +367,13 @@ enum BenchCommand {
         #[arg(long, default_value = "r")]
         band: String,
     },
+    /// VOSpace upload and download throughput through HTTP, beside a plain copy of the
+    /// same file on the same disk.
+    Vospace {
+        /// Size of the file, MiB.
+        #[arg(long, default_value_t = 1024)]
+        mib: u64,
+    },
     /// Time typical TAP queries end to end through HTTP against a running server.
     Tap {
         /// Base URL of the TAP service.
@@ -442,6 +450,9 @@ fn main() -> Result<()> {
             Command::Bench {
                 command: BenchCommand::Hips { band },
             } => bench_hips::hips(&config, &band).await,
+            Command::Bench {
+                command: BenchCommand::Vospace { mib },
+            } => bench_vospace::vospace(&config, mib).await,
             Command::Bench {
                 command: BenchCommand::Tap { url, repeat },
             } => bench::tap(&url, repeat).await,

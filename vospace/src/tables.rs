@@ -149,12 +149,7 @@ async fn from_vospace(v: &VoSpace, p: &Principal, uri: &str) -> Result<(String, 
     let bytes = if node.length == 0 {
         Bytes::new()
     } else {
-        v.store
-            .read(&node, None)
-            .await?
-            .bytes()
-            .await
-            .map_err(|e| Fault::Internal(e.to_string()))?
+        v.store.read_all(&node).await?
     };
     Ok((path.name().to_string(), bytes))
 }
