@@ -46,8 +46,15 @@ async fn run(work: &std::path::Path, mib: u64) -> Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let auth = aster_protocols::auth::Auth::new(identity.clone(), None, None);
-    let v = aster_vospace::VoSpace::new(nodes, identity, jobs.clone(), "localhost!vospace", None, base.clone());
-    let app = aster_vospace::router(v, jobs).layer(axum::middleware::from_fn_with_state(
+    let v = aster_vospace::VoSpace::new(
+        nodes,
+        identity,
+        jobs.clone(),
+        "localhost!vospace",
+        None,
+        base.clone(),
+    );
+    let app = aster_vospace::router(v, jobs, None).layer(axum::middleware::from_fn_with_state(
         auth,
         aster_protocols::auth::layer,
     ));
@@ -74,7 +81,11 @@ async fn run(work: &std::path::Path, mib: u64) -> Result<()> {
         .await
         .context("uploading")?;
     if !r.status().is_success() {
-        bail!("upload: HTTP {}: {}", r.status(), r.text().await.unwrap_or_default());
+        bail!(
+            "upload: HTTP {}: {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        );
     }
     let up = t.elapsed().as_secs_f64();
 
@@ -96,11 +107,34 @@ async fn run(work: &std::path::Path, mib: u64) -> Result<()> {
         bail!("the download is not the size of the upload");
     }
     let mb = bytes as f64 / 1e6;
-    println!("VOSpace throughput, {mib} MiB through HTTP on loopback, against a plain copy on the same disk");
-    println!("{:<22} {:>9} {:>10} {:>14}", "", "seconds", "MB/s", "vs plain copy");
-    println!("{:<22} {:>9.2} {:>10.0} {:>14}", "plain copy (cp)", copy, mb / copy, "1.00x");
-    println!("{:<22} {:>9.2} {:>10.0} {:>13.2}x", "upload (PUT)", up, mb / up, up / copy);
-    println!("{:<22} {:>9.2} {:>10.0} {:>13.2}x", "download (GET)", down, mb / down, down / copy);
+    println!(
+        "VOSpace throughput, {mib} MiB through HTTP on loopback, against a plain copy on the same disk"
+    );
+    println!(
+        "{:<22} {:>9} {:>10} {:>14}",
+        "", "seconds", "MB/s", "vs plain copy"
+    );
+    println!(
+        "{:<22} {:>9.2} {:>10.0} {:>14}",
+        "plain copy (cp)",
+        copy,
+        mb / copy,
+        "1.00x"
+    );
+    println!(
+        "{:<22} {:>9.2} {:>10.0} {:>13.2}x",
+        "upload (PUT)",
+        up,
+        mb / up,
+        up / copy
+    );
+    println!(
+        "{:<22} {:>9.2} {:>10.0} {:>13.2}x",
+        "download (GET)",
+        down,
+        mb / down,
+        down / copy
+    );
     Ok(())
 }
 

@@ -31,6 +31,36 @@ pub struct Config {
     pub demo: DemoConfig,
     pub auth: AuthConfig,
     pub vospace: VospaceConfig,
+    pub limits: LimitsConfig,
+}
+
+/// Resource allocation (DMS-REQ-0119): async jobs at once and waiting, per signed-in user
+/// (anonymous callers share one allocation), with overrides per group (the most generous
+/// group wins) and per user. Execution time and storage default to `tap` and `vospace`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub async_jobs: usize,
+    pub queued_jobs: usize,
+    pub priority: i32,
+    pub anonymous_async_jobs: usize,
+    pub anonymous_queued_jobs: usize,
+    pub users: std::collections::HashMap<String, aster_archive::identity::limits::LimitOverrides>,
+    pub groups: std::collections::HashMap<String, aster_archive::identity::limits::LimitOverrides>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            async_jobs: 4,
+            queued_jobs: 100,
+            priority: 0,
+            anonymous_async_jobs: 2,
+            anonymous_queued_jobs: 20,
+            users: Default::default(),
+            groups: Default::default(),
+        }
+    }
 }
 
 /// Users' own storage (VOSpace).
@@ -142,6 +172,7 @@ impl Default for Config {
             demo: DemoConfig::default(),
             auth: AuthConfig::default(),
             vospace: VospaceConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -283,6 +314,30 @@ impl Config {
             None => aster_archive::registry::Registry::open(&self.data_dir),
         };
         r.context("opening the dataset registry")
+    }
+
+    /// The resource allocation policy of this configuration.
+    pub fn limit_policy(
+        &self,
+        identity: aster_archive::identity::IdentityStore,
+    ) -> aster_archive::identity::limits::LimitPolicy {
+        use aster_archive::identity::limits::{LimitPolicy, Limits};
+        let l = &self.limits;
+        let base = |jobs, queued, source: &str| Limits {
+            async_jobs: jobs,
+            queued_jobs: queued,
+            execution_secs: self.tap.async_max_duration_secs,
+            quota_bytes: self.vospace.quota_gib << 30,
+            priority: l.priority,
+            source: source.into(),
+        };
+        LimitPolicy::new(
+            base(l.async_jobs, l.queued_jobs, "default"),
+            base(l.anonymous_async_jobs, l.anonymous_queued_jobs, "anonymous"),
+            l.users.clone(),
+            l.groups.clone(),
+            Some(identity),
+        )
     }
 
     pub fn vospace_location(&self) -> String {

@@ -100,6 +100,8 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
             .with_engine(engine.clone());
     let log = QueryLog::open(&config.data_dir.join("querylog.sqlite"))?;
     let jobs = JobStore::open(&config.data_dir.join("jobs.sqlite"))?;
+    let policy = config.limit_policy(auth.store().clone());
+    let scheduler = aster_protocols::uws::Scheduler::new(policy.clone(), jobs.clone());
     let t = &config.tap;
     let engine_for_tables = engine.clone();
     let service = tap::TapService::new(
@@ -124,12 +126,17 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
     soda_uws.default_execution_duration = t.async_default_duration_secs;
     soda_uws.max_execution_duration = t.async_max_duration_secs;
     soda_uws.default_destruction = chrono::Duration::days(t.job_lifetime_days);
+    soda_uws.scheduler = Some(scheduler.clone());
     let jobs_for_soda = jobs.clone();
+    let quota_policy = policy.clone();
     let nodes = aster_vospace::NodeStore::open(
         &config.data_dir.join("vospace"),
         aster_vospace::objects_at(&config.vospace_location())?,
         config.vospace.quota_gib << 30,
-    )?;
+    )?
+    .with_quotas(std::sync::Arc::new(move |home: &str| {
+        quota_policy.for_user(Some(home)).quota_bytes
+    }));
     if with_demo {
         demo::seed_user_space(&engine_for_tables, &user_tables, &nodes).await?;
     }
@@ -143,12 +150,13 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
     );
     let jobs_for_vospace = jobs.clone();
     let tables = aster_vospace::Tables::new(engine_for_tables, user_tables, vospace.clone());
-    let uws = tap::uws_config(
+    let mut uws = tap::uws_config(
         t.async_default_duration_secs,
         t.async_max_duration_secs,
         chrono::Duration::days(t.job_lifetime_days),
         t.max_upload_bytes,
     );
+    uws.scheduler = Some(scheduler.clone());
     let app = Router::new()
         .route(
             "/metrics",
@@ -169,8 +177,16 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
             aster_archive::schedule::ScheduleStore::new(&config.data_dir),
             config.schedule_token.clone(),
         )))
-        .merge(aster_protocols::auth::router(auth.clone(), dev_idp))
-        .merge(aster_vospace::router(vospace, jobs_for_vospace))
+        .merge(aster_protocols::auth::router(
+            auth.clone(),
+            dev_idp,
+            Some(scheduler.clone()),
+        ))
+        .merge(aster_vospace::router(
+            vospace,
+            jobs_for_vospace,
+            Some(scheduler.clone()),
+        ))
         .merge(aster_vospace::tables_router(tables))
         .layer(middleware::from_fn_with_state(
             auth,

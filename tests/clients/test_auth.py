@@ -79,7 +79,7 @@ def test_group_membership(base_url, tokens):
     assert get(base_url, "/gms/search?group=demo-collab", "carol", tokens).text == ""
     assert get(base_url, "/gms/search", "anonymous", tokens).status_code == 401
     assert get(base_url, "/gms/search?user=bob", "carol", tokens).status_code == 403
-    assert get(base_url, "/gms/search?user=bob", "admin", tokens).text == "demo-collab\r\n"
+    assert get(base_url, "/gms/search?user=bob&group=demo-collab", "admin", tokens).text == "demo-collab\r\n"
     # A group's members are shown to its members and administrators only.
     assert get(base_url, "/gms/groups/demo-collab", "bob", tokens).json()["owner"] == "alice"
     assert get(base_url, "/gms/groups/demo-collab", "carol", tokens).status_code == 404

@@ -198,10 +198,15 @@ def test_bad_adql_gives_error_votable_with_position(tap_url):
     assert "line 1" in status.content
 
 
-def test_query_history_records_queries(base_url, tap_url):
-    requests.get(tap_url + "/sync", params={"LANG": "ADQL", "QUERY": "SELECT TOP 1 objectId FROM dp.Object"}, timeout=30)
-    hist = requests.get(tap_url + "/history", timeout=30).json()
+def test_query_history_records_queries(base_url, tap_url, tokens):
+    """The history is the caller's own (DMS-REQ-0345): kept for a signed-in user, none
+    for anonymous callers; tests/clients/test_auth.py checks who sees what."""
+    auth = {"Authorization": "Bearer " + tokens["bob"]}
+    requests.get(tap_url + "/sync", params={"LANG": "ADQL", "QUERY": "SELECT TOP 1 objectId FROM dp.Object"},
+                 headers=auth, timeout=30)
+    hist = requests.get(tap_url + "/history", headers=auth, timeout=30).json()
     assert any(h["query"] == "SELECT TOP 1 objectId FROM dp.Object" and h["status"] == "ok" for h in hist)
+    assert requests.get(tap_url + "/history", timeout=30).status_code == 401
 
 
 def test_metrics_endpoint(base_url):

@@ -30,19 +30,20 @@ use axum::routing::get;
 pub use node::{Access, Kind, Node};
 pub use path::NodePath;
 pub use service::VoSpace;
-pub use store::{NodeStore, StoreError, objects_at};
+pub use store::{NodeStore, QuotaOf, StoreError, objects_at};
 pub use tables::{Tables, router as tables_router};
 pub use transfers::{DELETE_SERVICE, PROPS_SERVICE, SYNC_SERVICE, TRANSFERS_SERVICE};
 
-fn job_config(service: &str) -> UwsConfig {
+fn job_config(service: &str, scheduler: &Option<Arc<uws::Scheduler>>) -> UwsConfig {
     let mut c = UwsConfig::new(service);
     c.plain_text_errors = true;
     c.max_body_bytes = xml::MAX_DOCUMENT;
+    c.scheduler = scheduler.clone();
     c
 }
 
-/// All of `/vospace`.
-pub fn router(v: VoSpace, jobs: JobStore) -> Router {
+/// All of `/vospace`; its asynchronous jobs go through `scheduler` when there is one.
+pub fn router(v: VoSpace, jobs: JobStore, scheduler: Option<Arc<uws::Scheduler>>) -> Router {
     let runner = transfers::Runner::new(v.clone());
     let nodes = get(nodes::get_node)
         .put(nodes::put_node)
@@ -77,18 +78,26 @@ pub fn router(v: VoSpace, jobs: JobStore) -> Router {
         .with_state(v)
         .nest(
             "/vospace/transfers",
-            uws::router(jobs.clone(), runner.clone(), job_config(TRANSFERS_SERVICE)),
+            uws::router(
+                jobs.clone(),
+                runner.clone(),
+                job_config(TRANSFERS_SERVICE, &scheduler),
+            ),
         )
         .nest(
             "/vospace/recursiveDelete",
-            uws::router(jobs.clone(), runner.clone(), job_config(DELETE_SERVICE)),
+            uws::router(
+                jobs.clone(),
+                runner.clone(),
+                job_config(DELETE_SERVICE, &scheduler),
+            ),
         )
         .nest(
             "/vospace/recursiveProps",
             uws::router(
                 jobs,
                 runner as Arc<dyn uws::JobRunner>,
-                job_config(PROPS_SERVICE),
+                job_config(PROPS_SERVICE, &scheduler),
             ),
         )
 }

@@ -85,7 +85,7 @@ impl VoSpace {
             return Ok(None);
         }
         let home = node.path.name().to_string();
-        let quota = self.store.quota();
+        let quota = self.store.quota(&home);
         let used = self.blocking(move |s| s.usage(&home)).await?;
         Ok(Some(Space {
             quota,

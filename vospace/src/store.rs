@@ -69,12 +69,14 @@ pub fn objects_at(location: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
     ))
 }
 
+/// Bytes the home of a user may hold.
+pub type QuotaOf = Arc<dyn Fn(&str) -> u64 + Send + Sync>;
+
 #[derive(Clone)]
 pub struct NodeStore {
     db: Arc<Mutex<Connection>>,
     objects: Arc<dyn ObjectStore>,
-    /// Bytes each home may hold.
-    quota: u64,
+    quota: QuotaOf,
 }
 
 fn now() -> String {
@@ -133,7 +135,9 @@ fn subtree_clause() -> &'static str {
 pub struct Upload {
     pub path: NodePath,
     key: ObjectPath,
+    /// Bytes the upload may bring, and the home's quota.
     limit: u64,
+    quota: u64,
 }
 
 impl NodeStore {
@@ -154,12 +158,19 @@ impl NodeStore {
         Ok(Self {
             db: Arc::new(Mutex::new(conn)),
             objects,
-            quota,
+            quota: Arc::new(move |_| quota),
         })
     }
 
-    pub fn quota(&self) -> u64 {
-        self.quota
+    /// Quotas per user (from the resource allocation policy) instead of one for all.
+    pub fn with_quotas(mut self, quota: QuotaOf) -> Self {
+        self.quota = quota;
+        self
+    }
+
+    /// Bytes the home `/<home>` may hold.
+    pub fn quota(&self, home: &str) -> u64 {
+        (self.quota)(home)
     }
 
     fn db(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
@@ -579,11 +590,12 @@ impl NodeStore {
 
     fn check_quota(&self, home: &str, adding: u64) -> Result<(), StoreError> {
         let used = self.usage(home)?;
-        if used.saturating_add(adding) > self.quota {
+        let quota = self.quota(home);
+        if used.saturating_add(adding) > quota {
             return Err(StoreError::Quota {
                 home: home.to_string(),
                 would: used.saturating_add(adding),
-                quota: self.quota,
+                quota,
             });
         }
         Ok(())
@@ -617,20 +629,22 @@ impl NodeStore {
         };
         let home = path.home().unwrap_or_default();
         let used = self.usage(home)?.saturating_sub(replacing);
-        let limit = self.quota.saturating_sub(used);
+        let quota = self.quota(home);
+        let limit = quota.saturating_sub(used);
         if let Some(e) = expected
             && e > limit
         {
             return Err(StoreError::Quota {
                 home: home.to_string(),
                 would: used + e,
-                quota: self.quota,
+                quota,
             });
         }
         Ok(Upload {
             path: path.clone(),
             key: ObjectPath::from(format!("objects/{}", uuid::Uuid::new_v4())),
             limit,
+            quota,
         })
     }
 
@@ -660,8 +674,8 @@ impl NodeStore {
                 if length > up.limit {
                     return Err(StoreError::Quota {
                         home: up.path.home().unwrap_or_default().to_string(),
-                        would: self.quota - up.limit + length,
-                        quota: self.quota,
+                        would: up.quota - up.limit + length,
+                        quota: up.quota,
                     });
                 }
                 md5.update(&chunk);
@@ -754,7 +768,8 @@ impl NodeStore {
         &self,
         node: &Node,
         range: Option<std::ops::Range<u64>>,
-    ) -> Result<futures::stream::BoxStream<'static, Result<bytes::Bytes, StoreError>>, StoreError> {
+    ) -> Result<futures::stream::BoxStream<'static, Result<bytes::Bytes, StoreError>>, StoreError>
+    {
         let Some(o) = &node.object else {
             return Err(StoreError::NotFound(node.path.clone()));
         };
@@ -762,7 +777,10 @@ impl NodeStore {
             range: range.map(object_store::GetRange::Bounded),
             ..Default::default()
         };
-        let got = self.objects.get_opts(&ObjectPath::from(o.as_str()), opts).await?;
+        let got = self
+            .objects
+            .get_opts(&ObjectPath::from(o.as_str()), opts)
+            .await?;
         let span = got.range.clone();
         Ok(match got.payload {
             // A local file is read in large blocks: the object store's own stream reads 8 KiB
@@ -791,23 +809,26 @@ fn file_stream(
     range: std::ops::Range<u64>,
 ) -> futures::stream::BoxStream<'static, Result<bytes::Bytes, StoreError>> {
     const BLOCK: u64 = 1 << 20;
-    futures::stream::try_unfold((file, range.start, range.end), |(mut f, at, end)| async move {
-        if at >= end {
-            return Ok(None);
-        }
-        let want = (end - at).min(BLOCK) as usize;
-        let (f, buf) = tokio::task::spawn_blocking(move || {
-            use std::io::{Read, Seek, SeekFrom};
-            f.seek(SeekFrom::Start(at))?;
-            let mut buf = vec![0u8; want];
-            f.read_exact(&mut buf)?;
-            Ok::<_, std::io::Error>((f, buf))
-        })
-        .await
-        .map_err(|e| StoreError::Upload(e.to_string()))?
-        .map_err(|e| StoreError::Upload(format!("reading stored bytes: {e}")))?;
-        Ok(Some((bytes::Bytes::from(buf), (f, at + want as u64, end))))
-    })
+    futures::stream::try_unfold(
+        (file, range.start, range.end),
+        |(mut f, at, end)| async move {
+            if at >= end {
+                return Ok(None);
+            }
+            let want = (end - at).min(BLOCK) as usize;
+            let (f, buf) = tokio::task::spawn_blocking(move || {
+                use std::io::{Read, Seek, SeekFrom};
+                f.seek(SeekFrom::Start(at))?;
+                let mut buf = vec![0u8; want];
+                f.read_exact(&mut buf)?;
+                Ok::<_, std::io::Error>((f, buf))
+            })
+            .await
+            .map_err(|e| StoreError::Upload(e.to_string()))?
+            .map_err(|e| StoreError::Upload(format!("reading stored bytes: {e}")))?;
+            Ok(Some((bytes::Bytes::from(buf), (f, at + want as u64, end))))
+        },
+    )
     .boxed()
 }
 

@@ -2,6 +2,7 @@
 //! subject), groups and their members, personal API tokens with scopes and expiry, and
 //! browser sessions, in SQLite. Secrets are never stored: tokens and session keys are kept
 //! as SHA-256 digests, so a copy of the database gives no way in.
+pub mod limits;
 mod names;
 
 use std::path::Path;

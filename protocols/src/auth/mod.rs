@@ -220,13 +220,29 @@ pub fn may_write<'a>(
     Ok(p)
 }
 
-/// `/auth/*` (sign-in, sign-out, who am I, tokens) and `/gms/*`; with `dev_idp`, also the
-/// development OpenID provider under `/dev-idp`.
-pub fn router(auth: Auth, dev_idp: Option<DevIdp>) -> Router {
+/// `/auth/*` (sign-in, sign-out, who am I, tokens, limits) and `/gms/*`; with `dev_idp`,
+/// also the development OpenID provider under `/dev-idp`.
+pub fn router(
+    auth: Auth,
+    dev_idp: Option<DevIdp>,
+    scheduler: Option<Arc<crate::uws::Scheduler>>,
+) -> Router {
     let mut r = Router::new()
         .merge(oidc::router(auth.clone()))
         .merge(tokens::router(auth.clone()))
         .merge(gms::router(auth));
+    if let Some(s) = scheduler {
+        r = r.route(
+            "/auth/limits",
+            axum::routing::get(move |p: Option<axum::Extension<Principal>>| {
+                let s = s.clone();
+                async move {
+                    let user = p.map(|p| p.user.to_string());
+                    axum::Json(s.usage(user.as_deref()))
+                }
+            }),
+        );
+    }
     if let Some(idp) = dev_idp {
         r = r.nest("/dev-idp", dev_idp::router(idp));
     }

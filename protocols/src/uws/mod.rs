@@ -27,7 +27,9 @@
 //!   it is an administrator's); anonymous requests list the anonymous jobs.
 
 mod params;
+mod scheduler;
 pub use params::XML_PARAMETER;
+pub use scheduler::{Scheduler, Usage};
 #[cfg(test)]
 mod tests;
 mod xml;
@@ -127,6 +129,15 @@ pub struct UwsConfig {
     /// `/error` as plain text (VOSpace, whose clients read the fault name) rather than a
     /// DALI error VOTable.
     pub plain_text_errors: bool,
+    /// Who may run how many jobs, and for how long (shared by every service); without it
+    /// every job runs as soon as it is asked to.
+    pub scheduler: Option<Arc<Scheduler>>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Scheduler")
+    }
 }
 
 impl UwsConfig {
@@ -142,12 +153,22 @@ impl UwsConfig {
             max_wait: StdDuration::from_secs(60),
             max_body_bytes: 256 * 1024 * 1024,
             plain_text_errors: false,
+            scheduler: None,
         }
     }
 
-    /// The execution duration granted for a request of `requested` seconds (0 = unlimited).
-    fn grant_execution_duration(&self, requested: u64) -> u64 {
-        let max = self.max_execution_duration;
+    /// The execution duration granted to `owner` for a request of `requested` seconds
+    /// (0 = unlimited): at most the service's limit and the owner's.
+    fn grant_execution_duration(&self, requested: u64, owner: Option<&str>) -> u64 {
+        let service_max = self.max_execution_duration;
+        let owner_max = self
+            .scheduler
+            .as_ref()
+            .map_or(0, |s| s.limits(owner).execution_secs);
+        let max = match (service_max, owner_max) {
+            (0, m) | (m, 0) => m,
+            (a, b) => a.min(b),
+        };
         if max > 0 && (requested == 0 || requested > max) {
             max
         } else {
@@ -317,6 +338,9 @@ impl Uws {
     async fn run(&self, job: Job) -> Result<(), UwsError> {
         match job.phase {
             Phase::Pending | Phase::Held => {
+                if let Some(s) = &self.config.scheduler {
+                    s.check(job.owner.as_deref()).map_err(UwsError::TooMany)?;
+                }
                 let id = job.id.clone();
                 let queued = match self.runner.validate(&job) {
                     Err(message) => {
@@ -328,7 +352,10 @@ impl Uws {
                             .await?
                     }
                 };
-                self.runner.run(queued);
+                match &self.config.scheduler {
+                    Some(s) => s.submit(queued, self.runner.clone()),
+                    None => self.runner.run(queued),
+                }
                 Ok(())
             }
             // Already on its way: asking again changes nothing.
@@ -355,6 +382,9 @@ impl Uws {
         // Record the abort first so that the runner's late completion is refused.
         self.with_store(move |s| s.abort(&id, None)).await?;
         self.runner.abort(&job.id);
+        if let Some(s) = &self.config.scheduler {
+            s.finished(&job.id);
+        }
         Ok(())
     }
 
@@ -364,6 +394,9 @@ impl Uws {
             self.runner.abort(&job.id);
         }
         let id = job.id;
+        if let Some(s) = &self.config.scheduler {
+            s.finished(&id);
+        }
         self.with_store(move |s| s.delete(&id)).await?;
         Ok(())
     }
@@ -455,6 +488,9 @@ enum UwsError {
     Conflict(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The owner's allocation of jobs is used up.
+    #[error("{0}")]
+    TooMany(String),
     /// A body the extractors refused, with their status (e.g. 413 when too large).
     #[error("{message}")]
     Body { status: StatusCode, message: String },
@@ -486,6 +522,7 @@ impl IntoResponse for UwsError {
             UwsError::Forbidden(_) => StatusCode::FORBIDDEN,
             UwsError::Conflict(_) => StatusCode::CONFLICT,
             UwsError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            UwsError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             UwsError::Body { status, .. } => *status,
             UwsError::Store(_) | UwsError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -581,9 +618,10 @@ async fn create_job(
         run_id: params::take(&mut parameters, "RUNID"),
         parameters,
         uploads,
-        execution_duration: uws
-            .config
-            .grant_execution_duration(uws.config.default_execution_duration),
+        execution_duration: uws.config.grant_execution_duration(
+            uws.config.default_execution_duration,
+            requester.owner.as_deref(),
+        ),
         destruction: Utc::now() + uws.config.default_destruction,
     };
     let job = uws.with_store(move |s| s.create(new)).await?;
@@ -763,7 +801,9 @@ async fn post_execution_duration(
         ))
     })?;
     let job = uws.job(&requester, &id).await?;
-    let granted = uws.config.grant_execution_duration(seconds);
+    let granted = uws
+        .config
+        .grant_execution_duration(seconds, job.owner.as_deref());
     uws.with_store(move |s| s.set_execution_duration(&job.id, granted))
         .await?;
     see_other(&requester.job_url(&id))

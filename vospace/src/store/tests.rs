@@ -33,13 +33,7 @@ async fn put(s: &NodeStore, path: &str, bytes: &[u8]) -> Result<Node, StoreError
 
 async fn read_all(s: &NodeStore, path: &str) -> Vec<u8> {
     let n = s.require(&p(path)).unwrap();
-    s.read(&n, None)
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-        .to_vec()
+    s.read_all(&n).await.unwrap().to_vec()
 }
 
 #[tokio::test]
