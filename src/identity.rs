@@ -73,7 +73,10 @@ pub fn build(config: &Config, demo: bool) -> Result<(Auth, Option<DevIdp>)> {
     } else {
         (None, None)
     };
-    Ok((Auth::new(store, config.public_url.clone(), settings), idp))
+    // The observatory posts the visit schedule with a token of its own (`schedule_token`).
+    let auth =
+        Auth::new(store, config.public_url.clone(), settings).with_own_credentials("/api/schedule");
+    Ok((auth, idp))
 }
 
 /// The demo's people: the development provider's users, `admin` an administrator, and

@@ -149,6 +149,10 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
         config.links_base(),
     );
     let jobs_for_vospace = jobs.clone();
+    // SODA cuts users' own images in VOSpace too, with their access rules.
+    let image_services = image_services.with_private_images(std::sync::Arc::new(
+        aster_vospace::VoSpaceImages::new(vospace.clone()),
+    ));
     let tables = aster_vospace::Tables::new(engine_for_tables, user_tables, vospace.clone());
     let mut uws = tap::uws_config(
         t.async_default_duration_secs,

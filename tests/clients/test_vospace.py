@@ -230,3 +230,41 @@ def test_downloads_resume_and_uploads_are_checked(base_url, tokens):
     r = requests.put(f"{base_url}/vospace/data/alice/range.bin", headers={**a, "Digest": "md5=AAAAAAAAAAAAAAAAAAAAAA=="}, data=b"corrupt")
     assert r.status_code == 412
     assert requests.get(f"{base_url}/vospace/data/alice/range.bin", headers=a).content == body
+
+
+def test_soda_cuts_private_images_for_those_who_may_read_them(base_url, tokens):
+    """A user's own image in VOSpace (here a cutout of an archive image) is cut by SODA with
+    ID=vos://..., under the node's access rules."""
+    import io
+
+    import pyvo
+    from astropy.io import fits
+
+    row = pyvo.dal.TAPService(base_url + "/tap").search(
+        "SELECT TOP 1 obs_publisher_did, s_ra, s_dec FROM ivoa.ObsCore "
+        "WHERE calib_level = 2 AND dataproduct_type = 'image' ORDER BY obs_publisher_did")[0]
+    ra, dec = float(row["s_ra"]), float(row["s_dec"])
+    cut = requests.get(f"{base_url}/soda/sync", params={
+        "ID": row["obs_publisher_did"], "CIRCLE": f"{ra} {dec} 0.01"}, timeout=120)
+    assert cut.status_code == 200, cut.text
+    a = bearer(tokens["alice"])
+    path = f"alice/image-{RUN}.fits"
+    assert requests.put(f"{base_url}/vospace/data/{path}", headers=a, data=cut.content).status_code == 201
+    params = {"ID": f"vos://localhost!vospace/{path}", "CIRCLE": f"{ra} {dec} 0.003"}
+    expected = {"anonymous": 401, "alice": 200, "bob": 403, "carol": 403, "admin": 200,
+                "expired": 401, "tampered": 401}
+    for who, want in expected.items():
+        r = requests.get(f"{base_url}/soda/sync", params=params, headers=bearer(tokens.get(who)), timeout=120)
+        assert r.status_code == want, (who, r.status_code, r.text[:200])
+        if want == 200:
+            with fits.open(io.BytesIO(r.content)) as small, fits.open(io.BytesIO(cut.content)) as big:
+                assert small["IMAGE"].data.size < big["IMAGE"].data.size
+        else:
+            assert not r.content.startswith(b"SIMPLE")
+    # Shared with alice's group, bob may cut it too.
+    prop = (f'<vos:node xmlns:vos="{NS}" uri="vos://localhost!vospace/{path}"><vos:properties>'
+            '<vos:property uri="ivo://ivoa.net/vospace/core#groupread">demo-collab</vos:property>'
+            '</vos:properties></vos:node>')
+    assert requests.post(node_url(base_url, path), headers=a, data=prop).status_code == 200
+    r = requests.get(f"{base_url}/soda/sync", params=params, headers=bearer(tokens["bob"]), timeout=120)
+    assert r.status_code == 200 and r.content.startswith(b"SIMPLE")

@@ -7,9 +7,11 @@
 //! - `store.rs`: records in SQLite, bytes in an object store, quotas.
 //! - `xml.rs`: node and transfer documents.
 //! - `service.rs`, `nodes.rs`, `data.rs`, `transfers.rs`: the HTTP endpoints.
+//! - `images.rs`: users' exposure files for SODA cutouts (`ID=vos://...`).
 //! - `tables.rs`: users' own tables (`/api/tables`), imported from uploads or VOSpace into
 //!   the catalog store and queryable in TAP by those allowed.
 mod data;
+mod images;
 mod node;
 mod nodes;
 mod path;
@@ -27,6 +29,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 
+pub use images::VoSpaceImages;
 pub use node::{Access, Kind, Node};
 pub use path::NodePath;
 pub use service::VoSpace;

@@ -792,6 +792,42 @@ impl NodeStore {
         })
     }
 
+    /// A data node's bytes as a local file, for code that reads files (cfitsio): the object
+    /// itself on a local store, else a temporary copy (`true`: the caller removes it).
+    pub async fn local_file(&self, node: &Node) -> Result<(std::path::PathBuf, bool), StoreError> {
+        let Some(o) = &node.object else {
+            return Err(StoreError::NotFound(node.path.clone()));
+        };
+        let got = self
+            .objects
+            .get_opts(&ObjectPath::from(o.as_str()), Default::default())
+            .await?;
+        match got.payload {
+            object_store::GetResultPayload::File(_, path) => Ok((path, false)),
+            object_store::GetResultPayload::Stream(mut s) => {
+                let tmp = std::env::temp_dir().join(format!("aster-vos-{}", uuid::Uuid::new_v4()));
+                let mut f = tokio::fs::File::create(&tmp)
+                    .await
+                    .map_err(|e| StoreError::Upload(e.to_string()))?;
+                use tokio::io::AsyncWriteExt;
+                while let Some(chunk) = s.next().await {
+                    let written = match chunk {
+                        Ok(c) => f
+                            .write_all(&c)
+                            .await
+                            .map_err(|e| StoreError::Upload(e.to_string())),
+                        Err(e) => Err(StoreError::from(e)),
+                    };
+                    if let Err(e) = written {
+                        let _ = tokio::fs::remove_file(&tmp).await;
+                        return Err(e);
+                    }
+                }
+                Ok((tmp, true))
+            }
+        }
+    }
+
     /// The bytes of a data node, whole, in memory (for imports, which convert whole files).
     pub async fn read_all(&self, node: &Node) -> Result<bytes::Bytes, StoreError> {
         let mut out = bytes::BytesMut::with_capacity(node.length as usize);

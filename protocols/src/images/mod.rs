@@ -53,6 +53,33 @@ pub struct ImageServices {
     /// SIAv2 rows returned when MAXREC is not given, and at most.
     default_maxrec: usize,
     max_maxrec: usize,
+    /// Users' own images (`vos://` IDs), for SODA cutouts of private data.
+    private: Option<Arc<dyn PrivateImages>>,
+}
+
+/// Where users' own images are (VOSpace): the local file a `vos://` ID names, if its owner's
+/// access rules let `user` (None: anonymous) read it.
+#[async_trait::async_trait]
+pub trait PrivateImages: Send + Sync {
+    async fn local_file(
+        &self,
+        id: &str,
+        user: Option<&str>,
+    ) -> Result<PrivateFile, (StatusCode, String)>;
+}
+
+/// A user's image as a local file; a temporary copy is removed when dropped.
+pub struct PrivateFile {
+    pub path: PathBuf,
+    pub temporary: bool,
+}
+
+impl Drop for PrivateFile {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 impl ImageServices {
@@ -69,7 +96,14 @@ impl ImageServices {
             verified: Arc::default(),
             default_maxrec: 10_000,
             max_maxrec: 1_000_000,
+            private: None,
         }
+    }
+
+    /// Lets SODA cut users' own images (`ID=vos://...`), with their access rules.
+    pub fn with_private_images(mut self, private: Arc<dyn PrivateImages>) -> Self {
+        self.private = Some(private);
+        self
     }
 
     /// Lets manifests select datasets by ADQL on `ivoa.ObsCore`.

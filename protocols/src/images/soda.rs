@@ -13,7 +13,9 @@ use aster_archive::exposure_file::{
 use aster_processing::wcs::{SkyCoord, TanSipWcs};
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use std::path::PathBuf;
+
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::datalink::cuttable;
@@ -215,8 +217,16 @@ pub(super) enum Cutout {
     Picture(Picture, Vec<u8>),
 }
 
-/// Cuts dataset `id` as `req` asks.
-pub(super) async fn cut(s: &ImageServices, id: &str, req: &SodaRequest) -> Result<Cutout, Refusal> {
+/// Cuts dataset `id` as `req` asks, for `user` (None: anonymous).
+pub(super) async fn cut(
+    s: &ImageServices,
+    id: &str,
+    req: &SodaRequest,
+    user: Option<&str>,
+) -> Result<Cutout, Refusal> {
+    if id.starts_with("vos://") {
+        return cut_private(s, id, req, user).await;
+    }
     let d = s
         .dataset(id)
         .await
@@ -250,6 +260,39 @@ pub(super) async fn cut(s: &ImageServices, id: &str, req: &SodaRequest) -> Resul
         .file_of(&d)
         .await
         .map_err(|e| (e.status(), format!("Error: {}", e.message())))?;
+    cut_file(path, req).await
+}
+
+/// Cuts a user's own image (an exposure file in VOSpace), if `user` may read it. Such files
+/// have no registry record: only the region (from the file's WCS) selects.
+async fn cut_private(
+    s: &ImageServices,
+    id: &str,
+    req: &SodaRequest,
+    user: Option<&str>,
+) -> Result<Cutout, Refusal> {
+    let Some(private) = &s.private else {
+        return Err(usage_error(format!(
+            "{id}: this archive keeps no users' images"
+        )));
+    };
+    if !req.filters.is_empty() || req.pol {
+        return Err(usage_error(
+            "BAND, TIME and POL select registry images only: a user's image is cut by region",
+        ));
+    }
+    let file = private
+        .local_file(id, user)
+        .await
+        .map_err(|(status, m)| (status, format!("Error: {m}")))?;
+    let path = file.path.clone();
+    let cut = cut_file(path, req).await;
+    drop(file);
+    cut
+}
+
+/// Cuts the exposure file at `path` to the request's region.
+async fn cut_file(path: PathBuf, req: &SodaRequest) -> Result<Cutout, Refusal> {
     let (region, output) = (req.region.clone(), req.output);
     tokio::task::spawn_blocking(move || -> Result<Cutout, String> {
         let (w, h, wcs) = read_exposure_geometry(&path).map_err(|e| e.to_string())?;
@@ -286,7 +329,7 @@ pub(super) async fn cut(s: &ImageServices, id: &str, req: &SodaRequest) -> Resul
 
 pub(super) async fn sync(
     State(s): State<ImageServices>,
-    _headers: HeaderMap,
+    who: Option<axum::Extension<crate::auth::Principal>>,
     req: Request,
 ) -> Response {
     let params = match read_params(req).await {
@@ -298,7 +341,8 @@ pub(super) async fn sync(
         Err((status, m)) => return text_error(status, m),
     };
     let name = aster_archive::registry::id_from_did(&req.ids[0]).to_string();
-    match cut(&s, &req.ids[0], &req).await {
+    let user = who.map(|w| w.0.user.to_string());
+    match cut(&s, &req.ids[0], &req, user.as_deref()).await {
         Err((status, m)) => text_error(status, m),
         Ok(Cutout::NoOverlap) => StatusCode::NO_CONTENT.into_response(),
         Ok(Cutout::Picture(p, bytes)) => (

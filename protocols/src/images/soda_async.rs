@@ -47,7 +47,9 @@ async fn run_job(s: &ImageServices, jobs: &JobStore, job: &Job) -> Result<(), St
     let mut results = Vec::new();
     for (i, id) in req.ids().iter().enumerate() {
         let n = i + 1;
-        let (file_name, media_type, bytes_or_file) = match cut(s, id, &req).await {
+        let (file_name, media_type, bytes_or_file) = match cut(s, id, &req, job.owner.as_deref())
+            .await
+        {
             Ok(Cutout::Fits(file)) => (format!("cutout-{n}.fits"), "application/fits", Ok(file)),
             Ok(Cutout::Picture(p, bytes)) => (
                 format!("cutout-{n}.{}", p.extension()),
