@@ -104,6 +104,12 @@ pub enum UsersCommand {
         #[arg(long)]
         admin: bool,
     },
+    /// Make a user an administrator, or (`--off`) no longer one.
+    Admin {
+        name: String,
+        #[arg(long)]
+        off: bool,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -169,6 +175,7 @@ pub fn users(config: &Config, cmd: UsersCommand) -> Result<()> {
             let u = store.ensure_user(&UserName::new(&name)?, admin)?;
             println!("{}", u.name);
         }
+        UsersCommand::Admin { name, off } => store.set_admin(&UserName::new(&name)?, !off)?,
     }
     Ok(())
 }

@@ -169,15 +169,7 @@ pub(crate) async fn get_data(
 ) -> Result<Response, Fault> {
     let p = caller.as_deref();
     let path = path_of(&uri, "data")?;
-    let node = v
-        .blocking({
-            let path = path.clone();
-            move |s| s.require(&path)
-        })
-        .await?;
-    if !node.can_read(p) {
-        return Err(Fault::refuse(p, format!("read {path}")));
-    }
+    let node = v.readable(&path, p).await?;
     if node.kind != Kind::Data {
         return Err(Fault::Invalid(format!("{path} is not a data node")));
     }
@@ -267,15 +259,7 @@ pub(crate) async fn files(
 ) -> Result<Response, Fault> {
     let p = caller.as_deref();
     let path = path_of(&uri, "files")?;
-    let node = v
-        .blocking({
-            let path = path.clone();
-            move |s| s.require(&path)
-        })
-        .await?;
-    if !node.can_read(p) {
-        return Err(Fault::refuse(p, format!("read {path}")));
-    }
+    let node = v.readable(&path, p).await?;
     let base = v.base(&headers);
     let to = match &node.kind {
         Kind::Data => data_url(&base, &path),

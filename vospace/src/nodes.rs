@@ -58,15 +58,7 @@ pub(crate) async fn get_node(
     let p = caller.as_deref();
     let path = path_of(&uri, "nodes")?;
     v.ensure_home(p).await?;
-    let node = v
-        .blocking({
-            let path = path.clone();
-            move |s| s.require(&path)
-        })
-        .await?;
-    if !node.can_read(p) {
-        return Err(Fault::refuse(p, format!("read {path}")));
-    }
+    let node = v.readable(&path, p).await?;
     let limit = match q.limit.as_deref() {
         None => None,
         Some(l) => Some(
@@ -261,15 +253,7 @@ pub(crate) async fn post_node(
     let p = caller.as_deref();
     let path = path_of(&uri, "nodes")?;
     let doc = parse_node(&body_text(body).await?)?;
-    let node = v
-        .blocking({
-            let path = path.clone();
-            move |s| s.require(&path)
-        })
-        .await?;
-    if !node.can_read(p) {
-        return Err(Fault::refuse(p, format!("read {path}")));
-    }
+    let node = v.readable(&path, p).await?;
     if path.segments().is_empty() {
         return Err(Fault::refuse(p, "change the root".into()));
     }
@@ -298,15 +282,7 @@ pub(crate) async fn delete_node(
 ) -> Result<Response, Fault> {
     let p = caller.as_deref();
     let path = path_of(&uri, "nodes")?;
-    let node = v
-        .blocking({
-            let path = path.clone();
-            move |s| s.require(&path)
-        })
-        .await?;
-    if !node.can_read(p) {
-        return Err(Fault::refuse(p, format!("read {path}")));
-    }
+    let node = v.readable(&path, p).await?;
     if !node.can_write(p) {
         return Err(Fault::refuse(p, format!("delete {path}")));
     }

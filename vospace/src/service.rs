@@ -69,6 +69,25 @@ impl VoSpace {
             .map_err(Fault::from)
     }
 
+    /// The node at `path`, if the caller may read it: 404 when there is none, 401/403 when
+    /// it is not theirs to read.
+    pub(crate) async fn readable(
+        &self,
+        path: &NodePath,
+        p: Option<&Principal>,
+    ) -> Result<Node, Fault> {
+        let node = self
+            .blocking({
+                let path = path.clone();
+                move |s| s.require(&path)
+            })
+            .await?;
+        if !node.can_read(p) {
+            return Err(Fault::refuse(p, format!("read {path}")));
+        }
+        Ok(node)
+    }
+
     /// The signed-in caller's home exists from their first request on.
     pub(crate) async fn ensure_home(&self, p: Option<&Principal>) -> Result<(), Fault> {
         if let Some(p) = p {

@@ -129,15 +129,7 @@ async fn from_vospace(v: &VoSpace, p: &Principal, uri: &str) -> Result<(String, 
     } else {
         NodePath::from_raw(uri)?
     };
-    let node = v
-        .blocking({
-            let path = path.clone();
-            move |s| s.require(&path)
-        })
-        .await?;
-    if !node.can_read(Some(p)) {
-        return Err(Fault::Denied(format!("read {path}")));
-    }
+    let node = v.readable(&path, Some(p)).await?;
     if node.kind != Kind::Data {
         return Err(Fault::Invalid(format!("{path} is not a file")));
     }

@@ -396,12 +396,7 @@ async fn execute(v: &VoSpace, p: Option<&Principal>, job: &Job) -> Result<Option
         }
         DELETE_SERVICE => {
             let path = NodePath::from_uri(param(job, "target").unwrap_or_default())?;
-            let node = v
-                .blocking({
-                    let path = path.clone();
-                    move |s| s.require(&path)
-                })
-                .await?;
+            let node = v.readable(&path, p).await?;
             if !node.can_write(p) {
                 return Err(Fault::refuse(p, format!("delete {path}")));
             }
