@@ -662,7 +662,16 @@ impl NodeStore {
         S: futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let mut md5 = Md5::new();
+        // The MD5 is computed on a thread of its own, beside receiving and writing: on the
+        // request's task it would cap uploads at the speed of one core's hashing.
+        let (to_hasher, mut chunks) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
+        let hasher = tokio::task::spawn_blocking(move || {
+            let mut md5 = Md5::new();
+            while let Some(c) = chunks.blocking_recv() {
+                md5.update(&c);
+            }
+            <[u8; 16]>::from(md5.finalize())
+        });
         let mut length: u64 = 0;
         let upload = self.objects.put_multipart(&up.key).await?;
         // Parts of 8 MiB are written while the next ones arrive.
@@ -678,19 +687,25 @@ impl NodeStore {
                         quota: up.quota,
                     });
                 }
-                md5.update(&chunk);
+                to_hasher
+                    .send(chunk.clone())
+                    .await
+                    .map_err(|_| StoreError::Upload("the checksum thread stopped".into()))?;
                 writer.wait_for_capacity(4).await?;
                 writer.put(chunk);
             }
             Ok(())
         }
         .await;
+        drop(to_hasher);
         if let Err(e) = outcome {
             writer.abort().await.ok();
             return Err(e);
         }
         writer.finish().await?;
-        let digest: [u8; 16] = md5.finalize().into();
+        let digest = hasher
+            .await
+            .map_err(|e| StoreError::Upload(format!("checksum: {e}")))?;
         if expected_md5.is_some_and(|m| m != digest) {
             self.objects.delete(&up.key).await.ok();
             return Err(StoreError::Checksum);
