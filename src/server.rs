@@ -121,7 +121,15 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
         )
         .map_err(anyhow::Error::msg)?,
     )
-    .with_identity(auth.store().clone());
+    .with_identity(auth.store().clone())
+    .with_async_limits(
+        tap::AsyncLimits {
+            default_duration: t.async_default_duration_secs,
+            max_duration: t.async_max_duration_secs,
+            retention: chrono::Duration::days(t.job_lifetime_days),
+        },
+        Some(scheduler.clone()),
+    );
     let mut soda_uws = aster_protocols::uws::UwsConfig::new("soda");
     soda_uws.default_execution_duration = t.async_default_duration_secs;
     soda_uws.max_execution_duration = t.async_max_duration_secs;

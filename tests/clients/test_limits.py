@@ -1,7 +1,8 @@
 """Resource allocation (DMS-REQ-0119): each caller's allocation is reported at
 /auth/limits; jobs beyond the running allocation wait, QUEUED, and asking to run more than
-may wait is refused with 429 and a message naming the limit. scripts/test-all gives the
-user dave no running jobs and one waiting job, so his jobs stay where the limits put them."""
+may wait is refused with 429 and a message naming the limit; the TAP capabilities declare
+the caller's execution duration. scripts/test-all gives the user dave no running jobs, one
+waiting job and 600 s of execution, so his jobs stay where the limits put them."""
 import subprocess
 
 import requests
@@ -29,6 +30,10 @@ def test_jobs_wait_and_the_queue_has_an_end(base_url):
     mine = requests.get(base_url + "/auth/limits", headers=dave).json()
     assert mine["limits"]["source"] == "user dave"
     assert (mine["limits"]["async_jobs"], mine["limits"]["queued_jobs"]) == (0, 1)
+    # TAPRegExt's execution duration in the capabilities is the caller's.
+    caps = requests.get(base_url + "/tap/capabilities", headers=dave).text
+    assert "<hard>600</hard>" in caps
+    assert "<hard>600</hard>" not in requests.get(base_url + "/tap/capabilities").text
 
     def submit():
         r = requests.post(base_url + "/tap/async", headers=dave, allow_redirects=False,

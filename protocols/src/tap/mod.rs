@@ -43,6 +43,19 @@ pub struct TapService {
     /// Who the owners of async jobs are (their groups decide which users' tables their
     /// queries see); without it a job runs with its owner's name alone.
     identity: Option<aster_archive::identity::IdentityStore>,
+    /// Async execution durations and job lifetime, as the UWS endpoint grants them.
+    async_limits: AsyncLimits,
+    /// Each caller's allocation, which can lower the execution duration they are granted.
+    scheduler: Option<Arc<uws::Scheduler>>,
+}
+
+/// What `/async` grants: execution durations (seconds; 0 = unlimited) and how long jobs are
+/// kept.
+#[derive(Debug, Clone, Copy)]
+pub struct AsyncLimits {
+    pub default_duration: u64,
+    pub max_duration: u64,
+    pub retention: chrono::Duration,
 }
 
 /// A search index and the fingerprint of the metadata it holds.
@@ -66,7 +79,24 @@ impl TapService {
             uploads,
             search: Default::default(),
             identity: None,
+            async_limits: AsyncLimits {
+                default_duration: 3600,
+                max_duration: 86_400,
+                retention: chrono::Duration::days(7),
+            },
+            scheduler: None,
         }
+    }
+
+    /// Declares (in the capabilities) what the async endpoint grants, and who may have what.
+    pub fn with_async_limits(
+        mut self,
+        limits: AsyncLimits,
+        scheduler: Option<Arc<uws::Scheduler>>,
+    ) -> Self {
+        self.async_limits = limits;
+        self.scheduler = scheduler;
+        self
     }
 
     pub fn with_identity(mut self, identity: aster_archive::identity::IdentityStore) -> Self {
@@ -161,12 +191,36 @@ async fn landing(State(s): State<TapService>, headers: HeaderMap) -> Response {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
 }
 
-async fn capabilities(State(s): State<TapService>, headers: HeaderMap) -> Response {
+/// `GET /tap/capabilities`: TAPRegExt's limits, the execution duration for this caller.
+async fn capabilities(
+    State(s): State<TapService>,
+    who: Option<axum::Extension<Principal>>,
+    headers: HeaderMap,
+) -> Response {
+    let a = s.async_limits;
+    let own = s.scheduler.as_ref().map_or(0, |sch| {
+        sch.limits(who.as_ref().map(|p| p.user.as_str()))
+            .execution_secs
+    });
+    let hard = match (a.max_duration, own) {
+        (0, m) | (m, 0) => m,
+        (x, y) => x.min(y),
+    };
+    let default = if hard > 0 && (a.default_duration == 0 || a.default_duration > hard) {
+        hard
+    } else {
+        a.default_duration
+    };
     xml(vosi::capabilities(
         &s.base_url(&headers),
-        s.limits.default_maxrec,
-        s.limits.max_maxrec,
-        s.max_upload,
+        vosi::DeclaredLimits {
+            default_maxrec: s.limits.default_maxrec,
+            max_maxrec: s.limits.max_maxrec,
+            max_upload: s.max_upload,
+            default_duration: default,
+            hard_duration: hard,
+            retention_secs: a.retention.num_seconds().max(0) as u64,
+        },
     ))
 }
 

@@ -77,7 +77,28 @@ const GEOMETRY: &[&str] = &[
     "REGION",
 ];
 
-pub fn capabilities(base: &str, default_maxrec: u64, max_maxrec: u64, max_upload: usize) -> String {
+/// The limits TAPRegExt declares: rows, upload size, and, for the caller asking, the
+/// execution duration of async jobs (the service's, lowered by the caller's allocation) and
+/// how long jobs are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct DeclaredLimits {
+    pub default_maxrec: u64,
+    pub max_maxrec: u64,
+    pub max_upload: usize,
+    pub default_duration: u64,
+    pub hard_duration: u64,
+    pub retention_secs: u64,
+}
+
+pub fn capabilities(base: &str, l: DeclaredLimits) -> String {
+    let DeclaredLimits {
+        default_maxrec,
+        max_maxrec,
+        max_upload,
+        default_duration,
+        hard_duration,
+        retention_secs,
+    } = l;
     let mut x = String::from(
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <vosi:capabilities xmlns:vosi="http://www.ivoa.net/xml/VOSICapabilities/v1.0" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:vs="http://www.ivoa.net/xml/VODataService/v1.1" xmlns:vr="http://www.ivoa.net/xml/VOResource/v1.0" xmlns:tr="http://www.ivoa.net/xml/TAPRegExt/v1.0">
@@ -160,7 +181,7 @@ pub fn capabilities(base: &str, default_maxrec: u64, max_maxrec: u64, max_upload
         x.push_str("    </outputFormat>\n");
     }
     x.push_str(&format!(
-        "    <uploadMethod ivo-id=\"ivo://ivoa.net/std/TAPRegExt#upload-inline\"/>\n    <uploadMethod ivo-id=\"ivo://ivoa.net/std/TAPRegExt#upload-http\"/>\n    <uploadMethod ivo-id=\"ivo://ivoa.net/std/TAPRegExt#upload-https\"/>\n    <retentionPeriod>\n      <default>604800</default>\n    </retentionPeriod>\n    <executionDuration>\n      <default>3600</default>\n      <hard>86400</hard>\n    </executionDuration>\n    <outputLimit>\n      <default unit=\"row\">{default_maxrec}</default>\n      <hard unit=\"row\">{max_maxrec}</hard>\n    </outputLimit>\n    <uploadLimit>\n      <hard unit=\"byte\">{max_upload}</hard>\n    </uploadLimit>\n  </capability>\n</vosi:capabilities>\n"
+        "    <uploadMethod ivo-id=\"ivo://ivoa.net/std/TAPRegExt#upload-inline\"/>\n    <uploadMethod ivo-id=\"ivo://ivoa.net/std/TAPRegExt#upload-http\"/>\n    <uploadMethod ivo-id=\"ivo://ivoa.net/std/TAPRegExt#upload-https\"/>\n    <retentionPeriod>\n      <default>{retention_secs}</default>\n    </retentionPeriod>\n    <executionDuration>\n      <default>{default_duration}</default>\n      <hard>{hard_duration}</hard>\n    </executionDuration>\n    <outputLimit>\n      <default unit=\"row\">{default_maxrec}</default>\n      <hard unit=\"row\">{max_maxrec}</hard>\n    </outputLimit>\n    <uploadLimit>\n      <hard unit=\"byte\">{max_upload}</hard>\n    </uploadLimit>\n  </capability>\n</vosi:capabilities>\n"
     ));
     x
 }
