@@ -268,3 +268,24 @@ def test_soda_cuts_private_images_for_those_who_may_read_them(base_url, tokens):
     assert requests.post(node_url(base_url, path), headers=a, data=prop).status_code == 200
     r = requests.get(f"{base_url}/soda/sync", params=params, headers=bearer(tokens["bob"]), timeout=120)
     assert r.status_code == 200 and r.content.startswith(b"SIMPLE")
+
+
+def test_views_properties_and_short_listings(base_url, tokens):
+    import xml.etree.ElementTree as ET
+    v = ET.fromstring(requests.get(f"{base_url}/vospace/views").content)
+    assert v.find(f"{{{NS}}}accepts/{{{NS}}}view").get("uri") == "ivo://ivoa.net/vospace/core#defaultview"
+    p = ET.fromstring(requests.get(f"{base_url}/vospace/properties").content)
+    accepts = {e.get("uri") for e in p.find(f"{{{NS}}}accepts")}
+    assert "ivo://ivoa.net/vospace/core#groupread" in accepts
+    assert "ivo://ivoa.net/vospace/core#length" not in accepts
+    caps = requests.get(f"{base_url}/vospace/capabilities").text
+    assert "VOSpace/v2.0#views" in caps and "VOSpace/v2.0#properties" in caps
+    a = bearer(tokens["alice"])
+    requests.put(f"{base_url}/vospace/data/alice/short-{RUN}.txt", headers=a, data=b"x")
+    full = ET.fromstring(requests.get(node_url(base_url, "alice"), headers=a).content)
+    short = ET.fromstring(requests.get(node_url(base_url, "alice"), headers=a, params={"detail": "min"}).content)
+    kids = lambda doc: doc.find(f"{{{NS}}}nodes").findall(f"{{{NS}}}node")
+    assert [k.get("uri") for k in kids(full)] == [k.get("uri") for k in kids(short)]
+    assert all(k.find(f"{{{NS}}}properties") is None for k in kids(short))
+    assert all(k.find(f"{{{NS}}}properties") is not None for k in kids(full))
+    assert requests.get(node_url(base_url, "alice"), headers=a, params={"detail": "all"}).status_code == 400

@@ -56,6 +56,8 @@ pub fn router(v: VoSpace, jobs: JobStore, scheduler: Option<Arc<uws::Scheduler>>
         .route("/vospace/capabilities", get(service::capabilities))
         .route("/vospace/availability", get(service::availability))
         .route("/vospace/protocols", get(service::protocols))
+        .route("/vospace/views", get(service::views))
+        .route("/vospace/properties", get(service::properties))
         .route("/vospace/nodes", nodes.clone())
         .route("/vospace/nodes/", nodes.clone())
         .route("/vospace/nodes/{*path}", nodes)

@@ -16,7 +16,7 @@ use crate::node::{
 use crate::path::NodePath;
 use crate::service::{Fault, VoSpace};
 use crate::store::Sort;
-use crate::xml::{MAX_DOCUMENT, node_document, parse_node};
+use crate::xml::{Detail, MAX_DOCUMENT, node_document, parse_node};
 
 /// The node path of a request under `/vospace/<endpoint>/`, from the raw (encoded) path.
 pub(crate) fn path_of(uri: &Uri, endpoint: &str) -> Result<NodePath, Fault> {
@@ -81,13 +81,15 @@ pub(crate) async fn get_node(
         Some("desc") => true,
         Some(o) => return Err(Fault::Invalid(format!("order: '{o}' is not asc or desc"))),
     };
-    if let Some(d) = q.detail.as_deref()
-        && !matches!(d, "min" | "max" | "properties")
-    {
-        return Err(Fault::Invalid(format!(
-            "detail: '{d}' is not min, max or properties"
-        )));
-    }
+    let detail = match q.detail.as_deref() {
+        None | Some("max") | Some("properties") => Detail::Max,
+        Some("min") => Detail::Min,
+        Some(d) => {
+            return Err(Fault::Invalid(format!(
+                "detail: '{d}' is not min, max or properties"
+            )));
+        }
+    };
     let after = match &q.uri {
         Some(u) => Some(NodePath::from_uri(u)?.name().to_string()),
         None => None,
@@ -108,7 +110,7 @@ pub(crate) async fn get_node(
     let space = v.space(&node).await?;
     Ok(xml(
         StatusCode::OK,
-        node_document(&node, &v.naming, Some(&children), space.as_ref()),
+        node_document(&node, &v.naming, Some((&children, detail)), space.as_ref()),
     ))
 }
 

@@ -197,7 +197,7 @@ impl IntoResponse for Fault {
 /// interface per security method, as SSO clients expect.
 pub(crate) async fn capabilities(State(v): State<VoSpace>, headers: HeaderMap) -> Response {
     let base = v.base(&headers);
-    let caps: [(&str, String, &str); 10] = [
+    let caps: [(&str, String, &str); 12] = [
         (
             "ivo://ivoa.net/std/VOSI#capabilities",
             format!("{base}/vospace/capabilities"),
@@ -248,6 +248,16 @@ pub(crate) async fn capabilities(State(v): State<VoSpace>, headers: HeaderMap) -
             format!("{base}/vospace/protocols"),
             "full",
         ),
+        (
+            "ivo://ivoa.net/std/VOSpace/v2.0#views",
+            format!("{base}/vospace/views"),
+            "full",
+        ),
+        (
+            "ivo://ivoa.net/std/VOSpace/v2.0#properties",
+            format!("{base}/vospace/properties"),
+            "full",
+        ),
     ];
     let mut out = String::from(
         r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -288,6 +298,57 @@ pub(crate) async fn availability(State(v): State<VoSpace>) -> Response {
         } else {
             "the node store is not answering"
         }
+    );
+    ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], body).into_response()
+}
+
+/// `GET /vospace/views`: the views data nodes accept and provide (their bytes as they are).
+pub(crate) async fn views() -> Response {
+    let v = format!("<vos:view uri=\"{}\"/>", crate::xml::VIEW_DEFAULT);
+    let body = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<vos:views xmlns:vos="{}">
+  <vos:accepts>{v}</vos:accepts>
+  <vos:provides>{v}</vos:provides>
+</vos:views>
+"#,
+        crate::xml::NS
+    );
+    ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], body).into_response()
+}
+
+/// `GET /vospace/properties`: the properties clients may set (accepts), those the service
+/// gives nodes (provides), and those in use (contains).
+pub(crate) async fn properties() -> Response {
+    use crate::node::*;
+    let accepts = [
+        PROP_GROUPREAD,
+        PROP_GROUPWRITE,
+        PROP_PUBLICREAD,
+        PROP_ISPUBLIC,
+        PROP_TYPE,
+    ];
+    let list = |uris: &[&str]| -> String {
+        uris.iter()
+            .map(|u| format!("    <vos:property uri=\"{u}\"/>\n"))
+            .collect()
+    };
+    let provides: Vec<&str> = READ_ONLY.iter().chain(accepts.iter()).copied().collect();
+    let body = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<vos:properties xmlns:vos="{}">
+  <vos:accepts>
+{}  </vos:accepts>
+  <vos:provides>
+{}  </vos:provides>
+  <vos:contains>
+{}  </vos:contains>
+</vos:properties>
+"#,
+        crate::xml::NS,
+        list(&accepts),
+        list(&provides),
+        list(&provides)
     );
     ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], body).into_response()
 }

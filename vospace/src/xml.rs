@@ -143,10 +143,17 @@ fn node_body(out: &mut String, n: &Node, indent: &str, space: Option<&Space>) {
 }
 
 /// A node document; for a container, with `children` listed (each with its properties).
+/// How much a listing says of each child (`detail=min`: its URI and type only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    Min,
+    Max,
+}
+
 pub fn node_document(
     n: &Node,
     naming: &Naming,
-    children: Option<&[Node]>,
+    children: Option<(&[Node], Detail)>,
     space: Option<&Space>,
 ) -> String {
     let mut out = String::with_capacity(2048);
@@ -160,15 +167,15 @@ pub fn node_document(
     node_body(&mut out, n, "  ", space);
     if n.kind == Kind::Container {
         match children {
-            Some(kids) if !kids.is_empty() => {
+            Some((kids, detail)) if !kids.is_empty() => {
                 out.push_str("  <vos:nodes>\n");
                 for c in kids {
-                    let _ = writeln!(
-                        out,
-                        r#"    <vos:node uri="{}" xsi:type="{}">"#,
-                        escape(naming.uri(c)),
-                        c.kind.xsi_type()
-                    );
+                    let (uri, t) = (escape(naming.uri(c)), c.kind.xsi_type());
+                    if detail == Detail::Min {
+                        let _ = writeln!(out, r#"    <vos:node uri="{uri}" xsi:type="{t}"/>"#);
+                        continue;
+                    }
+                    let _ = writeln!(out, r#"    <vos:node uri="{uri}" xsi:type="{t}">"#);
                     node_body(&mut out, c, "      ", None);
                     out.push_str("    </vos:node>\n");
                 }
