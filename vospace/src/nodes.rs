@@ -119,7 +119,7 @@ pub(crate) async fn get_node(
 /// Property changes: a value to set, or None to remove.
 pub(crate) type PropChanges = BTreeMap<String, Option<String>>;
 
-pub(crate) fn split_props(
+fn split_props(
     current: &Access,
     props: &PropChanges,
 ) -> Result<(Option<Access>, PropChanges), Fault> {
@@ -259,21 +259,34 @@ pub(crate) async fn post_node(
     if path.segments().is_empty() {
         return Err(Fault::refuse(p, "change the root".into()));
     }
-    let (access, props) = split_props(&node.access, &doc.props)?;
-    if access.as_ref().is_some_and(|a| *a != node.access) && !node.can_share(p) {
-        return Err(Fault::refuse(p, format!("change who may access {path}")));
-    }
-    if !props.is_empty() && !node.can_write(p) {
-        return Err(Fault::refuse(p, format!("change {path}")));
-    }
-    let access = access.unwrap_or(node.access);
-    let updated = v
-        .blocking(move |s| s.update(&path, &access, &props))
-        .await?;
+    let updated = change_props(&v, node, &doc.props, p).await?;
     Ok(xml(
         StatusCode::OK,
         node_document(&updated, &v.naming, None, None),
     ))
+}
+
+/// Applies a client's property changes to `node`: who may access it only by those who may
+/// share it, other properties by those who may write it.
+pub(crate) async fn change_props(
+    v: &VoSpace,
+    node: Node,
+    changes: &PropChanges,
+    p: Option<&Principal>,
+) -> Result<Node, Fault> {
+    let (access, props) = split_props(&node.access, changes)?;
+    if access.as_ref().is_some_and(|a| *a != node.access) && !node.can_share(p) {
+        return Err(Fault::refuse(
+            p,
+            format!("change who may access {}", node.path),
+        ));
+    }
+    if !props.is_empty() && !node.can_write(p) {
+        return Err(Fault::refuse(p, format!("change {}", node.path)));
+    }
+    let access = access.unwrap_or(node.access);
+    let path = node.path;
+    v.blocking(move |s| s.update(&path, &access, &props)).await
 }
 
 /// `DELETE /vospace/nodes/{path}`: removes the node and everything below it.

@@ -175,6 +175,17 @@ impl Fault {
     }
 }
 
+/// The authentication layer's refusals, in VOSpace's words: 401 for anonymous callers,
+/// 403 for credentials that cannot do what was asked.
+impl From<aster_protocols::auth::Denied> for Fault {
+    fn from(d: aster_protocols::auth::Denied) -> Self {
+        match d {
+            aster_protocols::auth::Denied::Anonymous(what) => Fault::Anonymous(what.to_string()),
+            aster_protocols::auth::Denied::Forbidden(why) => Fault::Denied(why),
+        }
+    }
+}
+
 impl IntoResponse for Fault {
     fn into_response(self) -> Response {
         let status = self.status();

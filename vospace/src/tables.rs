@@ -17,6 +17,7 @@ use aster_archive::query::QueryEngine;
 use aster_archive::user_tables::{
     Sidecar, TableAccess, UserTableError, UserTables, import, owner_of, schema_of, valid_table_name,
 };
+use aster_protocols::auth::{may_write, signed_in};
 use axum::extract::{Multipart, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -67,20 +68,6 @@ fn table_fault(e: UserTableError) -> Fault {
     }
 }
 
-fn caller<'a>(
-    p: &'a Option<Extension<Principal>>,
-    what: &str,
-    write: bool,
-) -> Result<&'a Principal, Fault> {
-    match p.as_deref() {
-        None => Err(Fault::Anonymous(what.to_string())),
-        Some(p) if write && !p.scopes.write => Err(Fault::Denied(format!(
-            "this token is read-only: {what} needs the write scope"
-        ))),
-        Some(p) => Ok(p),
-    }
-}
-
 #[derive(serde::Serialize)]
 struct Listed {
     table: String,
@@ -91,7 +78,7 @@ struct Listed {
 }
 
 async fn list(State(t): State<Tables>, p: Option<Extension<Principal>>) -> Result<Response, Fault> {
-    let p = caller(&p, "list your tables", false)?;
+    let p = signed_in(p.as_deref(), "your tables")?;
     let tables = t
         .engine
         .store()
@@ -162,7 +149,7 @@ async fn create(
     Query(q): Query<Sources>,
     multipart: Option<Multipart>,
 ) -> Result<Response, Fault> {
-    let p = caller(&p, "make tables", true)?;
+    let p = may_write(p.as_deref(), "making tables")?;
     valid_table_name(&name).map_err(table_fault)?;
     let mut file: Option<(String, Bytes)> = None;
     let mut sidecar_text: Option<String> = None;
@@ -266,7 +253,7 @@ async fn drop_table(
     p: Option<Extension<Principal>>,
     Path(name): Path<String>,
 ) -> Result<Response, Fault> {
-    let p = caller(&p, "drop tables", true)?;
+    let p = may_write(p.as_deref(), "dropping tables")?;
     let schema = owned(&t, p, &name).await?;
     t.engine
         .store()
@@ -285,7 +272,7 @@ async fn set_access(
     Path(name): Path<String>,
     Json(access): Json<TableAccess>,
 ) -> Result<Response, Fault> {
-    let p = caller(&p, "share tables", true)?;
+    let p = may_write(p.as_deref(), "sharing tables")?;
     let schema = owned(&t, p, &name).await?;
     t.acl.set(&schema, &name, &access).map_err(table_fault)?;
     t.engine.invalidate().await;

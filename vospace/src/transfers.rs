@@ -408,20 +408,7 @@ async fn execute(v: &VoSpace, p: Option<&Principal>, job: &Job) -> Result<Option
             let top = NodePath::from_uri(doc.uri.as_deref().unwrap_or_default())?;
             let nodes = v.blocking(move |s| s.subtree(&top)).await?;
             for n in nodes {
-                let (access, props) = crate::nodes::split_props(&n.access, &doc.props)?;
-                if access.as_ref().is_some_and(|a| *a != n.access) && !n.can_share(p) {
-                    return Err(Fault::refuse(
-                        p,
-                        format!("change who may access {}", n.path),
-                    ));
-                }
-                if !props.is_empty() && !n.can_write(p) {
-                    return Err(Fault::refuse(p, format!("change {}", n.path)));
-                }
-                let access = access.unwrap_or(n.access);
-                let path = n.path.clone();
-                v.blocking(move |s| s.update(&path, &access, &props).map(|_| ()))
-                    .await?;
+                crate::nodes::change_props(v, n, &doc.props, p).await?;
             }
             Ok(None)
         }

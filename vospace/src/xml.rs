@@ -293,11 +293,7 @@ pub fn parse_node(xml: &str) -> Result<NodeDoc, DocError> {
                 text.push_str(&t.decode().map_err(|e| err(e.to_string()))?);
             }
             Event::GeneralRef(g) if current_prop.is_some() || in_target => {
-                let name = g.decode().map_err(|e| err(e.to_string()))?;
-                let entity = format!("&{name};");
-                let resolved =
-                    quick_xml::escape::unescape(&entity).map_err(|e| err(e.to_string()))?;
-                text.push_str(&resolved);
+                text.push_str(&entity(&g).map_err(err)?);
             }
             Event::End(ref e) => {
                 depth = depth.saturating_sub(1);
@@ -370,7 +366,7 @@ pub fn parse_transfer(xml: &str) -> Result<TransferDoc, DocError> {
                     continue;
                 }
                 if l == b"protocol" || l == b"view" {
-                    take_uri(&e, &l, &mut protocols, &mut view)?;
+                    take_uri(&e, &l, &mut protocols, &mut view);
                 }
                 current = Some(l);
                 text.clear();
@@ -378,18 +374,12 @@ pub fn parse_transfer(xml: &str) -> Result<TransferDoc, DocError> {
             Event::Empty(e) => {
                 let name = e.name();
                 let l = local(name.as_ref()).to_vec();
-                take_uri(&e, &l, &mut protocols, &mut view)?;
+                take_uri(&e, &l, &mut protocols, &mut view);
             }
             Event::Text(t) if current.is_some() => {
                 text.push_str(&t.decode().map_err(|e| err(e.to_string()))?);
             }
-            Event::GeneralRef(g) => {
-                let name = g.decode().map_err(|e| err(e.to_string()))?;
-                let entity = format!("&{name};");
-                text.push_str(
-                    &quick_xml::escape::unescape(&entity).map_err(|e| err(e.to_string()))?,
-                );
-            }
+            Event::GeneralRef(g) => text.push_str(&entity(&g).map_err(err)?),
             Event::End(_) => {
                 match current.take().as_deref() {
                     Some(b"target") => target = Some(text.trim().to_string()),
@@ -418,7 +408,7 @@ fn take_uri(
     local_name: &[u8],
     protocols: &mut Vec<String>,
     view: &mut Option<String>,
-) -> Result<(), DocError> {
+) {
     let uri = e
         .attributes()
         .flatten()
@@ -429,7 +419,14 @@ fn take_uri(
         (b"view", Some(u)) => *view = Some(u),
         _ => {}
     }
-    Ok(())
+}
+
+/// The text an entity reference (`&amp;`, `&#233;`) stands for.
+fn entity(g: &quick_xml::events::BytesRef<'_>) -> Result<String, String> {
+    let name = g.decode().map_err(|e| e.to_string())?;
+    quick_xml::escape::unescape(&format!("&{name};"))
+        .map(|t| t.into_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// A transfer document with the endpoints the client should use, one per protocol.
