@@ -18,6 +18,7 @@ pub mod characterize;
 pub mod coadd;
 pub mod deblend;
 pub mod detection;
+pub mod diffim;
 pub mod galaxy;
 pub mod hips;
 pub mod image;
