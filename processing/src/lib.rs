@@ -10,6 +10,7 @@
 //! [`scene`] with [`galaxy`] profiles. Coadds: [`skymap`] cuts the sky into patches,
 //! [`warp`] resamples exposures onto them and [`coadd`] combines the warps; [`hips`] cuts
 //! images into HiPS tiles and [`stretch`] maps their values to display levels and colours.
+pub mod association;
 pub mod background;
 pub mod calib;
 pub mod camera;
@@ -18,6 +19,7 @@ pub mod characterize;
 pub mod coadd;
 pub mod deblend;
 pub mod detection;
+pub mod dia;
 pub mod diffim;
 pub mod galaxy;
 pub mod hips;
