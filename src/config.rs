@@ -156,6 +156,10 @@ pub struct DemoConfig {
     pub image_visits: usize,
     pub image_ccds: usize,
     pub image_ccd_size: usize,
+    /// The demo's night of alert production (`aster night run`): visits (0 for none) and
+    /// CCD size in pixels.
+    pub night_visits: usize,
+    pub night_ccd_size: usize,
 }
 
 impl Default for Config {
@@ -201,6 +205,8 @@ impl Default for DemoConfig {
             image_visits: 4,
             image_ccds: 2,
             image_ccd_size: 2048,
+            night_visits: 4,
+            night_ccd_size: 1024,
         }
     }
 }

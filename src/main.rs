@@ -13,6 +13,7 @@ mod download;
 mod hips;
 mod hips_catalog;
 mod identity;
+mod night;
 mod pipeline;
 mod regenerate;
 mod server;
@@ -147,6 +148,11 @@ enum Command {
         #[command(subcommand)]
         command: IngestCommand,
     },
+    /// Alert production: the Level 1 chain over a night of visits.
+    Night {
+        #[command(subcommand)]
+        command: NightCommand,
+    },
     /// Coadds on the sky map (HEALPix patches).
     Coadd {
         #[command(subcommand)]
@@ -210,6 +216,37 @@ enum HipsCommand {
         /// Deepest order.
         #[arg(long, default_value_t = 10)]
         max_order: u8,
+    },
+}
+
+#[derive(Subcommand)]
+enum NightCommand {
+    /// Simulate a night of visits to one field (stars, periodic variables, injected
+    /// transients) and run each through templates, difference imaging, DIASources,
+    /// association and forced photometry into ap.DiaSource, ap.DiaObject and
+    /// ap.DiaForcedSource, recording the truth, the DIASources and each visit's latency
+    /// under the output directory.
+    Run {
+        /// Visits of the night.
+        #[arg(long, default_value_t = 6)]
+        visits: usize,
+        /// CCD side, pixels.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        #[arg(long, default_value_t = 600)]
+        stars: usize,
+        #[arg(long, default_value_t = 40)]
+        variables: usize,
+        #[arg(long, default_value_t = 80)]
+        transients: usize,
+        /// Earlier exposures of the field the templates are coadded from.
+        #[arg(long, default_value_t = 4)]
+        template_visits: usize,
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+        /// Where the run's records go [default: <data dir>/night].
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -609,6 +646,44 @@ fn main() -> Result<()> {
                 let store = server::open_store(&config)?;
                 let (rows, tiles) = hips_catalog::build(&config.data_dir, &store, &opts).await?;
                 println!("{}: {rows} rows in {tiles} tiles", opts.id);
+                Ok(())
+            }
+            Command::Night {
+                command:
+                    NightCommand::Run {
+                        visits,
+                        size,
+                        stars,
+                        variables,
+                        transients,
+                        template_visits,
+                        seed,
+                        out,
+                    },
+            } => {
+                let store = server::open_store(&config)?;
+                let spec = night::NightSpec {
+                    seed,
+                    visits,
+                    size,
+                    stars,
+                    variables,
+                    transients,
+                    template_visits,
+                    out: out.unwrap_or_else(|| config.data_dir.join("night")),
+                };
+                let s = night::run(&store, &spec).await?;
+                let mut l = s.latencies.clone();
+                l.sort_by(f64::total_cmp);
+                println!(
+                    "{} visits, {} DIASources, {} DIAObjects; latency per CCD p50 {:.2} s, max {:.2} s; records in {}",
+                    s.visits,
+                    s.dia_sources,
+                    s.dia_objects,
+                    l.get(l.len() / 2).copied().unwrap_or(f64::NAN),
+                    l.last().copied().unwrap_or(f64::NAN),
+                    spec.out.display()
+                );
                 Ok(())
             }
             Command::Coadd {

@@ -52,6 +52,28 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
     if with_demo && config.demo.image_visits > 0 {
         demo::build_images(&config, &store, &registry).await?;
     }
+    let night = config.data_dir.join("night");
+    if with_demo && config.demo.night_visits > 0 && !night.join("latency.jsonl").exists() {
+        tracing::info!(
+            visits = config.demo.night_visits,
+            "the demo's night of alert production"
+        );
+        let s = crate::night::run(
+            &store,
+            &crate::night::NightSpec {
+                visits: config.demo.night_visits,
+                size: config.demo.night_ccd_size,
+                out: night,
+                ..crate::night::NightSpec::default()
+            },
+        )
+        .await?;
+        tracing::info!(
+            dia_sources = s.dia_sources,
+            dia_objects = s.dia_objects,
+            "alert production done"
+        );
+    }
     if with_demo {
         demo::publish_schedule(&config.data_dir)?;
         // The Object table as a catalog HiPS, for overlays in Aladin and the portal.

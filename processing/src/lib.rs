@@ -35,6 +35,7 @@ pub mod single_frame;
 pub mod sky;
 pub mod skymap;
 pub mod stretch;
+pub mod template;
 #[cfg(test)]
 mod testkit;
 pub mod tpv;

@@ -1,0 +1,590 @@
+//! `aster night run`: alert production over a simulated night (DMS-REQ-0004, 0010, 0269 to
+//! 0272, 0280, 0312, 0317). A field of stars, periodic variables and injected transients is
+//! observed by a run of visits; each visit's calibrated CCD image (rendered by the
+//! simulator: the raw-to-calexp steps are `aster pipeline run`'s) goes through the Level 1
+//! chain as it arrives: background, template (a coadd of the field's exposures from the
+//! epoch window before it), Alard-Lupton difference, DIASources, association into
+//! DIAObjects, forced photometry of every DIAObject on the difference and the visit image,
+//! and the rows of `ap.DiaSource`, `ap.DiaObject` (a new version of each updated object,
+//! dated by `validityStartMjdTai`, as Rubin's APDB keeps them) and `ap.DiaForcedSource`,
+//! queryable in TAP when the visit is done.
+//!
+//! Beside the tables, the run directory keeps what the figures script
+//! (`tests/alert_figures.py`) measures the chain with: the truth of every changing object on
+//! every visit with its true difference-image SNR, every DIASource, and each visit's latency
+//! per stage.
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use aster_archive::catalog::{CatalogStore, DEFAULT_MAX_ROWS};
+use aster_archive::schema::builtin_schemas;
+use aster_processing::association::{AssociationConfig, Associator};
+use aster_processing::background::Background;
+use aster_processing::dia::{DiaConfig, DiaSource, detect_dia_sources};
+use aster_processing::diffim::{DiffimConfig, subtract};
+use aster_processing::image::Exposure;
+use aster_processing::measurement::fit_psf_fluxes;
+use aster_processing::render::{PIXEL_SCALE, render};
+use aster_processing::sky::{BANDS, SimObject, SimVisit, Variability, mag_to_njy};
+use aster_processing::skymap::PixelGrid;
+use aster_processing::template::{TemplateConfig, TemplateInput, build_template};
+use aster_processing::wcs::SkyCoord;
+use rand::{Rng, SeedableRng};
+
+use crate::tables::Columns;
+
+/// What night to simulate.
+#[derive(Debug, Clone)]
+pub struct NightSpec {
+    pub seed: u64,
+    /// Science visits of the night.
+    pub visits: usize,
+    /// CCD side, pixels.
+    pub size: usize,
+    pub stars: usize,
+    pub variables: usize,
+    pub transients: usize,
+    /// Exposures of the field in the year before, for the template.
+    pub template_visits: usize,
+    /// Where the run's records go.
+    pub out: PathBuf,
+}
+
+impl Default for NightSpec {
+    fn default() -> Self {
+        Self {
+            seed: 2026,
+            visits: 6,
+            size: 1024,
+            stars: 600,
+            variables: 40,
+            transients: 80,
+            template_visits: 4,
+            out: PathBuf::from("night"),
+        }
+    }
+}
+
+/// The field's centre: inside the demo release's footprint.
+const FIELD: (f64, f64) = (62.4, -36.6);
+/// The night's first visit starts at this MJD.
+const NIGHT_MJD: f64 = 61_010.1;
+/// Visit numbers of the night, apart from the demo release's.
+const FIRST_VISIT: i64 = 9_000_000;
+/// DIAObject ids of the night, apart from the demo release's.
+const FIRST_DIA_OBJECT: i64 = 3_000_000_000_000;
+/// Object ids of injected transients and variables (for the truth tables).
+const FIRST_VARIABLE: i64 = 8_000_000_000;
+const FIRST_TRANSIENT: i64 = 9_000_000_000;
+
+/// The field: stars, periodic variables, and transients peaking within days of the night,
+/// apart from each other by 4 arcsec.
+fn population(spec: &NightSpec) -> Vec<SimObject> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed);
+    let half = spec.size as f64 * PIXEL_SCALE / 3600.0 / 2.0 * 0.95;
+    let cosd = FIELD.1.to_radians().cos();
+    let object = |id, ra, dec, mag: f64, variability| SimObject {
+        id,
+        ra,
+        dec,
+        is_star: true,
+        flux: [mag_to_njy(mag); 6],
+        size: 0.0,
+        variability,
+        pm_ra: 0.0,
+        pm_dec: 0.0,
+        parallax: 0.0,
+    };
+    let place = |rng: &mut rand_chacha::ChaCha8Rng| {
+        (
+            FIELD.0 + rng.random_range(-half..half) / cosd,
+            FIELD.1 + rng.random_range(-half..half),
+        )
+    };
+    let mut out = Vec::new();
+    for i in 0..spec.stars {
+        let (ra, dec) = place(&mut rng);
+        out.push(object(
+            i as i64 + 1,
+            ra,
+            dec,
+            rng.random_range(17.0..24.0),
+            None,
+        ));
+    }
+    let mut changing: Vec<(f64, f64)> = Vec::new();
+    let mut apart = |rng: &mut rand_chacha::ChaCha8Rng| loop {
+        let (ra, dec) = place(rng);
+        let far = changing
+            .iter()
+            .all(|(r, d)| ((r - ra) * cosd).hypot(d - dec) * 3600.0 > 4.0);
+        if far {
+            changing.push((ra, dec));
+            return (ra, dec);
+        }
+    };
+    for i in 0..spec.variables {
+        let (ra, dec) = apart(&mut rng);
+        let v = Variability::Periodic {
+            period: rng.random_range(0.2..10.0),
+            amplitude: rng.random_range(0.1..0.5),
+            phase: rng.random_range(0.0..std::f64::consts::TAU),
+        };
+        out.push(object(
+            FIRST_VARIABLE + i as i64,
+            ra,
+            dec,
+            rng.random_range(18.0..22.0),
+            Some(v),
+        ));
+    }
+    for i in 0..spec.transients {
+        let (ra, dec) = apart(&mut rng);
+        let v = Variability::Transient {
+            peak_mjd: NIGHT_MJD + rng.random_range(-5.0..5.0),
+            peak_flux: mag_to_njy(rng.random_range(20.0..25.0)),
+            rise: 5.0,
+            fall: 20.0,
+        };
+        // Hosts too faint to see: the transient is what changes.
+        out.push(object(FIRST_TRANSIENT + i as i64, ra, dec, 29.0, Some(v)));
+    }
+    out
+}
+
+fn visit(id: i64, mjd: f64, band: usize, seeing: f64, depth_offset: f64, airmass: f64) -> SimVisit {
+    SimVisit {
+        visit: id,
+        band,
+        ra: FIELD.0,
+        dec: FIELD.1,
+        sky_rotation: 0.0,
+        mjd_start: mjd,
+        exp_time: 30.0,
+        airmass,
+        seeing,
+        depth_offset,
+        altitude: (1.0 / airmass).asin().to_degrees(),
+        azimuth: 180.0,
+    }
+}
+
+/// A rendered visit, background subtracted, with the truth on it.
+fn calexp(
+    v: &SimVisit,
+    objects: &[SimObject],
+    size: usize,
+    seed: u64,
+) -> Result<(Exposure, Vec<aster_processing::render::TruthEntry>)> {
+    let (mut e, truth) = render(v, FIELD.0, FIELD.1, size, objects, seed);
+    let bg = Background::estimate(e.image(), e.mask(), 128).context("background")?;
+    let (img, _, _) = e.planes_mut();
+    bg.subtract_from(img).context("background")?;
+    Ok((e, truth))
+}
+
+async fn ensure_ap_tables(store: &CatalogStore) -> Result<()> {
+    for s in builtin_schemas().iter().filter(|s| s.name == "ap") {
+        for t in &s.tables {
+            if store.manifest(&s.name, &t.name).await?.is_none() {
+                store
+                    .create_table(&s.name, t, DEFAULT_MAX_ROWS)
+                    .await
+                    .with_context(|| format!("creating ap.{}", t.name))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a run measured, for the command's summary.
+#[derive(Debug, Default)]
+pub struct NightSummary {
+    pub visits: usize,
+    pub dia_sources: usize,
+    pub dia_objects: usize,
+    pub latencies: Vec<f64>,
+}
+
+/// Runs the night: templates first, then each visit through the chain as it arrives.
+pub async fn run(store: &CatalogStore, spec: &NightSpec) -> Result<NightSummary> {
+    ensure_ap_tables(store).await?;
+    std::fs::create_dir_all(&spec.out)
+        .with_context(|| format!("creating {}", spec.out.display()))?;
+    let objects = population(spec);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed ^ 0xa11e);
+    let band = 2;
+    // The field's earlier exposures, from which each visit's template is coadded.
+    let earlier: Vec<(SimVisit, Exposure)> = (0..spec.template_visits)
+        .map(|k| {
+            let v = visit(
+                FIRST_VISIT - 1_000 + k as i64,
+                NIGHT_MJD - 300.0 + 7.0 * k as f64,
+                band,
+                rng.random_range(0.6..0.75),
+                rng.random_range(-0.1..0.2),
+                rng.random_range(1.05..1.3),
+            );
+            calexp(&v, &objects, spec.size, spec.seed).map(|(e, _)| (v, e))
+        })
+        .collect::<Result<_>>()?;
+    let template_truth: std::collections::HashMap<i64, f64> = {
+        // The template's flux of each object: the mean over its inputs.
+        let mut sum: std::collections::HashMap<i64, f64> = Default::default();
+        for (v, _) in &earlier {
+            for o in &objects {
+                *sum.entry(o.id).or_default() += o.flux_at(v.band, v.mjd_mid());
+            }
+        }
+        sum.into_iter()
+            .map(|(k, s)| (k, s / earlier.len().max(1) as f64))
+            .collect()
+    };
+    let mut associator = Associator::new(AssociationConfig::default());
+    let mut next_object = FIRST_DIA_OBJECT;
+    let mut truth_out = csv(
+        &spec.out.join("truth.csv"),
+        "visit,id,kind,x,y,delta_flux,snr",
+    )?;
+    let mut sources_out = csv(
+        &spec.out.join("dia_sources.csv"),
+        "visit,diaSourceId,diaObjectId,x,y,ra,dec,snr,psfFlux,psfFluxErr,isNegative,spuriousness,dipole",
+    )?;
+    let mut latency_out = std::fs::File::create(spec.out.join("latency.jsonl"))?;
+    let mut summary = NightSummary::default();
+    for k in 0..spec.visits {
+        let v = visit(
+            FIRST_VISIT + k as i64,
+            NIGHT_MJD + k as f64 * 40.0 / 86_400.0,
+            band,
+            rng.random_range(0.7..1.2),
+            rng.random_range(-0.3..0.2),
+            rng.random_range(1.05..1.4),
+        );
+        let mut stages: Vec<(&str, f64)> = Vec::new();
+        // The visit's calibrated image "arrives": from here on the latency counts.
+        let (science, truth) = calexp(&v, &objects, spec.size, spec.seed)?;
+        let readout = Instant::now();
+        let mut clock = readout;
+        let mut lap = |name: &'static str, stages: &mut Vec<(&str, f64)>| {
+            stages.push((name, clock.elapsed().as_secs_f64()));
+            clock = Instant::now();
+        };
+        let calib = science
+            .photo_calib
+            .context("the calexp has no calibration")?;
+        let wcs = science.wcs.clone().context("the calexp has no WCS")?;
+        let grid = PixelGrid::new(wcs.clone(), spec.size, spec.size);
+        let inputs: Vec<TemplateInput> = earlier
+            .iter()
+            .map(|(ev, e)| TemplateInput {
+                exposure: e,
+                mjd: ev.mjd_mid(),
+                airmass: ev.airmass,
+                band: ev.band,
+            })
+            .collect();
+        let template = build_template(
+            &inputs,
+            band,
+            v.mjd_mid(),
+            &grid,
+            &TemplateConfig::default(),
+        )?
+        .in_calibration(calib);
+        lap("template", &mut stages);
+        let diff = subtract(&science, &template, &DiffimConfig::default())?;
+        lap("difference", &mut stages);
+        let sources =
+            detect_dia_sources(&diff.exposure, &science, &template, &DiaConfig::default())?;
+        lap("detect_measure", &mut stages);
+        let assoc = associator.associate(&sources, band, v.mjd_mid(), || {
+            next_object += 1;
+            next_object
+        });
+        lap("associate", &mut stages);
+        // Forced photometry of every DIAObject on this image, on the difference and the
+        // visit image.
+        let psf = diff
+            .exposure
+            .psf
+            .clone()
+            .context("the difference has no PSF")?;
+        let sci_psf = science.psf.clone().context("the calexp has no PSF")?;
+        let mut forced = Vec::new();
+        for o in associator.objects() {
+            let Some(p) = SkyCoord::new(o.ra, o.dec).and_then(|s| wcs.sky_to_pixel(s).ok()) else {
+                continue;
+            };
+            if p.x < 0.0 || p.y < 0.0 || p.x >= spec.size as f64 || p.y >= spec.size as f64 {
+                continue;
+            }
+            let on_diff = fit_psf_fluxes(&diff.exposure, &psf, &[(p.x, p.y)]);
+            let on_visit = fit_psf_fluxes(&science, &sci_psf, &[(p.x, p.y)]);
+            if let (Some(d), Some(s)) = (on_diff, on_visit) {
+                forced.push((o.id, o.ra, o.dec, d[0], s[0]));
+            }
+        }
+        lap("forced", &mut stages);
+        let mjd = v.mjd_mid();
+        let ids: Vec<i64> = (0..sources.len())
+            .map(|i| v.visit * 100_000 + i as i64)
+            .collect();
+        let updated: Vec<i64> = assoc.iter().map(|a| a.dia_object_id).collect();
+        store
+            .append(
+                "ap",
+                "DiaSource",
+                &[dia_source_batch(&sources, &ids, &assoc_ids(&assoc), &v)?],
+            )
+            .await?;
+        store
+            .append(
+                "ap",
+                "DiaObject",
+                &[dia_object_batch(&associator, &updated, mjd)?],
+            )
+            .await?;
+        store
+            .append("ap", "DiaForcedSource", &[forced_batch(&forced, &v)?])
+            .await?;
+        lap("write", &mut stages);
+        let total = readout.elapsed().as_secs_f64();
+
+        // The records the figures are made from (after the clock stopped).
+        for t in &truth {
+            let kind = if t.id >= FIRST_TRANSIENT {
+                "transient"
+            } else if t.id >= FIRST_VARIABLE {
+                "variable"
+            } else {
+                "star"
+            };
+            let delta = t.flux_njy - template_truth.get(&t.id).copied().unwrap_or(0.0);
+            let err =
+                fit_psf_fluxes(&diff.exposure, &psf, &[(t.x, t.y)]).map_or(f64::NAN, |f| f[0].err);
+            writeln!(
+                truth_out,
+                "{},{},{kind},{:.3},{:.3},{:.3},{:.3}",
+                v.visit,
+                t.id,
+                t.x,
+                t.y,
+                delta,
+                delta / err
+            )?;
+        }
+        for ((s, id), a) in sources.iter().zip(&ids).zip(&assoc) {
+            writeln!(
+                sources_out,
+                "{},{id},{},{:.3},{:.3},{:.8},{:.8},{:.3},{:.3},{:.3},{},{:.3},{}",
+                v.visit,
+                a.dia_object_id,
+                s.x,
+                s.y,
+                s.ra,
+                s.dec,
+                s.snr,
+                s.psf_flux.value,
+                s.psf_flux.err,
+                s.is_negative,
+                s.spuriousness,
+                s.flags.dipole
+            )?;
+        }
+        let record = serde_json::json!({
+            "visit": v.visit,
+            "detector": 0,
+            "dia_sources": sources.len(),
+            "stamps": diff.stamps_used,
+            "direction": format!("{:?}", diff.direction),
+            "seconds": total,
+            "stages": stages.iter().map(|(n, s)| (n.to_string(), serde_json::json!(s))).collect::<serde_json::Map<_, _>>(),
+        });
+        writeln!(latency_out, "{record}")?;
+        tracing::info!(
+            visit = v.visit,
+            dia_sources = sources.len(),
+            seconds = format!("{total:.2}"),
+            "visit processed"
+        );
+        summary.visits += 1;
+        summary.dia_sources += sources.len();
+        summary.latencies.push(total);
+    }
+    truth_out.flush()?;
+    sources_out.flush()?;
+    summary.dia_objects = associator.objects().len();
+    Ok(summary)
+}
+
+fn csv(path: &Path, header: &str) -> Result<std::io::BufWriter<std::fs::File>> {
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    writeln!(f, "{header}")?;
+    Ok(f)
+}
+
+fn assoc_ids(a: &[aster_processing::association::Association]) -> Vec<i64> {
+    a.iter().map(|a| a.dia_object_id).collect()
+}
+
+fn dia_source_batch(
+    s: &[DiaSource],
+    ids: &[i64],
+    objects: &[i64],
+    v: &SimVisit,
+) -> Result<arrow::array::RecordBatch> {
+    let n = s.len();
+    let mut c = Columns::default();
+    c.i64("diaSourceId", ids.iter().map(|i| Some(*i)).collect())
+        .i64("visit", vec![Some(v.visit); n])
+        .i32("detector", vec![Some(0); n])
+        .i64("diaObjectId", objects.iter().map(|i| Some(*i)).collect())
+        .f64("midpointMjdTai", vec![Some(v.mjd_mid()); n])
+        .f64("ra", s.iter().map(|d| Some(d.ra)).collect())
+        .f64("dec", s.iter().map(|d| Some(d.dec)).collect())
+        .f32("raErr", s.iter().map(|d| Some(d.ra_err as f32)).collect())
+        .f32("decErr", s.iter().map(|d| Some(d.dec_err as f32)).collect())
+        .f32("x", s.iter().map(|d| Some(d.x as f32)).collect())
+        .f32("y", s.iter().map(|d| Some(d.y as f32)).collect())
+        .f32(
+            "apFlux",
+            s.iter().map(|d| Some(d.ap_flux.value as f32)).collect(),
+        )
+        .f32(
+            "apFluxErr",
+            s.iter().map(|d| Some(d.ap_flux.err as f32)).collect(),
+        )
+        .f32("snr", s.iter().map(|d| Some(d.snr as f32)).collect())
+        .f32(
+            "psfFlux",
+            s.iter().map(|d| Some(d.psf_flux.value as f32)).collect(),
+        )
+        .f32(
+            "psfFluxErr",
+            s.iter().map(|d| Some(d.psf_flux.err as f32)).collect(),
+        )
+        .f32(
+            "scienceFlux",
+            s.iter()
+                .map(|d| Some(d.science_flux.value as f32))
+                .collect(),
+        )
+        .f32(
+            "scienceFluxErr",
+            s.iter().map(|d| Some(d.science_flux.err as f32)).collect(),
+        )
+        .str("band", vec![Some(BANDS[v.band].to_string()); n])
+        .bool(
+            "isNegative",
+            s.iter().map(|d| Some(d.is_negative)).collect(),
+        )
+        .f32(
+            "reliability",
+            s.iter()
+                .map(|d| Some((1.0 - d.spuriousness) as f32))
+                .collect(),
+        )
+        .f32(
+            "extendedness",
+            s.iter().map(|d| d.extendedness.map(|e| e as f32)).collect(),
+        );
+    c.batch()
+}
+
+/// New versions of the DIAObjects a visit updated.
+fn dia_object_batch(a: &Associator, ids: &[i64], mjd: f64) -> Result<arrow::array::RecordBatch> {
+    let objects: Vec<_> = ids.iter().filter_map(|i| a.get(*i)).collect();
+    let mut c = Columns::default();
+    c.i64("diaObjectId", objects.iter().map(|o| Some(o.id)).collect())
+        .f64("validityStartMjdTai", vec![Some(mjd); objects.len()])
+        .f64("ra", objects.iter().map(|o| Some(o.ra)).collect())
+        .f32(
+            "raErr",
+            objects.iter().map(|o| Some(o.ra_err as f32)).collect(),
+        )
+        .f64("dec", objects.iter().map(|o| Some(o.dec)).collect())
+        .f32(
+            "decErr",
+            objects.iter().map(|o| Some(o.dec_err as f32)).collect(),
+        )
+        .f64(
+            "firstDiaSourceMjdTai",
+            objects.iter().map(|o| Some(o.first_mjd)).collect(),
+        )
+        .f64(
+            "lastDiaSourceMjdTai",
+            objects.iter().map(|o| Some(o.last_mjd)).collect(),
+        )
+        .i32(
+            "nDiaSources",
+            objects
+                .iter()
+                .map(|o| Some(o.n_dia_sources as i32))
+                .collect(),
+        );
+    for (b, name) in BANDS.iter().enumerate() {
+        let f = |g: &dyn Fn(&aster_processing::association::BandFluxes) -> Option<f64>| {
+            objects
+                .iter()
+                .map(|o| g(&o.fluxes[b]).map(|v| v as f32))
+                .collect::<Vec<_>>()
+        };
+        c.f32(format!("{name}_psfFluxMean"), f(&|x| x.mean()))
+            .f32(format!("{name}_psfFluxMeanErr"), f(&|x| x.mean_err()))
+            .f32(format!("{name}_psfFluxSigma"), f(&|x| x.sigma()))
+            .i32(
+                format!("{name}_psfFluxNdata"),
+                objects.iter().map(|o| Some(o.fluxes[b].n as i32)).collect(),
+            );
+    }
+    c.batch()
+}
+
+type Forced = (
+    i64,
+    f64,
+    f64,
+    aster_processing::measurement::Flux,
+    aster_processing::measurement::Flux,
+);
+
+fn forced_batch(f: &[Forced], v: &SimVisit) -> Result<arrow::array::RecordBatch> {
+    let n = f.len();
+    let mut c = Columns::default();
+    c.i64(
+        "diaForcedSourceId",
+        f.iter()
+            .enumerate()
+            .map(|(i, _)| Some(v.visit * 1_000_000 + i as i64))
+            .collect(),
+    )
+    .i64("diaObjectId", f.iter().map(|x| Some(x.0)).collect())
+    .f64("ra", f.iter().map(|x| Some(x.1)).collect())
+    .f64("dec", f.iter().map(|x| Some(x.2)).collect())
+    .i64("visit", vec![Some(v.visit); n])
+    .i32("detector", vec![Some(0); n])
+    .f32(
+        "psfFlux",
+        f.iter().map(|x| Some(x.3.value as f32)).collect(),
+    )
+    .f32(
+        "psfFluxErr",
+        f.iter().map(|x| Some(x.3.err as f32)).collect(),
+    )
+    .f64("midpointMjdTai", vec![Some(v.mjd_mid()); n])
+    .f32(
+        "scienceFlux",
+        f.iter().map(|x| Some(x.4.value as f32)).collect(),
+    )
+    .f32(
+        "scienceFluxErr",
+        f.iter().map(|x| Some(x.4.err as f32)).collect(),
+    )
+    .str("band", vec![Some(BANDS[v.band].to_string()); n]);
+    c.batch()
+}

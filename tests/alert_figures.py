@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""The figures of a night of alert production, from the records `aster night run` leaves
+in its output directory (truth.csv, dia_sources.csv, latency.jsonl):
+
+- completeness: the share of injected transients with true difference-image SNR >= 6
+  that produced a DIASource (of the right sign, within 3 pixels, on the same visit);
+- false DIASources per CCD per visit: those within 3 pixels of nothing that changed by
+  more than 2 sigma;
+- association purity for isolated variables (no other object within 5 arcsec): the share
+  of their DIASources whose DIAObject holds that variable's sources only; and how many
+  DIAObjects each variable was split over;
+- latency per CCD from the image's arrival to the rows written, p50 and max, and per stage.
+
+    python tests/alert_figures.py DIR [--check]
+
+With --check it exits 1 when completeness < 95 % or purity < 99 %. Standard library only.
+"""
+import csv
+import json
+import math
+import statistics
+import sys
+from collections import defaultdict
+
+MATCH_PX = 3.0
+ISOLATION_PX = 5.0 / 0.2
+
+
+def read(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def figures(directory):
+    truth = read(f"{directory}/truth.csv")
+    sources = read(f"{directory}/dia_sources.csv")
+    latency = [json.loads(line) for line in open(f"{directory}/latency.jsonl") if line.strip()]
+    by_visit = defaultdict(list)
+    for s in sources:
+        by_visit[s["visit"]].append(s)
+    truth_by_visit = defaultdict(list)
+    for t in truth:
+        truth_by_visit[t["visit"]].append(t)
+
+    def near(s, t):
+        return math.hypot(float(s["x"]) - float(t["x"]), float(s["y"]) - float(t["y"])) < MATCH_PX
+
+    # Completeness over injected transients.
+    expected = found = 0
+    for t in truth:
+        if t["kind"] != "transient":
+            continue
+        snr = float(t["snr"])
+        if not math.isfinite(snr) or snr < 6.0:
+            continue
+        expected += 1
+        if any(near(s, t) and s["isNegative"] == "false" for s in by_visit[t["visit"]]):
+            found += 1
+
+    # False DIASources: near nothing that changed.
+    false = 0
+    for visit, ss in by_visit.items():
+        changed = [t for t in truth_by_visit[visit]
+                   if math.isfinite(float(t["snr"])) and abs(float(t["snr"])) > 2.0]
+        false += sum(1 for s in ss if not any(near(s, t) for t in changed))
+    visits = len(latency)
+
+    # Purity for isolated variables.
+    first = {}
+    for t in truth:
+        first.setdefault(t["id"], t)
+    objects = list(first.values())
+    isolated = set()
+    for t in objects:
+        if t["kind"] != "variable":
+            continue
+        x, y = float(t["x"]), float(t["y"])
+        if all(u is t or math.hypot(float(u["x"]) - x, float(u["y"]) - y) > ISOLATION_PX
+               for u in objects):
+            isolated.add(t["id"])
+    members = defaultdict(list)   # diaObjectId -> truth ids of its sources
+    of_variable = defaultdict(set)  # variable id -> diaObjectIds
+    for visit, ss in by_visit.items():
+        ts = truth_by_visit[visit]
+        for s in ss:
+            best = min(ts, key=lambda t: math.hypot(float(s["x"]) - float(t["x"]),
+                                                    float(s["y"]) - float(t["y"])), default=None)
+            tid = best["id"] if best is not None and near(s, best) else None
+            members[s["diaObjectId"]].append(tid)
+            if tid in isolated:
+                of_variable[tid].add(s["diaObjectId"])
+    assoc_total = assoc_pure = 0
+    for obj, tids in members.items():
+        for tid in tids:
+            if tid in isolated:
+                assoc_total += 1
+                if all(u == tid for u in tids):
+                    assoc_pure += 1
+    split = sum(1 for v in of_variable.values() if len(v) > 1)
+
+    seconds = sorted(r["seconds"] for r in latency)
+    stages = defaultdict(list)
+    for r in latency:
+        for name, s in r["stages"].items():
+            stages[name].append(s)
+    return {
+        "visits": visits,
+        "transients_expected": expected,
+        "transients_found": found,
+        "completeness": found / expected if expected else float("nan"),
+        "false_per_ccd_visit": false / visits if visits else float("nan"),
+        "isolated_variables": len(isolated),
+        "variable_sources": assoc_total,
+        "purity": assoc_pure / assoc_total if assoc_total else float("nan"),
+        "variables_split": split,
+        "latency_p50": statistics.median(seconds) if seconds else float("nan"),
+        "latency_max": seconds[-1] if seconds else float("nan"),
+        "stages": {n: (statistics.median(v), max(v)) for n, v in stages.items()},
+    }
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__)
+        return 2
+    f = figures(argv[1])
+    print(f"visits                              {f['visits']}")
+    print(f"transients with true SNR >= 6       {f['transients_expected']}")
+    print(f"  with a DIASource                  {f['transients_found']}"
+          f"  ({100 * f['completeness']:.1f} %)")
+    print(f"false DIASources per CCD per visit  {f['false_per_ccd_visit']:.2f}")
+    print(f"isolated variables                  {f['isolated_variables']}"
+          f"  ({f['variable_sources']} DIASources)")
+    print(f"association purity                  {100 * f['purity']:.2f} %"
+          f"  ({f['variables_split']} variables split over several DIAObjects)")
+    print(f"latency per CCD                     p50 {f['latency_p50']:.2f} s"
+          f"  max {f['latency_max']:.2f} s")
+    for name, (p50, mx) in f["stages"].items():
+        print(f"  {name:<32}  p50 {p50:.2f} s  max {mx:.2f} s")
+    if "--check" in argv:
+        ok = f["completeness"] >= 0.95 and f["purity"] >= 0.99
+        if not ok:
+            print("FAILED: completeness must be >= 95 % and purity >= 99 %")
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
