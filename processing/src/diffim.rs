@@ -317,63 +317,70 @@ impl MatchingKernel {
 
 /// Separable convolution of `src` (w x h) by `fx` along rows then `fy` along columns,
 /// centred; pixels whose kernel reaches past the edge, or touches a non-finite pixel, are
-/// NaN.
+/// NaN. Each tap is added across a whole row at once (single precision: the images are),
+/// which the compiler turns into vector instructions.
 fn convolve_separable(src: &[f32], w: usize, h: usize, fx: &[f64], fy: &[f64]) -> Vec<f32> {
     let (hx, hy) = (fx.len() / 2, fy.len() / 2);
+    let fx: Vec<f32> = fx.iter().map(|v| *v as f32).collect();
+    let fy: Vec<f32> = fy.iter().map(|v| *v as f32).collect();
     let mut rows = vec![f32::NAN; w * h];
-    crate::image::for_rows(&mut rows, w.max(1), |y, out| {
-        let line = &src[y * w..(y + 1) * w];
-        for x in hx..w.saturating_sub(hx) {
-            let mut s = 0.0f64;
+    if w > 2 * hx {
+        let n = w - 2 * hx;
+        crate::image::for_rows(&mut rows, w, |y, out| {
+            let line = &src[y * w..(y + 1) * w];
+            let dst = &mut out[hx..hx + n];
+            dst.fill(0.0);
             for (k, f) in fx.iter().enumerate() {
-                s += f * line[x + k - hx] as f64;
+                for (d, v) in dst.iter_mut().zip(&line[k..k + n]) {
+                    *d += f * v;
+                }
             }
-            out[x] = s as f32;
-        }
-    });
+        });
+    }
     let mut out = vec![f32::NAN; w * h];
     crate::image::for_rows(&mut out, w.max(1), |y, o| {
         if y < hy || y + hy >= h {
             return;
         }
-        let mut acc = vec![0.0f64; w];
+        o.fill(0.0);
         for (k, f) in fy.iter().enumerate() {
             let r = &rows[(y + k - hy) * w..(y + k - hy + 1) * w];
-            for (a, v) in acc.iter_mut().zip(r) {
-                *a += f * *v as f64;
+            for (a, v) in o.iter_mut().zip(r) {
+                *a += f * v;
             }
-        }
-        for (o, a) in o.iter_mut().zip(acc) {
-            *o = a as f32;
         }
     });
     out
 }
 
 /// Full 2-D convolution by a (2 half + 1)² kernel, NaN where it reaches past the edge.
+/// Taps below a millionth of the largest are left out.
 fn convolve_2d(src: &[f32], w: usize, h: usize, k: &[f64], half: usize) -> Vec<f32> {
     let n = 2 * half + 1;
+    let largest = k.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    // The kernel is applied flipped, as a convolution is.
+    let taps: Vec<(usize, usize, f32)> = (0..n)
+        .flat_map(|r| (0..n).map(move |c| (r, c)))
+        .map(|(r, c)| (r, c, k[(n - 1 - r) * n + (n - 1 - c)]))
+        .filter(|(_, _, v)| v.abs() > 1e-6 * largest)
+        .map(|(r, c, v)| (r, c, v as f32))
+        .collect();
     let mut out = vec![f32::NAN; w * h];
-    crate::image::for_rows(&mut out, w.max(1), |y, o| {
+    if w <= 2 * half {
+        return out;
+    }
+    let m = w - 2 * half;
+    crate::image::for_rows(&mut out, w, |y, o| {
         if y < half || y + half >= h {
             return;
         }
-        let mut acc = vec![0.0f64; w];
-        for r in 0..n {
+        let dst = &mut o[half..half + m];
+        dst.fill(0.0);
+        for &(r, c, kv) in &taps {
             let line = &src[(y + r - half) * w..(y + r - half + 1) * w];
-            for c in 0..n {
-                // The kernel is applied flipped, as a convolution is.
-                let kv = k[(n - 1 - r) * n + (n - 1 - c)];
-                if kv == 0.0 {
-                    continue;
-                }
-                for x in half..w - half {
-                    acc[x] += kv * line[x + c - half] as f64;
-                }
+            for (d, v) in dst.iter_mut().zip(&line[c..c + m]) {
+                *d += kv * v;
             }
-        }
-        for x in half..w.saturating_sub(half) {
-            o[x] = acc[x] as f32;
         }
     });
     out
@@ -762,13 +769,36 @@ pub fn subtract(
     let rimg = reference.image().data();
     let mut matched = vec![0.0f32; w * h];
     let weights = kernel.weight_polynomials(&fns);
+    let order = config.spatial_order;
+    // Powers of the scaled coordinates, once: a basis function's weight at a pixel is
+    // then a few multiply-adds.
+    let upow: Vec<Vec<f32>> = (0..=order)
+        .map(|a| {
+            (0..w)
+                .map(|x| scaled(x as f64, w).powi(a as i32) as f32)
+                .collect()
+        })
+        .collect();
     for (f, wk) in fns.iter().zip(&weights) {
         let conv = convolve_separable(rimg, w, h, &f.fx, &f.fy);
         crate::image::for_rows(&mut matched, w, |y, out| {
             let v = scaled(y as f64, h);
-            for (xx, o) in out.iter_mut().enumerate() {
-                let c = eval_poly(wk, config.spatial_order, scaled(xx as f64, w), v);
-                *o += (c * conv[y * w + xx] as f64) as f32;
+            // The weight's polynomial with this row's v folded in: sum over a of
+            // coef[a] u^a.
+            let mut coef = vec![0.0f64; order + 1];
+            let mut at = 0;
+            for d in 0..=order {
+                for b in 0..=d {
+                    coef[d - b] += wk[at] * v.powi(b as i32);
+                    at += 1;
+                }
+            }
+            let row = &conv[y * w..(y + 1) * w];
+            for (a, c) in coef.iter().enumerate() {
+                let c = *c as f32;
+                for ((o, r), p) in out.iter_mut().zip(row).zip(&upow[a]) {
+                    *o += c * p * r;
+                }
             }
         });
     }
@@ -886,41 +916,66 @@ fn decorrelation_kernel(k: &[f64], half: usize, var_target: f64, var_reference: 
     let n = 2 * half + 1;
     let big = (4 * n).next_power_of_two();
     let tau = std::f64::consts::TAU;
-    // Discrete transform of the kernel, centred at the origin.
-    let mut spectrum = vec![0.0f64; big * big];
+    // e^{-2 pi i f u / big} for every frequency f and kernel offset u: the transforms are
+    // separable, a row pass and a column pass.
+    let e: Vec<Vec<(f64, f64)>> = (0..big)
+        .map(|f| {
+            (0..n)
+                .map(|c| {
+                    let phase = -tau * f as f64 * (c as f64 - half as f64) / big as f64;
+                    (phase.cos(), phase.sin())
+                })
+                .collect()
+        })
+        .collect();
+    let mul = |a: (f64, f64), b: (f64, f64)| (a.0 * b.0 - a.1 * b.1, a.0 * b.1 + a.1 * b.0);
+    // Along rows: s[fx][r] = sum over c of k[r][c] e[fx][c].
+    let s: Vec<Vec<(f64, f64)>> = (0..big)
+        .map(|fx| {
+            (0..n)
+                .map(|r| {
+                    (0..n).fold((0.0, 0.0), |acc, c| {
+                        let v = k[r * n + c];
+                        (acc.0 + v * e[fx][c].0, acc.1 + v * e[fx][c].1)
+                    })
+                })
+                .collect()
+        })
+        .collect();
     let total = var_target + var_reference;
+    let mut spectrum = vec![0.0f64; big * big];
     for ky in 0..big {
         for kx in 0..big {
-            let (mut re, mut im) = (0.0, 0.0);
-            for r in 0..n {
-                for c in 0..n {
-                    let v = k[r * n + c];
-                    if v == 0.0 {
-                        continue;
-                    }
-                    let (u, w) = (c as f64 - half as f64, r as f64 - half as f64);
-                    let phase = -tau * (kx as f64 * u + ky as f64 * w) / big as f64;
-                    re += v * phase.cos();
-                    im += v * phase.sin();
-                }
-            }
+            let (re, im) = (0..n).fold((0.0, 0.0), |acc, r| {
+                let p = mul(s[kx][r], e[ky][r]);
+                (acc.0 + p.0, acc.1 + p.1)
+            });
             let k2 = re * re + im * im;
             spectrum[ky * big + kx] = (total / (var_target + var_reference * k2)).sqrt();
         }
     }
-    // Back to real space: the spectrum is real and even, so a cosine transform.
+    // Back to real space, again separably (the conjugate phases): t[ky][c] sums over kx,
+    // then each tap over ky; the spectrum is real and even, so the result is real.
+    let t: Vec<Vec<(f64, f64)>> = (0..big)
+        .map(|ky| {
+            (0..n)
+                .map(|c| {
+                    (0..big).fold((0.0, 0.0), |acc, kx| {
+                        let v = spectrum[ky * big + kx];
+                        (acc.0 + v * e[kx][c].0, acc.1 - v * e[kx][c].1)
+                    })
+                })
+                .collect()
+        })
+        .collect();
     let mut out = vec![0.0f64; n * n];
     for r in 0..n {
         for c in 0..n {
-            let (u, w) = (c as f64 - half as f64, r as f64 - half as f64);
-            let mut s = 0.0;
-            for ky in 0..big {
-                for kx in 0..big {
-                    s += spectrum[ky * big + kx]
-                        * (tau * (kx as f64 * u + ky as f64 * w) / big as f64).cos();
-                }
-            }
-            out[r * n + c] = s / (big * big) as f64;
+            let re = (0..big).fold(0.0, |acc, ky| {
+                let conj = (e[ky][r].0, -e[ky][r].1);
+                acc + mul(t[ky][c], conj).0
+            });
+            out[r * n + c] = re / (big * big) as f64;
         }
     }
     out
