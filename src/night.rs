@@ -242,6 +242,30 @@ pub async fn run(store: &CatalogStore, spec: &NightSpec) -> Result<NightSummary>
             .map(|(k, s)| (k, s / earlier.len().max(1) as f64))
             .collect()
     };
+    // The field's template, made ahead of the night as a survey's are: the coadd of its
+    // exposures from the epoch window before the night, on the field's grid. Each visit
+    // then takes it onto its own CCD's pixels.
+    let field_wcs = earlier
+        .first()
+        .and_then(|(_, e)| e.wcs.clone())
+        .context("no earlier exposures of the field for its template")?;
+    let field_grid = PixelGrid::new(field_wcs, spec.size, spec.size);
+    let inputs: Vec<TemplateInput> = earlier
+        .iter()
+        .map(|(ev, e)| TemplateInput {
+            exposure: e,
+            mjd: ev.mjd_mid(),
+            airmass: ev.airmass,
+            band: ev.band,
+        })
+        .collect();
+    let field_template = build_template(
+        &inputs,
+        band,
+        NIGHT_MJD,
+        &field_grid,
+        &TemplateConfig::default(),
+    )?;
     let mut associator = Associator::new(AssociationConfig::default());
     let mut next_object = FIRST_DIA_OBJECT;
     let mut truth_out = csv(
@@ -277,23 +301,7 @@ pub async fn run(store: &CatalogStore, spec: &NightSpec) -> Result<NightSummary>
             .context("the calexp has no calibration")?;
         let wcs = science.wcs.clone().context("the calexp has no WCS")?;
         let grid = PixelGrid::new(wcs.clone(), spec.size, spec.size);
-        let inputs: Vec<TemplateInput> = earlier
-            .iter()
-            .map(|(ev, e)| TemplateInput {
-                exposure: e,
-                mjd: ev.mjd_mid(),
-                airmass: ev.airmass,
-                band: ev.band,
-            })
-            .collect();
-        let template = build_template(
-            &inputs,
-            band,
-            v.mjd_mid(),
-            &grid,
-            &TemplateConfig::default(),
-        )?
-        .in_calibration(calib);
+        let template = field_template.warped_to(&grid)?.in_calibration(calib);
         lap("template", &mut stages);
         let diff = subtract(&science, &template, &DiffimConfig::default())?;
         lap("difference", &mut stages);

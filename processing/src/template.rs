@@ -5,7 +5,7 @@
 //! input is a Gaussian PSF; their weighted mean is what a weighted coadd of point sources
 //! shows to second order).
 use crate::coadd::{CoaddConfig, CoaddInput, coadd};
-use crate::image::{Exposure, PhotoCalib};
+use crate::image::{Exposure, Mask, MaskPlane, PhotoCalib};
 use crate::psf::{FieldPolynomial, GaussianPsf};
 use crate::skymap::PixelGrid;
 use crate::warp::{WarpConfig, warp};
@@ -86,6 +86,63 @@ impl Template {
         var.iter_mut().for_each(|v| *v *= k * k);
         e.photo_calib = Some(calib);
         e
+    }
+}
+
+impl Template {
+    /// The template resampled onto another grid (a visit's CCD), pixels it does not cover
+    /// NO_DATA. The PSF is carried over: the grids share their pixel scale and orientation.
+    pub fn warped_to(&self, grid: &PixelGrid) -> Result<Template, TemplateError> {
+        let (w, h) = (grid.width(), grid.height());
+        let mut out = Exposure::blank(w, h);
+        {
+            let (img, mask, var) = out.planes_mut();
+            img.fill(f32::NAN);
+            var.fill(f32::NAN);
+            for y in 0..h {
+                for x in 0..w {
+                    mask.set(x, y, MaskPlane::NoData);
+                }
+            }
+        }
+        if let Some(warped) = warp(&self.exposure, grid, &WarpConfig::default())
+            .map_err(|e| TemplateError::Warp(e.to_string()))?
+        {
+            let e = &warped.exposure;
+            let (ew, eh) = (e.width(), e.height());
+            let bits: Vec<i32> = {
+                let mut b = out.mask().bits().data().to_vec();
+                for y in 0..eh {
+                    for x in 0..ew {
+                        b[(warped.y0 + y) * w + warped.x0 + x] = e.mask().bits().data()[y * ew + x];
+                    }
+                }
+                b
+            };
+            let (img, mask, var) = out.planes_mut();
+            for y in 0..eh {
+                let dst = (warped.y0 + y) * w + warped.x0;
+                img[dst..dst + ew].copy_from_slice(&e.image().data()[y * ew..(y + 1) * ew]);
+                var[dst..dst + ew].copy_from_slice(&e.variance().data()[y * ew..(y + 1) * ew]);
+            }
+            *mask = Mask::from_image(crate::image::Image::from_vec(w, h, bits).expect("w x h"));
+        }
+        out.wcs = Some(grid.wcs().clone());
+        out.photo_calib = self.exposure.photo_calib;
+        out.psf = self.exposure.psf.as_ref().map(|p| {
+            let m = p.moments_at(p.width() as f64 / 2.0, p.height() as f64 / 2.0);
+            GaussianPsf::new(
+                w,
+                h,
+                FieldPolynomial::constant(m.ixx),
+                FieldPolynomial::constant(m.iyy),
+                FieldPolynomial::constant(m.ixy),
+            )
+        });
+        Ok(Template {
+            exposure: out,
+            inputs: self.inputs.clone(),
+        })
     }
 }
 
