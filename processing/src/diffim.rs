@@ -315,36 +315,41 @@ impl MatchingKernel {
     }
 }
 
-/// Separable convolution of `src` (w x h) by `fx` along rows then `fy` along columns,
-/// centred; pixels whose kernel reaches past the edge, or touches a non-finite pixel, are
-/// NaN. Each tap is added across a whole row at once (single precision: the images are),
-/// which the compiler turns into vector instructions.
-fn convolve_separable(src: &[f32], w: usize, h: usize, fx: &[f64], fy: &[f64]) -> Vec<f32> {
-    let (hx, hy) = (fx.len() / 2, fy.len() / 2);
-    let fx: Vec<f32> = fx.iter().map(|v| *v as f32).collect();
-    let fy: Vec<f32> = fy.iter().map(|v| *v as f32).collect();
-    let mut rows = vec![f32::NAN; w * h];
-    if w > 2 * hx {
-        let n = w - 2 * hx;
+/// The row pass of a separable convolution: `f` along each row, centred; NaN where it
+/// reaches past the edge. Each tap is added across a whole row at once (single precision:
+/// the images are), which the compiler turns into vector instructions.
+fn row_pass(src: &[f32], w: usize, f: &[f64]) -> Vec<f32> {
+    let half = f.len() / 2;
+    let f: Vec<f32> = f.iter().map(|v| *v as f32).collect();
+    let mut rows = vec![f32::NAN; src.len()];
+    if w > 2 * half {
+        let n = w - 2 * half;
         crate::image::for_rows(&mut rows, w, |y, out| {
             let line = &src[y * w..(y + 1) * w];
-            let dst = &mut out[hx..hx + n];
+            let dst = &mut out[half..half + n];
             dst.fill(0.0);
-            for (k, f) in fx.iter().enumerate() {
+            for (k, f) in f.iter().enumerate() {
                 for (d, v) in dst.iter_mut().zip(&line[k..k + n]) {
                     *d += f * v;
                 }
             }
         });
     }
+    rows
+}
+
+/// The column pass: `f` along each column, centred; NaN where it reaches past the edge.
+fn column_pass(src: &[f32], w: usize, h: usize, f: &[f64]) -> Vec<f32> {
+    let half = f.len() / 2;
+    let f: Vec<f32> = f.iter().map(|v| *v as f32).collect();
     let mut out = vec![f32::NAN; w * h];
     crate::image::for_rows(&mut out, w.max(1), |y, o| {
-        if y < hy || y + hy >= h {
+        if y < half || y + half >= h {
             return;
         }
         o.fill(0.0);
-        for (k, f) in fy.iter().enumerate() {
-            let r = &rows[(y + k - hy) * w..(y + k - hy + 1) * w];
+        for (k, f) in f.iter().enumerate() {
+            let r = &src[(y + k - half) * w..(y + k - half + 1) * w];
             for (a, v) in o.iter_mut().zip(r) {
                 *a += f * v;
             }
@@ -353,8 +358,105 @@ fn convolve_separable(src: &[f32], w: usize, h: usize, fx: &[f64], fy: &[f64]) -
     out
 }
 
+/// Separable convolution of `src` (w x h) by `fx` along rows then `fy` along columns;
+/// pixels whose kernel reaches past the edge, or touches a non-finite pixel, are NaN.
+fn convolve_separable(src: &[f32], w: usize, h: usize, fx: &[f64], fy: &[f64]) -> Vec<f32> {
+    column_pass(&row_pass(src, w, fx), w, h, fy)
+}
+
+/// The reference convolved with the spatially varying kernel: the sum over basis functions
+/// of their weight at each pixel (a polynomial in u and v) times the reference convolved
+/// with them. A weight's powers of u vary along rows only, so they commute with the column
+/// pass: per basis width, one row pass per x-factor, and per y-factor one column pass per
+/// power of v, instead of a full separable convolution per basis function.
+fn convolve_varying(
+    src: &[f32],
+    w: usize,
+    h: usize,
+    fns: &[BasisFn],
+    weights: &[Vec<f64>],
+    order: usize,
+) -> Vec<f32> {
+    // (power of u, power of v) of each spatial term, in the weights' order.
+    let terms: Vec<(usize, usize)> = (0..=order)
+        .flat_map(|d| (0..=d).map(move |b| (d - b, b)))
+        .collect();
+    let upow: Vec<Vec<f32>> = (0..=order)
+        .map(|a| {
+            (0..w)
+                .map(|x| scaled(x as f64, w).powi(a as i32) as f32)
+                .collect()
+        })
+        .collect();
+    let mut matched = vec![0.0f32; w * h];
+    let mut start = 0;
+    while start < fns.len() {
+        let sigma = fns[start].term.sigma;
+        let end = (start..fns.len())
+            .find(|&k| fns[k].term.sigma != sigma)
+            .unwrap_or(fns.len());
+        let group = start..end;
+        let degree = group
+            .clone()
+            .map(|k| fns[k].term.i + fns[k].term.j)
+            .max()
+            .unwrap_or(0);
+        // The x-factor of power i is that of the function (i, 0); the y-factor of power j,
+        // that of (0, j).
+        let factor = |i: usize, j: usize| {
+            group
+                .clone()
+                .find(|&k| fns[k].term.i == i && fns[k].term.j == j)
+        };
+        let rows: Vec<Vec<f32>> = (0..=degree)
+            .map(|i| row_pass(src, w, &fns[factor(i, 0).expect("every x power")].fx))
+            .collect();
+        for j in 0..=degree {
+            let fy = &fns[factor(0, j).expect("every y power")].fy;
+            for b in 0..=order {
+                let mut acc = vec![0.0f32; w * h];
+                let mut any = false;
+                for k in group.clone().filter(|&k| fns[k].term.j == j) {
+                    let coeffs: Vec<(usize, f32)> = terms
+                        .iter()
+                        .zip(&weights[k])
+                        .filter(|((_, tb), c)| *tb == b && **c != 0.0)
+                        .map(|((a, _), c)| (*a, *c as f32))
+                        .collect();
+                    if coeffs.is_empty() {
+                        continue;
+                    }
+                    any = true;
+                    let r = &rows[fns[k].term.i];
+                    crate::image::for_rows(&mut acc, w, |y, out| {
+                        let row = &r[y * w..(y + 1) * w];
+                        for &(a, c) in &coeffs {
+                            for ((o, v), p) in out.iter_mut().zip(row).zip(&upow[a]) {
+                                *o += c * p * v;
+                            }
+                        }
+                    });
+                }
+                if !any {
+                    continue;
+                }
+                let col = column_pass(&acc, w, h, fy);
+                crate::image::for_rows(&mut matched, w, |y, out| {
+                    let vb = scaled(y as f64, h).powi(b as i32) as f32;
+                    for (o, c) in out.iter_mut().zip(&col[y * w..(y + 1) * w]) {
+                        *o += vb * c;
+                    }
+                });
+            }
+        }
+        start = end;
+    }
+    matched
+}
+
 /// Full 2-D convolution by a (2 half + 1)² kernel, NaN where it reaches past the edge.
-/// Taps below a millionth of the largest are left out.
+/// Taps below 1e-4 of the largest are left out (the decorrelation filter is a spike with
+/// faint wings; their far reaches change nothing a threshold sees).
 fn convolve_2d(src: &[f32], w: usize, h: usize, k: &[f64], half: usize) -> Vec<f32> {
     let n = 2 * half + 1;
     let largest = k.iter().fold(0.0f64, |m, v| m.max(v.abs()));
@@ -362,7 +464,7 @@ fn convolve_2d(src: &[f32], w: usize, h: usize, k: &[f64], half: usize) -> Vec<f
     let taps: Vec<(usize, usize, f32)> = (0..n)
         .flat_map(|r| (0..n).map(move |c| (r, c)))
         .map(|(r, c)| (r, c, k[(n - 1 - r) * n + (n - 1 - c)]))
-        .filter(|(_, _, v)| v.abs() > 1e-6 * largest)
+        .filter(|(_, _, v)| v.abs() > 1e-4 * largest)
         .map(|(r, c, v)| (r, c, v as f32))
         .collect();
     let mut out = vec![f32::NAN; w * h];
@@ -767,41 +869,14 @@ pub fn subtract(
     // by its spatial coefficient, so the kernel varies over the image at the cost of a
     // spatially constant one per basis function.
     let rimg = reference.image().data();
-    let mut matched = vec![0.0f32; w * h];
-    let weights = kernel.weight_polynomials(&fns);
-    let order = config.spatial_order;
-    // Powers of the scaled coordinates, once: a basis function's weight at a pixel is
-    // then a few multiply-adds.
-    let upow: Vec<Vec<f32>> = (0..=order)
-        .map(|a| {
-            (0..w)
-                .map(|x| scaled(x as f64, w).powi(a as i32) as f32)
-                .collect()
-        })
-        .collect();
-    for (f, wk) in fns.iter().zip(&weights) {
-        let conv = convolve_separable(rimg, w, h, &f.fx, &f.fy);
-        crate::image::for_rows(&mut matched, w, |y, out| {
-            let v = scaled(y as f64, h);
-            // The weight's polynomial with this row's v folded in: sum over a of
-            // coef[a] u^a.
-            let mut coef = vec![0.0f64; order + 1];
-            let mut at = 0;
-            for d in 0..=order {
-                for b in 0..=d {
-                    coef[d - b] += wk[at] * v.powi(b as i32);
-                    at += 1;
-                }
-            }
-            let row = &conv[y * w..(y + 1) * w];
-            for (a, c) in coef.iter().enumerate() {
-                let c = *c as f32;
-                for ((o, r), p) in out.iter_mut().zip(row).zip(&upow[a]) {
-                    *o += c * p * r;
-                }
-            }
-        });
-    }
+    let matched = convolve_varying(
+        rimg,
+        w,
+        h,
+        &fns,
+        &kernel.weight_polynomials(&fns),
+        config.spatial_order,
+    );
     let tvar = target.variance().data();
     let rvar = reference.variance().data();
     let k_centre: Vec<f64> = kernel
