@@ -23,7 +23,7 @@ use aster_archive::schema::builtin_schemas;
 use aster_processing::association::{AssociationConfig, Associator};
 use aster_processing::background::Background;
 use aster_processing::dia::{DiaConfig, DiaSource, detect_dia_sources};
-use aster_processing::diffim::{DiffimConfig, subtract};
+use aster_processing::diffim::{DiffimConfig, stamp_stars, subtract_with_stars};
 use aster_processing::image::Exposure;
 use aster_processing::measurement::fit_psf_fluxes;
 use aster_processing::render::{PIXEL_SCALE, render};
@@ -266,6 +266,9 @@ pub async fn run(store: &CatalogStore, spec: &NightSpec) -> Result<NightSummary>
         &field_grid,
         &TemplateConfig::default(),
     )?;
+    // Its bright stars, found once, are where each visit's matching kernel is fitted.
+    let diffim = DiffimConfig::default();
+    let field_stars = stamp_stars(&field_template.exposure, &diffim)?;
     let mut associator = Associator::new(AssociationConfig::default());
     let mut next_object = FIRST_DIA_OBJECT;
     let mut truth_out = csv(
@@ -303,7 +306,9 @@ pub async fn run(store: &CatalogStore, spec: &NightSpec) -> Result<NightSummary>
         let grid = PixelGrid::new(wcs.clone(), spec.size, spec.size);
         let template = field_template.warped_to(&grid)?.in_calibration(calib);
         lap("template", &mut stages);
-        let diff = subtract(&science, &template, &DiffimConfig::default())?;
+        // The template's stars serve when the visit is on the field's pixels.
+        let stars = (grid.wcs() == field_grid.wcs()).then_some(field_stars.as_slice());
+        let diff = subtract_with_stars(&science, &template, &diffim, stars)?;
         lap("difference", &mut stages);
         let sources =
             detect_dia_sources(&diff.exposure, &science, &template, &DiaConfig::default())?;

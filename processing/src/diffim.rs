@@ -8,7 +8,7 @@
 //! correlated, so the difference is then decorrelated (Kaiser's afterburner, as in Rubin's
 //! `DecorrelateALKernelTask`): filtered so its noise power is flat again and the detection
 //! threshold means what it says.
-use crate::detection::{DetectionConfig, detect};
+use crate::detection::{DetectionConfig, Footprint, detect};
 use crate::image::{Exposure, Image, Mask, MaskPlane};
 use crate::psf::{FieldPolynomial, GaussianPsf};
 
@@ -500,25 +500,32 @@ struct Stamp {
     convolved: Vec<Vec<f64>>,
 }
 
-fn stamps(
-    reference: &Exposure,
-    target: &Exposure,
-    ref_psf: &GaussianPsf,
-    fns: &[BasisFn],
-    config: &DiffimConfig,
-) -> Vec<Stamp> {
-    let (w, h) = (reference.width(), reference.height());
-    let mut probe = reference.clone();
-    let found = detect(
+/// The bright stars of an image the kernel can be fitted on: footprints at
+/// `stamp_threshold`. Found once on a template, they serve every visit subtracted on its
+/// pixels (`subtract_with_stars`).
+pub fn stamp_stars(image: &Exposure, config: &DiffimConfig) -> Result<Vec<Footprint>, DiffimError> {
+    let psf = image.psf.as_ref().ok_or(DiffimError::NoPsf("image"))?;
+    let mut probe = image.clone();
+    Ok(detect(
         &mut probe,
-        ref_psf,
+        psf,
         &DetectionConfig {
             threshold: config.stamp_threshold,
             negative: false,
             min_pixels: 5,
         },
     )
-    .unwrap_or_default();
+    .unwrap_or_default())
+}
+
+fn stamps(
+    reference: &Exposure,
+    target: &Exposure,
+    found: &[Footprint],
+    fns: &[BasisFn],
+    config: &DiffimConfig,
+) -> Vec<Stamp> {
+    let (w, h) = (reference.width(), reference.height());
     let kh = config.kernel_half as i64;
     // The fit covers the star's core and wings, the kernel's reach around it.
     let sh = kh;
@@ -764,6 +771,17 @@ pub fn subtract(
     template: &Exposure,
     config: &DiffimConfig,
 ) -> Result<Difference, DiffimError> {
+    subtract_with_stars(science, template, config, None)
+}
+
+/// As [`subtract`], with the stars to fit the kernel on already found (by [`stamp_stars`],
+/// on these pixels); `None` finds them on the image to be convolved.
+pub fn subtract_with_stars(
+    science: &Exposure,
+    template: &Exposure,
+    config: &DiffimConfig,
+    stars: Option<&[Footprint]>,
+) -> Result<Difference, DiffimError> {
     config.validate()?;
     let (w, h) = (science.width(), science.height());
     if (template.width(), template.height()) != (w, h) {
@@ -786,22 +804,10 @@ pub fn subtract(
     let (ms, mt) = (sci_psf.moments_at(cx, cy), tpl_psf.moments_at(cx, cy));
     let (ss, st) = (ms.determinant_radius(), mt.determinant_radius());
     // The sharper image is convolved: matching never deconvolves.
-    let (direction, reference, target, ref_psf, broad_psf) = if ss >= st {
-        (
-            Direction::ConvolveTemplate,
-            template,
-            science,
-            tpl_psf,
-            sci_psf,
-        )
+    let (direction, reference, target, broad_psf) = if ss >= st {
+        (Direction::ConvolveTemplate, template, science, sci_psf)
     } else {
-        (
-            Direction::ConvolveScience,
-            science,
-            template,
-            sci_psf,
-            tpl_psf,
-        )
+        (Direction::ConvolveScience, science, template, tpl_psf)
     };
     let matching = (ss * ss - st * st).abs().sqrt().max(0.5);
     let sigmas: Vec<f64> = config.basis_sigmas.iter().map(|f| f * matching).collect();
@@ -811,7 +817,11 @@ pub fn subtract(
         n_spatial: n_poly(config.spatial_order),
         n_background: n_poly(config.background_order),
     };
-    let all = stamps(reference, target, ref_psf, &fns, config);
+    let found = match stars {
+        Some(f) => f.to_vec(),
+        None => stamp_stars(reference, config)?,
+    };
+    let all = stamps(reference, target, &found, &fns, config);
     // A spatial fit needs the stars spread over the image; each stamp gives (2 half + 1)²
     // equations, so a few per spatial term suffice.
     let needed = 3 * layout.n_spatial.max(1);
