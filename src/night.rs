@@ -85,18 +85,7 @@ fn population(spec: &NightSpec) -> Vec<SimObject> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed);
     let half = spec.size as f64 * PIXEL_SCALE / 3600.0 / 2.0 * 0.95;
     let cosd = FIELD.1.to_radians().cos();
-    let object = |id, ra, dec, mag: f64, variability| SimObject {
-        id,
-        ra,
-        dec,
-        is_star: true,
-        flux: [mag_to_njy(mag); 6],
-        size: 0.0,
-        variability,
-        pm_ra: 0.0,
-        pm_dec: 0.0,
-        parallax: 0.0,
-    };
+    let object = SimObject::star;
     let place = |rng: &mut rand_chacha::ChaCha8Rng| {
         (
             FIELD.0 + rng.random_range(-half..half) / cosd,
@@ -350,7 +339,7 @@ pub async fn run(store: &CatalogStore, spec: &NightSpec) -> Result<NightSummary>
             .append(
                 "ap",
                 "DiaSource",
-                &[dia_source_batch(&sources, &ids, &assoc_ids(&assoc), &v)?],
+                &[dia_source_batch(&sources, &ids, &updated, &v)?],
             )
             .await?;
         store
@@ -439,10 +428,6 @@ fn csv(path: &Path, header: &str) -> Result<std::io::BufWriter<std::fs::File>> {
     );
     writeln!(f, "{header}")?;
     Ok(f)
-}
-
-fn assoc_ids(a: &[aster_processing::association::Association]) -> Vec<i64> {
-    a.iter().map(|a| a.dia_object_id).collect()
 }
 
 fn dia_source_batch(

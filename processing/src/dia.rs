@@ -13,6 +13,12 @@ use crate::image::Exposure;
 use crate::measurement::{Flux, Shape, measure};
 use crate::wcs::PixelPosition;
 
+/// A flux that could not be measured (no PSF, no aperture).
+const UNMEASURED: Flux = Flux {
+    value: f64::NAN,
+    err: f64::NAN,
+};
+
 /// How DIASources are found.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -152,20 +158,14 @@ pub fn detect_dia_sources(
             y: m.y.round().clamp(0.0, dims.1 as f64 - 1.0) as usize,
             significance: peak.significance,
         };
-        let science_flux = science.psf.as_ref().map_or(
-            Flux {
-                value: f64::NAN,
-                err: f64::NAN,
-            },
-            |p| measure(science, p, &at).psf_flux,
-        );
-        let template_flux = template.psf.as_ref().map_or(
-            Flux {
-                value: f64::NAN,
-                err: f64::NAN,
-            },
-            |p| measure(template, p, &at).psf_flux,
-        );
+        let science_flux = science
+            .psf
+            .as_ref()
+            .map_or(UNMEASURED, |p| measure(science, p, &at).psf_flux);
+        let template_flux = template
+            .psf
+            .as_ref()
+            .map_or(UNMEASURED, |p| measure(template, p, &at).psf_flux);
         let dipole = peaks.iter().any(|(q, neg)| {
             neg != negative
                 && ((q.x as f64 - m.x).powi(2) + (q.y as f64 - m.y).powi(2)).sqrt()
@@ -173,13 +173,10 @@ pub fn detect_dia_sources(
         });
         let sky = wcs.pixel_to_sky(PixelPosition { x: m.x, y: m.y });
         let psf_flux = signed(m.psf_flux);
-        let ap_flux = m.aperture_fluxes.get(1).map_or(
-            Flux {
-                value: f64::NAN,
-                err: f64::NAN,
-            },
-            |(_, f)| signed(*f),
-        );
+        let ap_flux = m
+            .aperture_fluxes
+            .get(1)
+            .map_or(UNMEASURED, |(_, f)| signed(*f));
         let flags = DiaFlags {
             edge: m.flags.edge,
             masked: m.flags.masked,

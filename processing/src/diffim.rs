@@ -660,25 +660,7 @@ fn fit(
             if wgt == 0.0 {
                 continue;
             }
-            row[0] = s.convolved[0][p];
-            let mut at = 1;
-            for k in 1..layout.n_basis {
-                for t in &spatial {
-                    row[at] = s.convolved[k][p] * t;
-                    at += 1;
-                }
-            }
-            let (px, py) = s.pixels[p];
-            poly_terms(
-                config.background_order,
-                scaled(px, dims.0),
-                scaled(py, dims.1),
-                &mut bg,
-            );
-            for t in &bg {
-                row[at] = *t;
-                at += 1;
-            }
+            design_row(s, p, &spatial, layout, config, dims, &mut bg, &mut row);
             for a in 0..n {
                 let ra = row[a] * wgt;
                 if ra == 0.0 {
@@ -699,6 +681,38 @@ fn fit(
     crate::galaxy::solve(ata, atb).ok_or(DiffimError::Singular)
 }
 
+/// One pixel's row of the design matrix, in the unknowns' order: the stamp's convolutions
+/// by the basis functions (all but the first times the spatial terms at the stamp), then the
+/// background terms at the pixel.
+#[allow(clippy::too_many_arguments)]
+fn design_row(
+    s: &Stamp,
+    p: usize,
+    spatial: &[f64],
+    layout: &Layout,
+    config: &DiffimConfig,
+    dims: (usize, usize),
+    bg: &mut Vec<f64>,
+    row: &mut [f64],
+) {
+    row[0] = s.convolved[0][p];
+    let mut at = 1;
+    for k in 1..layout.n_basis {
+        for t in spatial {
+            row[at] = s.convolved[k][p] * t;
+            at += 1;
+        }
+    }
+    let (px, py) = s.pixels[p];
+    poly_terms(
+        config.background_order,
+        scaled(px, dims.0),
+        scaled(py, dims.1),
+        bg,
+    );
+    row[at..at + bg.len()].copy_from_slice(bg);
+}
+
 /// The reduced chi-square of each stamp under a solution.
 fn stamp_chi2(
     stamps: &[Stamp],
@@ -709,6 +723,7 @@ fn stamp_chi2(
 ) -> Vec<f64> {
     let mut spatial = Vec::new();
     let mut bg = Vec::new();
+    let mut row = vec![0.0f64; layout.len()];
     stamps
         .iter()
         .map(|s| {
@@ -718,31 +733,14 @@ fn stamp_chi2(
                 scaled(s.y, dims.1),
                 &mut spatial,
             );
-            let mut coef = vec![x[0]];
-            let mut at = 1;
-            for _ in 1..layout.n_basis {
-                coef.push(spatial.iter().enumerate().map(|(i, t)| x[at + i] * t).sum());
-                at += spatial.len();
-            }
             let mut chi2 = 0.0;
             let mut n = 0usize;
             for p in 0..s.target.len() {
                 if s.weight[p] == 0.0 {
                     continue;
                 }
-                let (px, py) = s.pixels[p];
-                poly_terms(
-                    config.background_order,
-                    scaled(px, dims.0),
-                    scaled(py, dims.1),
-                    &mut bg,
-                );
-                let model: f64 = coef
-                    .iter()
-                    .enumerate()
-                    .map(|(k, c)| c * s.convolved[k][p])
-                    .sum::<f64>()
-                    + bg.iter().zip(&x[at..]).map(|(t, c)| t * c).sum::<f64>();
+                design_row(s, p, &spatial, layout, config, dims, &mut bg, &mut row);
+                let model: f64 = row.iter().zip(x).map(|(r, c)| r * c).sum();
                 chi2 += (s.target[p] - model).powi(2) * s.weight[p];
                 n += 1;
             }

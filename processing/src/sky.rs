@@ -121,6 +121,23 @@ pub struct SimObject {
 pub const REFERENCE_EPOCH_MJD: f64 = 57_388.5;
 
 impl SimObject {
+    /// A star of one AB magnitude in every band, fixed on the sky (no proper motion or
+    /// parallax), variable or not: what tests and injected populations place.
+    pub fn star(id: i64, ra: f64, dec: f64, mag: f64, variability: Option<Variability>) -> Self {
+        Self {
+            id,
+            ra,
+            dec,
+            is_star: true,
+            flux: [mag_to_njy(mag); 6],
+            size: 0.0,
+            variability,
+            pm_ra: 0.0,
+            pm_dec: 0.0,
+            parallax: 0.0,
+        }
+    }
+
     /// Where the object appears at `mjd` from the Earth: proper motion from the reference
     /// epoch and the parallactic displacement towards the Sun.
     pub fn position_at(&self, mjd: f64) -> (f64, f64) {

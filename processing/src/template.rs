@@ -5,7 +5,7 @@
 //! input is a Gaussian PSF; their weighted mean is what a weighted coadd of point sources
 //! shows to second order).
 use crate::coadd::{CoaddConfig, CoaddInput, coadd};
-use crate::image::{Exposure, Mask, MaskPlane, PhotoCalib};
+use crate::image::{Exposure, Image, Mask, MaskPlane, PhotoCalib};
 use crate::psf::{FieldPolynomial, GaussianPsf};
 use crate::skymap::PixelGrid;
 use crate::warp::{WarpConfig, warp};
@@ -94,39 +94,27 @@ impl Template {
     /// NO_DATA. The PSF is carried over: the grids share their pixel scale and orientation.
     pub fn warped_to(&self, grid: &PixelGrid) -> Result<Template, TemplateError> {
         let (w, h) = (grid.width(), grid.height());
-        let mut out = Exposure::blank(w, h);
-        {
-            let (img, mask, var) = out.planes_mut();
-            img.fill(f32::NAN);
-            var.fill(f32::NAN);
-            for y in 0..h {
-                for x in 0..w {
-                    mask.set(x, y, MaskPlane::NoData);
-                }
-            }
-        }
+        let mut image = vec![f32::NAN; w * h];
+        let mut variance = vec![f32::NAN; w * h];
+        let mut bits = vec![MaskPlane::NoData.bit(); w * h];
         if let Some(warped) = warp(&self.exposure, grid, &WarpConfig::default())
             .map_err(|e| TemplateError::Warp(e.to_string()))?
         {
             let e = &warped.exposure;
-            let (ew, eh) = (e.width(), e.height());
-            let bits: Vec<i32> = {
-                let mut b = out.mask().bits().data().to_vec();
-                for y in 0..eh {
-                    for x in 0..ew {
-                        b[(warped.y0 + y) * w + warped.x0 + x] = e.mask().bits().data()[y * ew + x];
-                    }
-                }
-                b
-            };
-            let (img, mask, var) = out.planes_mut();
-            for y in 0..eh {
-                let dst = (warped.y0 + y) * w + warped.x0;
-                img[dst..dst + ew].copy_from_slice(&e.image().data()[y * ew..(y + 1) * ew]);
-                var[dst..dst + ew].copy_from_slice(&e.variance().data()[y * ew..(y + 1) * ew]);
+            let ew = e.width();
+            for y in 0..e.height() {
+                let (dst, src) = ((warped.y0 + y) * w + warped.x0, y * ew);
+                image[dst..dst + ew].copy_from_slice(&e.image().data()[src..src + ew]);
+                variance[dst..dst + ew].copy_from_slice(&e.variance().data()[src..src + ew]);
+                bits[dst..dst + ew].copy_from_slice(&e.mask().bits().data()[src..src + ew]);
             }
-            *mask = Mask::from_image(crate::image::Image::from_vec(w, h, bits).expect("w x h"));
         }
+        let mut out = Exposure::new(
+            Image::from_vec(w, h, image).expect("w x h"),
+            Mask::from_image(Image::from_vec(w, h, bits).expect("w x h")),
+            Image::from_vec(w, h, variance).expect("w x h"),
+        )
+        .expect("one shape");
         out.wcs = Some(grid.wcs().clone());
         out.photo_calib = self.exposure.photo_calib;
         out.psf = self.exposure.psf.as_ref().map(|p| {
@@ -167,17 +155,18 @@ pub fn build_template(
         })
         .map(|(i, _)| i)
         .collect();
+    let too_few = |found| TemplateError::TooFewInputs {
+        found,
+        need: config.min_inputs.max(1),
+        band,
+        mjd,
+        min_age: config.min_age_days,
+        max_age: config.max_age_days,
+        am0: config.airmass.0,
+        am1: config.airmass.1,
+    };
     if chosen.len() < config.min_inputs.max(1) {
-        return Err(TemplateError::TooFewInputs {
-            found: chosen.len(),
-            need: config.min_inputs.max(1),
-            band,
-            mjd,
-            min_age: config.min_age_days,
-            max_age: config.max_age_days,
-            am0: config.airmass.0,
-            am1: config.airmass.1,
-        });
+        return Err(too_few(chosen.len()));
     }
     let (cx, cy) = (grid.width() as f64 / 2.0, grid.height() as f64 / 2.0);
     let centre = grid.wcs().pixel_to_sky(PixelPosition { x: cx, y: cy });
@@ -218,16 +207,7 @@ pub fn build_template(
         inputs.push(CoaddInput { warp: w });
     }
     if inputs.is_empty() || wsum <= 0.0 {
-        return Err(TemplateError::TooFewInputs {
-            found: 0,
-            need: config.min_inputs.max(1),
-            band,
-            mjd,
-            min_age: config.min_age_days,
-            max_age: config.max_age_days,
-            am0: config.airmass.0,
-            am1: config.airmass.1,
-        });
+        return Err(too_few(0));
     }
     let c = coadd(grid, inputs, &CoaddConfig::default())
         .map_err(|e| TemplateError::Coadd(e.to_string()))?;

@@ -4,7 +4,7 @@ use super::*;
 use crate::detection::Peak;
 use crate::diffim::{DiffimConfig, subtract};
 use crate::render::{SKY_LEVEL, render};
-use crate::sky::{SimObject, SimVisit, Variability, mag_to_njy};
+use crate::sky::{SimObject, SimVisit, Variability};
 
 const RA: f64 = 40.0;
 const DEC: f64 = -10.0;
@@ -39,17 +39,8 @@ fn sky() -> Vec<SimObject> {
             DEC + rng.random_range(-0.92..0.92) * half,
         )
     };
-    let object = |id, (ra, dec): (f64, f64), mag: f64, variability| SimObject {
-        id,
-        ra,
-        dec,
-        is_star: true,
-        flux: [mag_to_njy(mag); 6],
-        size: 0.0,
-        variability,
-        pm_ra: 0.0,
-        pm_dec: 0.0,
-        parallax: 0.0,
+    let object = |id, (ra, dec): (f64, f64), mag, variability| {
+        SimObject::star(id, ra, dec, mag, variability)
     };
     let mut out = Vec::new();
     for i in 0..200 {

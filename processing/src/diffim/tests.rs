@@ -32,18 +32,7 @@ fn visit(id: i64, mjd: f64, seeing: f64, depth_offset: f64) -> SimVisit {
 fn sky() -> Vec<SimObject> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let half = SIZE as f64 * 0.2 / 3600.0 / 2.0;
-    let star = |id: i64, ra: f64, dec: f64, mag: f64, variability| SimObject {
-        id,
-        ra,
-        dec,
-        is_star: true,
-        flux: [mag_to_njy(mag); 6],
-        size: 0.0,
-        variability,
-        pm_ra: 0.0,
-        pm_dec: 0.0,
-        parallax: 0.0,
-    };
+    let star = SimObject::star;
     let mut out: Vec<SimObject> = (0..160)
         .map(|i| {
             let ra = RA + rng.random_range(-0.95..0.95) * half / DEC.to_radians().cos();
