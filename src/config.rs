@@ -32,6 +32,33 @@ pub struct Config {
     pub auth: AuthConfig,
     pub vospace: VospaceConfig,
     pub limits: LimitsConfig,
+    pub alerts: AlertsConfig,
+}
+
+/// Alert distribution (DMS-REQ-0002): where the alert archive's alerts go as they arrive.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Kafka brokers (`host:port,host:port`), or `mock` for librdkafka's mock cluster
+    /// inside the server. Unset: no Kafka, except that `serve --demo` starts the mock.
+    pub kafka_brokers: Option<String>,
+    pub kafka_topic: String,
+    /// A VOEvent broker's VTP address (`host:port`; Comet's `--receive-port`) that alerts
+    /// are submitted to as VOEvent 2.0. Unset: none.
+    pub voevent_broker: Option<String>,
+    /// The IVORN of the alert stream. Default: `ivo://<public host>/alerts`.
+    pub voevent_stream: Option<String>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            kafka_brokers: None,
+            kafka_topic: "alerts".into(),
+            voevent_broker: None,
+            voevent_stream: None,
+        }
+    }
 }
 
 /// Resource allocation (DMS-REQ-0119): async jobs at once and waiting, per signed-in user
@@ -177,6 +204,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             vospace: VospaceConfig::default(),
             limits: LimitsConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }

@@ -672,7 +672,7 @@ fn main() -> Result<()> {
                     template_visits,
                     out: out.unwrap_or_else(|| config.data_dir.join("night")),
                 };
-                let s = night::run(&store, &spec).await?;
+                let s = night::run(&store, &server::open_alerts(&config)?, &spec).await?;
                 let mut l = s.latencies.clone();
                 l.sort_by(f64::total_cmp);
                 println!(

@@ -5,9 +5,11 @@
 //! chain as it arrives: background, template (a coadd of the field's exposures from the
 //! epoch window before it), Alard-Lupton difference, DIASources, association into
 //! DIAObjects, forced photometry of every DIAObject on the difference and the visit image,
-//! and the rows of `ap.DiaSource`, `ap.DiaObject` (a new version of each updated object,
+//! the rows of `ap.DiaSource`, `ap.DiaObject` (a new version of each updated object,
 //! dated by `validityStartMjdTai`, as Rubin's APDB keeps them) and `ap.DiaForcedSource`,
-//! queryable in TAP when the visit is done.
+//! queryable in TAP when the visit is done, and an alert per DIASource (Avro, Rubin's
+//! schema 11.1, with the object's history and cutouts) into the alert archive, from which
+//! the server distributes them.
 //!
 //! Beside the tables, the run directory keeps what the figures script
 //! (`tests/alert_figures.py`) measures the chain with: the truth of every changing object on
@@ -18,6 +20,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use arrow::array::{Array, Int64Array, RecordBatch};
+use aster_archive::alerts::cutout::cutout_fits;
+use aster_archive::alerts::{AlertArchive, AlertParts, AlertSchema, AlertTable, NewAlert};
 use aster_archive::catalog::{CatalogStore, DEFAULT_MAX_ROWS};
 use aster_archive::schema::builtin_schemas;
 use aster_processing::association::{AssociationConfig, Associator};
@@ -25,13 +30,15 @@ use aster_processing::background::Background;
 use aster_processing::dia::{DiaConfig, DiaSource, detect_dia_sources};
 use aster_processing::diffim::{DiffimConfig, stamp_stars, subtract_with_stars};
 use aster_processing::image::Exposure;
+use aster_processing::image::HeaderValue;
 use aster_processing::measurement::fit_psf_fluxes;
 use aster_processing::render::{PIXEL_SCALE, render};
 use aster_processing::sky::{BANDS, SimObject, SimVisit, Variability, mag_to_njy};
 use aster_processing::skymap::PixelGrid;
 use aster_processing::template::{TemplateConfig, TemplateInput, build_template};
-use aster_processing::wcs::SkyCoord;
+use aster_processing::wcs::{SkyCoord, TanSipWcs};
 use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
 
 use crate::tables::Columns;
 
@@ -198,7 +205,12 @@ pub struct NightSummary {
 }
 
 /// Runs the night: templates first, then each visit through the chain as it arrives.
-pub async fn run(store: &CatalogStore, spec: &NightSpec) -> Result<NightSummary> {
+pub async fn run(
+    store: &CatalogStore,
+    alerts: &AlertArchive,
+    spec: &NightSpec,
+) -> Result<NightSummary> {
+    let alert_schema = AlertSchema::v11_1()?;
     ensure_ap_tables(store).await?;
     std::fs::create_dir_all(&spec.out)
         .with_context(|| format!("creating {}", spec.out.display()))?;
@@ -259,6 +271,9 @@ pub async fn run(store: &CatalogStore, spec: &NightSpec) -> Result<NightSummary>
     let diffim = DiffimConfig::default();
     let field_stars = stamp_stars(&field_template.exposure, &diffim)?;
     let mut associator = Associator::new(AssociationConfig::default());
+    // Each DIAObject's earlier DIASources and forced sources, encoded once, for the
+    // `prvDiaSources` and `prvDiaForcedSources` of its later alerts.
+    let mut history: HashMap<i64, History> = HashMap::new();
     let mut next_object = FIRST_DIA_OBJECT;
     let mut truth_out = csv(
         &spec.out.join("truth.csv"),
@@ -335,24 +350,42 @@ pub async fn run(store: &CatalogStore, spec: &NightSpec) -> Result<NightSummary>
             .map(|i| v.visit * 100_000 + i as i64)
             .collect();
         let updated: Vec<i64> = assoc.iter().map(|a| a.dia_object_id).collect();
+        let processed = mjd_tai_now();
+        let source_rows = dia_source_batch(&sources, &ids, &updated, &v, processed, &wcs)?;
+        let object_rows = dia_object_batch(&associator, &updated, mjd)?;
+        let forced_rows = forced_batch(&forced, &v, processed)?;
         store
-            .append(
-                "ap",
-                "DiaSource",
-                &[dia_source_batch(&sources, &ids, &updated, &v)?],
-            )
+            .append("ap", "DiaSource", std::slice::from_ref(&source_rows))
             .await?;
         store
-            .append(
-                "ap",
-                "DiaObject",
-                &[dia_object_batch(&associator, &updated, mjd)?],
-            )
+            .append("ap", "DiaObject", std::slice::from_ref(&object_rows))
             .await?;
         store
-            .append("ap", "DiaForcedSource", &[forced_batch(&forced, &v)?])
+            .append("ap", "DiaForcedSource", std::slice::from_ref(&forced_rows))
             .await?;
         lap("write", &mut stages);
+        let made = alerts_of_visit(
+            alert_schema,
+            &AlertInputs {
+                visit: &v,
+                sources: &sources,
+                ids: &ids,
+                objects: &updated,
+                source_rows: &source_rows,
+                object_rows: &object_rows,
+                forced_rows: &forced_rows,
+                difference: &diff.exposure,
+                science: &science,
+                template: &template,
+            },
+            &mut history,
+        )?;
+        let archived = alerts.archive(
+            v.visit,
+            0,
+            &made.iter().map(|a| a.as_new()).collect::<Vec<_>>(),
+        )?;
+        lap("alerts", &mut stages);
         let total = readout.elapsed().as_secs_f64();
 
         // The records the figures are made from (after the clock stopped).
@@ -400,6 +433,7 @@ pub async fn run(store: &CatalogStore, spec: &NightSpec) -> Result<NightSummary>
             "visit": v.visit,
             "detector": 0,
             "dia_sources": sources.len(),
+            "alerts": archived,
             "stamps": diff.stamps_used,
             "direction": format!("{:?}", diff.direction),
             "seconds": total,
@@ -435,8 +469,16 @@ fn dia_source_batch(
     ids: &[i64],
     objects: &[i64],
     v: &SimVisit,
+    processed: f64,
+    wcs: &TanSipWcs,
 ) -> Result<arrow::array::RecordBatch> {
     let n = s.len();
+    // Moments in arcsec², as the data model has them.
+    let area = wcs.pixel_scale_arcsec().powi(2);
+    let f32s = |g: &dyn Fn(&DiaSource) -> Option<f64>| {
+        s.iter().map(|d| g(d).map(|x| x as f32)).collect::<Vec<_>>()
+    };
+    let flags = |g: &dyn Fn(&DiaSource) -> bool| s.iter().map(|d| Some(g(d))).collect::<Vec<_>>();
     let mut c = Columns::default();
     c.i64("diaSourceId", ids.iter().map(|i| Some(*i)).collect())
         .i64("visit", vec![Some(v.visit); n])
@@ -445,52 +487,48 @@ fn dia_source_batch(
         .f64("midpointMjdTai", vec![Some(v.mjd_mid()); n])
         .f64("ra", s.iter().map(|d| Some(d.ra)).collect())
         .f64("dec", s.iter().map(|d| Some(d.dec)).collect())
-        .f32("raErr", s.iter().map(|d| Some(d.ra_err as f32)).collect())
-        .f32("decErr", s.iter().map(|d| Some(d.dec_err as f32)).collect())
-        .f32("x", s.iter().map(|d| Some(d.x as f32)).collect())
-        .f32("y", s.iter().map(|d| Some(d.y as f32)).collect())
-        .f32(
-            "apFlux",
-            s.iter().map(|d| Some(d.ap_flux.value as f32)).collect(),
+        .f32("raErr", f32s(&|d| Some(d.ra_err)))
+        .f32("decErr", f32s(&|d| Some(d.dec_err)))
+        .f32("x", f32s(&|d| Some(d.x)))
+        .f32("y", f32s(&|d| Some(d.y)))
+        .f32("xErr", f32s(&|d| Some(d.x_err)))
+        .f32("yErr", f32s(&|d| Some(d.y_err)))
+        .bool("centroid_flag", flags(&|d| d.flags.centroid_failed))
+        .f32("apFlux", f32s(&|d| Some(d.ap_flux.value)))
+        .f32("apFluxErr", f32s(&|d| Some(d.ap_flux.err)))
+        .f32("snr", f32s(&|d| Some(d.snr)))
+        .f32("psfFlux", f32s(&|d| Some(d.psf_flux.value)))
+        .f32("psfFluxErr", f32s(&|d| Some(d.psf_flux.err)))
+        .i32(
+            "psfNdata",
+            s.iter().map(|d| Some(d.psf_ndata as i32)).collect(),
         )
-        .f32(
-            "apFluxErr",
-            s.iter().map(|d| Some(d.ap_flux.err as f32)).collect(),
-        )
-        .f32("snr", s.iter().map(|d| Some(d.snr as f32)).collect())
-        .f32(
-            "psfFlux",
-            s.iter().map(|d| Some(d.psf_flux.value as f32)).collect(),
-        )
-        .f32(
-            "psfFluxErr",
-            s.iter().map(|d| Some(d.psf_flux.err as f32)).collect(),
-        )
-        .f32(
-            "scienceFlux",
-            s.iter()
-                .map(|d| Some(d.science_flux.value as f32))
-                .collect(),
-        )
-        .f32(
-            "scienceFluxErr",
-            s.iter().map(|d| Some(d.science_flux.err as f32)).collect(),
-        )
+        .bool("psfFlux_flag_edge", flags(&|d| d.flags.edge))
+        // No trailed-source or dipole model is fitted yet: no pixels were used for either.
+        .i32("trailNdata", vec![Some(0); n])
+        .i32("dipoleNdata", vec![Some(0); n])
+        .f32("scienceFlux", f32s(&|d| Some(d.science_flux.value)))
+        .f32("scienceFluxErr", f32s(&|d| Some(d.science_flux.err)))
+        .f32("templateFlux", f32s(&|d| Some(d.template_flux.value)))
+        .f32("templateFluxErr", f32s(&|d| Some(d.template_flux.err)))
+        .f32("ixx", f32s(&|d| d.shape.map(|m| m.ixx * area)))
+        .f32("iyy", f32s(&|d| d.shape.map(|m| m.iyy * area)))
+        .f32("ixy", f32s(&|d| d.shape.map(|m| m.ixy * area)))
+        .f32("ixxPSF", f32s(&|d| Some(d.psf_moments.ixx * area)))
+        .f32("iyyPSF", f32s(&|d| Some(d.psf_moments.iyy * area)))
+        .f32("ixyPSF", f32s(&|d| Some(d.psf_moments.ixy * area)))
+        .bool("shape_flag", flags(&|d| d.flags.shape_failed))
         .str("band", vec![Some(BANDS[v.band].to_string()); n])
-        .bool(
-            "isNegative",
-            s.iter().map(|d| Some(d.is_negative)).collect(),
+        .bool("isNegative", flags(&|d| d.is_negative))
+        .bool("isDipole", flags(&|d| d.flags.dipole))
+        .f32("reliability", f32s(&|d| Some(1.0 - d.spuriousness)))
+        .f32("extendedness", f32s(&|d| d.extendedness))
+        .f64("timeProcessedMjdTai", vec![Some(processed); n])
+        .i32(
+            "bboxSize",
+            s.iter().map(|d| Some(d.bbox_size as i32)).collect(),
         )
-        .f32(
-            "reliability",
-            s.iter()
-                .map(|d| Some((1.0 - d.spuriousness) as f32))
-                .collect(),
-        )
-        .f32(
-            "extendedness",
-            s.iter().map(|d| d.extendedness.map(|e| e as f32)).collect(),
-        );
+        .bool("pixelFlags_edge", flags(&|d| d.flags.edge));
     c.batch()
 }
 
@@ -551,7 +589,7 @@ type Forced = (
     aster_processing::measurement::Flux,
 );
 
-fn forced_batch(f: &[Forced], v: &SimVisit) -> Result<arrow::array::RecordBatch> {
+fn forced_batch(f: &[Forced], v: &SimVisit, processed: f64) -> Result<arrow::array::RecordBatch> {
     let n = f.len();
     let mut c = Columns::default();
     c.i64(
@@ -583,6 +621,128 @@ fn forced_batch(f: &[Forced], v: &SimVisit) -> Result<arrow::array::RecordBatch>
         "scienceFluxErr",
         f.iter().map(|x| Some(x.4.err as f32)).collect(),
     )
-    .str("band", vec![Some(BANDS[v.band].to_string()); n]);
+    .str("band", vec![Some(BANDS[v.band].to_string()); n])
+    .f64("timeProcessedMjdTai", vec![Some(processed); n]);
     c.batch()
+}
+
+/// Now as an MJD in TAI (37 leap seconds ahead of UTC since 2017).
+fn mjd_tai_now() -> f64 {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    40_587.0 + (unix + 37.0) / 86_400.0
+}
+
+/// A DIAObject's earlier rows, encoded.
+#[derive(Default)]
+struct History {
+    sources: Vec<Vec<u8>>,
+    forced: Vec<Vec<u8>>,
+}
+
+/// What a visit's alerts are made of.
+struct AlertInputs<'a> {
+    visit: &'a SimVisit,
+    sources: &'a [DiaSource],
+    ids: &'a [i64],
+    /// The DIAObject of each DIASource.
+    objects: &'a [i64],
+    source_rows: &'a RecordBatch,
+    object_rows: &'a RecordBatch,
+    forced_rows: &'a RecordBatch,
+    difference: &'a Exposure,
+    science: &'a Exposure,
+    template: &'a Exposure,
+}
+
+struct MadeAlert {
+    id: i64,
+    object: i64,
+    mjd: f64,
+    body: Vec<u8>,
+}
+
+impl MadeAlert {
+    fn as_new(&self) -> NewAlert<'_> {
+        NewAlert {
+            alert_id: self.id,
+            dia_object_id: Some(self.object),
+            mjd: self.mjd,
+            body: &self.body,
+        }
+    }
+}
+
+/// One alert per DIASource of the visit (DMS-REQ-0274): the DIASource, its DIAObject as this
+/// visit left it, the object's earlier DIASources and forced sources, and cutouts of the
+/// difference, visit and template images. The visit's rows then join the history.
+fn alerts_of_visit(
+    schema: &AlertSchema,
+    inp: &AlertInputs,
+    history: &mut HashMap<i64, History>,
+) -> Result<Vec<MadeAlert>> {
+    let sources = schema.encode_rows(AlertTable::DiaSource, inp.source_rows)?;
+    let objects = schema.encode_rows(AlertTable::DiaObject, inp.object_rows)?;
+    let forced = schema.encode_rows(AlertTable::DiaForcedSource, inp.forced_rows)?;
+    let ids_of = |b: &RecordBatch| -> Result<Vec<i64>> {
+        Ok(b.column_by_name("diaObjectId")
+            .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+            .context("no diaObjectId column")?
+            .iter()
+            .map(|v| v.unwrap_or(0))
+            .collect())
+    };
+    let object_row: HashMap<i64, usize> = ids_of(inp.object_rows)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| (id, i))
+        .collect();
+    let v = inp.visit;
+    let mjd = v.mjd_mid();
+    let empty = History::default();
+    let mut out = Vec::with_capacity(inp.sources.len());
+    for (i, s) in inp.sources.iter().enumerate() {
+        let object = inp.objects[i];
+        let cards = |image: &str| {
+            [
+                ("DIASRCID", HeaderValue::Int(inp.ids[i])),
+                ("DIAOBJID", HeaderValue::Int(object)),
+                ("VISIT", HeaderValue::Int(v.visit)),
+                ("DETECTOR", HeaderValue::Int(0)),
+                ("MJD-OBS", HeaderValue::Float(mjd)),
+                ("FILTER", HeaderValue::Text(BANDS[v.band].to_string())),
+                ("IMAGETYP", HeaderValue::Text(image.to_string())),
+                ("BUNIT", HeaderValue::Text("nJy".to_string())),
+            ]
+        };
+        let cut = |e: &Exposure, what: &str| cutout_fits(e, s.x, s.y, &cards(what));
+        let difference = cut(inp.difference, "difference")?;
+        let science = cut(inp.science, "science")?;
+        let template = cut(inp.template, "template")?;
+        let h = history.get(&object).unwrap_or(&empty);
+        let body = schema.encode_alert(&AlertParts {
+            dia_source_id: inp.ids[i],
+            dia_source: &sources[i],
+            prv_dia_sources: h.sources.iter().map(Vec::as_slice).collect(),
+            prv_dia_forced_sources: h.forced.iter().map(Vec::as_slice).collect(),
+            dia_object: object_row.get(&object).map(|&r| objects[r].as_slice()),
+            cutout_difference: Some(&difference),
+            cutout_science: Some(&science),
+            cutout_template: Some(&template),
+        })?;
+        out.push(MadeAlert {
+            id: inp.ids[i],
+            object,
+            mjd,
+            body,
+        });
+    }
+    for (row, object) in sources.into_iter().zip(inp.objects) {
+        history.entry(*object).or_default().sources.push(row);
+    }
+    for (row, object) in forced.into_iter().zip(ids_of(inp.forced_rows)?) {
+        history.entry(object).or_default().forced.push(row);
+    }
+    Ok(out)
 }

@@ -32,6 +32,74 @@ pub fn open_store(config: &Config) -> Result<CatalogStore> {
     CatalogStore::open(&config.catalog_location()).context("opening the catalog store")
 }
 
+/// The alert archive, under `<data dir>/alerts`.
+pub fn open_alerts(config: &Config) -> Result<aster_archive::alerts::AlertArchive> {
+    aster_archive::alerts::AlertArchive::open(&config.data_dir.join("alerts"))
+        .context("opening the alert archive")
+}
+
+/// The alert archive's HTTP service, with the distribution sinks the configuration names
+/// started on it (the demo has Kafka's mock cluster when no brokers are given).
+fn alert_service(
+    config: &Config,
+    with_demo: bool,
+) -> Result<aster_protocols::alerts::AlertService> {
+    use aster_protocols::alerts::{distribute, kafka::KafkaSink, voevent};
+    let archive = open_alerts(config)?;
+    let mut streams = serde_json::Map::new();
+    let brokers = config
+        .alerts
+        .kafka_brokers
+        .clone()
+        .or_else(|| with_demo.then(|| "mock".to_string()));
+    if let Some(brokers) = brokers {
+        let sink = KafkaSink::connect(&brokers, &config.alerts.kafka_topic)
+            .context("starting the Kafka producer")?;
+        tracing::info!(
+            bootstrap = sink.bootstrap(),
+            topic = sink.topic(),
+            "alerts on Kafka"
+        );
+        streams.insert(
+            "kafka".into(),
+            serde_json::json!({
+                "bootstrap_servers": sink.bootstrap(),
+                "topic": sink.topic(),
+                "mock_cluster": brokers.trim() == "mock",
+                "format": "Confluent wire format: byte 0, the schema id (4 bytes, big-endian), the Avro alert",
+                "schema_id": aster_archive::alerts::AlertSchema::SCHEMA_ID,
+            }),
+        );
+        distribute::spawn(archive.clone(), std::sync::Arc::new(sink));
+    }
+    if let Some(broker) = &config.alerts.voevent_broker {
+        let host = url::Url::parse(&config.links_base())
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_else(|| "localhost".into());
+        let author = voevent::VoEventAuthor {
+            broker: broker.clone(),
+            stream: config
+                .alerts
+                .voevent_stream
+                .clone()
+                .unwrap_or_else(|| format!("ivo://{host}/alerts")),
+            public_url: config.links_base(),
+        };
+        streams.insert(
+            "voevent".into(),
+            serde_json::json!({ "broker": author.broker, "stream": author.stream }),
+        );
+        distribute::spawn(
+            archive.clone(),
+            std::sync::Arc::new(voevent::VoEventSink(author)),
+        );
+    }
+    Ok(aster_protocols::alerts::AlertService::new(archive)
+        .with_streams(streams.into())
+        .with_filtering()?)
+}
+
 pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
     let store = open_store(&config)?;
     if with_demo && store.tables().await?.is_empty() {
@@ -60,6 +128,7 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
         );
         let s = crate::night::run(
             &store,
+            &open_alerts(&config)?,
             &crate::night::NightSpec {
                 visits: config.demo.night_visits,
                 size: config.demo.night_ccd_size,
@@ -222,6 +291,9 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
             Some(scheduler.clone()),
         ))
         .merge(aster_vospace::tables_router(tables))
+        .merge(aster_protocols::alerts::router(alert_service(
+            &config, with_demo,
+        )?))
         .layer(middleware::from_fn_with_state(
             auth,
             aster_protocols::auth::layer,
@@ -252,9 +324,21 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
             tracing::debug!(error = %e, "TCP_NODELAY");
         }
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
-        .await?;
+    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown().await;
+        let _ = stopping.send(true);
+    });
+    // Long-lived responses (alert streams) never end by themselves: after the signal,
+    // open connections have 10 s to finish.
+    let grace = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    };
+    tokio::select! {
+        r = server.into_future() => r?,
+        _ = grace => tracing::warn!("connections still open 10 s after the signal: stopping"),
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! TAP metadata derived from them, the DataFusion query engine, the job store, the query log,
 //! the dataset registry of raws, calibration products and processed images, and the
 //! predicted visit schedule, the identity store (users, groups, tokens, sessions), and who may read users' own tables.
+pub mod alerts;
 pub mod calib_file;
 pub mod catalog;
 pub mod exposure_file;

@@ -11,6 +11,7 @@
 use crate::detection::{DetectionConfig, Peak, detect};
 use crate::image::Exposure;
 use crate::measurement::{Flux, Shape, measure};
+use crate::psf::Moments;
 use crate::wcs::PixelPosition;
 
 /// A flux that could not be measured (no PSF, no aperture).
@@ -87,6 +88,12 @@ pub struct DiaSource {
     /// 0 for a convincing astrophysical source, up to 1 for an artefact.
     pub spuriousness: f64,
     pub flags: DiaFlags,
+    /// Pixels its PSF flux was fitted on.
+    pub psf_ndata: usize,
+    /// The larger side of its footprint's bounding box, pixels.
+    pub bbox_size: usize,
+    /// The difference image's PSF moments at the source (pixels²).
+    pub psf_moments: Moments,
 }
 
 /// Detects and measures the DIASources of `difference` (science minus template, decorrelated,
@@ -139,13 +146,16 @@ pub fn detect_dia_sources(
         (m.ixx * m.iyy - m.ixy * m.ixy).sqrt()
     };
     // Every peak is a source: changes near each other share a footprint.
-    let peaks: Vec<(Peak, bool)> = footprints
+    let peaks: Vec<(Peak, bool, usize)> = footprints
         .iter()
-        .flat_map(|f| f.peaks.iter().map(|p| (*p, f.negative)))
+        .flat_map(|f| {
+            let side = (f.bbox.2 - f.bbox.0).max(f.bbox.3 - f.bbox.1);
+            f.peaks.iter().map(move |p| (*p, f.negative, side))
+        })
         .collect();
     let scale_deg = wcs.pixel_scale_arcsec() / 3600.0;
     let mut out = Vec::with_capacity(peaks.len());
-    for (peak, negative) in &peaks {
+    for (peak, negative, bbox_size) in &peaks {
         let on = if *negative { &negated } else { difference };
         let m = measure(on, psf, peak);
         let sign = if *negative { -1.0 } else { 1.0 };
@@ -166,7 +176,7 @@ pub fn detect_dia_sources(
             .psf
             .as_ref()
             .map_or(UNMEASURED, |p| measure(template, p, &at).psf_flux);
-        let dipole = peaks.iter().any(|(q, neg)| {
+        let dipole = peaks.iter().any(|(q, neg, _)| {
             neg != negative
                 && ((q.x as f64 - m.x).powi(2) + (q.y as f64 - m.y).powi(2)).sqrt()
                     < config.dipole_fwhm * fwhm
@@ -232,6 +242,9 @@ pub fn detect_dia_sources(
             template_flux,
             spuriousness: spurious.min(1.0),
             flags,
+            psf_ndata: m.psf_pixels,
+            bbox_size: *bbox_size,
+            psf_moments: psf.moments_at(m.x, m.y),
         });
     }
     Ok(out)

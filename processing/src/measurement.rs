@@ -45,6 +45,8 @@ pub struct Measurement {
     pub x_err: f64,
     pub y_err: f64,
     pub psf_flux: Flux,
+    /// Pixels the PSF flux was fitted on.
+    pub psf_pixels: usize,
     /// (radius in pixels, flux).
     pub aperture_fluxes: Vec<(f64, Flux)>,
     /// Adaptive moments (DMS-REQ-0267's shape), None when they did not converge.
@@ -259,7 +261,7 @@ pub fn measure_child(
 
     // PSF flux: the amplitude of the PSF at the centroid that best fits the pixels,
     // weighted by inverse variance, with its error.
-    let (mut num, mut den) = (0.0, 0.0);
+    let (mut num, mut den, mut psf_pixels) = (0.0, 0.0, 0);
     if let Ok(kernel) = psf.kernel_at(cx, cy, half as usize) {
         let (x0, y0) = (cx.round() as i64 - half, cy.round() as i64 - half);
         for j in 0..kernel.height() as i64 {
@@ -269,6 +271,7 @@ pub fn measure_child(
                     Px::Good(v, s) => {
                         num += p * v / s;
                         den += p * p / s;
+                        psf_pixels += 1;
                     }
                     Px::Masked => flags.masked = true,
                     Px::Off => flags.edge = true,
@@ -369,6 +372,7 @@ pub fn measure_child(
         x_err: errs.0,
         y_err: errs.1,
         psf_flux,
+        psf_pixels,
         aperture_fluxes,
         shape,
         extendedness,

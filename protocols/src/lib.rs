@@ -2,6 +2,7 @@
 //! DataLink, SODA, dataset downloads and MOCs over the dataset registry; the predicted visit
 //! schedule, HiPS; the portal) and the table
 //! writers they stream results with.
+pub mod alerts;
 pub mod auth;
 pub mod formats;
 pub mod hips;

@@ -38,6 +38,13 @@ fn source(ra: f64, dec: f64, err_arcsec: f64, flux: f64) -> DiaSource {
         },
         spuriousness: 0.0,
         flags: DiaFlags::default(),
+        psf_ndata: 81,
+        bbox_size: 5,
+        psf_moments: crate::psf::Moments {
+            ixx: 2.0,
+            iyy: 2.0,
+            ixy: 0.0,
+        },
     }
 }
 

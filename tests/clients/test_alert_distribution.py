@@ -1,0 +1,179 @@
+"""Alert distribution (issue 5): a night's alerts reach a confluent-kafka consumer through a
+Kafka broker that goes away during the night and comes back, and reach a Comet VOEvent
+broker; every alert arrives once, and the archive holds each once.
+
+The test runs its own Aster server (configured with the two brokers) on a fresh data
+directory, and `aster night run` against that directory as a separate process, as visits
+would arrive: the server follows the alert archive and distributes what the night adds."""
+import io
+import os
+import pathlib
+import socket
+import struct
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+import requests
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+STREAM = "ivo://aster.test/alerts"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_for(check, seconds, what):
+    end = time.time() + seconds
+    while time.time() < end:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def kafka():
+    p = subprocess.Popen([sys.executable, str(ROOT / "tests" / "kafka_mock_broker.py")],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    bootstrap = p.stdout.readline().strip()
+    assert bootstrap, "the mock broker did not start"
+
+    def command(word):
+        p.stdin.write(word + "\n")
+        p.stdin.flush()
+        assert p.stdout.readline().strip() == word
+
+    yield bootstrap, command
+    p.stdin.close()
+    p.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def comet(tmp_path_factory):
+    d = tmp_path_factory.mktemp("comet")
+    port = free_port()
+    events = d / "events"
+    events.mkdir()
+    log = open(d / "comet.log", "w")
+    p = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "comet_loopback.py"), "-n", "--pidfile=",
+         "comet", "--local-ivo=ivo://aster.test/comet", "--receive",
+         f"--receive-port={port}", "--author-whitelist=127.0.0.0/8",
+         f"--eventdb={d / 'db'}", "--save-event", f"--save-event-directory={events}"],
+        cwd=d, stdout=log, stderr=subprocess.STDOUT)
+
+    def listening():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return p.poll() is not None
+    wait_for(listening, 60, "Comet to listen")
+    assert p.poll() is None, (d / "comet.log").read_text()
+    yield port, events
+    p.terminate()
+    p.wait(timeout=10)
+
+
+def test_a_night_reaches_kafka_through_an_outage_and_comet(kafka, comet, tmp_path):
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    from lsst.alert.packet import Schema
+
+    bootstrap, broker = kafka
+    comet_port, events = comet
+    aster = os.environ["ASTER_BIN"]
+    data = tmp_path / "data"
+    data.mkdir()
+    config = data / "aster.toml"
+    config.write_text(
+        "[alerts]\n"
+        f'kafka_brokers = "{bootstrap}"\n'
+        f'voevent_broker = "127.0.0.1:{comet_port}"\n'
+        f'voevent_stream = "{STREAM}"\n')
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = open(data / "server.log", "w")
+    server = subprocess.Popen(
+        [aster, "--config", str(config), "--data-dir", str(data), "serve",
+         "--addr", f"127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def up():
+            try:
+                return requests.get(f"{base}/api/alerts/streams", timeout=5).ok
+            except requests.ConnectionError:
+                assert server.poll() is None, (data / "server.log").read_text()
+        wait_for(up, 120, "the server")
+        streams = requests.get(f"{base}/api/alerts/streams", timeout=5).json()
+        assert streams["kafka"]["bootstrap_servers"] == bootstrap
+        assert streams["voevent"]["stream"] == STREAM
+
+        # The broker goes away, then the night runs: its alerts wait in the archive.
+        broker("down")
+        subprocess.run(
+            [aster, "--config", str(config), "--data-dir", str(data), "night", "run",
+             "--visits", "2", "--size", "512", "--stars", "120", "--variables", "8",
+             "--transients", "20", "--template-visits", "2"],
+            check=True, timeout=900, capture_output=True)
+        schema = Schema.from_file()
+        r = requests.get(f"{base}/api/alerts", params={"limit": 100000}, timeout=60)
+        _, records = schema.retrieve_alerts(io.BytesIO(r.content))
+        archived = [a["diaSourceId"] for a in records]
+        assert archived and len(archived) == len(set(archived))
+        time.sleep(3)
+        broker("up")
+
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "aster-test",
+                             "enable.auto.commit": False})
+        consumer.assign([TopicPartition("alerts", 0, OFFSET_BEGINNING)])
+        got = []
+        end = time.time() + 180
+        # Every alert, then a few seconds more to see that none comes twice.
+        quiet_until = None
+        while time.time() < end:
+            m = consumer.poll(1.0)
+            if m is None:
+                if len(got) >= len(archived):
+                    quiet_until = quiet_until or time.time() + 5
+                    if time.time() > quiet_until:
+                        break
+                continue
+            assert m.error() is None, m.error()
+            got.append(m)
+        consumer.close()
+        keys = [int(m.key()) for m in got]
+        assert len(keys) == len(set(keys)), "an alert came twice"
+        assert sorted(keys) == sorted(archived)
+        for m in got:
+            value = m.value()
+            magic, schema_id = struct.unpack(">bI", value[:5])
+            assert (magic, schema_id) == (0, 1101)
+            alert = schema.deserialize(value[5:])
+            assert alert["diaSourceId"] == int(m.key())
+
+        # Comet saved one VOEvent per alert, each naming its DIASource.
+        def saved():
+            files = list(events.iterdir())
+            return files if len(files) >= len(archived) else None
+        files = wait_for(saved, 180, "Comet to save every event")
+        assert len(files) == len(archived)
+        ns = {"voe": "http://www.ivoa.net/xml/VOEvent/v2.0"}
+        ivorns = set()
+        for f in files:
+            root = ET.parse(f).getroot()
+            ivorns.add(root.get("ivorn"))
+            params = {p.get("name"): p.get("value") for p in root.iter("Param")}
+            assert root.get("ivorn") == f"{STREAM}#diaSource-{params['diaSourceId']}"
+            assert root.find("WhereWhen", ns) is not None or root.find("WhereWhen") is not None
+        assert ivorns == {f"{STREAM}#diaSource-{i}" for i in archived}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
