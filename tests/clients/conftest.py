@@ -3,7 +3,9 @@ scripts/test-all starts (ASTER_TEST_URL, ASTER_TEST_DATA)."""
 import html
 import os
 import re
+import socket
 import subprocess
+import time
 
 import pytest
 import requests
@@ -14,6 +16,26 @@ def _env(name):
     if not value:
         pytest.fail(f"{name} is not set: run scripts/test-all")
     return value
+
+
+def free_port():
+    """A port free on 127.0.0.1, for a server a test starts itself."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_for(check, seconds, what):
+    """The first true value of `check()`, polled for up to `seconds`."""
+    end = time.time() + seconds
+    while time.time() < end:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="session")

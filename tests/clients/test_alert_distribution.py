@@ -17,27 +17,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 import requests
+from conftest import free_port, wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 STREAM = "ivo://aster.test/alerts"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_for(check, seconds, what):
-    end = time.time() + seconds
-    while time.time() < end:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")

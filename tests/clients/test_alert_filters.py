@@ -8,7 +8,6 @@ import base64
 import io
 import json
 import os
-import socket
 import statistics
 import struct
 import subprocess
@@ -17,26 +16,9 @@ import time
 
 import pytest
 import requests
+from conftest import free_port, wait_for
 
 SUBSCRIBERS = 100
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_for(check, seconds, what):
-    end = time.time() + seconds
-    while time.time() < end:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
