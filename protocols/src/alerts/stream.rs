@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
 use super::AlertService;
-use super::filter::{Filter, FilterHub, PREDEFINED};
+use super::filter::{Filter, PREDEFINED};
 use crate::auth::{may_write, signed_in};
 
 fn text(status: StatusCode, message: impl Into<String>) -> Response {
@@ -43,8 +43,25 @@ fn resume_point(headers: &HeaderMap, after: Option<&str>) -> Result<Option<i64>,
     }
 }
 
-/// The SSE stream of `filter`: what the archive holds after `after` first, then live.
-async fn stream(hub: FilterHub, filter: Arc<Filter>, after: Option<i64>) -> Response {
+/// The SSE stream of `filter`: what the archive holds after the resume point
+/// (`Last-Event-ID`, else the `after` parameter) first, then live.
+async fn stream(
+    s: &AlertService,
+    filter: Filter,
+    headers: &HeaderMap,
+    after: Option<&str>,
+) -> Response {
+    let Some(hub) = s.hub.clone() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the filtering service is not running",
+        );
+    };
+    let after = match resume_point(headers, after) {
+        Ok(a) => a,
+        Err(m) => return text(StatusCode::BAD_REQUEST, m),
+    };
+    let filter = Arc::new(filter);
     let subscription = hub.subscribe(filter.clone());
     let position = subscription.position;
     let backlog = match after {
@@ -105,21 +122,10 @@ pub(super) async fn ad_hoc(
     Query(p): Query<StreamParams>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(hub) = s.hub.clone() else {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the filtering service is not running",
-        );
-    };
-    let filter = match compiled(p.filter.as_deref(), p.predefined.as_deref()).await {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    let after = match resume_point(&headers, p.after.as_deref()) {
-        Ok(a) => a,
-        Err(m) => return text(StatusCode::BAD_REQUEST, m),
-    };
-    stream(hub, Arc::new(filter), after).await
+    match compiled(p.filter.as_deref(), p.predefined.as_deref()).await {
+        Ok(f) => stream(&s, f, &headers, p.after.as_deref()).await,
+        Err(r) => r,
+    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -296,12 +302,6 @@ pub(super) async fn saved_stream(
     Query(q): Query<StreamParams>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(hub) = s.hub.clone() else {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the filtering service is not running",
-        );
-    };
     let f = match owned(&s, p.as_deref(), &id).await {
         Ok(f) => f,
         Err(r) => return r,
@@ -315,9 +315,5 @@ pub(super) async fn saved_stream(
             );
         }
     };
-    let after = match resume_point(&headers, q.after.as_deref()) {
-        Ok(a) => a,
-        Err(m) => return text(StatusCode::BAD_REQUEST, m),
-    };
-    stream(hub, Arc::new(filter), after).await
+    stream(&s, filter, &headers, q.after.as_deref()).await
 }
