@@ -222,10 +222,10 @@ enum HipsCommand {
 #[derive(Subcommand)]
 enum NightCommand {
     /// Simulate a night of visits to one field (stars, periodic variables, injected
-    /// transients) and run each through templates, difference imaging, DIASources,
-    /// association and forced photometry into ap.DiaSource, ap.DiaObject and
-    /// ap.DiaForcedSource, recording the truth, the DIASources and each visit's latency
-    /// under the output directory.
+    /// transients, asteroids) and run each through templates, difference imaging,
+    /// DIASources, association (to known solar system objects, then DIAObjects) and forced
+    /// photometry into the ap tables and alerts, recording the truth, the DIASources and
+    /// each visit's latency under the output directory.
     Run {
         /// Visits of the night.
         #[arg(long, default_value_t = 6)]
@@ -239,6 +239,9 @@ enum NightCommand {
         variables: usize,
         #[arg(long, default_value_t = 80)]
         transients: usize,
+        /// Asteroids crossing the field (one in six missing from the orbit catalogue).
+        #[arg(long, default_value_t = 12)]
+        asteroids: usize,
         /// Earlier exposures of the field the templates are coadded from.
         #[arg(long, default_value_t = 4)]
         template_visits: usize,
@@ -656,6 +659,7 @@ fn main() -> Result<()> {
                         stars,
                         variables,
                         transients,
+                        asteroids,
                         template_visits,
                         seed,
                         out,
@@ -669,6 +673,7 @@ fn main() -> Result<()> {
                     stars,
                     variables,
                     transients,
+                    asteroids,
                     template_visits,
                     out: out.unwrap_or_else(|| config.data_dir.join("night")),
                 };
@@ -676,9 +681,10 @@ fn main() -> Result<()> {
                 let mut l = s.latencies.clone();
                 l.sort_by(f64::total_cmp);
                 println!(
-                    "{} visits, {} DIASources, {} DIAObjects; latency per CCD p50 {:.2} s, max {:.2} s; records in {}",
+                    "{} visits, {} DIASources ({} of known asteroids), {} DIAObjects; latency per CCD p50 {:.2} s, max {:.2} s; records in {}",
                     s.visits,
                     s.dia_sources,
+                    s.ss_sources,
                     s.dia_objects,
                     l.get(l.len() / 2).copied().unwrap_or(f64::NAN),
                     l.last().copied().unwrap_or(f64::NAN),

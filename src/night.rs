@@ -1,13 +1,13 @@
 //! `aster night run`: alert production over a simulated night (DMS-REQ-0004, 0010, 0269 to
-//! 0272, 0280, 0312, 0317). A field of stars, periodic variables and injected transients is
-//! observed by a run of visits; each visit's calibrated CCD image (rendered by the
+//! 0272, 0280, 0285, 0312, 0317). A field of stars, periodic variables, injected transients
+//! and asteroids is observed by a run of visits; each visit's calibrated CCD image (rendered by the
 //! simulator: the raw-to-calexp steps are `aster pipeline run`'s) goes through the Level 1
 //! chain as it arrives: background, template (a coadd of the field's exposures from the
-//! epoch window before it), Alard-Lupton difference, DIASources, association into
-//! DIAObjects, forced photometry of every DIAObject on the difference and the visit image,
+//! epoch window before it), Alard-Lupton difference, DIASources, association to the known
+//! asteroids' predicted places ([`solar_system`]) and then into DIAObjects, forced photometry of every DIAObject on the difference and the visit image,
 //! the rows of `ap.DiaSource`, `ap.DiaObject` (a new version of each updated object,
-//! dated by `validityStartMjdTai`, as Rubin's APDB keeps them) and `ap.DiaForcedSource`,
-//! queryable in TAP when the visit is done, and an alert per DIASource (Avro, Rubin's
+//! dated by `validityStartMjdTai`, as Rubin's APDB keeps them), `ap.DiaForcedSource` and
+//! `ap.SSSource`, queryable in TAP when the visit is done, and an alert per DIASource (Avro, Rubin's
 //! schema 11.1, with the object's history and cutouts) into the alert archive, from which
 //! the server distributes them.
 //!
@@ -25,6 +25,7 @@ use aster_archive::alerts::cutout::cutout_fits;
 use aster_archive::alerts::{AlertArchive, AlertParts, AlertSchema, AlertTable, NewAlert};
 use aster_archive::catalog::{CatalogStore, DEFAULT_MAX_ROWS};
 use aster_archive::schema::builtin_schemas;
+use aster_processing::association::solar_system::associate_solar_system;
 use aster_processing::association::{AssociationConfig, Associator};
 use aster_processing::background::Background;
 use aster_processing::dia::{DiaConfig, DiaSource, detect_dia_sources};
@@ -32,7 +33,7 @@ use aster_processing::diffim::{DiffimConfig, stamp_stars, subtract_with_stars};
 use aster_processing::image::Exposure;
 use aster_processing::image::HeaderValue;
 use aster_processing::measurement::fit_psf_fluxes;
-use aster_processing::render::{PIXEL_SCALE, render};
+use aster_processing::render::{PIXEL_SCALE, Trail, render_scene};
 use aster_processing::sky::{BANDS, SimObject, SimVisit, Variability, mag_to_njy};
 use aster_processing::skymap::PixelGrid;
 use aster_processing::template::{TemplateConfig, TemplateInput, build_template};
@@ -41,6 +42,9 @@ use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 
 use crate::tables::Columns;
+
+mod solar_system;
+use solar_system::{FIRST_SS_OBJECT, SimAsteroid, SsDetection};
 
 /// What night to simulate.
 #[derive(Debug, Clone)]
@@ -53,6 +57,8 @@ pub struct NightSpec {
     pub stars: usize,
     pub variables: usize,
     pub transients: usize,
+    /// Asteroids crossing the field, most of them in the orbit catalogue.
+    pub asteroids: usize,
     /// Exposures of the field in the year before, for the template.
     pub template_visits: usize,
     /// Where the run's records go.
@@ -68,6 +74,7 @@ impl Default for NightSpec {
             stars: 600,
             variables: 40,
             transients: 80,
+            asteroids: 12,
             template_visits: 4,
             out: PathBuf::from("night"),
         }
@@ -86,9 +93,13 @@ const FIRST_DIA_OBJECT: i64 = 3_000_000_000_000;
 const FIRST_VARIABLE: i64 = 8_000_000_000;
 const FIRST_TRANSIENT: i64 = 9_000_000_000;
 
-/// The field: stars, periodic variables, and transients peaking within days of the night,
-/// apart from each other by 4 arcsec.
-fn population(spec: &NightSpec) -> Vec<SimObject> {
+/// Within this distance of a catalogued asteroid's predicted place a DIASource is its,
+/// arcsec (or three times the prediction's uncertainty, when that is more).
+const SS_RADIUS_ARCSEC: f64 = 1.0;
+
+/// The field: stars, periodic variables, transients peaking within days of the night, and
+/// asteroids crossing it, the changing ones apart from each other by 4 arcsec.
+fn population(spec: &NightSpec) -> Result<(Vec<SimObject>, Vec<SimAsteroid>)> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed);
     let half = spec.size as f64 * PIXEL_SCALE / 3600.0 / 2.0 * 0.95;
     let cosd = FIELD.1.to_radians().cos();
@@ -147,7 +158,8 @@ fn population(spec: &NightSpec) -> Vec<SimObject> {
         // Hosts too faint to see: the transient is what changes.
         out.push(object(FIRST_TRANSIENT + i as i64, ra, dec, 29.0, Some(v)));
     }
-    out
+    let asteroids = solar_system::asteroids(spec.asteroids, NIGHT_MJD, &mut rng, &mut apart)?;
+    Ok((out, asteroids))
 }
 
 fn visit(id: i64, mjd: f64, band: usize, seeing: f64, depth_offset: f64, airmass: f64) -> SimVisit {
@@ -171,10 +183,11 @@ fn visit(id: i64, mjd: f64, band: usize, seeing: f64, depth_offset: f64, airmass
 fn calexp(
     v: &SimVisit,
     objects: &[SimObject],
+    trails: &[Trail],
     size: usize,
     seed: u64,
 ) -> Result<(Exposure, Vec<aster_processing::render::TruthEntry>)> {
-    let (mut e, truth) = render(v, FIELD.0, FIELD.1, size, objects, seed);
+    let (mut e, truth) = render_scene(v, FIELD.0, FIELD.1, size, objects, trails, seed);
     let bg = Background::estimate(e.image(), e.mask(), 128).context("background")?;
     let (img, _, _) = e.planes_mut();
     bg.subtract_from(img).context("background")?;
@@ -201,6 +214,8 @@ pub struct NightSummary {
     pub visits: usize,
     pub dia_sources: usize,
     pub dia_objects: usize,
+    /// DIASources matched to catalogued asteroids.
+    pub ss_sources: usize,
     pub latencies: Vec<f64>,
 }
 
@@ -214,7 +229,17 @@ pub async fn run(
     ensure_ap_tables(store).await?;
     std::fs::create_dir_all(&spec.out)
         .with_context(|| format!("creating {}", spec.out.display()))?;
-    let objects = population(spec);
+    let (objects, asteroids) = population(spec)?;
+    write_orbit_catalogue(store, &asteroids).await?;
+    // The catalogue's orbits as alerts carry them, encoded once.
+    let orbit_rows = solar_system::orbits_batch(&asteroids, unix_micros_now())?;
+    let orbit_records: HashMap<i64, Vec<u8>> = asteroids
+        .iter()
+        .filter(|a| a.catalogued.is_some())
+        .map(|a| a.ss_object_id)
+        .zip(alert_schema.encode_rows(AlertTable::MpcOrbits, &orbit_rows)?)
+        .collect();
+    let listed: std::collections::HashSet<i64> = orbit_records.keys().copied().collect();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed ^ 0xa11e);
     let band = 2;
     // The field's earlier exposures, from which each visit's template is coadded.
@@ -228,7 +253,7 @@ pub async fn run(
                 rng.random_range(-0.1..0.2),
                 rng.random_range(1.05..1.3),
             );
-            calexp(&v, &objects, spec.size, spec.seed).map(|(e, _)| (v, e))
+            calexp(&v, &objects, &[], spec.size, spec.seed).map(|(e, _)| (v, e))
         })
         .collect::<Result<_>>()?;
     let template_truth: std::collections::HashMap<i64, f64> = {
@@ -273,7 +298,7 @@ pub async fn run(
     let mut associator = Associator::new(AssociationConfig::default());
     // Each DIAObject's earlier DIASources and forced sources, encoded once, for the
     // `prvDiaSources` and `prvDiaForcedSources` of its later alerts.
-    let mut history: HashMap<i64, History> = HashMap::new();
+    let mut history: HashMap<Owner, History> = HashMap::new();
     let mut next_object = FIRST_DIA_OBJECT;
     let mut truth_out = csv(
         &spec.out.join("truth.csv"),
@@ -281,7 +306,7 @@ pub async fn run(
     )?;
     let mut sources_out = csv(
         &spec.out.join("dia_sources.csv"),
-        "visit,diaSourceId,diaObjectId,x,y,ra,dec,snr,psfFlux,psfFluxErr,isNegative,spuriousness,dipole",
+        "visit,diaSourceId,diaObjectId,ssObjectId,x,y,ra,dec,snr,psfFlux,psfFluxErr,isNegative,spuriousness,dipole",
     )?;
     let mut latency_out = std::fs::File::create(spec.out.join("latency.jsonl"))?;
     let mut summary = NightSummary::default();
@@ -296,7 +321,8 @@ pub async fn run(
         );
         let mut stages: Vec<(&str, f64)> = Vec::new();
         // The visit's calibrated image "arrives": from here on the latency counts.
-        let (science, truth) = calexp(&v, &objects, spec.size, spec.seed)?;
+        let trails: Vec<Trail> = asteroids.iter().map(|a| a.trail(&v)).collect();
+        let (science, truth) = calexp(&v, &objects, &trails, spec.size, spec.seed)?;
         let readout = Instant::now();
         let mut clock = readout;
         let mut lap = |name: &'static str, stages: &mut Vec<(&str, f64)>| {
@@ -317,10 +343,37 @@ pub async fn run(
         let sources =
             detect_dia_sources(&diff.exposure, &science, &template, &DiaConfig::default())?;
         lap("detect_measure", &mut stages);
-        let assoc = associator.associate(&sources, band, v.mjd_mid(), || {
-            next_object += 1;
-            next_object
-        });
+        // Known asteroids first: a DIASource at a catalogued orbit's predicted place is that
+        // object's; the others go to DIAObjects.
+        let predicted = solar_system::predict(&asteroids, v.mjd_mid(), &grid);
+        let ss_matches = associate_solar_system(
+            &sources,
+            &predicted.iter().map(|p| p.prediction).collect::<Vec<_>>(),
+            SS_RADIUS_ARCSEC,
+        );
+        let unmatched: Vec<usize> = (0..sources.len())
+            .filter(|i| ss_matches[*i].is_none())
+            .collect();
+        let assoc = associator.associate(
+            &unmatched
+                .iter()
+                .map(|&i| sources[i].clone())
+                .collect::<Vec<_>>(),
+            band,
+            v.mjd_mid(),
+            || {
+                next_object += 1;
+                next_object
+            },
+        );
+        let mut dia_object: Vec<Option<i64>> = vec![None; sources.len()];
+        for (a, &i) in assoc.iter().zip(&unmatched) {
+            dia_object[i] = Some(a.dia_object_id);
+        }
+        let ss_object: Vec<Option<i64>> = ss_matches
+            .iter()
+            .map(|m| m.map(|m| m.ss_object_id))
+            .collect();
         lap("associate", &mut stages);
         // Forced photometry of every DIAObject on this image, on the difference and the
         // visit image.
@@ -351,9 +404,29 @@ pub async fn run(
             .collect();
         let updated: Vec<i64> = assoc.iter().map(|a| a.dia_object_id).collect();
         let processed = mjd_tai_now();
-        let source_rows = dia_source_batch(&sources, &ids, &updated, &v, processed, &wcs)?;
+        let source_rows = dia_source_batch(
+            &sources,
+            &ids,
+            (&dia_object, &ss_object),
+            &v,
+            processed,
+            &wcs,
+        )?;
         let object_rows = dia_object_batch(&associator, &updated, mjd)?;
         let forced_rows = forced_batch(&forced, &v, processed)?;
+        let detections: Vec<SsDetection> = ss_matches
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                m.map(|m| SsDetection {
+                    dia_source_id: ids[i],
+                    source: &sources[i],
+                    predicted: &predicted[m.prediction],
+                    matched: m,
+                })
+            })
+            .collect();
+        let ss_rows = solar_system::ss_source_batch(&detections)?;
         store
             .append("ap", "DiaSource", std::slice::from_ref(&source_rows))
             .await?;
@@ -363,6 +436,9 @@ pub async fn run(
         store
             .append("ap", "DiaForcedSource", std::slice::from_ref(&forced_rows))
             .await?;
+        store
+            .append("ap", "SSSource", std::slice::from_ref(&ss_rows))
+            .await?;
         lap("write", &mut stages);
         let made = alerts_of_visit(
             alert_schema,
@@ -370,10 +446,13 @@ pub async fn run(
                 visit: &v,
                 sources: &sources,
                 ids: &ids,
-                objects: &updated,
+                dia_objects: &dia_object,
+                ss_objects: &ss_object,
                 source_rows: &source_rows,
                 object_rows: &object_rows,
                 forced_rows: &forced_rows,
+                ss_rows: &ss_rows,
+                orbits: &orbit_records,
                 difference: &diff.exposure,
                 science: &science,
                 template: &template,
@@ -390,7 +469,13 @@ pub async fn run(
 
         // The records the figures are made from (after the clock stopped).
         for t in &truth {
-            let kind = if t.id >= FIRST_TRANSIENT {
+            let kind = if t.id >= FIRST_SS_OBJECT {
+                if listed.contains(&t.id) {
+                    "asteroid"
+                } else {
+                    "unlisted_asteroid"
+                }
+            } else if t.id >= FIRST_TRANSIENT {
                 "transient"
             } else if t.id >= FIRST_VARIABLE {
                 "variable"
@@ -411,12 +496,14 @@ pub async fn run(
                 delta / err
             )?;
         }
-        for ((s, id), a) in sources.iter().zip(&ids).zip(&assoc) {
+        let blank = |o: &Option<i64>| o.map_or(String::new(), |o| o.to_string());
+        for (i, (s, id)) in sources.iter().zip(&ids).enumerate() {
             writeln!(
                 sources_out,
-                "{},{id},{},{:.3},{:.3},{:.8},{:.8},{:.3},{:.3},{:.3},{},{:.3},{}",
+                "{},{id},{},{},{:.3},{:.3},{:.8},{:.8},{:.3},{:.3},{:.3},{},{:.3},{}",
                 v.visit,
-                a.dia_object_id,
+                blank(&dia_object[i]),
+                blank(&ss_object[i]),
                 s.x,
                 s.y,
                 s.ra,
@@ -448,6 +535,7 @@ pub async fn run(
         );
         summary.visits += 1;
         summary.dia_sources += sources.len();
+        summary.ss_sources += detections.len();
         summary.latencies.push(total);
     }
     truth_out.flush()?;
@@ -464,10 +552,11 @@ fn csv(path: &Path, header: &str) -> Result<std::io::BufWriter<std::fs::File>> {
     Ok(f)
 }
 
+/// The DIASources' rows; each belongs to a DIAObject or to a solar system object.
 fn dia_source_batch(
     s: &[DiaSource],
     ids: &[i64],
-    objects: &[i64],
+    (dia_objects, ss_objects): (&[Option<i64>], &[Option<i64>]),
     v: &SimVisit,
     processed: f64,
     wcs: &TanSipWcs,
@@ -483,7 +572,8 @@ fn dia_source_batch(
     c.i64("diaSourceId", ids.iter().map(|i| Some(*i)).collect())
         .i64("visit", vec![Some(v.visit); n])
         .i32("detector", vec![Some(0); n])
-        .i64("diaObjectId", objects.iter().map(|i| Some(*i)).collect())
+        .i64("diaObjectId", dia_objects.to_vec())
+        .i64("ssObjectId", ss_objects.to_vec())
         .f64("midpointMjdTai", vec![Some(v.mjd_mid()); n])
         .f64("ra", s.iter().map(|d| Some(d.ra)).collect())
         .f64("dec", s.iter().map(|d| Some(d.dec)).collect())
@@ -626,6 +716,27 @@ fn forced_batch(f: &[Forced], v: &SimVisit, processed: f64) -> Result<arrow::arr
     c.batch()
 }
 
+/// Now in microseconds since 1970 (UTC).
+fn unix_micros_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// The orbit catalogue the night predicts from, into `ap.mpc_orbits` when that table is
+/// still empty (a night run again on the same data finds it there).
+async fn write_orbit_catalogue(store: &CatalogStore, asteroids: &[SimAsteroid]) -> Result<()> {
+    let rows = store
+        .manifest("ap", "mpc_orbits")
+        .await?
+        .map_or(0, |m| m.partitions.iter().map(|p| p.rows()).sum::<u64>());
+    if rows == 0 {
+        let batch = solar_system::orbits_batch(asteroids, unix_micros_now())?;
+        store.append("ap", "mpc_orbits", &[batch]).await?;
+    }
+    Ok(())
+}
+
 /// Now as an MJD in TAI (37 leap seconds ahead of UTC since 2017).
 fn mjd_tai_now() -> f64 {
     let unix = std::time::SystemTime::now()
@@ -634,7 +745,24 @@ fn mjd_tai_now() -> f64 {
     40_587.0 + (unix + 37.0) / 86_400.0
 }
 
-/// A DIAObject's earlier rows, encoded.
+/// What a DIASource belongs to: a DIAObject or a known solar system object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Owner {
+    Dia(i64),
+    Ss(i64),
+}
+
+impl Owner {
+    fn of(dia_object: Option<i64>, ss_object: Option<i64>) -> Result<Self> {
+        match (dia_object, ss_object) {
+            (Some(d), None) => Ok(Owner::Dia(d)),
+            (None, Some(s)) => Ok(Owner::Ss(s)),
+            _ => anyhow::bail!("a DIASource must belong to one DIAObject or one SSObject"),
+        }
+    }
+}
+
+/// An object's earlier rows, encoded: DIASources, and for a DIAObject its forced sources.
 #[derive(Default)]
 struct History {
     sources: Vec<Vec<u8>>,
@@ -646,11 +774,16 @@ struct AlertInputs<'a> {
     visit: &'a SimVisit,
     sources: &'a [DiaSource],
     ids: &'a [i64],
-    /// The DIAObject of each DIASource.
-    objects: &'a [i64],
+    /// The DIAObject or the SSObject of each DIASource.
+    dia_objects: &'a [Option<i64>],
+    ss_objects: &'a [Option<i64>],
     source_rows: &'a RecordBatch,
     object_rows: &'a RecordBatch,
     forced_rows: &'a RecordBatch,
+    /// `ap.SSSource` rows of the DIASources of known asteroids.
+    ss_rows: &'a RecordBatch,
+    /// The catalogued orbits, encoded, by ssObjectId.
+    orbits: &'a HashMap<i64, Vec<u8>>,
     difference: &'a Exposure,
     science: &'a Exposure,
     template: &'a Exposure,
@@ -658,7 +791,7 @@ struct AlertInputs<'a> {
 
 struct MadeAlert {
     id: i64,
-    object: i64,
+    object: Option<i64>,
     mjd: f64,
     body: Vec<u8>,
 }
@@ -667,7 +800,7 @@ impl MadeAlert {
     fn as_new(&self) -> NewAlert<'_> {
         NewAlert {
             alert_id: self.id,
-            dia_object_id: Some(self.object),
+            dia_object_id: self.object,
             mjd: self.mjd,
             body: &self.body,
         }
@@ -675,16 +808,33 @@ impl MadeAlert {
 }
 
 /// One alert per DIASource of the visit (DMS-REQ-0274): the DIASource, its DIAObject as this
-/// visit left it, the object's earlier DIASources and forced sources, and cutouts of the
-/// difference, visit and template images. The visit's rows then join the history.
+/// visit left it (or, for a known asteroid, its ssSource and orbit), the object's earlier
+/// DIASources and forced sources, and cutouts of the difference, visit and template images.
+/// The visit's rows then join the history.
 fn alerts_of_visit(
     schema: &AlertSchema,
     inp: &AlertInputs,
-    history: &mut HashMap<i64, History>,
+    history: &mut HashMap<Owner, History>,
 ) -> Result<Vec<MadeAlert>> {
     let sources = schema.encode_rows(AlertTable::DiaSource, inp.source_rows)?;
     let objects = schema.encode_rows(AlertTable::DiaObject, inp.object_rows)?;
     let forced = schema.encode_rows(AlertTable::DiaForcedSource, inp.forced_rows)?;
+    let ss_sources = schema.encode_rows(AlertTable::SsSource, inp.ss_rows)?;
+    let ss_row: HashMap<i64, usize> = inp
+        .ss_rows
+        .column_by_name("diaSourceId")
+        .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+        .context("no diaSourceId column")?
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.unwrap_or(0), i))
+        .collect();
+    let owners: Vec<Owner> = inp
+        .dia_objects
+        .iter()
+        .zip(inp.ss_objects)
+        .map(|(d, s)| Owner::of(*d, *s))
+        .collect::<Result<_>>()?;
     let ids_of = |b: &RecordBatch| -> Result<Vec<i64>> {
         Ok(b.column_by_name("diaObjectId")
             .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
@@ -703,11 +853,14 @@ fn alerts_of_visit(
     let empty = History::default();
     let mut out = Vec::with_capacity(inp.sources.len());
     for (i, s) in inp.sources.iter().enumerate() {
-        let object = inp.objects[i];
+        let owner = owners[i];
         let cards = |image: &str| {
             [
                 ("DIASRCID", HeaderValue::Int(inp.ids[i])),
-                ("DIAOBJID", HeaderValue::Int(object)),
+                match owner {
+                    Owner::Dia(o) => ("DIAOBJID", HeaderValue::Int(o)),
+                    Owner::Ss(o) => ("SSOBJID", HeaderValue::Int(o)),
+                },
                 ("VISIT", HeaderValue::Int(v.visit)),
                 ("DETECTOR", HeaderValue::Int(0)),
                 ("MJD-OBS", HeaderValue::Float(mjd)),
@@ -720,29 +873,47 @@ fn alerts_of_visit(
         let difference = cut(inp.difference, "difference")?;
         let science = cut(inp.science, "science")?;
         let template = cut(inp.template, "template")?;
-        let h = history.get(&object).unwrap_or(&empty);
+        let h = history.get(&owner).unwrap_or(&empty);
+        let (dia_object, ss_source, orbit) = match owner {
+            Owner::Dia(o) => (
+                object_row.get(&o).map(|&r| objects[r].as_slice()),
+                None,
+                None,
+            ),
+            Owner::Ss(o) => (
+                None,
+                ss_row.get(&inp.ids[i]).map(|&r| ss_sources[r].as_slice()),
+                inp.orbits.get(&o).map(Vec::as_slice),
+            ),
+        };
         let body = schema.encode_alert(&AlertParts {
             dia_source_id: inp.ids[i],
             dia_source: &sources[i],
             prv_dia_sources: h.sources.iter().map(Vec::as_slice).collect(),
             prv_dia_forced_sources: h.forced.iter().map(Vec::as_slice).collect(),
-            dia_object: object_row.get(&object).map(|&r| objects[r].as_slice()),
+            dia_object,
+            ss_source,
+            mpc_orbits: orbit,
             cutout_difference: Some(&difference),
             cutout_science: Some(&science),
             cutout_template: Some(&template),
         })?;
         out.push(MadeAlert {
             id: inp.ids[i],
-            object,
+            object: inp.dia_objects[i],
             mjd,
             body,
         });
     }
-    for (row, object) in sources.into_iter().zip(inp.objects) {
-        history.entry(*object).or_default().sources.push(row);
+    for (row, owner) in sources.into_iter().zip(owners) {
+        history.entry(owner).or_default().sources.push(row);
     }
     for (row, object) in forced.into_iter().zip(ids_of(inp.forced_rows)?) {
-        history.entry(object).or_default().forced.push(row);
+        history
+            .entry(Owner::Dia(object))
+            .or_default()
+            .forced
+            .push(row);
     }
     Ok(out)
 }

@@ -9,11 +9,16 @@ in its output directory (truth.csv, dia_sources.csv, latency.jsonl):
 - association purity for isolated variables (no other object within 5 arcsec): the share
   of their DIASources whose DIAObject holds that variable's sources only; and how many
   DIAObjects each variable was split over;
+- asteroids: the share of catalogued asteroids with true SNR >= 6 whose DIASource was
+  associated with their SSObject; the purity of those associations (DIASources given an
+  ssObjectId that are that asteroid); and how many DIAObjects the asteroids missing from
+  the orbit catalogue were found as;
 - latency per CCD from the image's arrival to the rows written, p50 and max, and per stage.
 
     python tests/alert_figures.py DIR [--check]
 
-With --check it exits 1 when completeness < 95 % or purity < 99 %. Standard library only.
+With --check it exits 1 when transient completeness or asteroid association completeness
+is < 95 %, or either purity < 99 %. Standard library only.
 """
 import csv
 import json
@@ -86,9 +91,11 @@ def figures(directory):
             best = min(ts, key=lambda t: math.hypot(float(s["x"]) - float(t["x"]),
                                                     float(s["y"]) - float(t["y"])), default=None)
             tid = best["id"] if best is not None and near(s, best) else None
-            members[s["diaObjectId"]].append(tid)
+            # A DIASource belongs to a DIAObject or to a solar system object.
+            owner = s["diaObjectId"] or "ss" + s["ssObjectId"]
+            members[owner].append(tid)
             if tid in isolated:
-                of_variable[tid].add(s["diaObjectId"])
+                of_variable[tid].add(owner)
     assoc_total = assoc_pure = 0
     for obj, tids in members.items():
         for tid in tids:
@@ -97,6 +104,28 @@ def figures(directory):
                 if all(u == tid for u in tids):
                     assoc_pure += 1
     split = sum(1 for v in of_variable.values() if len(v) > 1)
+
+    # Asteroids: catalogued ones to their SSObjects, the others to DIAObjects.
+    def nearest_truth(s):
+        ts = truth_by_visit[s["visit"]]
+        best = min(ts, key=lambda t: math.hypot(float(s["x"]) - float(t["x"]),
+                                                float(s["y"]) - float(t["y"])), default=None)
+        return best["id"] if best is not None and near(s, best) else None
+    ss_expected = ss_associated = 0
+    for t in truth:
+        if t["kind"] != "asteroid" or not float(t["snr"]) >= 6.0:
+            continue
+        ss_expected += 1
+        if any(near(s, t) and s["ssObjectId"] == t["id"] for s in by_visit[t["visit"]]):
+            ss_associated += 1
+    with_ss = [s for s in sources if s["ssObjectId"]]
+    ss_right = sum(1 for s in with_ss if nearest_truth(s) == s["ssObjectId"])
+    unlisted = {t["id"] for t in truth if t["kind"] == "unlisted_asteroid"}
+    unlisted_objects = defaultdict(set)
+    for s in sources:
+        tid = nearest_truth(s)
+        if tid in unlisted and s["diaObjectId"]:
+            unlisted_objects[tid].add(s["diaObjectId"])
 
     seconds = sorted(r["seconds"] for r in latency)
     stages = defaultdict(list)
@@ -113,6 +142,14 @@ def figures(directory):
         "variable_sources": assoc_total,
         "purity": assoc_pure / assoc_total if assoc_total else float("nan"),
         "variables_split": split,
+        "asteroids_expected": ss_expected,
+        "asteroids_associated": ss_associated,
+        "ss_completeness": ss_associated / ss_expected if ss_expected else float("nan"),
+        "ss_sources": len(with_ss),
+        "ss_purity": ss_right / len(with_ss) if with_ss else float("nan"),
+        "unlisted_asteroids": len(unlisted),
+        "unlisted_found": len(unlisted_objects),
+        "unlisted_dia_objects": sum(len(v) for v in unlisted_objects.values()),
         "latency_p50": statistics.median(seconds) if seconds else float("nan"),
         "latency_max": seconds[-1] if seconds else float("nan"),
         "stages": {n: (statistics.median(v), max(v)) for n, v in stages.items()},
@@ -133,14 +170,23 @@ def main(argv):
           f"  ({f['variable_sources']} DIASources)")
     print(f"association purity                  {100 * f['purity']:.2f} %"
           f"  ({f['variables_split']} variables split over several DIAObjects)")
+    print(f"catalogued asteroids, true SNR >= 6 {f['asteroids_expected']}")
+    print(f"  associated with their SSObject    {f['asteroids_associated']}"
+          f"  ({100 * f['ss_completeness']:.1f} %)")
+    print(f"DIASources given an SSObject        {f['ss_sources']}"
+          f"  (purity {100 * f['ss_purity']:.2f} %)")
+    print(f"asteroids not in the catalogue      {f['unlisted_asteroids']}"
+          f"  ({f['unlisted_found']} found, as {f['unlisted_dia_objects']} DIAObjects)")
     print(f"latency per CCD                     p50 {f['latency_p50']:.2f} s"
           f"  max {f['latency_max']:.2f} s")
     for name, (p50, mx) in f["stages"].items():
         print(f"  {name:<32}  p50 {p50:.2f} s  max {mx:.2f} s")
     if "--check" in argv:
-        ok = f["completeness"] >= 0.95 and f["purity"] >= 0.99
+        ok = (f["completeness"] >= 0.95 and f["purity"] >= 0.99
+              and f["ss_completeness"] >= 0.95 and f["ss_purity"] >= 0.99)
         if not ok:
-            print("FAILED: completeness must be >= 95 % and purity >= 99 %")
+            print("FAILED: completeness (transients, asteroid association) must be >= 95 %"
+                  " and purity (variables, asteroids) >= 99 %")
             return 1
     return 0
 

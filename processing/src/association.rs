@@ -7,6 +7,7 @@
 //!
 //! Candidates are found through HEALPix cells of order 14 (13 arcsec) and their neighbours,
 //! so a visit costs its sources times the few objects nearby, whatever the catalog's size.
+//! Sources of known solar system objects are taken out first ([`solar_system`]).
 use std::collections::HashMap;
 
 use cdshealpix::nested;
@@ -293,6 +294,8 @@ impl Associator {
             .collect()
     }
 }
+
+pub mod solar_system;
 
 #[cfg(test)]
 mod tests;

@@ -10,6 +10,8 @@
 //! [`scene`] with [`galaxy`] profiles. Coadds: [`skymap`] cuts the sky into patches,
 //! [`warp`] resamples exposures onto them and [`coadd`] combines the warps; [`hips`] cuts
 //! images into HiPS tiles and [`stretch`] maps their values to display levels and colours.
+//! Solar system: [`orbits`] propagates asteroids' Keplerian orbits into ephemerides, in the
+//! reference frames of [`frames`].
 pub mod association;
 pub mod background;
 pub mod calib;
@@ -21,11 +23,13 @@ pub mod deblend;
 pub mod detection;
 pub mod dia;
 pub mod diffim;
+pub mod frames;
 pub mod galaxy;
 pub mod hips;
 pub mod image;
 pub mod isr;
 pub mod measurement;
+pub mod orbits;
 pub mod plain_image;
 pub mod psf;
 pub mod raw;

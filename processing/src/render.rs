@@ -33,6 +33,18 @@ pub struct TruthEntry {
     pub snr: f64,
 }
 
+/// An object that moves during the exposure (an asteroid): drawn as the PSF every half
+/// pixel along its track from shutter open to close.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Trail {
+    pub id: i64,
+    /// Where it is when the shutter opens and closes.
+    pub start: SkyCoord,
+    pub end: SkyCoord,
+    /// Its flux, nJy.
+    pub flux_njy: f64,
+}
+
 /// Renders `size` x `size` pixels centred on (`ra`, `dec`) as `visit` saw them.
 pub fn render(
     visit: &SimVisit,
@@ -40,6 +52,19 @@ pub fn render(
     dec: f64,
     size: usize,
     objects: &[SimObject],
+    seed: u64,
+) -> (Exposure, Vec<TruthEntry>) {
+    render_scene(visit, ra, dec, size, objects, &[], seed)
+}
+
+/// [`render`], with moving objects too (their truth at mid-exposure).
+pub fn render_scene(
+    visit: &SimVisit,
+    ra: f64,
+    dec: f64,
+    size: usize,
+    objects: &[SimObject],
+    trails: &[Trail],
     seed: u64,
 ) -> (Exposure, Vec<TruthEntry>) {
     let s = PIXEL_SCALE / 3600.0;
@@ -64,6 +89,9 @@ pub fn render(
     let sky_var = sky_sigma * sky_sigma;
     let mut model = vec![0.0f64; size * size];
     let mut truth = Vec::new();
+    // What a PSF fit reaches on the sky noise alone.
+    let point_snr =
+        |counts: f64| counts / (sky_sigma * (4.0 * std::f64::consts::PI).sqrt() * sigma_psf);
     let mjd = visit.mjd_mid();
     for o in objects {
         let Some(sky) = SkyCoord::new(o.ra, o.dec) else {
@@ -96,7 +124,43 @@ pub fn render(
                 y: p.y,
                 is_star: o.is_star,
                 flux_njy,
-                snr: counts / (sky_sigma * (4.0 * std::f64::consts::PI).sqrt() * sigma_psf),
+                snr: point_snr(counts),
+            });
+        }
+    }
+    for t in trails {
+        let (Ok(p0), Ok(p1)) = (wcs.sky_to_pixel(t.start), wcs.sky_to_pixel(t.end)) else {
+            continue;
+        };
+        let mid = ((p0.x + p1.x) / 2.0, (p0.y + p1.y) / 2.0);
+        let margin = 5.0 * fwhm;
+        if mid.0 < -margin
+            || mid.1 < -margin
+            || mid.0 > size as f64 + margin
+            || mid.1 > size as f64 + margin
+        {
+            continue;
+        }
+        let counts = counts_of(t.flux_njy);
+        let steps = ((p1.x - p0.x).hypot(p1.y - p0.y) / 0.5).ceil().max(1.0) as usize;
+        let mut canvas = Canvas {
+            pixels: &mut model,
+            width: size,
+            height: size,
+        };
+        for k in 0..steps {
+            let f = (k as f64 + 0.5) / steps as f64;
+            let (x, y) = (p0.x + f * (p1.x - p0.x), p0.y + f * (p1.y - p0.y));
+            canvas.draw(x, y, counts / steps as f64, None, psf_moments);
+        }
+        if (0.0..size as f64).contains(&mid.0) && (0.0..size as f64).contains(&mid.1) {
+            truth.push(TruthEntry {
+                id: t.id,
+                x: mid.0,
+                y: mid.1,
+                is_star: false,
+                flux_njy: t.flux_njy,
+                snr: point_snr(counts),
             });
         }
     }
@@ -128,4 +192,54 @@ pub fn render(
     e.metadata
         .insert("AIRMASS".into(), HeaderValue::Float(visit.airmass));
     (e, truth)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trail_is_drawn_along_its_track_with_its_flux() {
+        let visit = SimVisit {
+            visit: 1,
+            band: 2,
+            ra: 62.4,
+            dec: -36.6,
+            sky_rotation: 0.0,
+            mjd_start: 61_000.0,
+            exp_time: 30.0,
+            airmass: 1.1,
+            seeing: 0.7,
+            depth_offset: 0.0,
+            altitude: 65.0,
+            azimuth: 180.0,
+        };
+        let arcsec = 1.0 / 3600.0;
+        let cosd = 36.6f64.to_radians().cos();
+        let trail = Trail {
+            id: 42,
+            start: SkyCoord::new(62.4 - 2.0 * arcsec / cosd, -36.6).unwrap(),
+            end: SkyCoord::new(62.4 + 2.0 * arcsec / cosd, -36.6).unwrap(),
+            flux_njy: mag_to_njy(17.0),
+        };
+        let (e, truth) = render_scene(&visit, 62.4, -36.6, 128, &[], &[trail], 7);
+        let t = truth
+            .iter()
+            .find(|t| t.id == 42)
+            .expect("the trail's truth");
+        let c = 127.0 / 2.0;
+        assert!((t.x - c).abs() < 0.01 && (t.y - c).abs() < 0.01, "{t:?}");
+        // 4 arcsec is 20 pixels along x: light spread over the track, none across it.
+        let at = |x: usize, y: usize| e.image().get(x, y).unwrap() as f64 - SKY_LEVEL;
+        let (cx, cy) = (c.round() as usize, c.round() as usize);
+        assert!(at(cx - 8, cy) > 0.5 * at(cx, cy) && at(cx + 8, cy) > 0.5 * at(cx, cy));
+        assert!(at(cx, cy + 8) < 0.05 * at(cx, cy));
+        let calib = e.photo_calib.unwrap();
+        let total: f64 = (cy - 12..cy + 13)
+            .flat_map(|y| (cx - 25..cx + 26).map(move |x| (x, y)))
+            .map(|(x, y)| at(x, y))
+            .sum::<f64>()
+            * calib.scale();
+        assert!((total / trail.flux_njy - 1.0).abs() < 0.02, "{total}");
+    }
 }

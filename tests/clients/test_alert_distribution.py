@@ -99,18 +99,21 @@ def test_a_night_reaches_kafka_through_an_outage_and_comet(kafka, comet, tmp_pat
         assert streams["kafka"]["bootstrap_servers"] == bootstrap
         assert streams["voevent"]["stream"] == STREAM
 
-        # The broker goes away, then the night runs: its alerts wait in the archive.
+        # The broker goes away, then the night runs: its alerts wait in the archive. The
+        # night is small: the mock broker keeps only the newest 5 MB of a partition (about
+        # 50 alerts with their cutouts), and every alert must still be there to be read.
         broker("down")
         subprocess.run(
             [aster, "--config", str(config), "--data-dir", str(data), "night", "run",
              "--visits", "2", "--size", "512", "--stars", "120", "--variables", "8",
-             "--transients", "20", "--template-visits", "2"],
+             "--transients", "20", "--asteroids", "2", "--template-visits", "2"],
             check=True, timeout=900, capture_output=True)
         schema = Schema.from_file()
         r = requests.get(f"{base}/api/alerts", params={"limit": 100000}, timeout=60)
         _, records = schema.retrieve_alerts(io.BytesIO(r.content))
         archived = [a["diaSourceId"] for a in records]
         assert archived and len(archived) == len(set(archived))
+        assert len(r.content) < 4_500_000, "the night outgrew the mock broker's 5 MB"
         time.sleep(3)
         broker("up")
 

@@ -38,8 +38,10 @@ def test_level1_tables_hold_the_night(tap_url, data_dir):
     n = service.search(
         f"SELECT COUNT(*) AS n FROM ap.DiaSource WHERE {NIGHT}").to_table()
     assert int(n["n"][0]) == len(rows)
+    # Each DIASource belongs to a DIAObject or, for a catalogued asteroid, an SSObject.
+    assert all(bool(r["diaObjectId"]) != bool(r["ssObjectId"]) for r in rows)
     # Every DIASource's DIAObject is in ap.DiaObject; its newest version counts them all.
-    objects = {r["diaObjectId"] for r in rows}
+    objects = {r["diaObjectId"] for r in rows if r["diaObjectId"]}
     t = service.search(
         "SELECT o.diaObjectId, o.nDiaSources FROM ap.DiaObject AS o "
         "JOIN (SELECT diaObjectId, MAX(validityStartMjdTai) AS v FROM ap.DiaObject "
@@ -49,7 +51,8 @@ def test_level1_tables_hold_the_night(tap_url, data_dir):
     assert {str(i) for i in t["diaObjectId"]} == objects
     per_object = {}
     for r in rows:
-        per_object[r["diaObjectId"]] = per_object.get(r["diaObjectId"], 0) + 1
+        if r["diaObjectId"]:
+            per_object[r["diaObjectId"]] = per_object.get(r["diaObjectId"], 0) + 1
     for i, n in zip(t["diaObjectId"], t["nDiaSources"]):
         assert int(n) == per_object[str(i)]
     # Forced photometry of the DIAObjects on every visit after they appeared.
@@ -57,6 +60,20 @@ def test_level1_tables_hold_the_night(tap_url, data_dir):
         f"SELECT COUNT(*) AS n FROM ap.DiaForcedSource WHERE {NIGHT}"
     ).to_table()
     assert int(f["n"][0]) >= len(objects)
+    # The asteroids' DIASources have SSSource rows, whose orbits are in ap.mpc_orbits.
+    ss_rows = {r["diaSourceId"]: r for r in rows if r["ssObjectId"]}
+    assert ss_rows, "no DIASource of a known asteroid"
+    ss = service.search(
+        "SELECT s.diaSourceId, s.ssObjectId, s.ephOffset, s.topoRange, s.phaseAngle, o.e, o.a "
+        "FROM ap.SSSource AS s JOIN ap.mpc_orbits AS o ON s.designation = o.designation "
+        "WHERE s.ssObjectId >= 4000000000000"
+    ).to_table()
+    assert {str(i) for i in ss["diaSourceId"]} == set(ss_rows)
+    for i, o, off, delta, phase, e, a in zip(*(ss[c] for c in ss.colnames)):
+        assert str(o) == ss_rows[str(i)]["ssObjectId"]
+        # Matched within the radius, at asteroid distances, on bound orbits.
+        assert 0 <= off < 1.0 and 1.0 < delta < 3.0 and 0 <= phase < 90
+        assert 0 <= e < 1 and 1.5 < a < 6
 
 
 # The alerts: Avro with Rubin's published schema (lsst-alert-packet), one per DIASource,
@@ -92,18 +109,32 @@ def test_every_dia_source_has_one_alert_that_the_alert_packet_schema_reads(base_
         row = rows[a["diaSourceId"]]
         s = a["diaSource"]
         assert s["diaSourceId"] == a["diaSourceId"]
-        assert s["diaObjectId"] == int(row["diaObjectId"])
         assert abs(s["ra"] - float(row["ra"])) < 1e-7
         assert abs(s["psfFlux"] - float(row["psfFlux"])) <= 1e-3 * abs(float(row["psfFlux"])) + 1e-2
-        assert a["diaObject"]["diaObjectId"] == s["diaObjectId"]
+        if row["ssObjectId"]:
+            # A known asteroid's: no DIAObject; its ephemeris and its orbit instead.
+            owner = ("ss", int(row["ssObjectId"]))
+            assert s["diaObjectId"] is None and s["ssObjectId"] == owner[1]
+            assert a["diaObject"] is None
+            assert a["ssSource"]["ssObjectId"] == owner[1]
+            assert a["ssSource"]["diaSourceId"] == a["diaSourceId"]
+            assert a["mpc_orbits"]["designation"] == a["ssSource"]["designation"]
+            assert a["ssSource"]["ephOffset"] < 1.0
+            assert a["prvDiaForcedSources"] == []
+        else:
+            owner = ("dia", int(row["diaObjectId"]))
+            assert s["diaObjectId"] == owner[1] and s["ssObjectId"] is None
+            assert a["diaObject"]["diaObjectId"] == s["diaObjectId"]
+            assert a["ssSource"] is None and a["mpc_orbits"] is None
+            assert all(f["diaObjectId"] == s["diaObjectId"] for f in a["prvDiaForcedSources"])
         # Its history: the object's DIASources from earlier visits, every one of them.
         prv = [p["diaSourceId"] for p in a["prvDiaSources"]]
-        assert all(rows[p]["diaObjectId"] == row["diaObjectId"] for p in prv)
+        key = "diaObjectId" if owner[0] == "dia" else "ssObjectId"
+        assert all(rows[p][key] == row[key] for p in prv)
         assert all(int(rows[p]["visit"]) < int(row["visit"]) for p in prv)
-        earlier = seen_by_object.setdefault(s["diaObjectId"], {})
+        earlier = seen_by_object.setdefault(owner, {})
         assert set(prv) == {i for i, v in earlier.items() if v < s["visit"]}
         earlier[a["diaSourceId"]] = s["visit"]
-        assert all(f["diaObjectId"] == s["diaObjectId"] for f in a["prvDiaForcedSources"])
         # Round trip through the package's serializer gives the same record.
         assert schema.deserialize(schema.serialize(a)) == a
     # The file names its writer's schema: the same alert schema.
@@ -157,7 +188,8 @@ def test_the_archive_answers_by_object_and_time_and_refuses_bad_parameters(base_
         rows = list(csv.DictReader(f))
     per_object = {}
     for r in rows:
-        per_object.setdefault(r["diaObjectId"], []).append(int(r["diaSourceId"]))
+        if r["diaObjectId"]:
+            per_object.setdefault(r["diaObjectId"], []).append(int(r["diaSourceId"]))
     obj, ids = max(per_object.items(), key=lambda kv: len(kv[1]))
     _, recs = schema.retrieve_alerts(io.BytesIO(read_archive(base_url, diaObjectId=obj)))
     assert sorted(a["diaSourceId"] for a in recs) == sorted(ids)
@@ -253,3 +285,23 @@ def test_users_save_filters_and_follow_them_alone(base_url, tokens):
     assert got.status_code == 200
     assert requests.delete(f"{base_url}/api/filters/{f['id']}", headers=bearer(tokens["alice"]),
                            timeout=30).status_code == 204
+
+
+def test_the_moving_objects_filter_streams_the_known_asteroids(base_url, data_dir):
+    import json
+    import requests
+
+    with open(night(data_dir) / "dia_sources.csv", newline="") as f:
+        expected = {int(r["diaSourceId"]) for r in csv.DictReader(f) if r["ssObjectId"]}
+    assert expected
+    got = set()
+    with requests.get(f"{base_url}/api/alerts/stream",
+                      params={"predefined": "moving-objects", "after": 0},
+                      stream=True, timeout=(10, 60)) as r:
+        assert r.status_code == 200, r.text
+        for line in r.iter_lines(chunk_size=1 << 16, decode_unicode=True):
+            if line and line.startswith("data:"):
+                got.add(json.loads(line[5:])["alertId"])
+                if len(got) == len(expected):
+                    break
+    assert got == expected

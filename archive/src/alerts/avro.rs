@@ -13,7 +13,8 @@ use arrow::array::{
     StringArray, StringViewArray,
 };
 use arrow::datatypes::{
-    DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
+    DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit,
+    TimestampMicrosecondType,
 };
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -326,6 +327,8 @@ enum IntColumn<'a> {
     I16(&'a arrow::array::Int16Array),
     I32(&'a arrow::array::Int32Array),
     I64(&'a arrow::array::Int64Array),
+    /// Microseconds since 1970 (Avro's timestamp-micros is a long).
+    Micros(&'a arrow::array::TimestampMicrosecondArray),
 }
 
 impl IntColumn<'_> {
@@ -335,6 +338,7 @@ impl IntColumn<'_> {
             IntColumn::I16(a) => a.value(i).into(),
             IntColumn::I32(a) => a.value(i).into(),
             IntColumn::I64(a) => a.value(i),
+            IntColumn::Micros(a) => a.value(i),
         }
     }
 }
@@ -407,6 +411,12 @@ impl<'a> RowEncoder<'a> {
                             },
                         )
                     }
+                    DataType::Timestamp(TimeUnit::Microsecond, _) => Writer::Int(
+                        branch(&f.ty, &f.name, |t| *t == AvroType::Long)
+                            .map_err(|_| wrong("a timestamp (long)"))?
+                            .0,
+                        IntColumn::Micros(col.as_primitive::<TimestampMicrosecondType>()),
+                    ),
                     DataType::Float32 | DataType::Float64 => {
                         let (b, t) = branch(&f.ty, &f.name, |t| {
                             matches!(t, AvroType::Float | AvroType::Double)

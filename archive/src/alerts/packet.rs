@@ -1,7 +1,7 @@
 //! The alert packet (DMS-REQ-0274): Rubin's published Avro schema, version 11.1
 //! (`schemas/alert/11.1`, from PyPI lsst-alert-packet, built in), and alerts assembled from
-//! rows already encoded under its diaSource, diaForcedSource and diaObject records, with
-//! cutouts. On Kafka an alert travels in the Confluent wire format: a zero byte and the
+//! rows already encoded under its diaSource, diaForcedSource, diaObject, ssSource and
+//! mpc_orbits records, with cutouts. On Kafka an alert travels in the Confluent wire format: a zero byte and the
 //! schema's registry id (1101 for 11.1, as lsst-alert-packet numbers them) before the body.
 use std::sync::{Arc, OnceLock};
 
@@ -28,6 +28,8 @@ pub enum AlertTable {
     DiaSource,
     DiaForcedSource,
     DiaObject,
+    SsSource,
+    MpcOrbits,
 }
 
 /// The parsed alert schema.
@@ -37,6 +39,8 @@ pub struct AlertSchema {
     dia_source: Arc<RecordSchema>,
     dia_forced_source: Arc<RecordSchema>,
     dia_object: Arc<RecordSchema>,
+    ss_source: Arc<RecordSchema>,
+    mpc_orbits: Arc<RecordSchema>,
     json: String,
 }
 
@@ -48,6 +52,9 @@ pub struct AlertParts<'a> {
     pub prv_dia_sources: Vec<&'a [u8]>,
     pub prv_dia_forced_sources: Vec<&'a [u8]>,
     pub dia_object: Option<&'a [u8]>,
+    /// For a DIASource of a known solar system object: its ephemeris and orbit.
+    pub ss_source: Option<&'a [u8]>,
+    pub mpc_orbits: Option<&'a [u8]>,
     pub cutout_difference: Option<&'a [u8]>,
     pub cutout_science: Option<&'a [u8]>,
     pub cutout_template: Option<&'a [u8]>,
@@ -73,6 +80,8 @@ impl AlertSchema {
                     dia_source: get("diaSource")?,
                     dia_forced_source: get("diaForcedSource")?,
                     dia_object: get("diaObject")?,
+                    ss_source: get("ssSource")?,
+                    mpc_orbits: get("mpc_orbits")?,
                     json: names.self_contained("lsst.v11_1.alert")?,
                 })
             })
@@ -99,6 +108,8 @@ impl AlertSchema {
             AlertTable::DiaSource => &self.dia_source,
             AlertTable::DiaForcedSource => &self.dia_forced_source,
             AlertTable::DiaObject => &self.dia_object,
+            AlertTable::SsSource => &self.ss_source,
+            AlertTable::MpcOrbits => &self.mpc_orbits,
         }
     }
 
@@ -182,11 +193,13 @@ impl AlertSchema {
                     &self.dia_forced_source,
                 )?,
                 "diaObject" => record(&mut out, parts.dia_object, &self.dia_object)?,
+                "ssSource" => record(&mut out, parts.ss_source, &self.ss_source)?,
+                "mpc_orbits" => record(&mut out, parts.mpc_orbits, &self.mpc_orbits)?,
                 "cutoutDifference" => cutout(&mut out, parts.cutout_difference)?,
                 "cutoutScience" => cutout(&mut out, parts.cutout_science)?,
                 "cutoutTemplate" => cutout(&mut out, parts.cutout_template)?,
-                // What the chain does not produce (scheduler reasons, solar system
-                // sources and orbits) is null, which the schema must allow.
+                // What the chain does not produce (the scheduler's reason and target) is
+                // null, which the schema must allow.
                 _ => write_null_branch(&f.ty, &f.name, &mut out)?,
             }
         }

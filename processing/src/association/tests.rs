@@ -167,3 +167,68 @@ fn one_source_per_object_per_visit_nearest_first() {
     );
     assert!(far[0].created);
 }
+
+mod solar_system_association {
+    use super::source;
+    use crate::association::solar_system::*;
+    use crate::wcs::SkyCoord;
+
+    fn predicted(id: i64, ra: f64, dec: f64, err: f64) -> SsPrediction {
+        SsPrediction {
+            ss_object_id: id,
+            position: SkyCoord::new(ra, dec).unwrap(),
+            error_arcsec: err,
+        }
+    }
+
+    #[test]
+    fn nearest_positive_source_within_the_radius_is_taken() {
+        let arcsec = 1.0 / 3600.0;
+        let sources = [
+            source(10.0 + 0.4 * arcsec, 0.0, 0.05, 500.0),
+            source(10.0 - 0.2 * arcsec, 0.0, 0.05, -500.0), // a decrease: never an asteroid
+            source(10.0 + 1.5 * arcsec, 0.0, 0.05, 500.0),
+            source(20.0, 5.0, 0.05, 500.0),
+        ];
+        let predictions = [predicted(7, 10.0, 0.0, 0.1), predicted(8, 30.0, 0.0, 0.1)];
+        let m = associate_solar_system(&sources, &predictions, 2.0);
+        let first = m[0].expect("the nearest positive source");
+        assert_eq!(
+            (first.ss_object_id, first.prediction, first.rank),
+            (7, 0, 1)
+        );
+        assert!((first.distance_arcsec - 0.4).abs() < 1e-6);
+        assert_eq!(m[1], None);
+        assert_eq!(m[2], None, "one source per prediction");
+        assert_eq!(m[3], None);
+    }
+
+    #[test]
+    fn contested_sources_go_to_the_nearer_prediction_and_ranks_count_neighbours() {
+        let arcsec = 1.0 / 3600.0;
+        let sources = [
+            source(10.0, 0.0, 0.05, 500.0),
+            source(10.0 + 1.0 * arcsec, 0.0, 0.05, 500.0),
+        ];
+        // Both predictions are nearest to source 0; the closer one wins it and the other
+        // takes source 1, which is its second nearest.
+        let predictions = [
+            predicted(1, 10.0 + 0.3 * arcsec, 0.0, 0.1),
+            predicted(2, 10.0 + 0.1 * arcsec, 0.0, 0.1),
+        ];
+        let m = associate_solar_system(&sources, &predictions, 2.0);
+        assert_eq!(m[0].unwrap().ss_object_id, 2);
+        assert_eq!((m[1].unwrap().ss_object_id, m[1].unwrap().rank), (1, 2));
+    }
+
+    #[test]
+    fn an_uncertain_prediction_searches_wider() {
+        let arcsec = 1.0 / 3600.0;
+        let sources = [source(10.0, 4.0 * arcsec, 0.05, 500.0)];
+        let sure = [predicted(1, 10.0, 0.0, 0.1)];
+        assert_eq!(associate_solar_system(&sources, &sure, 2.0)[0], None);
+        let vague = [predicted(1, 10.0, 0.0, 1.5)];
+        assert!(associate_solar_system(&sources, &vague, 2.0)[0].is_some());
+        assert!((search_radius(&vague[0], 2.0) - 4.5).abs() < 1e-12);
+    }
+}

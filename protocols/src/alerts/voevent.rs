@@ -111,6 +111,13 @@ impl VoEventAuthor {
             "meta.id",
         );
         param(
+            "ssObjectId",
+            cell(sources, "ssObjectId", row),
+            "int",
+            "",
+            "meta.id",
+        );
+        param(
             "visit",
             cell(sources, "visit", row),
             "int",

@@ -1,0 +1,80 @@
+//! Solar system association (DMS-REQ-0285, 0288): before DIASources go to DIAObjects, the
+//! positive ones are matched to where known solar system objects were predicted to be at
+//! the visit's time (from their orbits, [`crate::orbits`]), one to one, nearest first,
+//! within a radius that grows with the prediction's uncertainty. A matched DIASource
+//! belongs to its SSObject and starts no DIAObject.
+use crate::dia::DiaSource;
+use crate::wcs::SkyCoord;
+
+/// A known object's predicted place at the visit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SsPrediction {
+    pub ss_object_id: i64,
+    pub position: SkyCoord,
+    /// One-sigma uncertainty of the prediction, arcsec.
+    pub error_arcsec: f64,
+}
+
+/// How a DIASource matched a prediction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SsMatch {
+    pub ss_object_id: i64,
+    /// Index of the prediction matched.
+    pub prediction: usize,
+    pub distance_arcsec: f64,
+    /// 1 for the DIASource nearest the prediction, 2 for the next, ... among all positive
+    /// DIASources within the search radius (Rubin's `diaDistanceRank`).
+    pub rank: u32,
+}
+
+/// How far from a prediction a DIASource may be: `radius_arcsec`, or three times the
+/// prediction's uncertainty when that is larger.
+pub fn search_radius(p: &SsPrediction, radius_arcsec: f64) -> f64 {
+    radius_arcsec.max(3.0 * p.error_arcsec)
+}
+
+/// Matches `sources` to `predictions`: at most one source per prediction and one
+/// prediction per source, closest pairs first. Negative sources never match (an object
+/// that moves is absent from the template, so it can only add light).
+pub fn associate_solar_system(
+    sources: &[DiaSource],
+    predictions: &[SsPrediction],
+    radius_arcsec: f64,
+) -> Vec<Option<SsMatch>> {
+    // Candidate pairs per prediction, nearest first, which also gives each pair's rank.
+    let mut pairs: Vec<(f64, usize, usize, u32)> = Vec::new();
+    for (k, p) in predictions.iter().enumerate() {
+        let r = search_radius(p, radius_arcsec);
+        let mut near: Vec<(f64, usize)> = sources
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.is_negative)
+            .filter_map(|(i, s)| {
+                let d = SkyCoord::new(s.ra, s.dec)?.separation(&p.position) * 3600.0;
+                (d <= r).then_some((d, i))
+            })
+            .collect();
+        near.sort_by(|a, b| a.0.total_cmp(&b.0));
+        pairs.extend(
+            near.into_iter()
+                .enumerate()
+                .map(|(rank, (d, i))| (d, i, k, rank as u32 + 1)),
+        );
+    }
+    pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut out = vec![None; sources.len()];
+    let mut taken = vec![false; predictions.len()];
+    for (d, i, k, rank) in pairs {
+        if out[i].is_some() || taken[k] {
+            continue;
+        }
+        taken[k] = true;
+        out[i] = Some(SsMatch {
+            ss_object_id: predictions[k].ss_object_id,
+            prediction: k,
+            distance_arcsec: d,
+            rank,
+        });
+    }
+    out
+}
