@@ -2,6 +2,7 @@
 //! ADQL, benchmark the TAP service, simulate CCD images and measure them.
 mod bench;
 mod bench_hips;
+mod bench_night;
 mod bench_pipeline;
 mod bench_vospace;
 mod calibrate;
@@ -245,6 +246,11 @@ enum NightCommand {
         /// Earlier exposures of the field the templates are coadded from.
         #[arg(long, default_value_t = 4)]
         template_visits: usize,
+        /// Start from raw exposures: each visit read out by the camera simulator, then ISR
+        /// and characterization in the chain (the instrument's calibration products are
+        /// made first, under the output directory).
+        #[arg(long)]
+        from_raw: bool,
         #[arg(long, default_value_t = 2026)]
         seed: u64,
         /// Where the run's records go [default: <data dir>/night].
@@ -414,6 +420,19 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1024)]
         mib: u64,
     },
+    /// Alert production's latency per CCD from raw exposures to archived alerts, p50 and
+    /// max over a simulated night, in total and per stage (run under `taskset -c 0` for one
+    /// core). Keeps its data under <data dir>/bench-night.
+    Night {
+        /// CCD side, pixels.
+        #[arg(long, default_value_t = 4096)]
+        size: usize,
+        #[arg(long, default_value_t = 5)]
+        visits: usize,
+        /// Earlier exposures of the field its template is coadded from.
+        #[arg(long, default_value_t = 4)]
+        template_visits: usize,
+    },
     /// Time typical TAP queries end to end through HTTP against a running server.
     Tap {
         /// Base URL of the TAP service.
@@ -496,6 +515,14 @@ fn main() -> Result<()> {
             Command::Bench {
                 command: BenchCommand::Tap { url, repeat },
             } => bench::tap(&url, repeat).await,
+            Command::Bench {
+                command:
+                    BenchCommand::Night {
+                        size,
+                        visits,
+                        template_visits,
+                    },
+            } => bench_night::night(&config, size, visits, template_visits).await,
             Command::Bench {
                 command: BenchCommand::Pipeline { ccd_size },
             } => bench_pipeline::pipeline(&config.data_dir, ccd_size),
@@ -661,6 +688,7 @@ fn main() -> Result<()> {
                         transients,
                         asteroids,
                         template_visits,
+                        from_raw,
                         seed,
                         out,
                     },
@@ -675,6 +703,7 @@ fn main() -> Result<()> {
                     transients,
                     asteroids,
                     template_visits,
+                    from_raw,
                     out: out.unwrap_or_else(|| config.data_dir.join("night")),
                 };
                 let s = night::run(&store, &server::open_alerts(&config)?, &spec).await?;

@@ -43,7 +43,9 @@ use std::collections::HashMap;
 
 use crate::tables::Columns;
 
+mod raw;
 mod solar_system;
+use raw::Instrument;
 use solar_system::{FIRST_SS_OBJECT, SimAsteroid, SsDetection};
 
 /// What night to simulate.
@@ -61,6 +63,9 @@ pub struct NightSpec {
     pub asteroids: usize,
     /// Exposures of the field in the year before, for the template.
     pub template_visits: usize,
+    /// Start from raw exposures (ISR and characterization in the chain) rather than from
+    /// the calibrated images the simulator renders.
+    pub from_raw: bool,
     /// Where the run's records go.
     pub out: PathBuf,
 }
@@ -76,6 +81,7 @@ impl Default for NightSpec {
             transients: 80,
             asteroids: 12,
             template_visits: 4,
+            from_raw: false,
             out: PathBuf::from("night"),
         }
     }
@@ -179,6 +185,34 @@ fn visit(id: i64, mjd: f64, band: usize, seeing: f64, depth_offset: f64, airmass
     }
 }
 
+/// A visit observed: its calibrated, background-subtracted image, the truth on it, and when
+/// it arrived (the latency's start). From raw exposures when there is an instrument: then
+/// the raws arrive, and ISR, characterization and the background are the chain's first
+/// stages, timed into `stages`.
+fn observe(
+    instrument: Option<&Instrument>,
+    v: &SimVisit,
+    objects: &[SimObject],
+    asteroids: &[SimAsteroid],
+    spec: &NightSpec,
+    stages: &mut Vec<(&'static str, f64)>,
+) -> Result<(Exposure, Vec<aster_processing::render::TruthEntry>, Instant)> {
+    match instrument {
+        None => {
+            let trails: Vec<Trail> = asteroids.iter().map(|a| a.trail(v)).collect();
+            let (e, truth) = calexp(v, objects, &trails, spec.size, spec.seed)?;
+            Ok((e, truth, Instant::now()))
+        }
+        Some(instrument) => {
+            let tracks: Vec<_> = asteroids.iter().map(|a| a.track(v)).collect();
+            let (id, truth) = instrument.expose(v, objects, &tracks)?;
+            let arrived = Instant::now();
+            let e = instrument.calexp(&id, stages)?;
+            Ok((e, truth, arrived))
+        }
+    }
+}
+
 /// A rendered visit, background subtracted, with the truth on it.
 fn calexp(
     v: &SimVisit,
@@ -217,6 +251,8 @@ pub struct NightSummary {
     /// DIASources matched to catalogued asteroids.
     pub ss_sources: usize,
     pub latencies: Vec<f64>,
+    /// Each stage's seconds on every visit, in the chain's order.
+    pub stages: Vec<(&'static str, Vec<f64>)>,
 }
 
 /// Runs the night: templates first, then each visit through the chain as it arrives.
@@ -240,6 +276,10 @@ pub async fn run(
         .zip(alert_schema.encode_rows(AlertTable::MpcOrbits, &orbit_rows)?)
         .collect();
     let listed: std::collections::HashSet<i64> = orbit_records.keys().copied().collect();
+    let instrument = spec
+        .from_raw
+        .then(|| Instrument::prepare(&spec.out, spec.seed, spec.size, &objects, NIGHT_MJD))
+        .transpose()?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed ^ 0xa11e);
     let band = 2;
     // The field's earlier exposures, from which each visit's template is coadded.
@@ -253,7 +293,15 @@ pub async fn run(
                 rng.random_range(-0.1..0.2),
                 rng.random_range(1.05..1.3),
             );
-            calexp(&v, &objects, &[], spec.size, spec.seed).map(|(e, _)| (v, e))
+            observe(
+                instrument.as_ref(),
+                &v,
+                &objects,
+                &[],
+                spec,
+                &mut Vec::new(),
+            )
+            .map(|(e, _, _)| (v, e))
         })
         .collect::<Result<_>>()?;
     let template_truth: std::collections::HashMap<i64, f64> = {
@@ -320,11 +368,17 @@ pub async fn run(
             rng.random_range(1.05..1.4),
         );
         let mut stages: Vec<(&str, f64)> = Vec::new();
-        // The visit's calibrated image "arrives": from here on the latency counts.
-        let trails: Vec<Trail> = asteroids.iter().map(|a| a.trail(&v)).collect();
-        let (science, truth) = calexp(&v, &objects, &trails, spec.size, spec.seed)?;
-        let readout = Instant::now();
-        let mut clock = readout;
+        // The visit "arrives" (its raws, or its rendered calibrated image): from then on the
+        // latency counts.
+        let (science, truth, readout) = observe(
+            instrument.as_ref(),
+            &v,
+            &objects,
+            &asteroids,
+            spec,
+            &mut stages,
+        )?;
+        let mut clock = Instant::now();
         let mut lap = |name: &'static str, stages: &mut Vec<(&str, f64)>| {
             stages.push((name, clock.elapsed().as_secs_f64()));
             clock = Instant::now();
@@ -537,6 +591,12 @@ pub async fn run(
         summary.dia_sources += sources.len();
         summary.ss_sources += detections.len();
         summary.latencies.push(total);
+        for (name, seconds) in &stages {
+            match summary.stages.iter_mut().find(|(n, _)| n == name) {
+                Some((_, all)) => all.push(*seconds),
+                None => summary.stages.push((name, vec![*seconds])),
+            }
+        }
     }
     truth_out.flush()?;
     sources_out.flush()?;

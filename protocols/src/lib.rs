@@ -4,6 +4,7 @@
 //! writers they stream results with.
 pub mod alerts;
 pub mod auth;
+mod body;
 pub mod formats;
 pub mod hips;
 pub mod images;

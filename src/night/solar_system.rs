@@ -13,7 +13,7 @@ use aster_processing::orbits::{
     Ephemeris, KM_S_PER_AU_DAY, KeplerOrbit, ephemeris, orbit_through, tt_from_tai,
 };
 use aster_processing::render::Trail;
-use aster_processing::sky::{SimVisit, gaussian, mag_to_njy};
+use aster_processing::sky::{Asteroid, SimVisit, gaussian, mag_to_njy};
 use aster_processing::skymap::PixelGrid;
 use aster_processing::wcs::SkyCoord;
 use rand::Rng;
@@ -59,6 +59,23 @@ impl SimAsteroid {
     /// Its flux in `band` as seen at this ephemeris, nJy.
     fn flux_njy(&self, eph: &Ephemeris, band: usize) -> f64 {
         mag_to_njy(eph.v_magnitude(self.h, G_SLOPE) - V_MINUS_R + COLOURS[band])
+    }
+
+    /// Its straight track through `visit` (as the camera simulator draws asteroids): its
+    /// place and rates at the visit's middle, which hold to a small fraction of a pixel over
+    /// the visit's half minute.
+    pub fn track(&self, visit: &SimVisit) -> Asteroid {
+        let mid = visit.mjd_mid();
+        let eph = ephemeris(&self.orbit, tt_from_tai(mid));
+        Asteroid {
+            id: self.ss_object_id,
+            ra: eph.position.ra(),
+            dec: eph.position.dec(),
+            mjd0: mid,
+            rate_ra: eph.rate_ra,
+            rate_dec: eph.rate_dec,
+            flux: std::array::from_fn(|b| self.flux_njy(&eph, b)),
+        }
     }
 
     /// Its track on `visit`: from shutter open to close.

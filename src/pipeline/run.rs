@@ -482,15 +482,27 @@ pub struct ProcessedVisit {
     pub calibrations: Vec<String>,
 }
 
-/// ISR, characterization and measurement of one data ID, in memory; `timings` gets the
-/// seconds of each step. Also what regeneration runs (DMS-REQ-0311).
-pub fn process_in_memory(
+/// A data ID's raws made a calibrated exposure: ISR and characterization, before the
+/// background and measurement.
+pub struct Characterized {
+    pub exposure: Exposure,
+    pub report: aster_processing::characterize::CharacterizeReport,
+    /// Mid-exposure of the visit, MJD (TAI).
+    pub mid: f64,
+    /// Dataset IDs of the calibration products used.
+    pub calibrations: Vec<String>,
+}
+
+/// ISR of one data ID's raws with its CCD's calibration products, then characterization
+/// (PSF, WCS, zeropoint) against `refs`; `timings` gets the seconds of each step. Alert
+/// production starts from here too (`aster night run --from-raw`).
+pub fn isr_and_characterize(
     data_dir: &Path,
     pipeline: &Pipeline,
     id: &DataId,
     refs: &[ReferenceStar],
     timings: &mut Vec<(&'static str, f64)>,
-) -> Result<ProcessedVisit> {
+) -> Result<Characterized> {
     let t = Instant::now();
     let isr_config = pipeline.isr().context("the pipeline has no isr task")?;
     let products = load_calibrations(data_dir, isr_config, id)?;
@@ -514,7 +526,29 @@ pub fn process_in_memory(
     let report =
         characterize(&mut exposure, refs, id.band, mid, char_config).context("characterize")?;
     timings.push(("characterize", t.elapsed().as_secs_f64()));
+    Ok(Characterized {
+        exposure,
+        report,
+        mid,
+        calibrations,
+    })
+}
 
+/// ISR, characterization and measurement of one data ID, in memory; `timings` gets the
+/// seconds of each step. Also what regeneration runs (DMS-REQ-0311).
+pub fn process_in_memory(
+    data_dir: &Path,
+    pipeline: &Pipeline,
+    id: &DataId,
+    refs: &[ReferenceStar],
+    timings: &mut Vec<(&'static str, f64)>,
+) -> Result<ProcessedVisit> {
+    let Characterized {
+        mut exposure,
+        report,
+        mid,
+        calibrations,
+    } = isr_and_characterize(data_dir, pipeline, id, refs, timings)?;
     let t = Instant::now();
     let detection = pipeline
         .measure()

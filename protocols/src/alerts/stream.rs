@@ -23,6 +23,7 @@ use futures::StreamExt;
 use super::AlertService;
 use super::filter::{Filter, PREDEFINED};
 use crate::auth::{may_write, signed_in};
+use crate::body::JsonOrForm;
 
 fn text(status: StatusCode, message: impl Into<String>) -> Response {
     super::text(status, message)
@@ -177,7 +178,8 @@ pub(super) async fn list(
 }
 
 #[derive(serde::Deserialize)]
-struct NewFilter {
+#[serde(deny_unknown_fields)]
+pub(super) struct NewFilter {
     name: Option<String>,
     filter: Option<String>,
     predefined: Option<String>,
@@ -186,28 +188,11 @@ struct NewFilter {
 pub(super) async fn create(
     State(s): State<AlertService>,
     p: Option<Extension<Principal>>,
-    req: axum::extract::Request,
+    JsonOrForm(new): JsonOrForm<NewFilter>,
 ) -> Response {
     let p = match may_write(p.as_deref(), "saving alert filters") {
         Ok(p) => p.clone(),
         Err(d) => return d.into_response(),
-    };
-    let is_json = req
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    let body = match axum::body::to_bytes(req.into_body(), 64 * 1024).await {
-        Ok(b) => b,
-        Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "the request is over 64 KiB"),
-    };
-    let new: NewFilter = match if is_json {
-        serde_json::from_slice(&body).map_err(|e| e.to_string())
-    } else {
-        serde_urlencoded_form(&body)
-    } {
-        Ok(n) => n,
-        Err(e) => return text(StatusCode::BAD_REQUEST, format!("the request: {e}")),
     };
     let name = new.name.unwrap_or_default();
     let name = name.trim();
@@ -238,23 +223,6 @@ pub(super) async fn create(
 }
 
 /// A form body's fields (name, filter, predefined).
-fn serde_urlencoded_form(body: &[u8]) -> Result<NewFilter, String> {
-    let mut f = NewFilter {
-        name: None,
-        filter: None,
-        predefined: None,
-    };
-    for (k, v) in url::form_urlencoded::parse(body) {
-        match k.as_ref() {
-            "name" => f.name = Some(v.into_owned()),
-            "filter" => f.filter = Some(v.into_owned()),
-            "predefined" => f.predefined = Some(v.into_owned()),
-            other => return Err(format!("unknown field {other}")),
-        }
-    }
-    Ok(f)
-}
-
 /// The caller's saved filter `id`, or the answer why not.
 async fn owned(
     s: &AlertService,

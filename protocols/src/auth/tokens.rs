@@ -9,6 +9,7 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 
 use super::{Auth, Principal, may_write, signed_in};
+use crate::body::JsonOrForm;
 use aster_archive::identity::{IdentityError, Scopes};
 
 pub(super) fn router(auth: Auth) -> Router {
@@ -75,6 +76,7 @@ async fn list(State(auth): State<Auth>, p: Option<Extension<Principal>>) -> Resp
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct NewToken {
     label: Option<String>,
     scopes: Option<String>,
@@ -85,37 +87,11 @@ struct NewToken {
 async fn create(
     State(auth): State<Auth>,
     p: Option<Extension<Principal>>,
-    req: axum::extract::Request,
+    JsonOrForm(form): JsonOrForm<NewToken>,
 ) -> Response {
     let p = match may_write(p.as_deref(), "making tokens") {
         Ok(p) => p.clone(),
         Err(d) => return d.into_response(),
-    };
-    let is_json = req
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    let body = match axum::body::to_bytes(req.into_body(), 64 * 1024).await {
-        Ok(b) => b,
-        Err(_) => {
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "the request body is too large",
-            )
-                .into_response();
-        }
-    };
-    let form: Result<NewToken, String> = if is_json {
-        serde_json::from_slice(&body).map_err(|e| e.to_string())
-    } else {
-        serde_urlencoded_form(&body)
-    };
-    let form = match form {
-        Ok(f) => f,
-        Err(e) => {
-            return (StatusCode::BAD_REQUEST, format!("bad token request: {e}")).into_response();
-        }
     };
     let label = form.label.unwrap_or_else(|| "token".into());
     if label.len() > 200 {
@@ -139,25 +115,6 @@ async fn create(
         Ok(t) => (StatusCode::CREATED, Json(t)).into_response(),
         Err(r) => r,
     }
-}
-
-fn serde_urlencoded_form(body: &[u8]) -> Result<NewToken, String> {
-    let mut t = NewToken {
-        label: None,
-        scopes: None,
-        lifetime_days: None,
-    };
-    for (k, v) in url::form_urlencoded::parse(body) {
-        match k.as_ref() {
-            "label" => t.label = Some(v.into_owned()),
-            "scopes" => t.scopes = Some(v.into_owned()),
-            "lifetime_days" => {
-                t.lifetime_days = Some(v.parse().map_err(|_| "lifetime_days must be an integer")?)
-            }
-            other => return Err(format!("unknown field '{other}'")),
-        }
-    }
-    Ok(t)
 }
 
 async fn revoke(
