@@ -276,12 +276,13 @@ pub async fn run(
         .zip(alert_schema.encode_rows(AlertTable::MpcOrbits, &orbit_rows)?)
         .collect();
     let listed: std::collections::HashSet<i64> = orbit_records.keys().copied().collect();
+    // The night observes in r.
+    let band = 2;
     let instrument = spec
         .from_raw
-        .then(|| Instrument::prepare(&spec.out, spec.seed, spec.size, &objects, NIGHT_MJD))
+        .then(|| Instrument::prepare(&spec.out, spec.seed, spec.size, band, &objects, NIGHT_MJD))
         .transpose()?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed ^ 0xa11e);
-    let band = 2;
     // The field's earlier exposures, from which each visit's template is coadded.
     let earlier: Vec<(SimVisit, Exposure)> = (0..spec.template_visits)
         .map(|k| {

@@ -195,11 +195,13 @@ pub fn build_template(
             .filter(|v| v.is_finite() && **v > 0.0)
             .map(|v| *v as f64)
             .collect();
-        var.sort_by(f64::total_cmp);
         let scale = e.photo_calib.map_or(1.0, |c| c.scale());
-        let weight = var
-            .get(var.len() / 2)
-            .map_or(0.0, |v| 1.0 / (v * scale * scale));
+        let mid = var.len() / 2;
+        let weight = if var.is_empty() {
+            0.0
+        } else {
+            1.0 / (*var.select_nth_unstable_by(mid, f64::total_cmp).1 * scale * scale)
+        };
         wxx += weight * m.ixx;
         wyy += weight * m.iyy;
         wxy += weight * m.ixy;

@@ -7,7 +7,7 @@
 //!
 //! The instrument is made once, before the night, under `<out>/instrument`: the camera's
 //! calibration exposures simulated and combined into calibration products as `aster
-//! simulate` and `aster calibrate` make them. A rerun finds them there.
+//! simulate` and `aster calib build` make them. A rerun finds them there.
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -27,18 +27,22 @@ use aster_processing::sky::{Asteroid, SimObject, SimVisit, gaussian, njy_to_mag}
 use rand::SeedableRng;
 
 use crate::pipeline::definition::{self, Pipeline};
-use crate::pipeline::run::{DataId, isr_and_characterize};
+use crate::pipeline::run::{
+    DataId, LoadedCalibrations, isr_and_characterize_with, load_calibrations,
+};
 
 /// Reference stars: the field's non-variable stars down to this magnitude.
 const REFCAT_LIMIT: f64 = 21.5;
 /// The objects the calibration simulation's sky flats see, per square degree.
 const SKY_FLAT_DENSITY: f64 = 2_000.0;
 
-/// The camera of the night, its calibration products, the single-visit pipeline and the
-/// reference catalogue of the field.
+/// The camera of the night, its calibration products (in memory for the night's band, as
+/// prompt processing keeps them), the single-visit pipeline and the reference catalogue of
+/// the field.
 pub struct Instrument {
     dir: PathBuf,
     camera: Camera,
+    calibrations: LoadedCalibrations,
     pipeline: Pipeline,
     refs: Vec<ReferenceStar>,
     seed: u64,
@@ -46,11 +50,13 @@ pub struct Instrument {
 
 impl Instrument {
     /// Makes (or finds) the instrument for CCDs of `size` pixels under `out/instrument`,
-    /// and the reference catalogue of `objects`' steady stars at `epoch` (MJD).
+    /// loads its calibration products for `band`, and makes the reference catalogue of
+    /// `objects`' steady stars at `epoch` (MJD).
     pub fn prepare(
         out: &Path,
         seed: u64,
         size: usize,
+        band: usize,
         objects: &[SimObject],
         epoch: f64,
     ) -> Result<Self> {
@@ -79,6 +85,18 @@ impl Instrument {
             );
         }
         let pipeline = definition::parse(include_str!("../../pipelines/single-visit.yaml"), &[])?;
+        let detector = &camera.detectors[0];
+        let calibrations = load_calibrations(
+            &dir,
+            pipeline.isr().context("the pipeline has no isr task")?,
+            &DataId {
+                visit: 0,
+                detector: detector.id,
+                detector_name: detector.name.clone(),
+                band,
+                snaps: Vec::new(),
+            },
+        )?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x4ef);
         let refs: Vec<ReferenceStar> = objects
             .iter()
@@ -116,6 +134,7 @@ impl Instrument {
         Ok(Self {
             dir,
             camera,
+            calibrations,
             pipeline,
             refs,
             seed,
@@ -194,7 +213,8 @@ impl Instrument {
     /// step's seconds into `stages`.
     pub fn calexp(&self, id: &DataId, stages: &mut Vec<(&'static str, f64)>) -> Result<Exposure> {
         let mut exposure =
-            isr_and_characterize(&self.dir, &self.pipeline, id, &self.refs, stages)?.exposure;
+            isr_and_characterize_with(&self.calibrations, &self.pipeline, id, &self.refs, stages)?
+                .exposure;
         let t = Instant::now();
         let bg =
             Background::estimate(exposure.image(), exposure.mask(), 128).context("background")?;

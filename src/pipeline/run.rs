@@ -506,8 +506,23 @@ pub fn isr_and_characterize(
     let t = Instant::now();
     let isr_config = pipeline.isr().context("the pipeline has no isr task")?;
     let products = load_calibrations(data_dir, isr_config, id)?;
+    timings.push(("calibrations", t.elapsed().as_secs_f64()));
+    isr_and_characterize_with(&products, pipeline, id, refs, timings)
+}
+
+/// [`isr_and_characterize`] with the CCD's calibration products loaded already (alert
+/// production keeps them in memory through the night, as prompt processing does).
+pub fn isr_and_characterize_with(
+    products: &LoadedCalibrations,
+    pipeline: &Pipeline,
+    id: &DataId,
+    refs: &[ReferenceStar],
+    timings: &mut Vec<(&'static str, f64)>,
+) -> Result<Characterized> {
+    let t = Instant::now();
+    let isr_config = pipeline.isr().context("the pipeline has no isr task")?;
     let calibrations = products.dataset_ids(id);
-    let calibs = isr_calibrations(&products)?;
+    let calibs = isr_calibrations(products)?;
     let raws = id
         .snaps
         .iter()

@@ -230,3 +230,10 @@ fn decorrelation_whitens_a_convolved_reference() {
     // a nearly white input is about the sum of squares.
     assert!((1.0..1.07).contains(&power), "power {power}");
 }
+
+#[test]
+fn the_median_is_the_middle_value_or_the_mean_of_the_two() {
+    assert_eq!(super::median(&mut [5.0, 1.0, 3.0]), 3.0);
+    assert_eq!(super::median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+    assert!(super::median(&mut []).is_nan());
+}
