@@ -266,9 +266,9 @@ pub async fn run(
     std::fs::create_dir_all(&spec.out)
         .with_context(|| format!("creating {}", spec.out.display()))?;
     let (objects, asteroids) = population(spec)?;
-    write_orbit_catalogue(store, &asteroids).await?;
-    // The catalogue's orbits as alerts carry them, encoded once.
     let orbit_rows = solar_system::orbits_batch(&asteroids, unix_micros_now())?;
+    write_orbit_catalogue(store, &orbit_rows).await?;
+    // The catalogue's orbits as alerts carry them, encoded once.
     let orbit_records: HashMap<i64, Vec<u8>> = asteroids
         .iter()
         .filter(|a| a.catalogued.is_some())
@@ -786,14 +786,15 @@ fn unix_micros_now() -> i64 {
 
 /// The orbit catalogue the night predicts from, into `ap.mpc_orbits` when that table is
 /// still empty (a night run again on the same data finds it there).
-async fn write_orbit_catalogue(store: &CatalogStore, asteroids: &[SimAsteroid]) -> Result<()> {
+async fn write_orbit_catalogue(store: &CatalogStore, orbits: &RecordBatch) -> Result<()> {
     let rows = store
         .manifest("ap", "mpc_orbits")
         .await?
         .map_or(0, |m| m.partitions.iter().map(|p| p.rows()).sum::<u64>());
     if rows == 0 {
-        let batch = solar_system::orbits_batch(asteroids, unix_micros_now())?;
-        store.append("ap", "mpc_orbits", &[batch]).await?;
+        store
+            .append("ap", "mpc_orbits", std::slice::from_ref(orbits))
+            .await?;
     }
     Ok(())
 }

@@ -14,8 +14,8 @@ use anyhow::{Context, Result, bail};
 use aster_archive::raw_file::write_raw;
 use aster_processing::camera::{BAND_WAVELENGTH_NM, Camera};
 use aster_processing::camsim::{
-    DrawnObject, ExposureSpec, Light, READOUT_TIME, SNAP_TIME, expected_zero_point, simulate,
-    transparency,
+    DrawnObject, ExposureSpec, Light, READOUT_TIME, SNAP_TIME, combine_snaps, expected_zero_point,
+    simulate, transparency,
 };
 use aster_processing::raw::{ObsType, mjd_to_iso};
 use aster_processing::sky::{self, BANDS, Footprint, SimObject, SimVisit, gaussian, noise_rng};
@@ -218,7 +218,9 @@ pub fn simulate_survey(
 
     // Exposure ids: the night and the sequence number within it.
     let mut seq: std::collections::BTreeMap<String, i64> = Default::default();
-    let mut drawn: std::collections::BTreeMap<(i64, i64), Vec<DrawnObject>> = Default::default();
+    // Each visit's objects per CCD, snap by snap, combined when its truth is written.
+    let mut drawn: std::collections::BTreeMap<(i64, i64), Vec<Vec<DrawnObject>>> =
+        Default::default();
     let mut visit_ids: Vec<(usize, i64)> = Vec::new();
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let total = plan.len();
@@ -294,23 +296,7 @@ pub fn simulate_survey(
             let path = out_dir.join(format!("{obs_id}_{}.fits", detector.name));
             write_raw(&path, &sim.raw)?;
             if let Some(v) = visit_id {
-                // One row per object: the second snap adds its electrons to the first's;
-                // an asteroid's position is the mean of the snaps', the visit's middle.
-                let rows = drawn.entry((v, detector.id)).or_default();
-                for o in sim.objects {
-                    match rows.iter_mut().find(|r| r.id == o.id) {
-                        Some(r) => {
-                            r.electrons += o.electrons;
-                            if o.moving {
-                                r.x = (r.x + o.x) / 2.0;
-                                r.y = (r.y + o.y) / 2.0;
-                                r.ra = (r.ra + o.ra) / 2.0;
-                                r.dec = (r.dec + o.dec) / 2.0;
-                            }
-                        }
-                        None => rows.push(o),
-                    }
-                }
+                drawn.entry((v, detector.id)).or_default().push(sim.objects);
             }
         }
         if (i + 1) % 10 == 0 || i + 1 == total {
@@ -343,7 +329,7 @@ pub fn simulate_survey(
         for d in &camera.detectors {
             let zp = expected_zero_point(&camera, d, &v, 2.0 * SNAP_TIME);
             rows.push((*id, v.clone(), d, zp));
-            let objs = drawn.remove(&(*id, d.id)).unwrap_or_default();
+            let objs = combine_snaps(drawn.remove(&(*id, d.id)).unwrap_or_default());
             write_parquet(
                 &truth
                     .join("sources")

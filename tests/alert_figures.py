@@ -83,14 +83,19 @@ def figures(directory):
         if all(u is t or math.hypot(float(u["x"]) - x, float(u["y"]) - y) > ISOLATION_PX
                for u in objects):
             isolated.add(t["id"])
+    # What each DIASource is: the nearest object of its visit within the match radius.
+    def nearest_truth(s):
+        ts = truth_by_visit[s["visit"]]
+        best = min(ts, key=lambda t: math.hypot(float(s["x"]) - float(t["x"]),
+                                                float(s["y"]) - float(t["y"])), default=None)
+        return best["id"] if best is not None and near(s, best) else None
+    truth_of = {s["diaSourceId"]: nearest_truth(s) for s in sources}
+
     members = defaultdict(list)   # diaObjectId -> truth ids of its sources
     of_variable = defaultdict(set)  # variable id -> diaObjectIds
-    for visit, ss in by_visit.items():
-        ts = truth_by_visit[visit]
+    for ss in by_visit.values():
         for s in ss:
-            best = min(ts, key=lambda t: math.hypot(float(s["x"]) - float(t["x"]),
-                                                    float(s["y"]) - float(t["y"])), default=None)
-            tid = best["id"] if best is not None and near(s, best) else None
+            tid = truth_of[s["diaSourceId"]]
             # A DIASource belongs to a DIAObject or to a solar system object.
             owner = s["diaObjectId"] or "ss" + s["ssObjectId"]
             members[owner].append(tid)
@@ -106,11 +111,6 @@ def figures(directory):
     split = sum(1 for v in of_variable.values() if len(v) > 1)
 
     # Asteroids: catalogued ones to their SSObjects, the others to DIAObjects.
-    def nearest_truth(s):
-        ts = truth_by_visit[s["visit"]]
-        best = min(ts, key=lambda t: math.hypot(float(s["x"]) - float(t["x"]),
-                                                float(s["y"]) - float(t["y"])), default=None)
-        return best["id"] if best is not None and near(s, best) else None
     ss_expected = ss_associated = 0
     for t in truth:
         if t["kind"] != "asteroid" or not float(t["snr"]) >= 6.0:
@@ -119,11 +119,11 @@ def figures(directory):
         if any(near(s, t) and s["ssObjectId"] == t["id"] for s in by_visit[t["visit"]]):
             ss_associated += 1
     with_ss = [s for s in sources if s["ssObjectId"]]
-    ss_right = sum(1 for s in with_ss if nearest_truth(s) == s["ssObjectId"])
+    ss_right = sum(1 for s in with_ss if truth_of[s["diaSourceId"]] == s["ssObjectId"])
     unlisted = {t["id"] for t in truth if t["kind"] == "unlisted_asteroid"}
     unlisted_objects = defaultdict(set)
     for s in sources:
-        tid = nearest_truth(s)
+        tid = truth_of[s["diaSourceId"]]
         if tid in unlisted and s["diaObjectId"]:
             unlisted_objects[tid].add(s["diaObjectId"])
 

@@ -92,6 +92,32 @@ pub struct Simulated {
     pub cosmic_ray_pixels: Vec<(usize, usize)>,
 }
 
+/// The objects of a visit's snaps as one list, each once: its electrons summed over the
+/// snaps, and a moving one placed at the mean of its places, the visit's middle.
+pub fn combine_snaps(snaps: impl IntoIterator<Item = Vec<DrawnObject>>) -> Vec<DrawnObject> {
+    let mut out: Vec<DrawnObject> = Vec::new();
+    let mut at: std::collections::HashMap<i64, usize> = Default::default();
+    for o in snaps.into_iter().flatten() {
+        match at.get(&o.id) {
+            Some(&i) => {
+                let r = &mut out[i];
+                r.electrons += o.electrons;
+                if o.moving {
+                    r.x = (r.x + o.x) / 2.0;
+                    r.y = (r.y + o.y) / 2.0;
+                    r.ra = (r.ra + o.ra) / 2.0;
+                    r.dec = (r.dec + o.dec) / 2.0;
+                }
+            }
+            None => {
+                at.insert(o.id, out.len());
+                out.push(o);
+            }
+        }
+    }
+    out
+}
+
 /// The boresight the telescope reports for a visit: the true one off by its pointing
 /// error (about 1.5 arcsec rms per axis), the same for both snaps.
 pub fn reported_boresight(visit: &SimVisit) -> SkyCoord {
@@ -711,6 +737,35 @@ mod tests {
         // Beside the bleed trail's ghost, which runs along the same raw column.
         let quiet = victim.pixels.get(rx + 20, ry).unwrap() as f64;
         assert!(ghost - quiet > 3.0, "{ghost} vs {quiet}");
+    }
+
+    #[test]
+    fn snaps_combine_into_one_entry_per_object() {
+        let drawn = |id: i64, x: f64, moving: bool| DrawnObject {
+            id,
+            ra: x / 1000.0,
+            dec: 0.0,
+            x,
+            y: 2.0 * x,
+            is_star: !moving,
+            moving,
+            flux_njy: 100.0,
+            electrons: 50.0,
+        };
+        let visit = combine_snaps([
+            vec![drawn(1, 10.0, false), drawn(2, 20.0, true)],
+            vec![
+                drawn(2, 22.0, true),
+                drawn(1, 10.0, false),
+                drawn(3, 30.0, false),
+            ],
+        ]);
+        assert_eq!(visit.iter().map(|o| o.id).collect::<Vec<_>>(), [1, 2, 3]);
+        // Electrons add up; a star stays put; an asteroid sits between its two places.
+        assert_eq!((visit[0].electrons, visit[0].x), (100.0, 10.0));
+        assert_eq!((visit[1].x, visit[1].y), (21.0, 42.0));
+        assert!((visit[1].ra - 0.021).abs() < 1e-15);
+        assert_eq!(visit[2].electrons, 50.0);
     }
 
     #[test]

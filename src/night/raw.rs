@@ -17,7 +17,7 @@ use aster_archive::registry::Registry;
 use aster_processing::background::Background;
 use aster_processing::camera::Camera;
 use aster_processing::camsim::{
-    DrawnObject, ExposureSpec, Light, READOUT_TIME, SNAP_TIME, simulate,
+    ExposureSpec, Light, READOUT_TIME, SNAP_TIME, combine_snaps, simulate,
 };
 use aster_processing::characterize::ReferenceStar;
 use aster_processing::image::Exposure;
@@ -154,7 +154,7 @@ impl Instrument {
         let out = self.dir.join("raw").join("night").join(&obs);
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
         let mut snaps = Vec::new();
-        let mut drawn: Vec<DrawnObject> = Vec::new();
+        let mut drawn = Vec::new();
         for snap in 0..2u8 {
             let spec = ExposureSpec {
                 light: Light::Sky {
@@ -173,20 +173,9 @@ impl Instrument {
             let path = out.join(format!("{obs}_{snap}_{}.fits", detector.name));
             write_raw(&path, &sim.raw)?;
             snaps.push((path, sim.raw.info));
-            // One entry per object; a moving one at the mean of the snaps' places, the
-            // visit's middle.
-            for o in sim.objects {
-                match drawn.iter_mut().find(|d| d.id == o.id) {
-                    Some(d) if o.moving => {
-                        d.x = (d.x + o.x) / 2.0;
-                        d.y = (d.y + o.y) / 2.0;
-                    }
-                    Some(_) => {}
-                    None => drawn.push(o),
-                }
-            }
+            drawn.push(sim.objects);
         }
-        let truth = drawn
+        let truth = combine_snaps(drawn)
             .into_iter()
             .map(|d| TruthEntry {
                 id: d.id,

@@ -1,5 +1,6 @@
 """Fixtures for the client tests: the URL and data directory of the demo server that
 scripts/test-all starts (ASTER_TEST_URL, ASTER_TEST_DATA)."""
+import contextlib
 import html
 import os
 import re
@@ -36,6 +37,32 @@ def wait_for(check, seconds, what):
             return value
         time.sleep(0.3)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextlib.contextmanager
+def aster_server(data, config=None):
+    """An Aster server of a test's own on the data directory `data` (with the configuration
+    file `config`), on a free port, logging to `data`/server.log, until the block ends:
+    yields its base URL once it answers."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = [os.environ["ASTER_BIN"]]
+    if config is not None:
+        args += ["--config", str(config)]
+    args += ["--data-dir", str(data), "serve", "--addr", f"127.0.0.1:{port}"]
+    with open(data / "server.log", "w") as log:
+        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            def up():
+                try:
+                    return requests.get(f"{base}/api/alerts/streams", timeout=5).ok
+                except requests.ConnectionError:
+                    assert p.poll() is None, (data / "server.log").read_text()
+            wait_for(up, 120, "the server")
+            yield base
+        finally:
+            p.terminate()
+            p.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")

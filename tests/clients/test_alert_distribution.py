@@ -17,7 +17,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 import requests
-from conftest import free_port, wait_for
+from conftest import aster_server, free_port, wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 STREAM = "ivo://aster.test/alerts"
@@ -82,19 +82,7 @@ def test_a_night_reaches_kafka_through_an_outage_and_comet(kafka, comet, tmp_pat
         f'kafka_brokers = "{bootstrap}"\n'
         f'voevent_broker = "127.0.0.1:{comet_port}"\n'
         f'voevent_stream = "{STREAM}"\n')
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = open(data / "server.log", "w")
-    server = subprocess.Popen(
-        [aster, "--config", str(config), "--data-dir", str(data), "serve",
-         "--addr", f"127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        def up():
-            try:
-                return requests.get(f"{base}/api/alerts/streams", timeout=5).ok
-            except requests.ConnectionError:
-                assert server.poll() is None, (data / "server.log").read_text()
-        wait_for(up, 120, "the server")
+    with aster_server(data, config) as base:
         streams = requests.get(f"{base}/api/alerts/streams", timeout=5).json()
         assert streams["kafka"]["bootstrap_servers"] == bootstrap
         assert streams["voevent"]["stream"] == STREAM
@@ -160,6 +148,3 @@ def test_a_night_reaches_kafka_through_an_outage_and_comet(kafka, comet, tmp_pat
             assert root.get("ivorn") == f"{STREAM}#diaSource-{params['diaSourceId']}"
             assert root.find("WhereWhen", ns) is not None or root.find("WhereWhen") is not None
         assert ivorns == {f"{STREAM}#diaSource-{i}" for i in archived}
-    finally:
-        server.terminate()
-        server.wait(timeout=30)

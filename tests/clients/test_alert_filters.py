@@ -16,7 +16,7 @@ import time
 
 import pytest
 import requests
-from conftest import free_port, wait_for
+from conftest import aster_server, wait_for
 
 SUBSCRIBERS = 100
 
@@ -24,21 +24,8 @@ SUBSCRIBERS = 100
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("filters")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = open(data / "server.log", "w")
-    p = subprocess.Popen([os.environ["ASTER_BIN"], "--data-dir", str(data), "serve",
-                          "--addr", f"127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
-
-    def up():
-        try:
-            return requests.get(f"{base}/api/alerts/streams", timeout=5).ok
-        except requests.ConnectionError:
-            assert p.poll() is None, (data / "server.log").read_text()
-    wait_for(up, 120, "the server")
-    yield base, data
-    p.terminate()
-    p.wait(timeout=30)
+    with aster_server(data) as base:
+        yield base, data
 
 
 class Subscriber(threading.Thread):
