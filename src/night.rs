@@ -37,7 +37,7 @@ use aster_processing::render::{PIXEL_SCALE, Trail, render_scene};
 use aster_processing::sky::{BANDS, SimObject, SimVisit, Variability, mag_to_njy};
 use aster_processing::skymap::PixelGrid;
 use aster_processing::template::{TemplateConfig, TemplateInput, build_template};
-use aster_processing::wcs::{SkyCoord, TanSipWcs};
+use aster_processing::wcs::{PixelPosition, SkyCoord, TanSipWcs};
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 
@@ -391,9 +391,12 @@ pub async fn run(
         let grid = PixelGrid::new(wcs.clone(), spec.size, spec.size);
         let template = field_template.warped_to(&grid)?.in_calibration(calib);
         lap("template", &mut stages);
-        // The template's stars serve when the visit is on the field's pixels.
-        let stars = (grid.wcs() == field_grid.wcs()).then_some(field_stars.as_slice());
-        let diff = subtract_with_stars(&science, &template, &diffim, stars)?;
+        // The template's stars, taken from the field's pixels onto the visit's.
+        let stars: Vec<PixelPosition> = field_stars
+            .iter()
+            .filter_map(|s| wcs.sky_to_pixel(field_grid.wcs().pixel_to_sky(*s)).ok())
+            .collect();
+        let diff = subtract_with_stars(&science, &template, &diffim, Some(&stars))?;
         lap("difference", &mut stages);
         let sources =
             detect_dia_sources(&diff.exposure, &science, &template, &DiaConfig::default())?;

@@ -813,10 +813,10 @@ pub fn measure_crosstalk(
         let inverse_diagonal: Vec<f64> = (0..sources.len())
             .map(|i| {
                 let unit: Vec<f64> = (0..sources.len()).map(|j| f64::from(i == j)).collect();
-                crate::galaxy::solve(a.clone(), unit).map_or(f64::INFINITY, |x| x[i])
+                crate::linalg::solve(a.clone(), unit).map_or(f64::INFINITY, |x| x[i])
             })
             .collect();
-        let solution = crate::galaxy::solve(a, b).ok_or_else(|| CalibError::Inputs {
+        let solution = crate::linalg::solve(a, b).ok_or_else(|| CalibError::Inputs {
             product: "crosstalk",
             message: format!(
                 "the spots cannot separate the ghosts in amplifier {}; take more spots",

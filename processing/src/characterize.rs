@@ -5,11 +5,13 @@
 //! unsaturated sources are measured once; stars are those on the tight locus of the
 //! smallest sizes; the reference catalogue is matched after finding the telescope's
 //! pointing offset by voting.
+use std::collections::HashMap;
+
 use crate::background::Background;
 use crate::detection::{DetectionConfig, Peak, detect};
-use crate::galaxy::solve;
 use crate::image::{Exposure, HeaderValue, MaskPlane, PhotoCalib};
-use crate::measurement::{adaptive_moments, measure};
+use crate::linalg::solve;
+use crate::measurement::{adaptive_moments, measure_point};
 use crate::psf::{FieldPolynomial, GaussianPsf};
 use crate::sky::{BANDS, apparent_position, tangent_plane};
 use crate::wcs::{PixelPosition, SkyCoord, TanSipWcs};
@@ -162,6 +164,7 @@ struct PsfStage {
     psf_stars: usize,
     candidates: Vec<Candidate>,
     sky_level: f64,
+    background: Background,
 }
 
 fn psf_stage(
@@ -214,6 +217,7 @@ fn psf_stage(
         psf_stars,
         candidates,
         sky_level,
+        background,
     })
 }
 
@@ -243,12 +247,26 @@ pub fn characterize(
     mjd: f64,
     config: &CharacterizeConfig,
 ) -> Result<CharacterizeReport, CharacterizeError> {
+    characterize_with_background(exposure, refcat, band, mjd, config).map(|(report, _)| report)
+}
+
+/// As [`characterize`], also returning the background it measured on the way (bins of
+/// 128 pixels, the image as ISR left it): alert production subtracts it rather than
+/// measuring it again (DMS-REQ-0004's latency).
+pub fn characterize_with_background(
+    exposure: &mut Exposure,
+    refcat: &[ReferenceStar],
+    band: usize,
+    mjd: f64,
+    config: &CharacterizeConfig,
+) -> Result<(CharacterizeReport, Background), CharacterizeError> {
     let PsfStage {
         wcs0,
         psf,
         psf_stars,
         candidates,
         sky_level,
+        background,
     } = psf_stage(exposure, config)?;
     let (w, h) = (exposure.width(), exposure.height());
     // Astrometry: reference stars where they are at this exposure, matched to the
@@ -313,7 +331,7 @@ pub fn characterize(
     m.insert("PSFFWHM".into(), HeaderValue::Float(report.seeing));
     m.insert("ZPNSTAR".into(), HeaderValue::Int(zps.len() as i64));
     m.insert("SKYLEVEL".into(), HeaderValue::Float(sky_level));
-    Ok(report)
+    Ok((report, background))
 }
 
 /// Detects sources above `min_significance` and measures the isolated, clean ones.
@@ -356,7 +374,7 @@ fn bright_sources(
         if masked {
             continue;
         }
-        let m = measure(work, guess, p);
+        let m = measure_point(work, guess, p);
         if m.flags.centroid_failed || m.flags.edge || m.flags.masked {
             continue;
         }
@@ -547,7 +565,7 @@ fn psf_fluxes(work: &Exposure, psf: &GaussianPsf, candidates: &[Candidate]) -> V
                 y: c.y.round() as usize,
                 significance: c.significance,
             };
-            let m = measure(work, psf, &peak);
+            let m = measure_point(work, psf, &peak);
             Candidate {
                 x: m.x,
                 y: m.y,
@@ -638,18 +656,32 @@ fn match_references(
         pairs.iter().map(|p| p.1).sum::<f64>() / n,
     );
     let radius = (config.match_radius / scale).max(1.5);
+    // The candidates in cells a match radius wide: a reference star's match is among the
+    // nine cells around it, not among every candidate of the CCD.
+    let cell = |v: f64| (v / radius).floor() as i64;
+    let mut cells: HashMap<(i64, i64), Vec<usize>> = HashMap::new();
+    for (i, c) in candidates.iter().enumerate() {
+        cells.entry((cell(c.x), cell(c.y))).or_default().push(i);
+    }
+    let mut taken = vec![false; candidates.len()];
     let mut matches = Vec::new();
     for (r, p) in &projected {
         let (ex, ey) = (p.x + ox, p.y + oy);
-        let nearest = candidates
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (i, (c.x - ex).hypot(c.y - ey)))
+        let (cx, cy) = (cell(ex), cell(ey));
+        let nearest = (cy - 1..=cy + 1)
+            .flat_map(|y| (cx - 1..=cx + 1).map(move |x| (x, y)))
+            .filter_map(|k| cells.get(&k))
+            .flatten()
+            .map(|&i| {
+                let c = &candidates[i];
+                (i, (c.x - ex).powi(2) + (c.y - ey).powi(2))
+            })
             .min_by(|a, b| a.1.total_cmp(&b.1));
-        if let Some((i, d)) = nearest
-            && d <= radius
-            && !matches.iter().any(|&(c, _)| c == i)
+        if let Some((i, d2)) = nearest
+            && d2 <= radius * radius
+            && !taken[i]
         {
+            taken[i] = true;
             matches.push((i, *r));
         }
     }

@@ -112,51 +112,43 @@ pub fn significance(exposure: &Exposure, psf: &GaussianPsf) -> Result<Image<f32>
         | MaskPlane::Intrp.bit();
     let mask = exposure.mask().bits().data();
     let (image, variance) = (exposure.image().data(), exposure.variance().data());
-    let half = (k.len() / 2) as i64;
-    // Rows first: the smoothed signal and its noise side by side, unusable pixels counting
-    // for nothing in either; pixels beyond the edge count as zero (the edge is masked).
-    let mut rows = vec![(0.0f32, 0.0f32); w * h];
-    crate::image::for_rows(&mut rows, w, |y, out| {
-        let at = |x: usize| {
+    let half = k.len() / 2;
+    // Rows first: the smoothed signal and its noise, side by side in a row of twice the
+    // width; unusable pixels count for nothing in either, and pixels beyond the edge count
+    // as zero (the edge is masked).
+    let mut rows = vec![0.0f32; 2 * w * h];
+    crate::image::for_rows(&mut rows, 2 * w, |y, out| {
+        let mut values = vec![0.0f32; w + 2 * half];
+        let mut noise = vec![0.0f32; w + 2 * half];
+        for x in 0..w {
             let i = y * w + x;
             let (v, n) = (image[i], variance[i]);
-            if mask[i] & unusable != 0 || !v.is_finite() || !n.is_finite() {
-                (0.0, 0.0)
-            } else {
-                (v, n.max(0.0))
+            if mask[i] & unusable == 0 && v.is_finite() && n.is_finite() {
+                values[half + x] = v;
+                noise[half + x] = n.max(0.0);
             }
-        };
-        let line: Vec<(f32, f32)> = (0..w).map(at).collect();
-        for (x, o) in out.iter_mut().enumerate() {
-            let (mut s, mut n) = (0.0, 0.0);
-            for (i, (kv, kv2)) in k.iter().zip(&k2).enumerate() {
-                let xx = x as i64 + i as i64 - half;
-                if xx >= 0 && (xx as usize) < w {
-                    let (v, var) = line[xx as usize];
-                    s += kv * v;
-                    n += kv2 * var;
-                }
-            }
-            *o = (s, n);
         }
+        let (s, n) = out.split_at_mut(w);
+        crate::convolve::correlate_line(s, &values, &k, false);
+        crate::convolve::correlate_line(n, &noise, &k2, false);
     });
     // Then columns, dividing as we go.
     let mut data = vec![0.0f32; w * h];
     crate::image::for_rows(&mut data, w, |y, out| {
-        let mut acc = vec![(0.0f32, 0.0f32); w];
-        for (i, (kv, kv2)) in k.iter().zip(&k2).enumerate() {
-            let yy = y as i64 + i as i64 - half;
-            if yy < 0 || yy as usize >= h {
-                continue;
-            }
-            let src = &rows[yy as usize * w..(yy as usize + 1) * w];
-            for (a, (v, n)) in acc.iter_mut().zip(src) {
-                a.0 += kv * v;
-                a.1 += kv2 * n;
-            }
-        }
-        for (o, (s, n)) in out.iter_mut().zip(acc) {
-            *o = if n > 0.0 { s / n.sqrt() } else { 0.0 };
+        let (lo, hi) = (y.saturating_sub(half), (y + half + 1).min(h));
+        let taps = &k[lo + half - y..hi + half - y];
+        let taps2 = &k2[lo + half - y..hi + half - y];
+        let signal: Vec<&[f32]> = (lo..hi)
+            .map(|r| &rows[2 * r * w..(2 * r + 1) * w])
+            .collect();
+        let noise: Vec<&[f32]> = (lo..hi)
+            .map(|r| &rows[(2 * r + 1) * w..(2 * r + 2) * w])
+            .collect();
+        let mut n = vec![0.0f32; w];
+        crate::convolve::combine_lines(out, &signal, taps, false);
+        crate::convolve::combine_lines(&mut n, &noise, taps2, false);
+        for (o, n) in out.iter_mut().zip(n) {
+            *o = if n > 0.0 { *o / n.sqrt() } else { 0.0 };
         }
     });
     Ok(Image::from_vec(w, h, data).expect("w x h values"))

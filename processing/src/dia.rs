@@ -10,7 +10,7 @@
 //! positive source brighter on the difference than on the science image it came from.
 use crate::detection::{DetectionConfig, Peak, detect};
 use crate::image::Exposure;
-use crate::measurement::{Flux, Shape, measure};
+use crate::measurement::{Flux, Shape, measure_point};
 use crate::psf::Moments;
 use crate::wcs::PixelPosition;
 
@@ -157,7 +157,7 @@ pub fn detect_dia_sources(
     let mut out = Vec::with_capacity(peaks.len());
     for (peak, negative, bbox_size) in &peaks {
         let on = if *negative { &negated } else { difference };
-        let m = measure(on, psf, peak);
+        let m = measure_point(on, psf, peak);
         let sign = if *negative { -1.0 } else { 1.0 };
         let signed = |f: Flux| Flux {
             value: sign * f.value,
@@ -171,11 +171,11 @@ pub fn detect_dia_sources(
         let science_flux = science
             .psf
             .as_ref()
-            .map_or(UNMEASURED, |p| measure(science, p, &at).psf_flux);
+            .map_or(UNMEASURED, |p| measure_point(science, p, &at).psf_flux);
         let template_flux = template
             .psf
             .as_ref()
-            .map_or(UNMEASURED, |p| measure(template, p, &at).psf_flux);
+            .map_or(UNMEASURED, |p| measure_point(template, p, &at).psf_flux);
         let dipole = peaks.iter().any(|(q, neg, _)| {
             neg != negative
                 && ((q.x as f64 - m.x).powi(2) + (q.y as f64 - m.y).powi(2)).sqrt()

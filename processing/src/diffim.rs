@@ -8,9 +8,10 @@
 //! correlated, so the difference is then decorrelated (Kaiser's afterburner, as in Rubin's
 //! `DecorrelateALKernelTask`): filtered so its noise power is flat again and the detection
 //! threshold means what it says.
-use crate::detection::{DetectionConfig, Footprint, detect};
+use crate::detection::{DetectionConfig, detect};
 use crate::image::{Exposure, Image, Mask, MaskPlane};
 use crate::psf::{FieldPolynomial, GaussianPsf};
+use crate::wcs::PixelPosition;
 
 /// How to match and subtract.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -298,14 +299,12 @@ impl MatchingKernel {
 
     /// The differential background at pixel (x, y).
     pub fn background_at(&self, x: f64, y: f64) -> f64 {
-        let mut t = Vec::new();
-        poly_terms(
+        eval_poly(
+            &self.background,
             self.background_order(),
             scaled(x, self.width),
             scaled(y, self.height),
-            &mut t,
-        );
-        self.background.iter().zip(&t).map(|(a, b)| a * b).sum()
+        )
     }
 
     fn background_order(&self) -> usize {
@@ -315,26 +314,35 @@ impl MatchingKernel {
     }
 }
 
-/// The row pass of a separable convolution: `f` along each row, centred; NaN where it
-/// reaches past the edge. Each tap is added across a whole row at once (single precision:
-/// the images are), which the compiler turns into vector instructions.
-fn row_pass(src: &[f32], w: usize, f: &[f64]) -> Vec<f32> {
+/// The row pass of a separable convolution: `f` along each row, centred, each output
+/// pixel then multiplied by `scale` at its column if given; NaN where it reaches past the
+/// edge. Each tap is added across a whole row at once (single precision: the images are),
+/// which the compiler turns into vector instructions.
+fn row_pass_into(dst: &mut [f32], src: &[f32], w: usize, f: &[f64], scale: Option<&[f32]>) {
     let half = f.len() / 2;
     let f: Vec<f32> = f.iter().map(|v| *v as f32).collect();
-    let mut rows = vec![f32::NAN; src.len()];
-    if w > 2 * half {
+    crate::image::for_rows(dst, w, |y, out| {
+        if w <= 2 * half {
+            out.fill(f32::NAN);
+            return;
+        }
         let n = w - 2 * half;
-        crate::image::for_rows(&mut rows, w, |y, out| {
-            let line = &src[y * w..(y + 1) * w];
-            let dst = &mut out[half..half + n];
-            dst.fill(0.0);
-            for (k, f) in f.iter().enumerate() {
-                for (d, v) in dst.iter_mut().zip(&line[k..k + n]) {
-                    *d += f * v;
-                }
+        let line = &src[y * w..(y + 1) * w];
+        out[..half].fill(f32::NAN);
+        out[half + n..].fill(f32::NAN);
+        let inner = &mut out[half..half + n];
+        crate::convolve::correlate_line(inner, line, &f, false);
+        if let Some(scale) = scale {
+            for (d, s) in inner.iter_mut().zip(&scale[half..half + n]) {
+                *d *= s;
             }
-        });
-    }
+        }
+    });
+}
+
+fn row_pass(src: &[f32], w: usize, f: &[f64]) -> Vec<f32> {
+    let mut rows = vec![0.0f32; src.len()];
+    row_pass_into(&mut rows, src, w, f, None);
     rows
 }
 
@@ -347,13 +355,10 @@ fn column_pass(src: &[f32], w: usize, h: usize, f: &[f64]) -> Vec<f32> {
         if y < half || y + half >= h {
             return;
         }
-        o.fill(0.0);
-        for (k, f) in f.iter().enumerate() {
-            let r = &src[(y + k - half) * w..(y + k - half + 1) * w];
-            for (a, v) in o.iter_mut().zip(r) {
-                *a += f * v;
-            }
-        }
+        let lines: Vec<&[f32]> = (y - half..=y + half)
+            .map(|r| &src[r * w..(r + 1) * w])
+            .collect();
+        crate::convolve::combine_lines(o, &lines, &f, false);
     });
     out
 }
@@ -364,11 +369,15 @@ fn convolve_separable(src: &[f32], w: usize, h: usize, fx: &[f64], fy: &[f64]) -
     column_pass(&row_pass(src, w, fx), w, h, fy)
 }
 
-/// The reference convolved with the spatially varying kernel: the sum over basis functions
-/// of their weight at each pixel (a polynomial in u and v) times the reference convolved
-/// with them. A weight's powers of u vary along rows only, so they commute with the column
-/// pass: per basis width, one row pass per x-factor, and per y-factor one column pass per
-/// power of v, instead of a full separable convolution per basis function.
+/// The reference convolved with the spatially varying kernel K = sum over the spatial
+/// terms u^a v^b of u^a v^b K_ab, where K_ab is the basis functions weighted by their
+/// coefficients of that term. Each K_ab is split by its singular value decomposition into
+/// separable filters, and those that matter (singular values above 1e-5 of the largest) are
+/// applied: a row pass times u^a (which varies along rows only, so commutes with the column
+/// pass), then a column pass whose taps carry v^b (constant along a row), added straight
+/// into the output. The basis functions' own separable factors would take a row pass per
+/// x-factor and a column pass per y-factor and spatial term, about twice as many passes,
+/// and a full image per pass.
 fn convolve_varying(
     src: &[f32],
     w: usize,
@@ -377,10 +386,47 @@ fn convolve_varying(
     weights: &[Vec<f64>],
     order: usize,
 ) -> Vec<f32> {
+    let half = fns.first().map_or(0, |f| f.fx.len() / 2);
+    let n = 2 * half + 1;
     // (power of u, power of v) of each spatial term, in the weights' order.
     let terms: Vec<(usize, usize)> = (0..=order)
         .flat_map(|d| (0..=d).map(move |b| (d - b, b)))
         .collect();
+    /// One separable filter of the term u^a v^b: sigma times along_y (outer) along_x.
+    struct Filter {
+        a: usize,
+        b: usize,
+        sigma: f64,
+        along_x: Vec<f64>,
+        along_y: Vec<f64>,
+    }
+    let mut filters: Vec<Filter> = Vec::new();
+    for (t, &(a, b)) in terms.iter().enumerate() {
+        // K_ab[row][column], rows along y.
+        let mut k = vec![0.0f64; n * n];
+        for (f, wk) in fns.iter().zip(weights) {
+            let c = wk[t];
+            if c == 0.0 {
+                continue;
+            }
+            for (r, fy) in f.fy.iter().enumerate() {
+                for (col, fx) in f.fx.iter().enumerate() {
+                    k[r * n + col] += c * fy * fx;
+                }
+            }
+        }
+        for (sigma, along_y, along_x) in crate::linalg::svd(&k, n, n) {
+            filters.push(Filter {
+                a,
+                b,
+                sigma,
+                along_x,
+                along_y,
+            });
+        }
+    }
+    let largest = filters.iter().fold(0.0f64, |m, f| m.max(f.sigma));
+    filters.retain(|f| f.sigma > 1e-5 * largest);
     let upow: Vec<Vec<f32>> = (0..=order)
         .map(|a| {
             (0..w)
@@ -389,83 +435,52 @@ fn convolve_varying(
         })
         .collect();
     let mut matched = vec![0.0f32; w * h];
-    let mut start = 0;
-    while start < fns.len() {
-        let sigma = fns[start].term.sigma;
-        let end = (start..fns.len())
-            .find(|&k| fns[k].term.sigma != sigma)
-            .unwrap_or(fns.len());
-        let group = start..end;
-        let degree = group
-            .clone()
-            .map(|k| fns[k].term.i + fns[k].term.j)
-            .max()
-            .unwrap_or(0);
-        // The x-factor of power i is that of the function (i, 0); the y-factor of power j,
-        // that of (0, j).
-        let factor = |i: usize, j: usize| {
-            group
-                .clone()
-                .find(|&k| fns[k].term.i == i && fns[k].term.j == j)
-        };
-        let rows: Vec<Vec<f32>> = (0..=degree)
-            .map(|i| row_pass(src, w, &fns[factor(i, 0).expect("every x power")].fx))
-            .collect();
-        for j in 0..=degree {
-            let fy = &fns[factor(0, j).expect("every y power")].fy;
-            for b in 0..=order {
-                let mut acc = vec![0.0f32; w * h];
-                let mut any = false;
-                for k in group.clone().filter(|&k| fns[k].term.j == j) {
-                    let coeffs: Vec<(usize, f32)> = terms
-                        .iter()
-                        .zip(&weights[k])
-                        .filter(|((_, tb), c)| *tb == b && **c != 0.0)
-                        .map(|((a, _), c)| (*a, *c as f32))
-                        .collect();
-                    if coeffs.is_empty() {
-                        continue;
-                    }
-                    any = true;
-                    let r = &rows[fns[k].term.i];
-                    crate::image::for_rows(&mut acc, w, |y, out| {
-                        let row = &r[y * w..(y + 1) * w];
-                        for &(a, c) in &coeffs {
-                            for ((o, v), p) in out.iter_mut().zip(row).zip(&upow[a]) {
-                                *o += c * p * v;
-                            }
-                        }
-                    });
-                }
-                if !any {
-                    continue;
-                }
-                let col = column_pass(&acc, w, h, fy);
-                crate::image::for_rows(&mut matched, w, |y, out| {
-                    let vb = scaled(y as f64, h).powi(b as i32) as f32;
-                    for (o, c) in out.iter_mut().zip(&col[y * w..(y + 1) * w]) {
-                        *o += vb * c;
-                    }
-                });
+    let mut rows = vec![0.0f32; w * h];
+    for f in &filters {
+        let b = f.b;
+        row_pass_into(
+            &mut rows,
+            src,
+            w,
+            &f.along_x,
+            (f.a > 0).then(|| upow[f.a].as_slice()),
+        );
+        let fy: Vec<f32> = f.along_y.iter().map(|v| (f.sigma * v) as f32).collect();
+        crate::image::for_rows(&mut matched, w, |y, out| {
+            if y < half || y + half >= h {
+                return;
             }
-        }
-        start = end;
+            let vb = scaled(y as f64, h).powi(b as i32) as f32;
+            let taps: Vec<f32> = fy.iter().map(|f| vb * f).collect();
+            let lines: Vec<&[f32]> = (y - half..=y + half)
+                .map(|r| &rows[r * w..(r + 1) * w])
+                .collect();
+            crate::convolve::combine_lines(out, &lines, &taps, true);
+        });
+    }
+    for y in (0..half.min(h)).chain(h.saturating_sub(half).max(half)..h) {
+        matched[y * w..(y + 1) * w].fill(f32::NAN);
     }
     matched
 }
 
-/// Full 2-D convolution by a (2 half + 1)² kernel, NaN where it reaches past the edge.
-/// Taps below 1e-4 of the largest are left out (the decorrelation filter is a spike with
-/// faint wings; their far reaches change nothing a threshold sees).
+/// Full 2-D convolution by a (2 half + 1)² kernel, NaN where it reaches past the edge:
+/// each kernel row correlated with its image row. Rows whose taps are all below 1e-4 of
+/// the largest are left out (the decorrelation filter is a spike with faint wings; their
+/// far reaches change nothing a threshold sees).
 fn convolve_2d(src: &[f32], w: usize, h: usize, k: &[f64], half: usize) -> Vec<f32> {
     let n = 2 * half + 1;
     let largest = k.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    // The kernel is applied flipped, as a convolution is.
-    let taps: Vec<(usize, usize, f32)> = (0..n)
-        .flat_map(|r| (0..n).map(move |c| (r, c)))
-        .map(|(r, c)| (r, c, k[(n - 1 - r) * n + (n - 1 - c)]))
-        .filter(|(_, _, v)| v.abs() > 1e-4 * largest)
-        .map(|(r, c, v)| (r, c, v as f32))
+    // The kernel is applied flipped, as a convolution is: image row y + r - half meets
+    // kernel row n - 1 - r, reversed.
+    let rows: Vec<(usize, Vec<f32>)> = (0..n)
+        .map(|r| {
+            let taps: Vec<f32> = (0..n)
+                .map(|c| k[(n - 1 - r) * n + (n - 1 - c)] as f32)
+                .collect();
+            (r, taps)
+        })
+        .filter(|(_, t)| t.iter().any(|v| f64::from(v.abs()) > 1e-4 * largest))
         .collect();
     let mut out = vec![f32::NAN; w * h];
     if w <= 2 * half {
@@ -478,35 +493,44 @@ fn convolve_2d(src: &[f32], w: usize, h: usize, k: &[f64], half: usize) -> Vec<f
         }
         let dst = &mut o[half..half + m];
         dst.fill(0.0);
-        for &(r, c, kv) in &taps {
+        for (r, taps) in &rows {
             let line = &src[(y + r - half) * w..(y + r - half + 1) * w];
-            for (d, v) in dst.iter_mut().zip(&line[c..c + m]) {
-                *d += kv * v;
-            }
+            crate::convolve::correlate_line(dst, line, taps, true);
         }
     });
     out
 }
 
-/// One star the kernel is fitted on: the target's pixels and the convolution of the
-/// reference by each basis function over the stamp.
+/// One star the kernel is fitted on, reduced to its normal equations over the stamp's
+/// local columns (the reference convolved by each basis function, then the background
+/// terms at each pixel): the spatial terms are constant over a stamp, so the full system's
+/// share of it, and its chi-square under any solution, follow from these alone, and the
+/// clipping refits never revisit its pixels.
 struct Stamp {
     x: f64,
     y: f64,
-    target: Vec<f64>,
-    weight: Vec<f64>,
-    pixels: Vec<(f64, f64)>,
-    /// Per basis function, its convolution with the reference at each pixel.
-    convolved: Vec<Vec<f64>>,
+    /// Sum over the pixels of w c cᵀ, the local columns' products (square, row-major).
+    gram: Vec<f64>,
+    /// Sum of w c t, with the target's pixels t.
+    cross: Vec<f64>,
+    /// Sum of w t².
+    tt: f64,
+    /// Pixels with a weight.
+    pixels: usize,
 }
 
-/// The bright stars of an image the kernel can be fitted on: footprints at
-/// `stamp_threshold`. Found once on a template, they serve every visit subtracted on its
-/// pixels (`subtract_with_stars`).
-pub fn stamp_stars(image: &Exposure, config: &DiffimConfig) -> Result<Vec<Footprint>, DiffimError> {
+/// The bright isolated stars of an image, brightest first: single-peaked footprints at
+/// `stamp_threshold` with no other footprint within a stamp's reach. Found once on a
+/// template, they serve every visit subtracted against it, taken onto the visit's pixels
+/// (`subtract_with_stars`); finding them again on each warped template would cost a
+/// detection pass over the CCD per visit.
+pub fn stamp_stars(
+    image: &Exposure,
+    config: &DiffimConfig,
+) -> Result<Vec<PixelPosition>, DiffimError> {
     let psf = image.psf.as_ref().ok_or(DiffimError::NoPsf("image"))?;
     let mut probe = image.clone();
-    Ok(detect(
+    let found = detect(
         &mut probe,
         psf,
         &DetectionConfig {
@@ -515,14 +539,47 @@ pub fn stamp_stars(image: &Exposure, config: &DiffimConfig) -> Result<Vec<Footpr
             min_pixels: 5,
         },
     )
-    .unwrap_or_default())
+    .unwrap_or_default();
+    // A stamp and the kernel's reach around it.
+    let reach = 2 * config.kernel_half;
+    // Footprints by the row their boxes start on, so a star's neighbours are looked up
+    // among the few rows around it rather than among all of them.
+    let mut by_row: Vec<usize> = (0..found.len()).collect();
+    by_row.sort_by_key(|&k| found[k].bbox.1);
+    let tallest = found.iter().map(|f| f.bbox.3 - f.bbox.1).max().unwrap_or(0);
+    Ok(found
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.peaks.len() == 1)
+        .filter(|&(k, f)| {
+            let (cx, cy) = (f.peaks[0].x, f.peaks[0].y);
+            let lo = cy.saturating_sub(reach + tallest);
+            let first = by_row.partition_point(|&g| found[g].bbox.1 < lo);
+            !by_row[first..]
+                .iter()
+                .take_while(|&&g| found[g].bbox.1 < cy + reach)
+                .any(|&g| {
+                    let (x0, y0, x1, y1) = found[g].bbox;
+                    g != k
+                        && x1 + reach > cx
+                        && x0 < cx + reach
+                        && y1 + reach > cy
+                        && y0 < cy + reach
+                })
+        })
+        .map(|(_, f)| PixelPosition {
+            x: f.peaks[0].x as f64,
+            y: f.peaks[0].y as f64,
+        })
+        .collect())
 }
 
 fn stamps(
     reference: &Exposure,
     target: &Exposure,
-    found: &[Footprint],
+    stars: &[PixelPosition],
     fns: &[BasisFn],
+    layout: &Layout,
     config: &DiffimConfig,
 ) -> Vec<Stamp> {
     let (w, h) = (reference.width(), reference.height());
@@ -536,27 +593,16 @@ fn stamps(
         | MaskPlane::Cr.bit()
         | MaskPlane::Edge.bit();
     let mut out = Vec::new();
-    for f in found.iter().filter(|f| f.peaks.len() == 1) {
+    for star in stars {
         if out.len() >= config.max_stamps {
             break;
         }
-        let p = f.peaks[0];
-        let (cx, cy) = (p.x as i64, p.y as i64);
-        let reach = sh + kh;
-        if cx < reach || cy < reach || cx + reach >= w as i64 || cy + reach >= h as i64 {
+        if !(star.x.is_finite() && star.y.is_finite()) {
             continue;
         }
-        // Isolated: no other footprint's box within the stamp.
-        let crowded = found.iter().any(|g| {
-            !std::ptr::eq(g, f) && {
-                let (x0, y0, x1, y1) = g.bbox;
-                (x1 as i64) > cx - reach
-                    && (x0 as i64) < cx + reach
-                    && (y1 as i64) > cy - reach
-                    && (y0 as i64) < cy + reach
-            }
-        });
-        if crowded {
+        let (cx, cy) = (star.x.round() as i64, star.y.round() as i64);
+        let reach = sh + kh;
+        if cx < reach || cy < reach || cx + reach >= w as i64 || cy + reach >= h as i64 {
             continue;
         }
         let usable = |e: &Exposure, x: i64, y: i64| {
@@ -577,15 +623,6 @@ fn stamps(
             target.variance().data(),
             reference.variance().data(),
         );
-        let side = (2 * sh + 1) as usize;
-        let mut st = Stamp {
-            x: cx as f64,
-            y: cy as f64,
-            target: Vec::with_capacity(side * side),
-            weight: Vec::with_capacity(side * side),
-            pixels: Vec::with_capacity(side * side),
-            convolved: vec![Vec::with_capacity(side * side); fns.len()],
-        };
         // The reference's pixels the stamp needs, convolved by each basis function.
         let rw = (2 * reach + 1) as usize;
         let patch: Vec<f32> = (cy - reach..=cy + reach)
@@ -596,23 +633,56 @@ fn stamps(
             .iter()
             .map(|f| convolve_separable(&patch, rw, rw, &f.fx, &f.fy))
             .collect();
+        let nl = fns.len() + layout.n_background;
+        let mut st = Stamp {
+            x: cx as f64,
+            y: cy as f64,
+            gram: vec![0.0; nl * nl],
+            cross: vec![0.0; nl],
+            tt: 0.0,
+            pixels: 0,
+        };
+        let mut local = vec![0.0f64; nl];
+        let mut bg = Vec::new();
         for y in cy - sh..=cy + sh {
             for x in cx - sh..=cx + sh {
                 let i = y as usize * w + x as usize;
-                let pi = (y - cy + reach) as usize * rw + (x - cx + reach) as usize;
-                st.target.push(timg[i] as f64);
                 let var = tvar[i] as f64 + rvar[i] as f64;
-                st.weight.push(if var > 0.0 { 1.0 / var } else { 0.0 });
-                st.pixels.push((x as f64, y as f64));
-                for (k, f) in fns.iter().enumerate() {
-                    let first = conv[0][pi] as f64 * fns[0].scale;
-                    let v = if k == 0 {
-                        first
-                    } else {
-                        conv[k][pi] as f64 * f.scale - f.minus_first * first
-                    };
-                    st.convolved[k].push(v);
+                if var <= 0.0 {
+                    continue;
                 }
+                let wgt = 1.0 / var;
+                let pi = (y - cy + reach) as usize * rw + (x - cx + reach) as usize;
+                let first = conv[0][pi] as f64 * fns[0].scale;
+                local[0] = first;
+                for (k, f) in fns.iter().enumerate().skip(1) {
+                    local[k] = conv[k][pi] as f64 * f.scale - f.minus_first * first;
+                }
+                poly_terms(
+                    config.background_order,
+                    scaled(x as f64, w),
+                    scaled(y as f64, h),
+                    &mut bg,
+                );
+                local[fns.len()..].copy_from_slice(&bg);
+                let t = timg[i] as f64;
+                for (a, la) in local.iter().enumerate() {
+                    let wa = wgt * la;
+                    st.cross[a] += wa * t;
+                    for (g, lb) in st.gram[a * nl + a..(a + 1) * nl]
+                        .iter_mut()
+                        .zip(&local[a..])
+                    {
+                        *g += wa * lb;
+                    }
+                }
+                st.tt += wgt * t * t;
+                st.pixels += 1;
+            }
+        }
+        for a in 0..nl {
+            for b in 0..a {
+                st.gram[a * nl + b] = st.gram[b * nl + a];
             }
         }
         out.push(st);
@@ -632,6 +702,26 @@ impl Layout {
     fn len(&self) -> usize {
         1 + (self.n_basis - 1) * self.n_spatial + self.n_background
     }
+
+    /// Each unknown's local column (a stamp's basis convolution or background term) and the
+    /// spatial term it is multiplied by, if any.
+    fn columns(&self) -> Vec<(usize, Option<usize>)> {
+        let mut out = vec![(0, None)];
+        for k in 1..self.n_basis {
+            out.extend((0..self.n_spatial).map(|a| (k, Some(a))));
+        }
+        out.extend((0..self.n_background).map(|m| (self.n_basis + m, None)));
+        out
+    }
+
+    /// A solution's coefficients of a stamp's local columns, with the stamp's spatial terms.
+    fn local(&self, x: &[f64], spatial: &[f64]) -> Vec<f64> {
+        let mut y = vec![0.0; self.n_basis + self.n_background];
+        for ((l, a), c) in self.columns().into_iter().zip(x) {
+            y[l] += c * a.map_or(1.0, |a| spatial[a]);
+        }
+        y
+    }
 }
 
 /// Fits the kernel on the stamps whose flags are set; returns the solution.
@@ -643,11 +733,11 @@ fn fit(
     dims: (usize, usize),
 ) -> Result<Vec<f64>, DiffimError> {
     let n = layout.len();
+    let nl = layout.n_basis + layout.n_background;
+    let columns = layout.columns();
     let mut ata = vec![0.0f64; n * n];
     let mut atb = vec![0.0f64; n];
     let mut spatial = Vec::new();
-    let mut bg = Vec::new();
-    let mut row = vec![0.0f64; n];
     for (s, _) in stamps.iter().zip(keep).filter(|(_, k)| **k) {
         poly_terms(
             config.spatial_order,
@@ -655,21 +745,14 @@ fn fit(
             scaled(s.y, dims.1),
             &mut spatial,
         );
-        for p in 0..s.target.len() {
-            let wgt = s.weight[p];
-            if wgt == 0.0 {
-                continue;
-            }
-            design_row(s, p, &spatial, layout, config, dims, &mut bg, &mut row);
-            for a in 0..n {
-                let ra = row[a] * wgt;
-                if ra == 0.0 {
-                    continue;
-                }
-                atb[a] += ra * s.target[p];
-                for b in a..n {
-                    ata[a * n + b] += ra * row[b];
-                }
+        let factor: Vec<f64> = columns
+            .iter()
+            .map(|(_, a)| a.map_or(1.0, |a| spatial[a]))
+            .collect();
+        for (p, &(lp, _)) in columns.iter().enumerate() {
+            atb[p] += factor[p] * s.cross[lp];
+            for (q, &(lq, _)) in columns.iter().enumerate().skip(p) {
+                ata[p * n + q] += factor[p] * factor[q] * s.gram[lp * nl + lq];
             }
         }
     }
@@ -678,42 +761,11 @@ fn fit(
             ata[a * n + b] = ata[b * n + a];
         }
     }
-    crate::galaxy::solve(ata, atb).ok_or(DiffimError::Singular)
+    crate::linalg::solve(ata, atb).ok_or(DiffimError::Singular)
 }
 
-/// One pixel's row of the design matrix, in the unknowns' order: the stamp's convolutions
-/// by the basis functions (all but the first times the spatial terms at the stamp), then the
-/// background terms at the pixel.
-#[allow(clippy::too_many_arguments)]
-fn design_row(
-    s: &Stamp,
-    p: usize,
-    spatial: &[f64],
-    layout: &Layout,
-    config: &DiffimConfig,
-    dims: (usize, usize),
-    bg: &mut Vec<f64>,
-    row: &mut [f64],
-) {
-    row[0] = s.convolved[0][p];
-    let mut at = 1;
-    for k in 1..layout.n_basis {
-        for t in spatial {
-            row[at] = s.convolved[k][p] * t;
-            at += 1;
-        }
-    }
-    let (px, py) = s.pixels[p];
-    poly_terms(
-        config.background_order,
-        scaled(px, dims.0),
-        scaled(py, dims.1),
-        bg,
-    );
-    row[at..at + bg.len()].copy_from_slice(bg);
-}
-
-/// The reduced chi-square of each stamp under a solution.
+/// The reduced chi-square of each stamp under a solution: t'Wt - 2 y'c + y'Gy with the
+/// solution's local coefficients y.
 fn stamp_chi2(
     stamps: &[Stamp],
     x: &[f64],
@@ -721,9 +773,8 @@ fn stamp_chi2(
     config: &DiffimConfig,
     dims: (usize, usize),
 ) -> Vec<f64> {
+    let nl = layout.n_basis + layout.n_background;
     let mut spatial = Vec::new();
-    let mut bg = Vec::new();
-    let mut row = vec![0.0f64; layout.len()];
     stamps
         .iter()
         .map(|s| {
@@ -733,18 +784,15 @@ fn stamp_chi2(
                 scaled(s.y, dims.1),
                 &mut spatial,
             );
-            let mut chi2 = 0.0;
-            let mut n = 0usize;
-            for p in 0..s.target.len() {
-                if s.weight[p] == 0.0 {
-                    continue;
+            let y = layout.local(x, &spatial);
+            let mut chi2 = s.tt;
+            for a in 0..nl {
+                chi2 -= 2.0 * y[a] * s.cross[a];
+                for b in 0..nl {
+                    chi2 += y[a] * s.gram[a * nl + b] * y[b];
                 }
-                design_row(s, p, &spatial, layout, config, dims, &mut bg, &mut row);
-                let model: f64 = row.iter().zip(x).map(|(r, c)| r * c).sum();
-                chi2 += (s.target[p] - model).powi(2) * s.weight[p];
-                n += 1;
             }
-            chi2 / n.max(1) as f64
+            chi2.max(0.0) / s.pixels.max(1) as f64
         })
         .collect()
 }
@@ -782,7 +830,7 @@ pub fn subtract_with_stars(
     science: &Exposure,
     template: &Exposure,
     config: &DiffimConfig,
-    stars: Option<&[Footprint]>,
+    stars: Option<&[PixelPosition]>,
 ) -> Result<Difference, DiffimError> {
     config.validate()?;
     let (w, h) = (science.width(), science.height());
@@ -823,7 +871,7 @@ pub fn subtract_with_stars(
         Some(f) => f.to_vec(),
         None => stamp_stars(reference, config)?,
     };
-    let all = stamps(reference, target, &found, &fns, config);
+    let all = stamps(reference, target, &found, &fns, &layout, config);
     // A spatial fit needs the stars spread over the image; each stamp gives (2 half + 1)²
     // equations, so a few per spatial term suffice.
     let needed = 3 * layout.n_spatial.max(1);
@@ -881,7 +929,7 @@ pub fn subtract_with_stars(
     // by its spatial coefficient, so the kernel varies over the image at the cost of a
     // spatially constant one per basis function.
     let rimg = reference.image().data();
-    let matched = convolve_varying(
+    let mut diff = convolve_varying(
         rimg,
         w,
         h,
@@ -898,28 +946,42 @@ pub fn subtract_with_stars(
         .map(|v| *v as f64)
         .collect();
     let ksum = kernel.sum();
-    let mut diff: Vec<f32> = target
-        .image()
-        .data()
-        .iter()
-        .zip(&matched)
-        .enumerate()
-        .map(|(i, (t, m))| {
-            let bg = kernel.background_at((i % w) as f64, (i / w) as f64);
-            let d = *t as f64 - *m as f64 - bg;
-            (if direction == Direction::ConvolveTemplate {
-                d
-            } else {
-                -d
-            }) as f32
-        })
-        .collect();
+    // Target minus the matched reference and the differential background, in place of
+    // the matched reference; the background, a polynomial in u and v, is one in u along a
+    // row, evaluated by Horner's rule.
+    let sign = if direction == Direction::ConvolveTemplate {
+        1.0f32
+    } else {
+        -1.0
+    };
+    let order = kernel.background_order();
+    let us: Vec<f32> = (0..w).map(|x| scaled(x as f64, w) as f32).collect();
+    let timg = target.image().data();
+    crate::image::for_rows(&mut diff, w, |y, out| {
+        let v = scaled(y as f64, h);
+        let mut by_u = vec![0.0f64; order + 1];
+        let mut at = 0;
+        for d in 0..=order {
+            for b in 0..=d {
+                by_u[d - b] += kernel.background[at] * v.powi(b as i32);
+                at += 1;
+            }
+        }
+        let by_u: Vec<f32> = by_u.iter().map(|c| *c as f32).collect();
+        for ((o, t), u) in out.iter_mut().zip(&timg[y * w..(y + 1) * w]).zip(&us) {
+            let bg = by_u.iter().rev().fold(0.0f32, |acc, c| acc * u + c);
+            *o = sign * (t - *o - bg);
+        }
+    });
     let mut psf_moments = broad_psf.moments_at(cx, cy);
     let variance: Vec<f32> = if config.decorrelate {
-        // The sky's variance: the median, since bright stars' pixels would weigh in a mean.
+        // The sky's variance: the median, since bright stars' pixels would weigh in a mean;
+        // of every 7th pixel (a prime stride, so no pattern of the rows aliases), which
+        // pins it far better than the filter needs at a seventh of the selection's work.
         let typical = |v: &[f32]| {
             let mut f: Vec<f64> = v
                 .iter()
+                .step_by(7)
                 .filter(|x| x.is_finite())
                 .map(|x| *x as f64)
                 .collect();

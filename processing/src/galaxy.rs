@@ -185,7 +185,7 @@ fn nnls(gram: &[f64], rhs: &[f64], k: usize) -> Vec<f64> {
                 .flat_map(|&a| idx.iter().map(move |&b| gram[a * k + b]))
                 .collect();
             let sub_rhs: Vec<f64> = idx.iter().map(|&a| rhs[a]).collect();
-            let Some(s) = solve(sub, sub_rhs) else {
+            let Some(s) = crate::linalg::solve(sub, sub_rhs) else {
                 passive[j] = false;
                 break;
             };
@@ -212,37 +212,6 @@ fn nnls(gram: &[f64], rhs: &[f64], k: usize) -> Vec<f64> {
         }
     }
     x
-}
-
-/// Solves the dense system `a` x = `b` by Gaussian elimination with partial pivoting.
-pub(crate) fn solve(mut a: Vec<f64>, mut b: Vec<f64>) -> Option<Vec<f64>> {
-    let n = b.len();
-    for col in 0..n {
-        let pivot =
-            (col..n).max_by(|&i, &j| a[i * n + col].abs().total_cmp(&a[j * n + col].abs()))?;
-        if a[pivot * n + col].abs() < 1e-300 {
-            return None;
-        }
-        if pivot != col {
-            for c in 0..n {
-                a.swap(pivot * n + c, col * n + c);
-            }
-            b.swap(pivot, col);
-        }
-        for row in col + 1..n {
-            let f = a[row * n + col] / a[col * n + col];
-            for c in col..n {
-                a[row * n + c] -= f * a[col * n + c];
-            }
-            b[row] -= f * b[col];
-        }
-    }
-    let mut x = vec![0.0; n];
-    for row in (0..n).rev() {
-        let s: f64 = (row + 1..n).map(|c| a[row * n + c] * x[c]).sum();
-        x[row] = (b[row] - s) / a[row * n + row];
-    }
-    x.iter().all(|v| v.is_finite()).then_some(x)
 }
 
 #[cfg(test)]
@@ -328,12 +297,5 @@ mod tests {
                 .iter()
                 .all(|c| c.moments.ixx >= psf.ixx && c.moments.is_valid())
         );
-    }
-
-    #[test]
-    fn solver_solves() {
-        let x = solve(vec![2.0, 1.0, 1.0, 3.0], vec![3.0, 5.0]).unwrap();
-        assert!((x[0] - 0.8).abs() < 1e-12 && (x[1] - 1.4).abs() < 1e-12);
-        assert!(solve(vec![1.0, 2.0, 2.0, 4.0], vec![1.0, 1.0]).is_none());
     }
 }

@@ -259,8 +259,18 @@ impl PhotoCalib {
 
 /// Runs `f(row index, row)` over the rows of `data` on every core.
 pub fn for_rows<T: Send>(data: &mut [T], width: usize, f: impl Fn(usize, &mut [T]) + Sync) {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Asked once: the answer reads the affinity mask and the cgroup's quota each time.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let threads =
+        *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let rows = data.len() / width.max(1);
+    // One core, or too few rows to repay starting threads (a stamp's 41): in line.
+    if threads == 1 || rows < 64 {
+        for (y, row) in data.chunks_mut(width.max(1)).enumerate() {
+            f(y, row);
+        }
+        return;
+    }
     let per = rows.div_ceil(threads).max(1);
     std::thread::scope(|s| {
         for (chunk_index, chunk) in data.chunks_mut(per * width).enumerate() {

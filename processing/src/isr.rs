@@ -448,7 +448,7 @@ fn fit_fringe(e: &Exposure, fringe: &Image<f32>) -> f64 {
             }
         }
     }
-    crate::galaxy::solve(a.to_vec(), b.to_vec()).map_or(0.0, |s| s[3])
+    crate::linalg::solve(a.to_vec(), b.to_vec()).map_or(0.0, |s| s[3])
 }
 
 /// Combines the two snaps of a visit (DMS-REQ-0069): where they differ by more than

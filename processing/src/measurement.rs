@@ -167,6 +167,14 @@ pub fn measure(exposure: &Exposure, psf: &GaussianPsf, peak: &Peak) -> Measureme
     measure_child(exposure, None, psf, peak)
 }
 
+/// What a point source needs measured (DIASources, PSF and astrometry candidates): all of
+/// [`measure`] but the extended-source fluxes (Kron and Petrosian, left `None`), which mean
+/// nothing on a difference image or a star and cost most of the time, the Petrosian search
+/// reaching out to 60 pixels.
+pub fn measure_point(exposure: &Exposure, psf: &GaussianPsf, peak: &Peak) -> Measurement {
+    measure_with(exposure, None, psf, peak, false)
+}
+
 /// Measures the source at `peak`, seeing only `child`'s share of the light inside its
 /// deblended footprint when given.
 pub fn measure_child(
@@ -174,6 +182,16 @@ pub fn measure_child(
     child: Option<&ChildLight>,
     psf: &GaussianPsf,
     peak: &Peak,
+) -> Measurement {
+    measure_with(exposure, child, psf, peak, true)
+}
+
+fn measure_with(
+    exposure: &Exposure,
+    child: Option<&ChildLight>,
+    psf: &GaussianPsf,
+    peak: &Peak,
+    extended: bool,
 ) -> Measurement {
     let mut flags = Flags::default();
     let pixels = Pixels::with_child(exposure, child);
@@ -341,9 +359,12 @@ pub fn measure_child(
         }
     });
 
-    let kron = shape.and_then(|s| kron_of(&pixels, cx, cy, &s));
+    let kron = shape
+        .filter(|_| extended)
+        .and_then(|s| kron_of(&pixels, cx, cy, &s));
     let petrosian = [16.0, 60.0]
         .into_iter()
+        .filter(|_| extended)
         .find_map(|max| petrosian_within(&pixels, cx, cy, max));
 
     // Counts to nJy, the zeropoint's error included.

@@ -3,7 +3,7 @@
 //! [`TanSipWcs`] (CD matrix, forward SIP and a fitted inverse SIP). The astrometric
 //! calibration fits it to reference stars; other cameras' distortions (TPV) are converted
 //! by fitting it to their own mapping.
-use crate::galaxy::solve;
+use crate::linalg::solve;
 use crate::wcs::{PixelPosition, Sip, SipPolynomial, SkyCoord, TanSipWcs, WcsError};
 
 /// One constraint: a pixel offset (u, v) from CRPIX, where it lies on the tangent plane

@@ -14,7 +14,6 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use aster_archive::raw_file::write_raw;
 use aster_archive::registry::Registry;
-use aster_processing::background::Background;
 use aster_processing::camera::Camera;
 use aster_processing::camsim::{
     ExposureSpec, Light, READOUT_TIME, SNAP_TIME, combine_snaps, simulate,
@@ -201,14 +200,13 @@ impl Instrument {
     /// The visit's calibrated, background-subtracted exposure from its raw files; each
     /// step's seconds into `stages`.
     pub fn calexp(&self, id: &DataId, stages: &mut Vec<(&'static str, f64)>) -> Result<Exposure> {
-        let mut exposure =
-            isr_and_characterize_with(&self.calibrations, &self.pipeline, id, &self.refs, stages)?
-                .exposure;
+        let c =
+            isr_and_characterize_with(&self.calibrations, &self.pipeline, id, &self.refs, stages)?;
         let t = Instant::now();
-        let bg =
-            Background::estimate(exposure.image(), exposure.mask(), 128).context("background")?;
+        // Characterization measured the background on the way; subtracted here.
+        let mut exposure = c.exposure;
         let (img, _, _) = exposure.planes_mut();
-        bg.subtract_from(img).context("background")?;
+        c.background.subtract_from(img).context("background")?;
         stages.push(("background", t.elapsed().as_secs_f64()));
         Ok(exposure)
     }

@@ -23,7 +23,7 @@ use aster_archive::registry::{
 use aster_archive::schema::builtin_schemas;
 use aster_processing::background::Background;
 use aster_processing::calib::{CalibProduct, CalibType};
-use aster_processing::characterize::{ReferenceStar, characterize};
+use aster_processing::characterize::{ReferenceStar, characterize_with_background};
 use aster_processing::image::Exposure;
 use aster_processing::isr::{IsrCalibrations, process_visit};
 use aster_processing::raw::{ObsType, ObservationInfo};
@@ -487,6 +487,8 @@ pub struct ProcessedVisit {
 pub struct Characterized {
     pub exposure: Exposure,
     pub report: aster_processing::characterize::CharacterizeReport,
+    /// The sky background characterization measured (not subtracted from the exposure).
+    pub background: Background,
     /// Mid-exposure of the visit, MJD (TAI).
     pub mid: f64,
     /// Dataset IDs of the calibration products used.
@@ -538,12 +540,14 @@ pub fn isr_and_characterize_with(
     let char_config = pipeline
         .characterize()
         .context("the pipeline has no characterize task")?;
-    let report =
-        characterize(&mut exposure, refs, id.band, mid, char_config).context("characterize")?;
+    let (report, background) =
+        characterize_with_background(&mut exposure, refs, id.band, mid, char_config)
+            .context("characterize")?;
     timings.push(("characterize", t.elapsed().as_secs_f64()));
     Ok(Characterized {
         exposure,
         report,
+        background,
         mid,
         calibrations,
     })
@@ -561,6 +565,7 @@ pub fn process_in_memory(
     let Characterized {
         mut exposure,
         report,
+        background: _,
         mid,
         calibrations,
     } = isr_and_characterize(data_dir, pipeline, id, refs, timings)?;

@@ -3,6 +3,7 @@ use rand::{Rng, SeedableRng};
 use super::*;
 use crate::detection::Peak;
 use crate::diffim::{DiffimConfig, subtract};
+use crate::measurement::measure;
 use crate::render::{SKY_LEVEL, render};
 use crate::sky::{SimObject, SimVisit, Variability};
 
