@@ -389,7 +389,7 @@ pub async fn run(
             .context("the calexp has no calibration")?;
         let wcs = science.wcs.clone().context("the calexp has no WCS")?;
         let grid = PixelGrid::new(wcs.clone(), spec.size, spec.size);
-        let template = field_template.warped_to(&grid)?.in_calibration(calib);
+        let template = field_template.warped_to(&grid)?.into_calibration(calib);
         lap("template", &mut stages);
         // The template's stars, taken from the field's pixels onto the visit's.
         let stars: Vec<PixelPosition> = field_stars

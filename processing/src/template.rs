@@ -76,9 +76,11 @@ pub struct Template {
 }
 
 impl Template {
-    /// The template in the counts of a science exposure with calibration `calib`.
-    pub fn in_calibration(&self, calib: PhotoCalib) -> Exposure {
-        let mut e = self.exposure.clone();
+    /// The template in the counts of a science exposure with calibration `calib`, rescaled
+    /// in place (a warped template is made for one visit; a copy of its planes would only
+    /// add to the visit's latency).
+    pub fn into_calibration(self, calib: PhotoCalib) -> Exposure {
+        let mut e = self.exposure;
         let from = e.photo_calib.map_or(1.0, |c| c.scale());
         let k = (from / calib.scale()) as f32;
         let (img, _, var) = e.planes_mut();
@@ -94,27 +96,41 @@ impl Template {
     /// NO_DATA. The PSF is carried over: the grids share their pixel scale and orientation.
     pub fn warped_to(&self, grid: &PixelGrid) -> Result<Template, TemplateError> {
         let (w, h) = (grid.width(), grid.height());
-        let mut image = vec![f32::NAN; w * h];
-        let mut variance = vec![f32::NAN; w * h];
-        let mut bits = vec![MaskPlane::NoData.bit(); w * h];
-        if let Some(warped) = warp(&self.exposure, grid, &WarpConfig::default())
-            .map_err(|e| TemplateError::Warp(e.to_string()))?
-        {
-            let e = &warped.exposure;
-            let ew = e.width();
-            for y in 0..e.height() {
-                let (dst, src) = ((warped.y0 + y) * w + warped.x0, y * ew);
-                image[dst..dst + ew].copy_from_slice(&e.image().data()[src..src + ew]);
-                variance[dst..dst + ew].copy_from_slice(&e.variance().data()[src..src + ew]);
-                bits[dst..dst + ew].copy_from_slice(&e.mask().bits().data()[src..src + ew]);
+        let warped = warp(&self.exposure, grid, &WarpConfig::default())
+            .map_err(|e| TemplateError::Warp(e.to_string()))?;
+        let mut out = match warped {
+            // The template covers the grid: the warp is the result as it stands.
+            Some(whole)
+                if (whole.x0, whole.y0) == (0, 0)
+                    && (whole.exposure.width(), whole.exposure.height()) == (w, h) =>
+            {
+                let mut e = whole.exposure;
+                e.metadata.clear();
+                e
             }
-        }
-        let mut out = Exposure::new(
-            Image::from_vec(w, h, image).expect("w x h"),
-            Mask::from_image(Image::from_vec(w, h, bits).expect("w x h")),
-            Image::from_vec(w, h, variance).expect("w x h"),
-        )
-        .expect("one shape");
+            partial => {
+                let mut image = vec![f32::NAN; w * h];
+                let mut variance = vec![f32::NAN; w * h];
+                let mut bits = vec![MaskPlane::NoData.bit(); w * h];
+                if let Some(warped) = partial {
+                    let e = &warped.exposure;
+                    let ew = e.width();
+                    for y in 0..e.height() {
+                        let (dst, src) = ((warped.y0 + y) * w + warped.x0, y * ew);
+                        image[dst..dst + ew].copy_from_slice(&e.image().data()[src..src + ew]);
+                        variance[dst..dst + ew]
+                            .copy_from_slice(&e.variance().data()[src..src + ew]);
+                        bits[dst..dst + ew].copy_from_slice(&e.mask().bits().data()[src..src + ew]);
+                    }
+                }
+                Exposure::new(
+                    Image::from_vec(w, h, image).expect("w x h"),
+                    Mask::from_image(Image::from_vec(w, h, bits).expect("w x h")),
+                    Image::from_vec(w, h, variance).expect("w x h"),
+                )
+                .expect("one shape")
+            }
+        };
         out.wcs = Some(grid.wcs().clone());
         out.photo_calib = self.exposure.photo_calib;
         out.psf = self.exposure.psf.as_ref().map(|p| {

@@ -200,6 +200,7 @@ pub fn warp(
             }
             let wx = kernel.weights(sx - ix as f64);
             let wy = kernel.weights(sy - iy as f64);
+            let wx2 = wx.map(|v| v * v);
             let (mut value, mut var) = (0f32, 0f32);
             for (ky, wyk) in wy.iter().enumerate() {
                 let start = ((iy - 2 + ky as i64) * sw + ix - 2) as usize;
@@ -207,7 +208,7 @@ pub fn warp(
                 let (mut ri, mut rv) = (0f32, 0f32);
                 for k in 0..TAPS {
                     ri += wx[k] * row_i[k];
-                    rv += wx[k] * wx[k] * row_v[k];
+                    rv += wx2[k] * row_v[k];
                 }
                 value += wyk * ri;
                 var += wyk * wyk * rv;
