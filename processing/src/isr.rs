@@ -530,41 +530,45 @@ pub fn find_cosmic_rays(e: &mut Exposure, psf_sigma: f64, threshold: f64) -> Vec
     // A star's peak exceeds its 4-neighbour mean by exp(1 / (2 sigma²)) at most; demand
     // well over that, and at least 1.6.
     let sharpness = ((1.0 / (2.0 * psf_sigma * psf_sigma)).exp() * 1.25).max(1.6) as f32;
-    let img = e.image().clone();
-    let var = e.variance().clone();
+    let (img, mask, var) = e.planes_mut();
+    let (img, var): (&[f32], &[f32]) = (img, var);
     let t = threshold as f32;
-    // Core pixels with the background around them.
+    let at = |x: usize, y: usize| img[y * w + x];
+    // Core pixels with the background around them. Every pixel of the CCD is looked at,
+    // so the test is plain arithmetic on the planes: the ring's median of four is the mean
+    // of its middle two (sum less the extremes), and the significance is compared squared.
     let mut hits: Vec<(usize, usize, f32)> = Vec::new();
     for y in 1..h.saturating_sub(1) {
+        let (up, down) = (y.saturating_sub(3), (y + 3).min(h - 1));
         for x in 1..w.saturating_sub(1) {
-            let p = img.get(x, y).unwrap_or(0.0);
-            let sigma = var.get(x, y).unwrap_or(1.0).max(1e-6).sqrt();
+            let p = at(x, y);
             // Background from the ring at distance 3.
-            let mut ring = [
-                img.get(x.saturating_sub(3), y).unwrap_or(p),
-                img.get((x + 3).min(w - 1), y).unwrap_or(p),
-                img.get(x, y.saturating_sub(3)).unwrap_or(p),
-                img.get(x, (y + 3).min(h - 1)).unwrap_or(p),
+            let ring = [
+                at(x.saturating_sub(3), y),
+                at((x + 3).min(w - 1), y),
+                at(x, up),
+                at(x, down),
             ];
-            ring.sort_by(f32::total_cmp);
-            let bkg = (ring[1] + ring[2]) / 2.0;
-            if p - bkg < t * sigma {
+            let (lo, hi) = ring
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, u), v| {
+                    (l.min(*v), u.max(*v))
+                });
+            let bkg = (ring.iter().sum::<f32>() - lo - hi) / 2.0;
+            let excess = p - bkg;
+            let v = var[y * w + x].max(1e-6);
+            if !(excess >= 0.0 && excess * excess >= t * t * v) {
                 continue;
             }
-            let n = [
-                img.get(x - 1, y).unwrap_or(0.0),
-                img.get(x + 1, y).unwrap_or(0.0),
-                img.get(x, y - 1).unwrap_or(0.0),
-                img.get(x, y + 1).unwrap_or(0.0),
-            ];
-            let neighbours = n.iter().sum::<f32>() / 4.0 - bkg;
-            if p - bkg > sharpness * neighbours.max(0.0) + t * sigma * 0.5 {
+            let sigma = v.sqrt();
+            let neighbours =
+                (at(x - 1, y) + at(x + 1, y) + at(x, y - 1) + at(x, y + 1)) / 4.0 - bkg;
+            if excess > sharpness * neighbours.max(0.0) + t * sigma * 0.5 {
                 hits.push((x, y, bkg));
             }
         }
     }
     let mut marked = Vec::new();
-    let mask = e.planes_mut().1;
     let sat = MaskPlane::Sat.bit();
     for &(x, y, bkg) in &hits {
         for (dx, dy) in [(0i64, 0i64), (-1, 0), (1, 0), (0, -1), (0, 1)] {
@@ -574,8 +578,7 @@ pub fn find_cosmic_rays(e: &mut Exposure, psf_sigma: f64, threshold: f64) -> Vec
             }
             let (xx, yy) = (xx as usize, yy as usize);
             let significant = (dx, dy) == (0, 0)
-                || img.get(xx, yy).unwrap_or(0.0) - bkg
-                    > 0.6 * t * var.get(xx, yy).unwrap_or(1.0).max(1e-6).sqrt();
+                || at(xx, yy) - bkg > 0.6 * t * var[yy * w + xx].max(1e-6).sqrt();
             if significant && mask.bits().get(xx, yy).unwrap_or(0) & sat == 0 {
                 if !mask.any(xx, yy, &[MaskPlane::Cr]) {
                     marked.push(yy * w + xx);
