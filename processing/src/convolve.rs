@@ -11,18 +11,15 @@
 const LANES: usize = 64;
 
 /// `out[i] = (out[i] if add) + sum over k of taps[k] * line[i + k]`: a correlation of
-/// `line` with `taps`, `line` reaching `taps.len() - 1` pixels past `out`'s end.
+/// `line` with `taps`, `line` reaching `taps.len() - 1` pixels past `out`'s end. It is
+/// [`combine_lines`] over the line shifted by each tap.
 pub fn correlate_line(out: &mut [f32], line: &[f32], taps: &[f32], add: bool) {
     assert!(
         taps.is_empty() || line.len() + 1 >= out.len() + taps.len(),
         "the line covers the taps' reach"
     );
-    #[cfg(target_arch = "x86_64")]
-    if fma_available() {
-        // SAFETY: the CPU has AVX2 and FMA, which is all the function is compiled for.
-        return unsafe { correlate_fma(out, line, taps, add) };
-    }
-    correlate::<false>(out, line, taps, add)
+    let shifted: Vec<&[f32]> = (0..taps.len()).map(|k| &line[k..]).collect();
+    combine_lines(out, &shifted, taps, add)
 }
 
 /// `out[i] = (out[i] if add) + sum over t of weights[t] * lines[t][i]`.
@@ -34,7 +31,7 @@ pub fn combine_lines(out: &mut [f32], lines: &[&[f32]], weights: &[f32], add: bo
     );
     #[cfg(target_arch = "x86_64")]
     if fma_available() {
-        // SAFETY: as in `correlate_line`.
+        // SAFETY: the CPU has AVX2 and FMA, which is all the function is compiled for.
         return unsafe { combine_fma(out, lines, weights, add) };
     }
     combine::<false>(out, lines, weights, add)
@@ -43,12 +40,6 @@ pub fn combine_lines(out: &mut [f32], lines: &[&[f32]], weights: &[f32], add: bo
 #[cfg(target_arch = "x86_64")]
 fn fma_available() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn correlate_fma(out: &mut [f32], line: &[f32], taps: &[f32], add: bool) {
-    correlate::<true>(out, line, taps, add)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -65,40 +56,6 @@ fn madd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
 
 /// The body of every pass: chunks of 64 pixels, then of 8 (short lines, such as a
 /// stamp's, are all tail), then one at a time.
-#[inline(always)]
-fn correlate<const FUSED: bool>(out: &mut [f32], line: &[f32], taps: &[f32], add: bool) {
-    let done = correlate_chunks::<FUSED, LANES>(out, line, taps, add, 0);
-    let done = correlate_chunks::<FUSED, 8>(out, line, taps, add, done);
-    correlate_chunks::<FUSED, 1>(out, line, taps, add, done);
-}
-
-/// Correlates `out[from..]` in whole chunks of `L` pixels; returns where they end.
-#[inline(always)]
-fn correlate_chunks<const FUSED: bool, const L: usize>(
-    out: &mut [f32],
-    line: &[f32],
-    taps: &[f32],
-    add: bool,
-    from: usize,
-) -> usize {
-    let n = (out.len() - from) / L * L;
-    for (c, o) in out[from..from + n].chunks_exact_mut(L).enumerate() {
-        let start = from + c * L;
-        let mut acc = [0.0f32; L];
-        if add {
-            acc.copy_from_slice(o);
-        }
-        for (k, t) in taps.iter().enumerate() {
-            let s: &[f32; L] = line[start + k..start + k + L].try_into().expect("a chunk");
-            for l in 0..L {
-                acc[l] = madd::<FUSED>(*t, s[l], acc[l]);
-            }
-        }
-        o.copy_from_slice(&acc);
-    }
-    from + n
-}
-
 #[inline(always)]
 fn combine<const FUSED: bool>(out: &mut [f32], lines: &[&[f32]], weights: &[f32], add: bool) {
     let done = combine_chunks::<FUSED, LANES>(out, lines, weights, add, 0);
@@ -154,7 +111,8 @@ mod tests {
             correlate_line(&mut fresh, &src, &taps, false);
             let portable = {
                 let mut o = vec![0.0f32; n];
-                correlate::<false>(&mut o, &src, &taps, false);
+                let shifted: Vec<&[f32]> = (0..taps.len()).map(|k| &src[k..]).collect();
+                combine::<false>(&mut o, &shifted, &taps, false);
                 o
             };
             for i in 0..n {

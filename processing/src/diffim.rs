@@ -633,7 +633,7 @@ fn stamps(
             .iter()
             .map(|f| convolve_separable(&patch, rw, rw, &f.fx, &f.fy))
             .collect();
-        let nl = fns.len() + layout.n_background;
+        let nl = layout.n_local();
         let mut st = Stamp {
             x: cx as f64,
             y: cy as f64,
@@ -703,6 +703,11 @@ impl Layout {
         1 + (self.n_basis - 1) * self.n_spatial + self.n_background
     }
 
+    /// A stamp's local columns: its basis convolutions, then the background terms.
+    fn n_local(&self) -> usize {
+        self.n_basis + self.n_background
+    }
+
     /// Each unknown's local column (a stamp's basis convolution or background term) and the
     /// spatial term it is multiplied by, if any.
     fn columns(&self) -> Vec<(usize, Option<usize>)> {
@@ -716,7 +721,7 @@ impl Layout {
 
     /// A solution's coefficients of a stamp's local columns, with the stamp's spatial terms.
     fn local(&self, x: &[f64], spatial: &[f64]) -> Vec<f64> {
-        let mut y = vec![0.0; self.n_basis + self.n_background];
+        let mut y = vec![0.0; self.n_local()];
         for ((l, a), c) in self.columns().into_iter().zip(x) {
             y[l] += c * a.map_or(1.0, |a| spatial[a]);
         }
@@ -733,7 +738,7 @@ fn fit(
     dims: (usize, usize),
 ) -> Result<Vec<f64>, DiffimError> {
     let n = layout.len();
-    let nl = layout.n_basis + layout.n_background;
+    let nl = layout.n_local();
     let columns = layout.columns();
     let mut ata = vec![0.0f64; n * n];
     let mut atb = vec![0.0f64; n];
@@ -773,7 +778,7 @@ fn stamp_chi2(
     config: &DiffimConfig,
     dims: (usize, usize),
 ) -> Vec<f64> {
-    let nl = layout.n_basis + layout.n_background;
+    let nl = layout.n_local();
     let mut spatial = Vec::new();
     stamps
         .iter()
@@ -925,9 +930,7 @@ pub fn subtract_with_stars(
         background: x[at..].to_vec(),
     };
 
-    // The convolved reference: each basis function's convolution once, weighted per pixel
-    // by its spatial coefficient, so the kernel varies over the image at the cost of a
-    // spatially constant one per basis function.
+    // The convolved reference, the kernel varying over the image (`convolve_varying`).
     let rimg = reference.image().data();
     let mut diff = convolve_varying(
         rimg,
