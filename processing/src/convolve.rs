@@ -37,8 +37,9 @@ pub fn combine_lines(out: &mut [f32], lines: &[&[f32]], weights: &[f32], add: bo
     combine::<false>(out, lines, weights, add)
 }
 
+/// Whether the CPU runs the AVX2+FMA builds of these loops (and of the warp's).
 #[cfg(target_arch = "x86_64")]
-fn fma_available() -> bool {
+pub(crate) fn fma_available() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
@@ -50,7 +51,7 @@ fn combine_fma(out: &mut [f32], lines: &[&[f32]], weights: &[f32], add: bool) {
 
 /// a * b + c, fused where the instruction exists (without it, `mul_add` would be a call).
 #[inline(always)]
-fn madd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
+pub(crate) fn madd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FUSED { a.mul_add(b, c) } else { a * b + c }
 }
 

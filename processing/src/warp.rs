@@ -72,7 +72,8 @@ impl Kernel {
 
     /// The six weights for a sample at fractional offset `f` in [0, 1) past tap 2.
     fn weights(&self, f: f64) -> [f32; TAPS] {
-        let i = (f * TABLE_STEPS as f64).round() as usize;
+        // f >= 0: adding a half and truncating rounds, without a call to `round`.
+        let i = (f * TABLE_STEPS as f64 + 0.5) as usize;
         self.table[i.min(TABLE_STEPS)]
     }
 }
@@ -92,7 +93,6 @@ pub fn lanczos3(t: f64) -> f64 {
 
 /// The mapping from grid pixels to input pixels on a lattice of nodes.
 struct Mapping {
-    x0: usize,
     y0: usize,
     step: usize,
     nx: usize,
@@ -105,40 +105,140 @@ impl Mapping {
         self.nodes[j * self.nx + i]
     }
 
-    /// Input position of grid pixel (x, y) and the ratio of pixel areas (input pixels per
-    /// grid pixel) there.
-    fn map(&self, x: usize, y: usize) -> Option<(f64, f64, f64)> {
-        let (dx, dy) = (x - self.x0, y - self.y0);
-        let (i, j) = (dx / self.step, dy / self.step);
-        let (fx, fy) = (
-            (dx % self.step) as f64 / self.step as f64,
-            (dy % self.step) as f64 / self.step as f64,
-        );
-        let (a, b, c, d) = (
-            self.at(i, j),
-            self.at(i + 1, j),
-            self.at(i, j + 1),
-            self.at(i + 1, j + 1),
-        );
-        let lerp = |p: f64, q: f64, r: f64, s: f64| {
-            (p * (1.0 - fx) + q * fx) * (1.0 - fy) + (r * (1.0 - fx) + s * fx) * fy
-        };
-        let sx = lerp(a.0, b.0, c.0, d.0);
-        let sy = lerp(a.1, b.1, c.1, d.1);
-        if !sx.is_finite() || !sy.is_finite() {
-            return None;
-        }
-        // The Jacobian of the cell (constant over it at this precision).
+    /// Calls `f(i, sx, sy, area)` for the grid pixels `x0 + i` (i < `width`) of row `y`:
+    /// their input positions, interpolated bilinearly in the nodes' cells (stepped along
+    /// the row, as a row crosses a cell on a straight line), and the ratio of pixel areas
+    /// (input pixels per grid pixel) there.
+    fn row(&self, y: usize, width: usize, mut f: impl FnMut(usize, f64, f64, f64)) {
+        let dy = y - self.y0;
+        let (j, fy) = (dy / self.step, (dy % self.step) as f64 / self.step as f64);
         let s = self.step as f64;
-        let (dxdx, dydx) = (
-            ((b.0 - a.0) + (d.0 - c.0)) / (2.0 * s),
-            ((b.1 - a.1) + (d.1 - c.1)) / (2.0 * s),
-        );
-        let (dxdy, dydy) = (
-            ((c.0 - a.0) + (d.0 - b.0)) / (2.0 * s),
-            ((c.1 - a.1) + (d.1 - b.1)) / (2.0 * s),
-        );
-        Some((sx, sy, (dxdx * dydy - dxdy * dydx).abs()))
+        for (cell, start) in (0..width).step_by(self.step).enumerate() {
+            let (a, b, c, d) = (
+                self.at(cell, j),
+                self.at(cell + 1, j),
+                self.at(cell, j + 1),
+                self.at(cell + 1, j + 1),
+            );
+            let left = (a.0 + (c.0 - a.0) * fy, a.1 + (c.1 - a.1) * fy);
+            let right = (b.0 + (d.0 - b.0) * fy, b.1 + (d.1 - b.1) * fy);
+            let per = ((right.0 - left.0) / s, (right.1 - left.1) / s);
+            // The Jacobian of the cell (constant over it at this precision).
+            let (dxdx, dydx) = (
+                ((b.0 - a.0) + (d.0 - c.0)) / (2.0 * s),
+                ((b.1 - a.1) + (d.1 - c.1)) / (2.0 * s),
+            );
+            let (dxdy, dydy) = (
+                ((c.0 - a.0) + (d.0 - b.0)) / (2.0 * s),
+                ((c.1 - a.1) + (d.1 - b.1)) / (2.0 * s),
+            );
+            let area = (dxdx * dydy - dxdy * dydx).abs();
+            for k in 0..self.step.min(width - start) {
+                let t = k as f64;
+                f(start + k, left.0 + per.0 * t, left.1 + per.1 * t, area);
+            }
+        }
+    }
+}
+
+/// The input planes a warp samples.
+struct Source<'a> {
+    image: &'a [f32],
+    variance: &'a [f32],
+    mask: &'a [i32],
+    width: usize,
+    height: usize,
+}
+
+/// One row of the warp's output (image, variance, mask), every pixel written.
+struct OutRow<'a> {
+    image: &'a mut [f32],
+    variance: &'a mut [f32],
+    mask: &'a mut [i32],
+}
+
+/// Resamples row `y` of the grid into `out`, compiled for AVX2 and FMA where the CPU
+/// has them (as [`crate::convolve`]'s loops): the 6 x 6 taps are summed as six 8-lane
+/// rows, a third of the scalar cost.
+fn warp_row(src: &Source, mapping: &Mapping, kernel: &Kernel, y: usize, out: &mut OutRow) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::convolve::fma_available() {
+        // SAFETY: the CPU has AVX2 and FMA, which is all the function is compiled for.
+        return unsafe { warp_row_fma(src, mapping, kernel, y, out) };
+    }
+    warp_row_body::<false>(src, mapping, kernel, y, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn warp_row_fma(src: &Source, mapping: &Mapping, kernel: &Kernel, y: usize, out: &mut OutRow) {
+    warp_row_body::<true>(src, mapping, kernel, y, out)
+}
+
+#[inline(always)]
+fn warp_row_body<const FUSED: bool>(
+    src: &Source,
+    mapping: &Mapping,
+    kernel: &Kernel,
+    y: usize,
+    out: &mut OutRow,
+) {
+    use crate::convolve::madd;
+    let (sw, sh) = (src.width as i64, src.height as i64);
+    let no_data = MaskPlane::NoData.bit();
+    mapping.row(y, out.image.len(), |i, sx, sy, area| {
+        let (ix, iy) = (sx.floor() as i64, sy.floor() as i64);
+        // NaN positions (no mapping) fail these tests too.
+        if !(ix - 2 >= 0 && iy - 2 >= 0 && ix + HALF < sw && iy + HALF < sh) {
+            out.image[i] = f32::NAN;
+            out.variance[i] = f32::NAN;
+            out.mask[i] = no_data;
+            return;
+        }
+        let wx = kernel.weights(sx - ix as f64);
+        let wy = kernel.weights(sy - iy as f64);
+        let wx2 = wx.map(|v| v * v);
+        // Each tap row read as eight lanes (the last two unweighted) and summed down the
+        // column: image with the weights, variance with their squares.
+        let start = ((iy - 2) * sw + ix - 2) as usize;
+        let (mut col_i, mut col_v) = ([0f32; 8], [0f32; 8]);
+        for (ky, &wyk) in wy.iter().enumerate() {
+            let s = start + ky * src.width;
+            let (ri, rv) = (lanes(src.image, s), lanes(src.variance, s));
+            let wyk2 = wyk * wyk;
+            for l in 0..8 {
+                col_i[l] = madd::<FUSED>(wyk, ri[l], col_i[l]);
+                col_v[l] = madd::<FUSED>(wyk2, rv[l], col_v[l]);
+            }
+        }
+        let dot = |w: &[f32; TAPS], c: &[f32; 8]| {
+            madd::<FUSED>(w[0], c[0], w[1] * c[1])
+                + madd::<FUSED>(w[2], c[2], w[3] * c[3])
+                + madd::<FUSED>(w[4], c[4], w[5] * c[5])
+        };
+        // The input pixels the position lies between lend it their mask bits.
+        let m = (iy * sw + ix) as usize;
+        let bits =
+            src.mask[m] | src.mask[m + 1] | src.mask[m + src.width] | src.mask[m + src.width + 1];
+        let area = area as f32;
+        out.image[i] = dot(&wx, &col_i) * area;
+        out.variance[i] = dot(&wx2, &col_v) * area * area;
+        out.mask[i] = bits;
+    });
+}
+
+/// Eight values of `data` from `s` (zeros past its end: the last row's taps stop short
+/// of the eighth lane).
+#[inline(always)]
+fn lanes(data: &[f32], s: usize) -> [f32; 8] {
+    match data.get(s..s + 8) {
+        Some(l) => l.try_into().expect("eight lanes"),
+        None => {
+            let mut l = [0f32; 8];
+            let tail = &data[s..];
+            l[..tail.len()].copy_from_slice(tail);
+            l
+        }
     }
 }
 
@@ -171,69 +271,36 @@ pub fn warp(
         })
         .collect();
     let mapping = Mapping {
-        x0,
         y0,
         step,
         nx,
         nodes,
     };
     let kernel = Kernel::new();
-    let (sw, sh) = (src.width() as i64, src.height() as i64);
-    let (image, mask, variance) = (
-        src.image().data(),
-        src.mask().bits().data(),
-        src.variance().data(),
-    );
-    let no_data = MaskPlane::NoData.bit();
-    // One row at a time on every core: image, variance and mask of the row together.
-    let mut rows: Vec<(Vec<f32>, Vec<f32>, Vec<i32>)> = vec![Default::default(); h];
+    let source = Source {
+        image: src.image().data(),
+        variance: src.variance().data(),
+        mask: src.mask().bits().data(),
+        width: src.width(),
+        height: src.height(),
+    };
+    // Every output pixel is written, so the planes start as untouched zero pages.
+    let (mut img, mut var, mut msk) = (vec![0f32; w * h], vec![0f32; w * h], vec![0i32; w * h]);
+    let mut rows: Vec<OutRow> = img
+        .chunks_mut(w)
+        .zip(var.chunks_mut(w))
+        .zip(msk.chunks_mut(w))
+        .map(|((image, variance), mask)| OutRow {
+            image,
+            variance,
+            mask,
+        })
+        .collect();
+    // One row at a time on every core.
     crate::image::for_rows(&mut rows, 1, |j, row| {
-        let (out_i, out_v, out_m) = (vec![f32::NAN; w], vec![f32::NAN; w], vec![no_data; w]);
-        let (mut out_i, mut out_v, mut out_m) = (out_i, out_v, out_m);
-        for i in 0..w {
-            let Some((sx, sy, area)) = mapping.map(x0 + i, y0 + j) else {
-                continue;
-            };
-            let (ix, iy) = (sx.floor() as i64, sy.floor() as i64);
-            if ix - 2 < 0 || iy - 2 < 0 || ix + HALF >= sw || iy + HALF >= sh {
-                continue;
-            }
-            let wx = kernel.weights(sx - ix as f64);
-            let wy = kernel.weights(sy - iy as f64);
-            let wx2 = wx.map(|v| v * v);
-            let (mut value, mut var) = (0f32, 0f32);
-            for (ky, wyk) in wy.iter().enumerate() {
-                let start = ((iy - 2 + ky as i64) * sw + ix - 2) as usize;
-                let (row_i, row_v) = (&image[start..start + TAPS], &variance[start..start + TAPS]);
-                let (mut ri, mut rv) = (0f32, 0f32);
-                for k in 0..TAPS {
-                    ri += wx[k] * row_i[k];
-                    rv += wx2[k] * row_v[k];
-                }
-                value += wyk * ri;
-                var += wyk * wyk * rv;
-            }
-            // The input pixels the position lies between lend it their mask bits.
-            let mut bits = 0;
-            for ky in 0..2 {
-                let start = ((iy + ky) * sw + ix) as usize;
-                bits |= mask[start] | mask[start + 1];
-            }
-            let area = area as f32;
-            out_i[i] = value * area;
-            out_v[i] = var * area * area;
-            out_m[i] = bits;
-        }
-        row[0] = (out_i, out_v, out_m);
+        warp_row(&source, &mapping, &kernel, y0 + j, &mut row[0]);
     });
-    let mut img = Vec::with_capacity(w * h);
-    let mut var = Vec::with_capacity(w * h);
-    let mut msk = Vec::with_capacity(w * h);
-    for (ri, rv, rm) in rows {
-        img.extend(ri);
-        var.extend(rv);
-        msk.extend(rm);
-    }
+    drop(rows);
     let image = Image::from_vec(w, h, img).expect("rows of the warp's width");
     let variance = Image::from_vec(w, h, var).expect("rows of the warp's width");
     let mask = Mask::from_image(Image::from_vec(w, h, msk).expect("rows of the warp's width"));
