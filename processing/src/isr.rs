@@ -210,33 +210,39 @@ pub fn isr_snap(
                 expected: format!("{n} x {n}"),
             });
         }
-        let sources = signal.clone();
-        for (v, victim) in signal.iter_mut().enumerate() {
-            for (s, source) in sources.iter().enumerate() {
-                let k = c[v * n + s] as f32;
-                if s == v || k == 0.0 || source.len() != victim.len() {
-                    continue;
-                }
-                // A saturated source leaks only what it held when it saturated.
-                let ceiling = ceilings[s];
-                for (out, &src) in victim.iter_mut().zip(source) {
-                    *out -= k * src.min(ceiling);
-                }
-            }
-        }
+        crosstalk(&mut signal, &ceilings, c);
     }
-    // Assemble into electrons, with the variance of the signal and read noise.
+    // Assemble into electrons, with the variance of the signal and read noise: each
+    // readout row lands on one CCD row, reversed where the amplifier reads right to left.
     let mut image = Image::filled(size, size, 0.0f32);
     let mut variance = Image::filled(size, size, 0.0f32);
     for (a, s) in raw.amps.iter().zip(&signal) {
         let l = &a.layout;
         let (gain, rn2) = (a.gain as f32, (a.read_noise * a.read_noise) as f32);
-        for ry in 0..l.height {
-            for i in 0..l.width {
-                let (x, y) = l.to_ccd(PRESCAN + i, ry).expect("a data pixel");
-                let e = s[ry * l.width + i] * gain;
-                image.set(x, y, e);
-                variance.set(x, y, e.max(0.0) + rn2);
+        for (ry, readout) in s.chunks_exact(l.width).enumerate() {
+            let (x, y) = l.to_ccd(PRESCAN, ry).expect("a data pixel");
+            let x = if l.flip_x { x + 1 - l.width } else { x };
+            let at = y * size + x..y * size + x + l.width;
+            let (img, var) = (
+                &mut image.data_mut()[at.clone()],
+                &mut variance.data_mut()[at],
+            );
+            let put = |(i, v): (&mut f32, &mut f32), &adu: &f32| {
+                let e = adu * gain;
+                *i = e;
+                *v = e.max(0.0) + rn2;
+            };
+            if l.flip_x {
+                img.iter_mut()
+                    .zip(var.iter_mut())
+                    .rev()
+                    .zip(readout)
+                    .for_each(|(p, r)| put(p, r));
+            } else {
+                img.iter_mut()
+                    .zip(var.iter_mut())
+                    .zip(readout)
+                    .for_each(|(p, r)| put(p, r));
             }
         }
     }
@@ -356,6 +362,38 @@ pub fn isr_snap(
     }
     exposure.wcs = raw.info.nominal_wcs();
     Ok(exposure)
+}
+
+/// Removes each amplifier's crosstalk from the others (`c[victim * n + source]`, in
+/// readout order, which every amplifier shares): a saturated source leaks only what it
+/// held when it saturated. Done a few thousand pixels at a time, so the sources' clipped
+/// values stay in cache while every victim takes them in one pass.
+fn crosstalk(signal: &mut [Vec<f32>], ceilings: &[f32], c: &[f64]) {
+    const CHUNK: usize = 4096;
+    let n = signal.len();
+    let lens: Vec<usize> = signal.iter().map(Vec::len).collect();
+    let longest = lens.iter().copied().max().unwrap_or(0);
+    let mut clipped = vec![vec![0f32; CHUNK]; n];
+    for from in (0..longest).step_by(CHUNK) {
+        for ((out, src), &ceiling) in clipped.iter_mut().zip(signal.iter()).zip(ceilings) {
+            let part = src.get(from..(from + CHUNK).min(src.len())).unwrap_or(&[]);
+            for (o, &v) in out.iter_mut().zip(part) {
+                *o = v.min(ceiling);
+            }
+        }
+        for (v, victim) in signal.iter_mut().enumerate() {
+            let to = (from + CHUNK).min(victim.len());
+            if from >= to {
+                continue;
+            }
+            // Amplifiers of another shape (none on a well-formed CCD) cannot pair up.
+            let (lines, weights): (Vec<&[f32]>, Vec<f32>) = (0..n)
+                .filter(|&s| s != v && c[v * n + s] != 0.0 && lens[s] == lens[v])
+                .map(|s| (&clipped[s][..to - from], -(c[v * n + s] as f32)))
+                .unzip();
+            crate::convolve::combine_lines(&mut victim[from..to], &lines, &weights, true);
+        }
+    }
 }
 
 /// Every amplifier's data section minus its overscan (when `smooth` is given: rows averaged
