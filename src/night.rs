@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use arrow::array::{Array, Int64Array, RecordBatch};
-use aster_archive::alerts::cutout::cutout_fits;
+use aster_archive::alerts::cutout::Cutouts;
 use aster_archive::alerts::{AlertArchive, AlertParts, AlertSchema, AlertTable, NewAlert};
 use aster_archive::catalog::{CatalogStore, DEFAULT_MAX_ROWS};
 use aster_archive::schema::builtin_schemas;
@@ -916,6 +916,11 @@ fn alerts_of_visit(
     let v = inp.visit;
     let mjd = v.mjd_mid();
     let empty = History::default();
+    let (cut_difference, cut_science, cut_template) = (
+        Cutouts::new(inp.difference)?,
+        Cutouts::new(inp.science)?,
+        Cutouts::new(inp.template)?,
+    );
     let mut out = Vec::with_capacity(inp.sources.len());
     for (i, s) in inp.sources.iter().enumerate() {
         let owner = owners[i];
@@ -934,10 +939,10 @@ fn alerts_of_visit(
                 ("BUNIT", HeaderValue::Text("nJy".to_string())),
             ]
         };
-        let cut = |e: &Exposure, what: &str| cutout_fits(e, s.x, s.y, &cards(what));
-        let difference = cut(inp.difference, "difference")?;
-        let science = cut(inp.science, "science")?;
-        let template = cut(inp.template, "template")?;
+        let cut = |c: &Cutouts, what: &str| c.cutout(s.x, s.y, &cards(what));
+        let difference = cut(&cut_difference, "difference")?;
+        let science = cut(&cut_science, "science")?;
+        let template = cut(&cut_template, "template")?;
         let h = history.get(&owner).unwrap_or(&empty);
         let (dia_object, ss_source, orbit) = match owner {
             Owner::Dia(o) => (

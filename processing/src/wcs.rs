@@ -55,6 +55,11 @@ pub enum WcsError {
     NoConvergence,
 }
 
+/// A real-valued card's value with all the precision of an f64.
+fn card_number(x: f64) -> String {
+    format!("{x:.17E}")
+}
+
 /// A SIP polynomial: coefficients of u^p v^q for 0 <= p + q <= order.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SipPolynomial {
@@ -243,6 +248,15 @@ impl TanSipWcs {
         })
     }
 
+    /// The CRPIX1 and CRPIX2 cards of [`Self::to_cards`]: all that changes when the WCS
+    /// is [`Self::shifted`] to a cutout.
+    pub fn crpix_cards(&self) -> [(String, String); 2] {
+        [
+            ("CRPIX1".into(), card_number(self.crpix.x + 1.0)),
+            ("CRPIX2".into(), card_number(self.crpix.y + 1.0)),
+        ]
+    }
+
     /// The FITS header cards of this WCS, as (keyword, value) with values in FITS form
     /// (strings quoted). CRPIX is written 1-based.
     pub fn to_cards(&self) -> Vec<(String, String)> {
@@ -251,7 +265,8 @@ impl TanSipWcs {
             let proj = if self.sip.is_some() { "TAN-SIP" } else { "TAN" };
             format!("'{axis:-<4}-{proj}'")
         };
-        let num = |x: f64| format!("{x:.17E}");
+        let num = card_number;
+        let [crpix1, crpix2] = self.crpix_cards();
         let mut cards = vec![
             ("WCSAXES".to_string(), "2".to_string()),
             ("CTYPE1".into(), ctype("RA")),
@@ -259,8 +274,8 @@ impl TanSipWcs {
             ("CUNIT1".into(), "'deg'".into()),
             ("CUNIT2".into(), "'deg'".into()),
             ("RADESYS".into(), "'ICRS'".into()),
-            ("CRPIX1".into(), num(self.crpix.x + 1.0)),
-            ("CRPIX2".into(), num(self.crpix.y + 1.0)),
+            crpix1,
+            crpix2,
             ("CRVAL1".into(), num(self.crval.ra)),
             ("CRVAL2".into(), num(self.crval.dec)),
             ("CD1_1".into(), num(self.cd[0][0])),

@@ -4,7 +4,7 @@
 //! plane cards) and VARIANCE, each with the WCS moved to the box, and PSF, the image of the
 //! point-spread function at the source. Written in memory because an alert holds a few
 //! hundred of them per visit: no temporary files, no cfitsio handles.
-use aster_processing::image::{Exposure, HeaderValue, Image, Mask};
+use aster_processing::image::{Exposure, HeaderValue, Mask};
 
 use crate::fits_io::card_text;
 
@@ -21,113 +21,158 @@ pub enum CutoutError {
     Card(String),
 }
 
-/// The cutout of `exposure` centred on pixel (`x`, `y`) (clipped where the box leaves the
-/// image), with `cards` in its primary header.
-pub fn cutout_fits(
-    exposure: &Exposure,
-    x: f64,
-    y: f64,
-    cards: &[(&str, HeaderValue)],
-) -> Result<Vec<u8>, CutoutError> {
-    let (w, h) = (exposure.width(), exposure.height());
-    if !(x >= -0.5 && y >= -0.5 && x < w as f64 - 0.5 && y < h as f64 - 0.5) {
-        return Err(CutoutError::OffImage { x, y });
-    }
-    let half = CUTOUT_SIDE / 2;
-    let (cx, cy) = (x.round() as usize, y.round() as usize);
-    let (x0, y0) = (cx.saturating_sub(half), cy.saturating_sub(half));
-    let (x1, y1) = ((cx + half + 1).min(w), (cy + half + 1).min(h));
-    let (bw, bh) = (x1 - x0, y1 - y0);
-
-    let mut out = Vec::with_capacity(4 * (3 * bw * bh * 4 + 2 * 2880));
-    let mut primary = Header::default();
-    primary.card("SIMPLE", "T")?;
-    primary.card("BITPIX", "8")?;
-    primary.card("NAXIS", "0")?;
-    primary.card("EXTEND", "T")?;
-    for (k, v) in cards {
-        primary.value(k, v)?;
-    }
-    primary.value("LTV1", &HeaderValue::Int(-(x0 as i64)))?;
-    primary.value("LTV2", &HeaderValue::Int(-(y0 as i64)))?;
-    primary.finish(&mut out);
-
-    let wcs_cards = exposure
-        .wcs
-        .as_ref()
-        .map(|wcs| wcs.shifted(x0 as f64, y0 as f64).to_cards())
-        .unwrap_or_default();
-    let planes = |name: &str, bitpix: i32, extra: &[(String, String)], out: &mut Vec<u8>| {
-        let mut hdu = Header::default();
-        hdu.card("XTENSION", "'IMAGE   '")?;
-        hdu.card("BITPIX", &bitpix.to_string())?;
-        hdu.card("NAXIS", "2")?;
-        hdu.card("NAXIS1", &bw.to_string())?;
-        hdu.card("NAXIS2", &bh.to_string())?;
-        hdu.card("PCOUNT", "0")?;
-        hdu.card("GCOUNT", "1")?;
-        hdu.value("EXTNAME", &HeaderValue::Text(name.into()))?;
-        for (k, v) in wcs_cards.iter().chain(extra) {
-            hdu.card(k, v)?;
-        }
-        hdu.finish(out);
-        Ok::<_, CutoutError>(())
-    };
-    let rows = |out: &mut Vec<u8>, get: &dyn Fn(usize, usize) -> [u8; 4]| {
-        let start = out.len();
-        for yy in y0..y1 {
-            for xx in x0..x1 {
-                out.extend_from_slice(&get(xx, yy));
-            }
-        }
-        pad(out, start, 0);
-    };
-    planes("IMAGE", -32, &[], &mut out)?;
-    rows(&mut out, &float_pixels(exposure.image()));
-    let mask_cards: Vec<(String, String)> = Mask::plane_cards()
-        .into_iter()
-        .map(|(k, b)| (k, b.to_string()))
-        .collect();
-    planes("MASK", 32, &mask_cards, &mut out)?;
-    let bits = exposure.mask().bits();
-    rows(&mut out, &|xx, yy| {
-        bits.get(xx, yy).unwrap_or(0).to_be_bytes()
-    });
-    planes("VARIANCE", -32, &[], &mut out)?;
-    rows(&mut out, &float_pixels(exposure.variance()));
-
-    if let Some(kernel) = exposure
-        .psf
-        .as_ref()
-        .and_then(|p| p.kernel_at(x, y, PSF_HALF).ok())
-    {
-        let mut hdu = Header::default();
-        let side = (2 * PSF_HALF + 1).to_string();
-        for (k, v) in [
-            ("XTENSION", "'IMAGE   '"),
-            ("BITPIX", "-32"),
-            ("NAXIS", "2"),
-            ("NAXIS1", side.as_str()),
-            ("NAXIS2", side.as_str()),
-            ("PCOUNT", "0"),
-            ("GCOUNT", "1"),
-        ] {
-            hdu.card(k, v)?;
-        }
-        hdu.value("EXTNAME", &HeaderValue::Text("PSF".into()))?;
-        hdu.finish(&mut out);
-        let start = out.len();
-        for v in kernel.data() {
-            out.extend_from_slice(&v.to_be_bytes());
-        }
-        pad(&mut out, start, 0);
-    }
-    Ok(out)
+/// Cutouts of one exposure. What every cutout of it repeats (its WCS cards but the
+/// reference pixel, its mask planes) is rendered once: an alert holds three cutouts and a
+/// visit a few thousand alerts, so header formatting would otherwise dominate alert
+/// production's time (DMS-REQ-0004).
+pub struct Cutouts<'a> {
+    exposure: &'a Exposure,
+    /// The WCS's cards without CRPIX1/2, as 80-byte header cards.
+    wcs_cards: Vec<u8>,
+    mask_cards: Vec<u8>,
 }
 
-/// A float plane's pixels as FITS writes them (big-endian; NaN off the image).
-fn float_pixels(img: &Image<f32>) -> impl Fn(usize, usize) -> [u8; 4] + '_ {
-    move |x, y| img.get(x, y).unwrap_or(f32::NAN).to_be_bytes()
+impl<'a> Cutouts<'a> {
+    pub fn new(exposure: &'a Exposure) -> Result<Self, CutoutError> {
+        let mut wcs_cards = Header::default();
+        if let Some(wcs) = &exposure.wcs {
+            let moving: Vec<String> = wcs.crpix_cards().into_iter().map(|(k, _)| k).collect();
+            for (k, v) in wcs.to_cards() {
+                if !moving.contains(&k) {
+                    wcs_cards.card(&k, &v)?;
+                }
+            }
+        }
+        let mut mask_cards = Header::default();
+        for (k, bit) in Mask::plane_cards() {
+            mask_cards.card(&k, &bit.to_string())?;
+        }
+        Ok(Self {
+            exposure,
+            wcs_cards: wcs_cards.0,
+            mask_cards: mask_cards.0,
+        })
+    }
+
+    /// The cutout centred on pixel (`x`, `y`) (clipped where the box leaves the image),
+    /// with `cards` in its primary header.
+    pub fn cutout(
+        &self,
+        x: f64,
+        y: f64,
+        cards: &[(&str, HeaderValue)],
+    ) -> Result<Vec<u8>, CutoutError> {
+        let exposure = self.exposure;
+        let (w, h) = (exposure.width(), exposure.height());
+        if !(x >= -0.5 && y >= -0.5 && x < w as f64 - 0.5 && y < h as f64 - 0.5) {
+            return Err(CutoutError::OffImage { x, y });
+        }
+        let half = CUTOUT_SIDE / 2;
+        let (cx, cy) = (x.round() as usize, y.round() as usize);
+        let (x0, y0) = (cx.saturating_sub(half), cy.saturating_sub(half));
+        let (x1, y1) = ((cx + half + 1).min(w), (cy + half + 1).min(h));
+        let (bw, bh) = (x1 - x0, y1 - y0);
+
+        let mut out = Vec::with_capacity(4 * (3 * bw * bh * 4 + 2 * 2880));
+        let mut primary = Header::default();
+        primary.card("SIMPLE", "T")?;
+        primary.card("BITPIX", "8")?;
+        primary.card("NAXIS", "0")?;
+        primary.card("EXTEND", "T")?;
+        for (k, v) in cards {
+            primary.value(k, v)?;
+        }
+        primary.value("LTV1", &HeaderValue::Int(-(x0 as i64)))?;
+        primary.value("LTV2", &HeaderValue::Int(-(y0 as i64)))?;
+        primary.finish(&mut out);
+
+        // The WCS moved to the box: only its reference pixel changes.
+        let mut wcs_cards = Header::default();
+        if let Some(wcs) = &exposure.wcs {
+            for (k, v) in wcs.shifted(x0 as f64, y0 as f64).crpix_cards() {
+                wcs_cards.card(&k, &v)?;
+            }
+            wcs_cards.0.extend_from_slice(&self.wcs_cards);
+        }
+        let planes = |name: &str, bitpix: &str, extra: &[u8], out: &mut Vec<u8>| {
+            let mut hdu = Header::default();
+            hdu.card("XTENSION", "'IMAGE   '")?;
+            hdu.card("BITPIX", bitpix)?;
+            hdu.card("NAXIS", "2")?;
+            hdu.card("NAXIS1", &bw.to_string())?;
+            hdu.card("NAXIS2", &bh.to_string())?;
+            hdu.card("PCOUNT", "0")?;
+            hdu.card("GCOUNT", "1")?;
+            hdu.value("EXTNAME", &HeaderValue::Text(name.into()))?;
+            hdu.0.extend_from_slice(&wcs_cards.0);
+            hdu.0.extend_from_slice(extra);
+            hdu.finish(out);
+            Ok::<_, CutoutError>(())
+        };
+        // The box's rows, big-endian as FITS has them (the box lies on the image).
+        fn rows<T: Copy, const N: usize>(
+            out: &mut Vec<u8>,
+            data: &[T],
+            width: usize,
+            (x0, x1, y0, y1): (usize, usize, usize, usize),
+            be: impl Fn(T) -> [u8; N],
+        ) {
+            let start = out.len();
+            for yy in y0..y1 {
+                for &v in &data[yy * width + x0..yy * width + x1] {
+                    out.extend_from_slice(&be(v));
+                }
+            }
+            pad(out, start, 0);
+        }
+        let bx = (x0, x1, y0, y1);
+        planes("IMAGE", "-32", &[], &mut out)?;
+        rows(&mut out, exposure.image().data(), w, bx, f32::to_be_bytes);
+        planes("MASK", "32", &self.mask_cards, &mut out)?;
+        rows(
+            &mut out,
+            exposure.mask().bits().data(),
+            w,
+            bx,
+            i32::to_be_bytes,
+        );
+        planes("VARIANCE", "-32", &[], &mut out)?;
+        rows(
+            &mut out,
+            exposure.variance().data(),
+            w,
+            bx,
+            f32::to_be_bytes,
+        );
+
+        if let Some(kernel) = exposure
+            .psf
+            .as_ref()
+            .and_then(|p| p.kernel_at(x, y, PSF_HALF).ok())
+        {
+            let mut hdu = Header::default();
+            let side = (2 * PSF_HALF + 1).to_string();
+            for (k, v) in [
+                ("XTENSION", "'IMAGE   '"),
+                ("BITPIX", "-32"),
+                ("NAXIS", "2"),
+                ("NAXIS1", side.as_str()),
+                ("NAXIS2", side.as_str()),
+                ("PCOUNT", "0"),
+                ("GCOUNT", "1"),
+            ] {
+                hdu.card(k, v)?;
+            }
+            hdu.value("EXTNAME", &HeaderValue::Text("PSF".into()))?;
+            hdu.finish(&mut out);
+            let start = out.len();
+            for v in kernel.data() {
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+            pad(&mut out, start, 0);
+        }
+        Ok(out)
+    }
 }
 
 /// Pads what was appended since `start` to a whole number of 2880-byte FITS blocks.
@@ -143,21 +188,35 @@ fn pad(out: &mut Vec<u8>, start: usize, fill: u8) {
 struct Header(Vec<u8>);
 
 impl Header {
+    /// Appends one card, laid out byte by byte (`format!`'s padding writes a character
+    /// at a time, and a visit's alerts write a million cards).
     fn card(&mut self, key: &str, value: &str) -> Result<(), CutoutError> {
-        // Keywords over eight characters (the mask's MP_DETECTED) by the HIERARCH
-        // convention, as cfitsio writes them.
-        let text = if key.len() > 8 {
-            format!("HIERARCH {key} = {value}")
-        } else if value.starts_with('\'') {
-            // Strings start in column 11; numbers and logicals end in column 30.
-            format!("{key:<8}= {value}")
+        let start = self.0.len();
+        let b = &mut self.0;
+        let spaces = |b: &mut Vec<u8>, n: usize| b.resize(b.len() + n, b' ');
+        if key.len() > 8 {
+            // Keywords over eight characters (the mask's MP_DETECTED) by the HIERARCH
+            // convention, as cfitsio writes them.
+            b.extend_from_slice(b"HIERARCH ");
+            b.extend_from_slice(key.as_bytes());
+            b.extend_from_slice(b" = ");
+            b.extend_from_slice(value.as_bytes());
         } else {
-            format!("{key:<8}= {value:>20}")
-        };
-        if text.len() > 80 || !text.is_ascii() {
+            b.extend_from_slice(key.as_bytes());
+            spaces(b, 8 - key.len());
+            b.extend_from_slice(b"= ");
+            // Strings start in column 11; numbers and logicals end in column 30.
+            if !value.starts_with('\'') {
+                spaces(b, 20usize.saturating_sub(value.len()));
+            }
+            b.extend_from_slice(value.as_bytes());
+        }
+        let written = b.len() - start;
+        if written > 80 || !b[start..].is_ascii() {
+            b.truncate(start);
             return Err(CutoutError::Card(format!("{key} = {value} does not fit")));
         }
-        self.0.extend_from_slice(format!("{text:<80}").as_bytes());
+        spaces(b, 80 - written);
         Ok(())
     }
 
@@ -167,8 +226,8 @@ impl Header {
     }
 
     fn finish(mut self, out: &mut Vec<u8>) {
-        self.0
-            .extend_from_slice(format!("{:<80}", "END").as_bytes());
+        self.0.extend_from_slice(b"END");
+        self.0.resize(self.0.len() + 77, b' ');
         let start = out.len();
         out.extend_from_slice(&self.0);
         pad(out, start, b' ');
@@ -178,7 +237,7 @@ impl Header {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aster_processing::image::MaskPlane;
+    use aster_processing::image::{Image, MaskPlane};
     use aster_processing::psf::GaussianPsf;
     use aster_processing::wcs::{PixelPosition, TanSipWcs};
 
@@ -211,13 +270,11 @@ mod tests {
 
     #[test]
     fn a_cutout_holds_the_planes_and_the_moved_wcs() {
-        let fits = cutout_fits(
-            &exposure(),
-            50.2,
-            39.8,
-            &[("DIASRCID", HeaderValue::Int(7))],
-        )
-        .unwrap();
+        let e = exposure();
+        let fits = Cutouts::new(&e)
+            .unwrap()
+            .cutout(50.2, 39.8, &[("DIASRCID", HeaderValue::Int(7))])
+            .unwrap();
         assert_eq!(fits.len() % 2880, 0);
         let primary = header_of(&fits[..2880]);
         assert!(
@@ -241,7 +298,9 @@ mod tests {
 
     #[test]
     fn a_box_at_the_corner_is_clipped_and_off_image_refused() {
-        let fits = cutout_fits(&exposure(), 1.0, 2.0, &[]).unwrap();
+        let e = exposure();
+        let cutouts = Cutouts::new(&e).unwrap();
+        let fits = cutouts.cutout(1.0, 2.0, &[]).unwrap();
         let image = header_of(&fits[2880..5760]);
         assert!(
             image
@@ -254,7 +313,7 @@ mod tests {
                 .any(|c| c.starts_with("NAXIS2") && c.ends_with(" 18"))
         );
         assert_eq!(
-            cutout_fits(&exposure(), -3.0, 2.0, &[]),
+            cutouts.cutout(-3.0, 2.0, &[]),
             Err(CutoutError::OffImage { x: -3.0, y: 2.0 })
         );
     }
