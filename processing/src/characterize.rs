@@ -347,7 +347,8 @@ pub fn characterize_with_background(
     Ok((report, background))
 }
 
-/// Detects sources above `min_significance` and measures the isolated, clean ones.
+/// Detects sources above `min_significance` and measures the isolated, clean ones, at
+/// most `max_sources`, the most significant first (and returned in that order).
 fn bright_sources(
     work: &mut Exposure,
     guess: &GaussianPsf,

@@ -180,7 +180,7 @@ impl GaussianPsf {
             let row = &mut values[(sj / SUB) * n..(sj / SUB + 1) * n];
             // Along a row the exponent is a parabola in px: from the sample nearest its
             // peak, each neighbour is the last times a ratio that itself changes by the
-            // constant factor q, so a row costs four exponentials, not one a sample; going
+            // constant factor q, so a row costs three exponentials, not one a sample; going
             // outward the values only fall, so an underflow to zero is their true value.
             let f = |px: f64| -0.5 * (a * px * px + 2.0 * b * px * py + c * py * py);
             let peak = ((-b * py / a - at(0, dx)) / h).round();

@@ -93,7 +93,6 @@ pub fn lanczos3(t: f64) -> f64 {
 
 /// The mapping from grid pixels to input pixels on a lattice of nodes.
 struct Mapping {
-    y0: usize,
     step: usize,
     nx: usize,
     /// Input pixel position at each node (NaN where it has none), row-major.
@@ -105,12 +104,13 @@ impl Mapping {
         self.nodes[j * self.nx + i]
     }
 
-    /// Calls `f(i, sx, sy, area)` for the grid pixels `x0 + i` (i < `width`) of row `y`:
-    /// their input positions, interpolated bilinearly in the nodes' cells (stepped along
-    /// the row, as a row crosses a cell on a straight line), and the ratio of pixel areas
-    /// (input pixels per grid pixel) there.
-    fn row(&self, y: usize, width: usize, mut f: impl FnMut(usize, f64, f64, f64)) {
-        let dy = y - self.y0;
+    /// Calls `f(i, sx, sy, area)` for the pixels i < `width` of the warp's row `dy`
+    /// (counted from its first node): their input positions, interpolated bilinearly in
+    /// the nodes' cells (stepped along the row, as a row crosses a cell on a straight
+    /// line), and the ratio of pixel areas (input pixels per grid pixel) there. Inlined
+    /// always, so `f` is compiled with the caller's target features (AVX2 and FMA).
+    #[inline(always)]
+    fn row(&self, dy: usize, width: usize, mut f: impl FnMut(usize, f64, f64, f64)) {
         let (j, fy) = (dy / self.step, (dy % self.step) as f64 / self.step as f64);
         let s = self.step as f64;
         for (cell, start) in (0..width).step_by(self.step).enumerate() {
@@ -157,22 +157,22 @@ struct OutRow<'a> {
     mask: &'a mut [i32],
 }
 
-/// Resamples row `y` of the grid into `out`, compiled for AVX2 and FMA where the CPU
+/// Resamples the warp's row `dy` into `out`, compiled for AVX2 and FMA where the CPU
 /// has them (as [`crate::convolve`]'s loops): the 6 x 6 taps are summed as six 8-lane
 /// rows, a third of the scalar cost.
-fn warp_row(src: &Source, mapping: &Mapping, kernel: &Kernel, y: usize, out: &mut OutRow) {
+fn warp_row(src: &Source, mapping: &Mapping, kernel: &Kernel, dy: usize, out: &mut OutRow) {
     #[cfg(target_arch = "x86_64")]
     if crate::convolve::fma_available() {
         // SAFETY: the CPU has AVX2 and FMA, which is all the function is compiled for.
-        return unsafe { warp_row_fma(src, mapping, kernel, y, out) };
+        return unsafe { warp_row_fma(src, mapping, kernel, dy, out) };
     }
-    warp_row_body::<false>(src, mapping, kernel, y, out)
+    warp_row_body::<false>(src, mapping, kernel, dy, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn warp_row_fma(src: &Source, mapping: &Mapping, kernel: &Kernel, y: usize, out: &mut OutRow) {
-    warp_row_body::<true>(src, mapping, kernel, y, out)
+fn warp_row_fma(src: &Source, mapping: &Mapping, kernel: &Kernel, dy: usize, out: &mut OutRow) {
+    warp_row_body::<true>(src, mapping, kernel, dy, out)
 }
 
 #[inline(always)]
@@ -180,21 +180,22 @@ fn warp_row_body<const FUSED: bool>(
     src: &Source,
     mapping: &Mapping,
     kernel: &Kernel,
-    y: usize,
+    dy: usize,
     out: &mut OutRow,
 ) {
     use crate::convolve::madd;
     let (sw, sh) = (src.width as i64, src.height as i64);
     let no_data = MaskPlane::NoData.bit();
-    mapping.row(y, out.image.len(), |i, sx, sy, area| {
-        let (ix, iy) = (sx.floor() as i64, sy.floor() as i64);
-        // NaN positions (no mapping) fail these tests too.
-        if !(ix - 2 >= 0 && iy - 2 >= 0 && ix + HALF < sw && iy + HALF < sh) {
+    mapping.row(dy, out.image.len(), |i, sx, sy, area| {
+        // The taps' reach tested on the position itself, so NaN (no mapping) and
+        // infinite positions fail before any integer conversion.
+        if !(sx >= 2.0 && sy >= 2.0 && sx < (sw - HALF) as f64 && sy < (sh - HALF) as f64) {
             out.image[i] = f32::NAN;
             out.variance[i] = f32::NAN;
             out.mask[i] = no_data;
             return;
         }
+        let (ix, iy) = (sx.floor() as i64, sy.floor() as i64);
         let wx = kernel.weights(sx - ix as f64);
         let wy = kernel.weights(sy - iy as f64);
         let wx2 = wx.map(|v| v * v);
@@ -270,12 +271,7 @@ pub fn warp(
                 .map_or((f64::NAN, f64::NAN), |q| (q.x, q.y))
         })
         .collect();
-    let mapping = Mapping {
-        y0,
-        step,
-        nx,
-        nodes,
-    };
+    let mapping = Mapping { step, nx, nodes };
     let kernel = Kernel::new();
     let source = Source {
         image: src.image().data(),
@@ -298,7 +294,7 @@ pub fn warp(
         .collect();
     // One row at a time on every core.
     crate::image::for_rows(&mut rows, 1, |j, row| {
-        warp_row(&source, &mapping, &kernel, y0 + j, &mut row[0]);
+        warp_row(&source, &mapping, &kernel, j, &mut row[0]);
     });
     drop(rows);
     let image = Image::from_vec(w, h, img).expect("rows of the warp's width");

@@ -27,19 +27,26 @@ pub enum CutoutError {
 /// production's time (DMS-REQ-0004).
 pub struct Cutouts<'a> {
     exposure: &'a Exposure,
-    /// The WCS's cards without CRPIX1/2, as 80-byte header cards.
-    wcs_cards: Vec<u8>,
+    /// The WCS's cards before CRPIX1/2 and after them, as 80-byte header cards: the
+    /// shifted CRPIX goes between, keeping the order (WCSAXES first) the standard asks.
+    wcs_before: Vec<u8>,
+    wcs_after: Vec<u8>,
     mask_cards: Vec<u8>,
 }
 
 impl<'a> Cutouts<'a> {
     pub fn new(exposure: &'a Exposure) -> Result<Self, CutoutError> {
-        let mut wcs_cards = Header::default();
+        let (mut before, mut after) = (Header::default(), Header::default());
         if let Some(wcs) = &exposure.wcs {
             let moving: Vec<String> = wcs.crpix_cards().into_iter().map(|(k, _)| k).collect();
+            let mut passed = false;
             for (k, v) in wcs.to_cards() {
-                if !moving.contains(&k) {
-                    wcs_cards.card(&k, &v)?;
+                if moving.contains(&k) {
+                    passed = true;
+                } else if passed {
+                    after.card(&k, &v)?;
+                } else {
+                    before.card(&k, &v)?;
                 }
             }
         }
@@ -49,7 +56,8 @@ impl<'a> Cutouts<'a> {
         }
         Ok(Self {
             exposure,
-            wcs_cards: wcs_cards.0,
+            wcs_before: before.0,
+            wcs_after: after.0,
             mask_cards: mask_cards.0,
         })
     }
@@ -89,10 +97,11 @@ impl<'a> Cutouts<'a> {
         // The WCS moved to the box: only its reference pixel changes.
         let mut wcs_cards = Header::default();
         if let Some(wcs) = &exposure.wcs {
+            wcs_cards.0.extend_from_slice(&self.wcs_before);
             for (k, v) in wcs.shifted(x0 as f64, y0 as f64).crpix_cards() {
                 wcs_cards.card(&k, &v)?;
             }
-            wcs_cards.0.extend_from_slice(&self.wcs_cards);
+            wcs_cards.0.extend_from_slice(&self.wcs_after);
         }
         let planes = |name: &str, bitpix: &str, extra: &[u8], out: &mut Vec<u8>| {
             let mut hdu = Header::default();
@@ -285,6 +294,22 @@ mod tests {
         // IMAGE: 31 x 31 floats, one block of header then data blocks.
         let image = header_of(&fits[2880..5760]);
         assert!(image.iter().any(|c| c.contains("'IMAGE   '")));
+        // The WCS's cards in the order the exposure's own header has them (WCSAXES
+        // first, as the standard asks), only CRPIX moved.
+        let keys: Vec<&str> = image
+            .iter()
+            .skip_while(|c| !c.starts_with("WCSAXES"))
+            .map(|c| c[..8].trim_end())
+            .collect();
+        let wcs_keys: Vec<String> = e
+            .wcs
+            .as_ref()
+            .unwrap()
+            .to_cards()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, wcs_keys);
         let crpix1 = image.iter().find(|c| c.starts_with("CRPIX1")).unwrap();
         let v: f64 = crpix1[10..].trim().parse().unwrap();
         // Reference pixel 50 (0-based) in a box from 35: 15, written 1-based.
