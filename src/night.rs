@@ -653,6 +653,8 @@ fn dia_source_batch(
         .f32("snr", f32s(&|d| Some(d.snr)))
         .f32("psfFlux", f32s(&|d| Some(d.psf_flux.value)))
         .f32("psfFluxErr", f32s(&|d| Some(d.psf_flux.err)))
+        .f32("psfLnL", f32s(&|d| Some(d.psf_ln_l)))
+        .f32("psfChi2", f32s(&|d| Some(d.psf_chi2)))
         .i32(
             "psfNdata",
             s.iter().map(|d| Some(d.psf_ndata as i32)).collect(),

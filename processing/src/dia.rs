@@ -90,6 +90,9 @@ pub struct DiaSource {
     pub flags: DiaFlags,
     /// Pixels its PSF flux was fitted on.
     pub psf_ndata: usize,
+    /// Chi-squared and natural log likelihood of the PSF model's fit (NaN without one).
+    pub psf_chi2: f64,
+    pub psf_ln_l: f64,
     /// The larger side of its footprint's bounding box, pixels.
     pub bbox_size: usize,
     /// The difference image's PSF moments at the source (pixels²).
@@ -243,6 +246,8 @@ pub fn detect_dia_sources(
             spuriousness: spurious.min(1.0),
             flags,
             psf_ndata: m.psf_pixels,
+            psf_chi2: m.psf_chi2,
+            psf_ln_l: m.psf_ln_l,
             bbox_size: *bbox_size,
             psf_moments: psf.moments_at(m.x, m.y),
         });

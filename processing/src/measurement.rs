@@ -47,6 +47,11 @@ pub struct Measurement {
     pub psf_flux: Flux,
     /// Pixels the PSF flux was fitted on.
     pub psf_pixels: usize,
+    /// Chi-squared of the PSF model at its fitted flux over those pixels, and the natural
+    /// log of the model's likelihood (Gaussian pixel noise of the variance plane); NaN
+    /// when nothing was fitted. DIASources carry both (DMS-REQ-0269's PSF likelihood).
+    pub psf_chi2: f64,
+    pub psf_ln_l: f64,
     /// (radius in pixels, flux).
     pub aperture_fluxes: Vec<(f64, Flux)>,
     /// Adaptive moments (DMS-REQ-0267's shape), None when they did not converge.
@@ -280,6 +285,8 @@ fn measure_with(
     // PSF flux: the amplitude of the PSF at the centroid that best fits the pixels,
     // weighted by inverse variance, with its error.
     let (mut num, mut den, mut psf_pixels) = (0.0, 0.0, 0);
+    // Sums of v²/s and ln(2πs): with num and den they give the fit's chi-squared.
+    let (mut data_chi2, mut ln_norm) = (0.0, 0.0);
     if let Ok(kernel) = psf.kernel_at(cx, cy, half as usize) {
         let (x0, y0) = (cx.round() as i64 - half, cy.round() as i64 - half);
         for j in 0..kernel.height() as i64 {
@@ -289,6 +296,8 @@ fn measure_with(
                     Px::Good(v, s) => {
                         num += p * v / s;
                         den += p * p / s;
+                        data_chi2 += v * v / s;
+                        ln_norm += (std::f64::consts::TAU * s).ln();
                         psf_pixels += 1;
                     }
                     Px::Masked => flags.masked = true,
@@ -297,6 +306,13 @@ fn measure_with(
             }
         }
     }
+    // Chi-squared at the best amplitude num / den: sum of v²/s less num² / den.
+    let (psf_chi2, psf_ln_l) = if den > 0.0 {
+        let chi2 = (data_chi2 - num * num / den).max(0.0);
+        (chi2, -0.5 * (chi2 + ln_norm))
+    } else {
+        (f64::NAN, f64::NAN)
+    };
     let psf_flux = if den > 0.0 {
         Flux {
             value: num / den,
@@ -394,6 +410,8 @@ fn measure_with(
         y_err: errs.1,
         psf_flux,
         psf_pixels,
+        psf_chi2,
+        psf_ln_l,
         aperture_fluxes,
         shape,
         extendedness,
@@ -862,6 +880,7 @@ mod tests {
         let (mut flux_pulls, mut x_pulls, mut y_pulls) = (Vec::new(), Vec::new(), Vec::new());
         let mut shape_pulls = Vec::new();
         let mut stars_called_point = 0;
+        let (mut chi2, mut dof) = (0.0, 0.0);
         for seed in 1..=8 {
             let (e, stars) = scene(seed);
             for &(x, y, f) in &stars {
@@ -879,6 +898,12 @@ mod tests {
                 shape_pulls.push((shape.iyy - s2) / shape.iyy_err);
                 shape_pulls.push(shape.ixy / shape.ixy_err);
                 flux_pulls.push((m.psf_flux.value - f) / m.psf_flux.err);
+                // The PSF is the truth: its chi-squared is the noise's, one a pixel less
+                // the three fitted parameters (flux and centroid), and the likelihood
+                // is below the noise's own normalisation.
+                chi2 += m.psf_chi2;
+                dof += m.psf_pixels as f64 - 3.0;
+                assert!(m.psf_ln_l < -0.5 * m.psf_chi2, "{}", m.psf_ln_l);
                 x_pulls.push((m.x - x) / m.x_err);
                 y_pulls.push((m.y - y) / m.y_err);
                 // The largest aperture holds nearly all the light.
@@ -888,6 +913,11 @@ mod tests {
         }
         let mean = flux_pulls.iter().sum::<f64>() / flux_pulls.len() as f64;
         assert!(mean.abs() < 0.2, "PSF flux bias {mean}");
+        assert!(
+            (0.9..=1.1).contains(&(chi2 / dof)),
+            "PSF chi-squared per degree of freedom {}",
+            chi2 / dof
+        );
         // At 3 sigma, nearly every star is a point source.
         assert!(
             stars_called_point as f64 >= 0.97 * flux_pulls.len() as f64,

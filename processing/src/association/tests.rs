@@ -39,6 +39,8 @@ fn source(ra: f64, dec: f64, err_arcsec: f64, flux: f64) -> DiaSource {
         spuriousness: 0.0,
         flags: DiaFlags::default(),
         psf_ndata: 81,
+        psf_chi2: 80.0,
+        psf_ln_l: -200.0,
         bbox_size: 5,
         psf_moments: crate::psf::Moments {
             ixx: 2.0,
