@@ -141,15 +141,6 @@ impl Mapping {
     }
 }
 
-/// The input planes a warp samples.
-struct Source<'a> {
-    image: &'a [f32],
-    variance: &'a [f32],
-    mask: &'a [i32],
-    width: usize,
-    height: usize,
-}
-
 /// One row of the warp's output (image, variance, mask), every pixel written.
 struct OutRow<'a> {
     image: &'a mut [f32],
@@ -160,7 +151,7 @@ struct OutRow<'a> {
 /// Resamples the warp's row `dy` into `out`, compiled for AVX2 and FMA where the CPU
 /// has them (as [`crate::convolve`]'s loops): the 6 x 6 taps are summed as six 8-lane
 /// rows, a third of the scalar cost.
-fn warp_row(src: &Source, mapping: &Mapping, kernel: &Kernel, dy: usize, out: &mut OutRow) {
+fn warp_row(src: &Exposure, mapping: &Mapping, kernel: &Kernel, dy: usize, out: &mut OutRow) {
     #[cfg(target_arch = "x86_64")]
     if crate::convolve::fma_available() {
         // SAFETY: the CPU has AVX2 and FMA, which is all the function is compiled for.
@@ -171,20 +162,26 @@ fn warp_row(src: &Source, mapping: &Mapping, kernel: &Kernel, dy: usize, out: &m
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn warp_row_fma(src: &Source, mapping: &Mapping, kernel: &Kernel, dy: usize, out: &mut OutRow) {
+fn warp_row_fma(src: &Exposure, mapping: &Mapping, kernel: &Kernel, dy: usize, out: &mut OutRow) {
     warp_row_body::<true>(src, mapping, kernel, dy, out)
 }
 
 #[inline(always)]
 fn warp_row_body<const FUSED: bool>(
-    src: &Source,
+    src: &Exposure,
     mapping: &Mapping,
     kernel: &Kernel,
     dy: usize,
     out: &mut OutRow,
 ) {
     use crate::convolve::madd;
-    let (sw, sh) = (src.width as i64, src.height as i64);
+    let (image, variance, mask) = (
+        src.image().data(),
+        src.variance().data(),
+        src.mask().bits().data(),
+    );
+    let width = src.width();
+    let (sw, sh) = (width as i64, src.height() as i64);
     let no_data = MaskPlane::NoData.bit();
     mapping.row(dy, out.image.len(), |i, sx, sy, area| {
         // The taps' reach tested on the position itself, so NaN (no mapping) and
@@ -204,8 +201,8 @@ fn warp_row_body<const FUSED: bool>(
         let start = ((iy - 2) * sw + ix - 2) as usize;
         let (mut col_i, mut col_v) = ([0f32; 8], [0f32; 8]);
         for (ky, &wyk) in wy.iter().enumerate() {
-            let s = start + ky * src.width;
-            let (ri, rv) = (lanes(src.image, s), lanes(src.variance, s));
+            let s = start + ky * width;
+            let (ri, rv) = (lanes(image, s), lanes(variance, s));
             let wyk2 = wyk * wyk;
             for l in 0..8 {
                 col_i[l] = madd::<FUSED>(wyk, ri[l], col_i[l]);
@@ -219,8 +216,7 @@ fn warp_row_body<const FUSED: bool>(
         };
         // The input pixels the position lies between lend it their mask bits.
         let m = (iy * sw + ix) as usize;
-        let bits =
-            src.mask[m] | src.mask[m + 1] | src.mask[m + src.width] | src.mask[m + src.width + 1];
+        let bits = mask[m] | mask[m + 1] | mask[m + width] | mask[m + width + 1];
         let area = area as f32;
         out.image[i] = dot(&wx, &col_i) * area;
         out.variance[i] = dot(&wx2, &col_v) * area * area;
@@ -273,13 +269,6 @@ pub fn warp(
         .collect();
     let mapping = Mapping { step, nx, nodes };
     let kernel = Kernel::new();
-    let source = Source {
-        image: src.image().data(),
-        variance: src.variance().data(),
-        mask: src.mask().bits().data(),
-        width: src.width(),
-        height: src.height(),
-    };
     // Every output pixel is written, so the planes start as untouched zero pages.
     let (mut img, mut var, mut msk) = (vec![0f32; w * h], vec![0f32; w * h], vec![0i32; w * h]);
     let mut rows: Vec<OutRow> = img
@@ -294,7 +283,7 @@ pub fn warp(
         .collect();
     // One row at a time on every core.
     crate::image::for_rows(&mut rows, 1, |j, row| {
-        warp_row(&source, &mapping, &kernel, j, &mut row[0]);
+        warp_row(src, &mapping, &kernel, j, &mut row[0]);
     });
     drop(rows);
     let image = Image::from_vec(w, h, img).expect("rows of the warp's width");
