@@ -28,7 +28,7 @@ use aster_archive::schema::builtin_schemas;
 use aster_processing::association::solar_system::associate_solar_system;
 use aster_processing::association::{AssociationConfig, Associator};
 use aster_processing::background::Background;
-use aster_processing::dia::{DiaConfig, DiaSource, detect_dia_sources};
+use aster_processing::dia::{self, DiaConfig, DiaSource, detect_dia_sources};
 use aster_processing::diffim::{DiffimConfig, stamp_stars, subtract_with_stars};
 use aster_processing::image::Exposure;
 use aster_processing::image::HeaderValue;
@@ -351,11 +351,11 @@ pub async fn run(
     let mut next_object = FIRST_DIA_OBJECT;
     let mut truth_out = csv(
         &spec.out.join("truth.csv"),
-        "visit,id,kind,x,y,delta_flux,snr",
+        "visit,id,kind,x,y,delta_flux,snr,trail_arcsec",
     )?;
     let mut sources_out = csv(
         &spec.out.join("dia_sources.csv"),
-        "visit,diaSourceId,diaObjectId,ssObjectId,x,y,ra,dec,snr,psfFlux,psfFluxErr,isNegative,spuriousness,dipole",
+        "visit,diaSourceId,diaObjectId,ssObjectId,x,y,ra,dec,snr,psfFlux,psfFluxErr,isNegative,spuriousness,dipole,trailLength,trailLengthErr",
     )?;
     let mut latency_out = std::fs::File::create(spec.out.join("latency.jsonl"))?;
     let mut summary = NightSummary::default();
@@ -543,9 +543,18 @@ pub async fn run(
             let delta = t.flux_njy - template_truth.get(&t.id).copied().unwrap_or(0.0);
             let err =
                 fit_psf_fluxes(&diff.exposure, &psf, &[(t.x, t.y)]).map_or(f64::NAN, |f| f[0].err);
+            // How far an asteroid moved while the shutter was open.
+            let trail =
+                asteroids
+                    .iter()
+                    .find(|a| a.ss_object_id == t.id)
+                    .map_or(String::new(), |a| {
+                        let tr = a.trail(&v);
+                        format!("{:.4}", tr.start.separation(&tr.end) * 3600.0)
+                    });
             writeln!(
                 truth_out,
-                "{},{},{kind},{:.3},{:.3},{:.3},{:.3}",
+                "{},{},{kind},{:.3},{:.3},{:.3},{:.3},{trail}",
                 v.visit,
                 t.id,
                 t.x,
@@ -558,7 +567,7 @@ pub async fn run(
         for (i, (s, id)) in sources.iter().zip(&ids).enumerate() {
             writeln!(
                 sources_out,
-                "{},{id},{},{},{:.3},{:.3},{:.8},{:.8},{:.3},{:.3},{:.3},{},{:.3},{}",
+                "{},{id},{},{},{:.3},{:.3},{:.8},{:.8},{:.3},{:.3},{:.3},{},{:.3},{},{},{}",
                 v.visit,
                 blank(&dia_object[i]),
                 blank(&ss_object[i]),
@@ -571,7 +580,11 @@ pub async fn run(
                 s.psf_flux.err,
                 s.is_negative,
                 s.spuriousness,
-                s.flags.dipole
+                s.flags.dipole,
+                s.trail
+                    .map_or(String::new(), |t| format!("{:.4}", t.length)),
+                s.trail
+                    .map_or(String::new(), |t| format!("{:.4}", t.length_err)),
             )?;
         }
         let record = serde_json::json!({
@@ -632,6 +645,14 @@ fn dia_source_batch(
         s.iter().map(|d| g(d).map(|x| x as f32)).collect::<Vec<_>>()
     };
     let flags = |g: &dyn Fn(&DiaSource) -> bool| s.iter().map(|d| Some(g(d))).collect::<Vec<_>>();
+    // The models' values, null where there is no model or the value is not finite (the
+    // error of a trail's angle when it is no longer than a point).
+    let trails = |g: &dyn Fn(&dia::Trail) -> f64| {
+        f32s(&|d| d.trail.map(|t| g(&t)).filter(|v| v.is_finite()))
+    };
+    let dipoles = |g: &dyn Fn(&dia::Dipole) -> f64| {
+        f32s(&|d| d.dipole.map(|p| g(&p)).filter(|v| v.is_finite()))
+    };
     let mut c = Columns::default();
     c.i64("diaSourceId", ids.iter().map(|i| Some(*i)).collect())
         .i64("visit", vec![Some(v.visit); n])
@@ -660,9 +681,46 @@ fn dia_source_batch(
             s.iter().map(|d| Some(d.psf_ndata as i32)).collect(),
         )
         .bool("psfFlux_flag_edge", flags(&|d| d.flags.edge))
-        // No trailed-source or dipole model is fitted yet: no pixels were used for either.
-        .i32("trailNdata", vec![Some(0); n])
-        .i32("dipoleNdata", vec![Some(0); n])
+        .f32("trailFlux", trails(&|t| t.flux.value))
+        .f32("trailFluxErr", trails(&|t| t.flux.err))
+        .f64("trailRa", s.iter().map(|d| d.trail.map(|t| t.ra)).collect())
+        .f32("trailRaErr", trails(&|t| t.ra_err))
+        .f64(
+            "trailDec",
+            s.iter().map(|d| d.trail.map(|t| t.dec)).collect(),
+        )
+        .f32("trailDecErr", trails(&|t| t.dec_err))
+        .f32("trailLength", trails(&|t| t.length))
+        .f32("trailLengthErr", trails(&|t| t.length_err))
+        .f32("trailAngle", trails(&|t| t.angle))
+        .f32("trailAngleErr", trails(&|t| t.angle_err))
+        .f32("trailChi2", trails(&|t| t.chi2))
+        .i32(
+            "trailNdata",
+            s.iter()
+                .map(|d| Some(d.trail.map_or(0, |t| t.ndata as i32)))
+                .collect(),
+        )
+        // Where the fit failed, whether its pixels reached the edge.
+        .bool(
+            "trail_flag_edge",
+            flags(&|d| d.trail.map_or(d.flags.edge, |t| t.edge)),
+        )
+        .bool("trail_flag", flags(&|d| d.trail.is_none()))
+        .f32("dipoleMeanFlux", dipoles(&|p| p.mean_flux.value))
+        .f32("dipoleMeanFluxErr", dipoles(&|p| p.mean_flux.err))
+        .f32("dipoleFluxDiff", dipoles(&|p| p.flux_diff.value))
+        .f32("dipoleFluxDiffErr", dipoles(&|p| p.flux_diff.err))
+        .f32("dipoleLength", dipoles(&|p| p.length))
+        .f32("dipoleAngle", dipoles(&|p| p.angle))
+        .f32("dipoleChi2", dipoles(&|p| p.chi2))
+        .i32(
+            "dipoleNdata",
+            s.iter()
+                .map(|d| Some(d.dipole.map_or(0, |p| p.ndata as i32)))
+                .collect(),
+        )
+        .bool("dipoleFitAttempted", flags(&|d| d.flags.dipole))
         .f32("scienceFlux", f32s(&|d| Some(d.science_flux.value)))
         .f32("scienceFluxErr", f32s(&|d| Some(d.science_flux.err)))
         .f32("templateFlux", f32s(&|d| Some(d.template_flux.value)))

@@ -13,6 +13,10 @@ in its output directory (truth.csv, dia_sources.csv, latency.jsonl):
   associated with their SSObject; the purity of those associations (DIASources given an
   ssObjectId that are that asteroid); and how many DIAObjects the asteroids missing from
   the orbit catalogue were found as;
+- trailed-source fits: for asteroid DIASources with SNR >= 20, the true trail length (the
+  motion while the shutter was open) against the fitted one, median and the median of
+  their difference in units of the fit's error; for transients (no motion), the median
+  fitted length;
 - latency per CCD from the image's arrival to the rows written, p50 and max, and per stage.
 
     python tests/alert_figures.py DIR [--check]
@@ -127,6 +131,23 @@ def figures(directory):
         if tid in unlisted and s["diaObjectId"]:
             unlisted_objects[tid].add(s["diaObjectId"])
 
+    # Trails: asteroids move during the exposure, transients do not.
+    true_trail = {(t["visit"], t["id"]): float(t["trail_arcsec"])
+                  for t in truth if t["trail_arcsec"]}
+    kind_of = {t["id"]: t["kind"] for t in truth}
+    moving, still = [], []
+    for s in sources:
+        tid = truth_of[s["diaSourceId"]]
+        if tid is None or not s["trailLength"] or float(s["snr"]) < 20.0:
+            continue
+        measured = float(s["trailLength"])
+        if (s["visit"], tid) in true_trail:
+            err = float(s["trailLengthErr"]) if s["trailLengthErr"] else float("nan")
+            moving.append((true_trail[(s["visit"], tid)], measured, err))
+        elif kind_of.get(tid) == "transient":
+            still.append(measured)
+    pulls = [(m - t) / e for t, m, e in moving if math.isfinite(e) and e > 0]
+
     seconds = sorted(r["seconds"] for r in latency)
     stages = defaultdict(list)
     for r in latency:
@@ -150,6 +171,12 @@ def figures(directory):
         "unlisted_asteroids": len(unlisted),
         "unlisted_found": len(unlisted_objects),
         "unlisted_dia_objects": sum(len(v) for v in unlisted_objects.values()),
+        "trails": len(moving),
+        "trail_true": statistics.median(t for t, _, _ in moving) if moving else float("nan"),
+        "trail_fit": statistics.median(m for _, m, _ in moving) if moving else float("nan"),
+        "trail_pull": statistics.median(pulls) if pulls else float("nan"),
+        "still_trail": statistics.median(still) if still else float("nan"),
+        "still": len(still),
         "latency_p50": statistics.median(seconds) if seconds else float("nan"),
         "latency_max": seconds[-1] if seconds else float("nan"),
         "stages": {n: (statistics.median(v), max(v)) for n, v in stages.items()},
@@ -177,6 +204,10 @@ def main(argv):
           f"  (purity {100 * f['ss_purity']:.2f} %)")
     print(f"asteroids not in the catalogue      {f['unlisted_asteroids']}"
           f"  ({f['unlisted_found']} found, as {f['unlisted_dia_objects']} DIAObjects)")
+    print(f"asteroid trails, SNR >= 20          {f['trails']}: true median {f['trail_true']:.2f}\","
+          f" fitted {f['trail_fit']:.2f}\", median (fit - true) / error {f['trail_pull']:.2f}")
+    print(f"transients, SNR >= 20               {f['still']}: fitted trail median"
+          f" {f['still_trail']:.2f}\"")
     print(f"latency per CCD                     p50 {f['latency_p50']:.2f} s"
           f"  max {f['latency_max']:.2f} s")
     for name, (p50, mx) in f["stages"].items():

@@ -2,17 +2,21 @@
 //! negative, at 5 sigma by default, each measured for what an alert carries: centroid with
 //! errors in pixels and on the sky, signal-to-noise, PSF and aperture fluxes on the
 //! difference, adaptive shape and extendedness, whether it looks like a dipole (a positive
-//! and a negative lobe side by side: a misregistered or moving source), the flux at the
-//! same place on the science image and on the template, flags, and a spuriousness score.
+//! and a negative lobe side by side: a misregistered or moving source) with a dipole model
+//! fitted where it does, a trailed-source model fitted to every source (length and angle of
+//! what moved during the exposure; [`models`]), the flux at the same place on the science
+//! image and on the template, flags, and a spuriousness score.
 //!
 //! The score is rule-based (no trained classifier yet): it rises for dipoles, for shapes
 //! far from the PSF's (cosmic rays, bad subtractions), for masked or edge pixels, and for a
 //! positive source brighter on the difference than on the science image it came from.
 use crate::detection::{DetectionConfig, Peak, detect};
-use crate::image::Exposure;
+use crate::image::{Exposure, PhotoCalib};
 use crate::measurement::{Flux, Shape, measure_point};
 use crate::psf::Moments;
-use crate::wcs::PixelPosition;
+use crate::wcs::{PixelPosition, TanSipWcs};
+
+pub mod models;
 
 /// A flux that could not be measured (no PSF, no aperture).
 const UNMEASURED: Flux = Flux {
@@ -59,7 +63,44 @@ pub struct DiaFlags {
     pub masked: bool,
     pub centroid_failed: bool,
     pub shape_failed: bool,
+    /// A positive and a negative lobe lie side by side; the dipole model was fitted.
     pub dipole: bool,
+}
+
+/// The trailed-source model of a DIASource, on the sky.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Trail {
+    /// Centre of the trail, degrees, with errors in degrees.
+    pub ra: f64,
+    pub dec: f64,
+    pub ra_err: f64,
+    pub dec_err: f64,
+    /// Arcseconds.
+    pub length: f64,
+    pub length_err: f64,
+    /// Position angle of the trail, degrees east of north in [0, 180).
+    pub angle: f64,
+    pub angle_err: f64,
+    /// nJy.
+    pub flux: Flux,
+    pub chi2: f64,
+    pub ndata: usize,
+    /// The trail reaches past the image's edge.
+    pub edge: bool,
+}
+
+/// The dipole model of a DIASource: a positive and a negative lobe.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dipole {
+    /// Mean and difference (positive minus negative) of the lobes' absolute fluxes, nJy.
+    pub mean_flux: Flux,
+    pub flux_diff: Flux,
+    /// Separation of the lobes, arcseconds.
+    pub length: f64,
+    /// Position angle from the negative to the positive lobe, degrees east of north.
+    pub angle: f64,
+    pub chi2: f64,
+    pub ndata: usize,
 }
 
 /// One source on a difference image. Fluxes in nJy.
@@ -97,6 +138,10 @@ pub struct DiaSource {
     pub bbox_size: usize,
     /// The difference image's PSF moments at the source (pixels²).
     pub psf_moments: Moments,
+    /// None when the trailed-source fit failed.
+    pub trail: Option<Trail>,
+    /// Fitted where the dipole flag is set; None elsewhere and when the fit failed.
+    pub dipole: Option<Dipole>,
 }
 
 /// Detects and measures the DIASources of `difference` (science minus template, decorrelated,
@@ -116,9 +161,9 @@ pub fn detect_dia_sources(
         .wcs
         .as_ref()
         .ok_or(DiaError::Missing("difference image", "WCS"))?;
-    if difference.photo_calib.is_none() {
-        return Err(DiaError::Missing("difference image", "calibration"));
-    }
+    let calib = difference
+        .photo_calib
+        .ok_or(DiaError::Missing("difference image", "calibration"))?;
     let dims = (difference.width(), difference.height());
     if (science.width(), science.height()) != dims || (template.width(), template.height()) != dims
     {
@@ -179,10 +224,36 @@ pub fn detect_dia_sources(
             .psf
             .as_ref()
             .map_or(UNMEASURED, |p| measure_point(template, p, &at).psf_flux);
-        let dipole = peaks.iter().any(|(q, neg, _)| {
-            neg != negative
-                && ((q.x as f64 - m.x).powi(2) + (q.y as f64 - m.y).powi(2)).sqrt()
-                    < config.dipole_fwhm * fwhm
+        // The nearest peak of the other sign close enough to make this one lobe of a dipole.
+        let partner = peaks
+            .iter()
+            .filter(|(_, neg, _)| neg != negative)
+            .map(|(q, _, _)| ((q.x as f64 - m.x).hypot(q.y as f64 - m.y), q))
+            .filter(|(d, _)| *d < config.dipole_fwhm * fwhm)
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, q)| (q.x as f64, q.y as f64));
+        let dipole = partner.is_some();
+        let psf_moments = psf.moments_at(m.x, m.y);
+        let trail = models::fit_trail(
+            difference,
+            psf_moments,
+            (m.x, m.y),
+            m.shape.map(|s| Moments {
+                ixx: s.ixx,
+                iyy: s.iyy,
+                ixy: s.ixy,
+            }),
+            *bbox_size as f64,
+        )
+        .map(|t| trail_on_sky(&t, wcs, &calib));
+        let dipole_model = partner.and_then(|other| {
+            let (pos, neg) = if *negative {
+                (other, (m.x, m.y))
+            } else {
+                ((m.x, m.y), other)
+            };
+            let mid = psf.moments_at(0.5 * (pos.0 + neg.0), 0.5 * (pos.1 + neg.1));
+            models::fit_dipole(difference, mid, pos, neg).map(|d| dipole_on_sky(&d, wcs, &calib))
         });
         let sky = wcs.pixel_to_sky(PixelPosition { x: m.x, y: m.y });
         let psf_flux = signed(m.psf_flux);
@@ -249,10 +320,64 @@ pub fn detect_dia_sources(
             psf_chi2: m.psf_chi2,
             psf_ln_l: m.psf_ln_l,
             bbox_size: *bbox_size,
-            psf_moments: psf.moments_at(m.x, m.y),
+            psf_moments,
+            trail,
+            dipole: dipole_model,
         });
     }
     Ok(out)
+}
+
+/// Position angle (degrees east of north, in [0, 360)) of the pixel direction (ux, uy) at
+/// (x, y).
+fn position_angle(wcs: &TanSipWcs, (x, y): (f64, f64), (ux, uy): (f64, f64)) -> f64 {
+    let a = wcs.pixel_to_sky(PixelPosition { x, y });
+    let b = wcs.pixel_to_sky(PixelPosition {
+        x: x + ux,
+        y: y + uy,
+    });
+    let d_ra = ((b.ra() - a.ra() + 540.0).rem_euclid(360.0) - 180.0) * a.dec().to_radians().cos();
+    d_ra.atan2(b.dec() - a.dec()).to_degrees().rem_euclid(360.0)
+}
+
+fn calibrated(calib: &PhotoCalib, value: f64, err: f64) -> Flux {
+    Flux {
+        value: calib.to_njy(value),
+        err: calib.to_njy_err(value, err),
+    }
+}
+
+fn trail_on_sky(t: &models::TrailFit, wcs: &TanSipWcs, calib: &PhotoCalib) -> Trail {
+    let scale = wcs.pixel_scale_arcsec();
+    let centre = wcs.pixel_to_sky(PixelPosition { x: t.x, y: t.y });
+    let (sin, cos) = t.angle.sin_cos();
+    Trail {
+        ra: centre.ra(),
+        dec: centre.dec(),
+        ra_err: t.x_err * scale / 3600.0,
+        dec_err: t.y_err * scale / 3600.0,
+        length: t.length * scale,
+        length_err: t.length_err * scale,
+        // A trail has no direction: its angle is taken modulo 180 degrees.
+        angle: position_angle(wcs, (t.x, t.y), (cos, sin)).rem_euclid(180.0),
+        angle_err: t.angle_err.to_degrees(),
+        flux: calibrated(calib, t.flux, t.flux_err),
+        chi2: t.chi2,
+        ndata: t.ndata,
+        edge: t.edge,
+    }
+}
+
+fn dipole_on_sky(d: &models::DipoleFit, wcs: &TanSipWcs, calib: &PhotoCalib) -> Dipole {
+    let (dx, dy) = (d.positive.0 - d.negative.0, d.positive.1 - d.negative.1);
+    Dipole {
+        mean_flux: calibrated(calib, d.mean_flux(), d.mean_flux_err),
+        flux_diff: calibrated(calib, d.flux_diff(), d.flux_diff_err),
+        length: d.length() * wcs.pixel_scale_arcsec(),
+        angle: position_angle(wcs, d.negative, (dx, dy)),
+        chi2: d.chi2,
+        ndata: d.ndata,
+    }
 }
 
 #[cfg(test)]

@@ -81,7 +81,7 @@ const UNUSABLE: [MaskPlane; 4] = [
 
 /// One pixel as measurement sees it.
 #[derive(Debug, Clone, Copy)]
-enum Px {
+pub(crate) enum Px {
     /// Outside the image.
     Off,
     /// Inside, but unusable: masked, not finite, or without a positive variance.
@@ -93,7 +93,7 @@ enum Px {
 /// The exposure's planes read directly, with the unusable planes as one bit mask: the
 /// measurement loops touch each pixel many times, and bounds-checked lookups of three
 /// planes with a plane list folded each time dominated their cost.
-struct Pixels<'a> {
+pub(crate) struct Pixels<'a> {
     image: &'a [f32],
     variance: &'a [f32],
     mask: &'a [i32],
@@ -129,7 +129,7 @@ impl ChildLight {
 }
 
 impl<'a> Pixels<'a> {
-    fn of(exposure: &'a Exposure) -> Self {
+    pub(crate) fn of(exposure: &'a Exposure) -> Self {
         Self {
             image: exposure.image().data(),
             variance: exposure.variance().data(),
@@ -149,7 +149,7 @@ impl<'a> Pixels<'a> {
     }
 
     #[inline]
-    fn at(&self, x: i64, y: i64) -> Px {
+    pub(crate) fn at(&self, x: i64, y: i64) -> Px {
         if x < 0 || y < 0 || x >= self.width || y >= self.height {
             return Px::Off;
         }
@@ -811,7 +811,7 @@ pub fn fit_psf_fluxes(
 
 /// The inverse of a small symmetric positive-definite matrix (Gauss-Jordan with partial
 /// pivoting); None when singular.
-fn invert(mut a: Vec<Vec<f64>>) -> Option<Vec<Vec<f64>>> {
+pub(crate) fn invert(mut a: Vec<Vec<f64>>) -> Option<Vec<Vec<f64>>> {
     let n = a.len();
     // Pivots this small relative to the matrix are rounding noise: the matrix is singular.
     let tiny = 1e-12 * (0..n).map(|i| a[i][i].abs()).fold(0.0, f64::max);

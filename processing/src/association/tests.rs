@@ -47,6 +47,8 @@ fn source(ra: f64, dec: f64, err_arcsec: f64, flux: f64) -> DiaSource {
             iyy: 2.0,
             ixy: 0.0,
         },
+        trail: None,
+        dipole: None,
     }
 }
 

@@ -170,6 +170,15 @@ fn finds_the_transients_a_difference_shows() {
                     s.snr
                 );
                 assert!(s.spuriousness < 0.5, "{s:?}");
+                // Nothing here moves: its trail's length is nothing but noise, and the
+                // trail holds the PSF's flux.
+                let t = s.trail.expect("a trail fitted");
+                assert!(t.length < 4.0 * t.length_err.max(0.05), "{t:?}");
+                assert!(
+                    (t.flux.value - s.psf_flux.value).abs()
+                        < 0.05 * s.psf_flux.value.abs() + 3.0 * s.psf_flux.err,
+                    "{t:?} {s:?}"
+                );
             }
         }
     }
