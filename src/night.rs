@@ -25,8 +25,9 @@ use aster_archive::alerts::cutout::Cutouts;
 use aster_archive::alerts::{AlertArchive, AlertParts, AlertSchema, AlertTable, NewAlert};
 use aster_archive::catalog::{CatalogStore, DEFAULT_MAX_ROWS};
 use aster_archive::schema::builtin_schemas;
+use aster_processing::association::astrometry::Motion;
 use aster_processing::association::solar_system::associate_solar_system;
-use aster_processing::association::{AssociationConfig, Associator};
+use aster_processing::association::{AssociationConfig, Associator, DiaObject};
 use aster_processing::background::Background;
 use aster_processing::dia::{self, DiaConfig, DiaSource, detect_dia_sources};
 use aster_processing::diffim::{DiffimConfig, stamp_stars, subtract_with_stars};
@@ -355,7 +356,7 @@ pub async fn run(
     )?;
     let mut sources_out = csv(
         &spec.out.join("dia_sources.csv"),
-        "visit,diaSourceId,diaObjectId,ssObjectId,x,y,ra,dec,snr,psfFlux,psfFluxErr,isNegative,spuriousness,dipole,trailLength,trailLengthErr",
+        "visit,diaSourceId,diaObjectId,ssObjectId,x,y,ra,dec,snr,psfFlux,psfFluxErr,isNegative,spuriousness,dipole,trailLength,trailLengthErr,psfChi2Dof,scienceFlux,templateFlux,sizeRatio,masked,edge,bboxSize",
     )?;
     let mut latency_out = std::fs::File::create(spec.out.join("latency.jsonl"))?;
     let mut summary = NightSummary::default();
@@ -454,6 +455,9 @@ pub async fn run(
             if let (Some(d), Some(s)) = (on_diff, on_visit) {
                 forced.push((o.id, o.ra, o.dec, d[0], s[0]));
             }
+        }
+        for (id, _, _, on_diff, on_visit) in &forced {
+            associator.add_forced(*id, v.band, v.mjd_mid(), *on_diff, *on_visit);
         }
         lap("forced", &mut stages);
         let mjd = v.mjd_mid();
@@ -567,7 +571,7 @@ pub async fn run(
         for (i, (s, id)) in sources.iter().zip(&ids).enumerate() {
             writeln!(
                 sources_out,
-                "{},{id},{},{},{:.3},{:.3},{:.8},{:.8},{:.3},{:.3},{:.3},{},{:.3},{},{},{}",
+                "{},{id},{},{},{:.3},{:.3},{:.8},{:.8},{:.3},{:.3},{:.3},{},{:.3},{},{},{},{:.3},{:.3},{:.3},{},{},{},{}",
                 v.visit,
                 blank(&dia_object[i]),
                 blank(&ss_object[i]),
@@ -585,6 +589,19 @@ pub async fn run(
                     .map_or(String::new(), |t| format!("{:.4}", t.length)),
                 s.trail
                     .map_or(String::new(), |t| format!("{:.4}", t.length_err)),
+                s.psf_chi2 / s.psf_ndata.max(1) as f64,
+                s.science_flux.value,
+                s.template_flux.value,
+                s.shape.map_or(String::new(), |m| {
+                    let p = s.psf_moments;
+                    format!(
+                        "{:.3}",
+                        ((m.ixx * m.iyy - m.ixy * m.ixy) / (p.ixx * p.iyy - p.ixy * p.ixy)).sqrt()
+                    )
+                }),
+                s.flags.masked,
+                s.flags.edge,
+                s.bbox_size,
             )?;
         }
         let record = serde_json::json!({
@@ -784,14 +801,61 @@ fn dia_object_batch(a: &Associator, ids: &[i64], mjd: f64) -> Result<arrow::arra
                 .map(|o| g(&o.fluxes[b]).map(|v| v as f32))
                 .collect::<Vec<_>>()
         };
+        let forced = |g: &dyn Fn(&DiaObject) -> Option<f64>| {
+            objects
+                .iter()
+                .map(|o| g(o).map(|v| v as f32))
+                .collect::<Vec<_>>()
+        };
         c.f32(format!("{name}_psfFluxMean"), f(&|x| x.mean()))
             .f32(format!("{name}_psfFluxMeanErr"), f(&|x| x.mean_err()))
             .f32(format!("{name}_psfFluxSigma"), f(&|x| x.sigma()))
             .i32(
                 format!("{name}_psfFluxNdata"),
                 objects.iter().map(|o| Some(o.fluxes[b].n as i32)).collect(),
-            );
+            )
+            .f32(
+                format!("{name}_fpFluxMean"),
+                forced(&|o| o.forced[b].mean()),
+            )
+            .f32(
+                format!("{name}_fpFluxMeanErr"),
+                forced(&|o| o.forced[b].mean_err()),
+            )
+            .f32(
+                format!("{name}_scienceFluxMean"),
+                forced(&|o| o.science[b].mean()),
+            )
+            .f32(
+                format!("{name}_scienceFluxMeanErr"),
+                forced(&|o| o.science[b].mean_err()),
+            )
+            .f32(format!("{name}_psfFluxMin"), f(&|x| x.min()))
+            .f32(format!("{name}_psfFluxMax"), f(&|x| x.max()))
+            .f32(format!("{name}_psfFluxMaxSlope"), f(&|x| x.max_slope()))
+            .f32(format!("{name}_psfFluxErrMean"), f(&|x| x.err_mean()));
     }
+    let motions: Vec<_> = objects.iter().map(|o| o.astrometry.motion()).collect();
+    let motion = |g: &dyn Fn(&Motion) -> Option<f64>| {
+        motions
+            .iter()
+            .map(|m| m.as_ref().and_then(g).map(|v| v as f32))
+            .collect::<Vec<_>>()
+    };
+    c.f32("pmRa", motion(&|m| Some(m.pm_ra)))
+        .f32("pmRaErr", motion(&|m| Some(m.pm_ra_err)))
+        .f32("pmDec", motion(&|m| Some(m.pm_dec)))
+        .f32("pmDecErr", motion(&|m| Some(m.pm_dec_err)))
+        .f32("parallax", motion(&|m| m.parallax.map(|p| p.0)))
+        .f32("parallaxErr", motion(&|m| m.parallax.map(|p| p.1)))
+        .f32("pmParallaxChi2", motion(&|m| Some(m.chi2)))
+        .i32(
+            "pmParallaxNdata",
+            motions
+                .iter()
+                .map(|m| m.as_ref().map(|m| m.ndata as i32))
+                .collect(),
+        );
     c.batch()
 }
 

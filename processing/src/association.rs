@@ -1,9 +1,12 @@
 //! Association (DMS-REQ-0271, 0272, 0285): each visit's DIASources are matched to the
 //! DIAObjects already known, one to one and nearest first within a radius, and the rest
 //! start new DIAObjects. A DIAObject's summary is updated with every source: its
-//! inverse-variance weighted position, its first and last times, and per band the mean PSF
-//! flux with its error, the scatter, and the chi-square about the mean (a variability
-//! statistic: about one per point for a constant source).
+//! inverse-variance weighted position, its proper motion and parallax once its sources
+//! span long enough ([`astrometry`]), its first and last times, and per band the mean PSF
+//! flux with its error, the scatter, the chi-square about the mean (a variability
+//! statistic: about one per point for a constant source), the extremes, the mean error and
+//! the steepest rise between consecutive sources; and with every visit's forced photometry
+//! the weighted means of its forced fluxes on the difference and the visit image.
 //!
 //! Candidates are found through HEALPix cells of order 14 (13 arcsec) and their neighbours,
 //! so a visit costs its sources times the few objects nearby, whatever the catalog's size.
@@ -13,6 +16,7 @@ use std::collections::HashMap;
 use cdshealpix::nested;
 
 use crate::dia::DiaSource;
+use crate::measurement::Flux;
 use crate::sky::BANDS;
 use crate::wcs::SkyCoord;
 
@@ -42,17 +46,62 @@ pub struct BandFluxes {
     sum_wf2: f64,
     sum_f: f64,
     sum_f2: f64,
+    sum_err: f64,
+    min: f64,
+    max: f64,
+    /// The latest flux and its time (MJD), and the steepest rise between consecutive
+    /// fluxes so far, nJy a day.
+    last: Option<(f64, f64)>,
+    max_slope: Option<f64>,
 }
 
 impl BandFluxes {
-    fn add(&mut self, flux: f64, err: f64) {
+    /// Adds a flux (nJy) and its error measured at `mjd`; fluxes arrive in time order, as
+    /// visits do. A flux that is not a number counts for nothing.
+    fn add(&mut self, flux: f64, err: f64, mjd: f64) {
+        if !flux.is_finite() {
+            return;
+        }
         let w = if err > 0.0 { 1.0 / (err * err) } else { 0.0 };
+        if self.n == 0 {
+            (self.min, self.max) = (flux, flux);
+        }
         self.n += 1;
         self.sum_w += w;
         self.sum_wf += w * flux;
         self.sum_wf2 += w * flux * flux;
         self.sum_f += flux;
         self.sum_f2 += flux * flux;
+        if err.is_finite() {
+            self.sum_err += err;
+        }
+        self.min = self.min.min(flux);
+        self.max = self.max.max(flux);
+        if let Some((t, f)) = self.last
+            && mjd > t
+        {
+            let slope = (flux - f) / (mjd - t);
+            self.max_slope = Some(self.max_slope.map_or(slope, |m| m.max(slope)));
+        }
+        self.last = Some((mjd, flux));
+    }
+
+    /// The smallest and largest flux, nJy.
+    pub fn min(&self) -> Option<f64> {
+        (self.n > 0).then_some(self.min)
+    }
+    pub fn max(&self) -> Option<f64> {
+        (self.n > 0).then_some(self.max)
+    }
+
+    /// The largest change a day between consecutive fluxes, nJy/day (a fall is negative).
+    pub fn max_slope(&self) -> Option<f64> {
+        self.max_slope
+    }
+
+    /// Mean of the fluxes' errors.
+    pub fn err_mean(&self) -> Option<f64> {
+        (self.n > 0).then(|| self.sum_err / f64::from(self.n))
     }
 
     /// Inverse-variance weighted mean, nJy.
@@ -94,8 +143,13 @@ pub struct DiaObject {
     pub n_dia_sources: u32,
     pub first_mjd: f64,
     pub last_mjd: f64,
-    /// Per band (ugrizy).
+    /// Per band (ugrizy): the DIASources' PSF fluxes, and the forced PSF fluxes of every
+    /// visit on the difference and on the visit image.
     pub fluxes: [BandFluxes; 6],
+    pub forced: [BandFluxes; 6],
+    pub science: [BandFluxes; 6],
+    /// Proper motion and parallax, from the DIASources' positions.
+    pub astrometry: Astrometry,
     sum_w_ra: f64,
     sum_w_dec: f64,
     sum_wx: f64,
@@ -115,6 +169,9 @@ impl DiaObject {
             first_mjd: mjd,
             last_mjd: mjd,
             fluxes: Default::default(),
+            forced: Default::default(),
+            science: Default::default(),
+            astrometry: Astrometry::default(),
             sum_w_ra: 0.0,
             sum_w_dec: 0.0,
             sum_wx: 0.0,
@@ -147,8 +204,9 @@ impl DiaObject {
         self.first_mjd = self.first_mjd.min(mjd);
         self.last_mjd = self.last_mjd.max(mjd);
         if band < BANDS.len() {
-            self.fluxes[band].add(s.psf_flux.value, s.psf_flux.err);
+            self.fluxes[band].add(s.psf_flux.value, s.psf_flux.err, mjd);
         }
+        self.astrometry.add(s.ra, s.dec, s.ra_err, s.dec_err, mjd);
     }
 
     fn position(&self) -> Option<SkyCoord> {
@@ -209,6 +267,27 @@ impl Associator {
 
     pub fn get(&self, id: i64) -> Option<&DiaObject> {
         self.by_id.get(&id).map(|i| &self.objects[*i])
+    }
+
+    /// Adds a visit's forced photometry of DIAObject `id` (in `band`, at `mjd`): its PSF
+    /// flux on the difference and on the visit image. False when there is no such object.
+    pub fn add_forced(
+        &mut self,
+        id: i64,
+        band: usize,
+        mjd: f64,
+        difference: Flux,
+        science: Flux,
+    ) -> bool {
+        let Some(&i) = self.by_id.get(&id) else {
+            return false;
+        };
+        if band < BANDS.len() {
+            let o = &mut self.objects[i];
+            o.forced[band].add(difference.value, difference.err, mjd);
+            o.science[band].add(science.value, science.err, mjd);
+        }
+        true
     }
 
     /// DIAObjects within `radius_arcsec` of a position.
@@ -295,7 +374,10 @@ impl Associator {
     }
 }
 
+pub mod astrometry;
 pub mod solar_system;
+
+use astrometry::Astrometry;
 
 #[cfg(test)]
 mod tests;

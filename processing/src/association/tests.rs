@@ -162,6 +162,39 @@ fn one_source_per_object_per_visit_nearest_first() {
     assert!((r.sigma().unwrap() - 200f64.sqrt() * 10.0).abs() < 1e-6);
     // Chi-square about the mean: (100² + 100²) / 100².
     assert!((r.chi2().unwrap() - 2.0).abs() < 1e-9);
+    // 500 then 700 a day later.
+    assert_eq!((r.min(), r.max()), (Some(500.0), Some(700.0)));
+    assert!((r.max_slope().unwrap() - 200.0).abs() < 1e-9);
+    assert!((r.err_mean().unwrap() - 100.0).abs() < 1e-9);
+    assert_eq!(o.fluxes[1].min(), None);
+    // Too short a span for a proper motion.
+    assert_eq!(o.astrometry.motion(), None);
+    // Forced photometry of each visit: weighted means of both images' fluxes.
+    let id = first[0].dia_object_id;
+    for (mjd, diff, sci) in [(1.0, 100.0, 1100.0), (2.0, 300.0, 1300.0)] {
+        let f = |v| Flux {
+            value: v,
+            err: 50.0,
+        };
+        assert!(a.add_forced(id, 2, mjd, f(diff), f(sci)));
+    }
+    let o = a.get(id).unwrap();
+    assert!((o.forced[2].mean().unwrap() - 200.0).abs() < 1e-9);
+    assert!((o.science[2].mean().unwrap() - 1200.0).abs() < 1e-9);
+    assert!((o.science[2].mean_err().unwrap() - 50.0 / 2f64.sqrt()).abs() < 1e-9);
+    assert!(!a.add_forced(
+        999_999,
+        2,
+        3.0,
+        Flux {
+            value: 1.0,
+            err: 1.0
+        },
+        Flux {
+            value: 1.0,
+            err: 1.0
+        }
+    ));
     // Beyond the radius: a new object.
     let far = a.associate(
         &[source(10.0, 20.0 + 3.0 / 3600.0, 0.1, 1.0)],
