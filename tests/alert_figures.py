@@ -5,7 +5,9 @@ in its output directory (truth.csv, dia_sources.csv, latency.jsonl):
 - completeness: the share of injected transients with true difference-image SNR >= 6
   that produced a DIASource (of the right sign, within 3 pixels, on the same visit);
 - false DIASources per CCD per visit: those within 3 pixels of nothing that changed by
-  more than 2 sigma;
+  more than 2 sigma; and the real/bogus score evaluated on that truth: the false ones
+  still deemed reliable (reliability = 1 - spuriousness >= 0.5), and the share of real
+  ones (and of transients) deemed not;
 - association purity for isolated variables (no other object within 5 arcsec): the share
   of their DIASources whose DIAObject holds that variable's sources only; and how many
   DIAObjects each variable was split over;
@@ -66,12 +68,24 @@ def figures(directory):
         if any(near(s, t) and s["isNegative"] == "false" for s in by_visit[t["visit"]]):
             found += 1
 
-    # False DIASources: near nothing that changed.
-    false = 0
+    # False DIASources: near nothing that changed; and what the real/bogus score makes of
+    # them and of the real ones.
+    false = false_reliable = real = real_doubted = transients_real = transients_doubted = 0
     for visit, ss in by_visit.items():
         changed = [t for t in truth_by_visit[visit]
                    if math.isfinite(float(t["snr"])) and abs(float(t["snr"])) > 2.0]
-        false += sum(1 for s in ss if not any(near(s, t) for t in changed))
+        for s in ss:
+            reliable = float(s["spuriousness"]) < 0.5
+            what = next((t for t in changed if near(s, t)), None)
+            if what is None:
+                false += 1
+                false_reliable += reliable
+            else:
+                real += 1
+                real_doubted += not reliable
+                if what["kind"] == "transient":
+                    transients_real += 1
+                    transients_doubted += not reliable
     visits = len(latency)
 
     # Purity for isolated variables.
@@ -159,6 +173,10 @@ def figures(directory):
         "transients_found": found,
         "completeness": found / expected if expected else float("nan"),
         "false_per_ccd_visit": false / visits if visits else float("nan"),
+        "false_reliable_per_ccd_visit": false_reliable / visits if visits else float("nan"),
+        "real_doubted": real_doubted / real if real else float("nan"),
+        "transients_doubted": (transients_doubted / transients_real
+                               if transients_real else float("nan")),
         "isolated_variables": len(isolated),
         "variable_sources": assoc_total,
         "purity": assoc_pure / assoc_total if assoc_total else float("nan"),
@@ -192,7 +210,10 @@ def main(argv):
     print(f"transients with true SNR >= 6       {f['transients_expected']}")
     print(f"  with a DIASource                  {f['transients_found']}"
           f"  ({100 * f['completeness']:.1f} %)")
-    print(f"false DIASources per CCD per visit  {f['false_per_ccd_visit']:.2f}")
+    print(f"false DIASources per CCD per visit  {f['false_per_ccd_visit']:.2f}"
+          f"  ({f['false_reliable_per_ccd_visit']:.2f} with reliability >= 0.5)")
+    print(f"real DIASources with reliability < 0.5  {100 * f['real_doubted']:.2f} %"
+          f"  (transients {100 * f['transients_doubted']:.2f} %)")
     print(f"isolated variables                  {f['isolated_variables']}"
           f"  ({f['variable_sources']} DIASources)")
     print(f"association purity                  {100 * f['purity']:.2f} %"

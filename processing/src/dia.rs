@@ -7,9 +7,16 @@
 //! what moved during the exposure; [`models`]), the flux at the same place on the science
 //! image and on the template, flags, and a spuriousness score.
 //!
-//! The score is rule-based (no trained classifier yet): it rises for dipoles, for shapes
-//! far from the PSF's (cosmic rays, bad subtractions), for masked or edge pixels, and for a
-//! positive source brighter on the difference than on the science image it came from.
+//! The score is rule-based (no trained classifier yet), each rule a probability that the
+//! source is an artefact, combined as independent evidence (1 - Π(1 - p)), so that one
+//! strong rule or two weak ones make a source more likely bogus than not: a change of less
+//! than a thirtieth of the template's flux there (what a bright star's imperfect
+//! subtraction leaves; 0.6), a dipole (0.5), a shape far from the PSF's (cosmic rays, hot
+//! pixels, bad subtractions; 0.4) or none measured (0.2), masked or edge pixels (0.2), and
+//! a positive source brighter on the difference than on the science image it came from
+//! (0.4; not where pixels were masked, which the science flux then misses). Evaluated on
+//! the simulator's truth by `tests/alert_figures.py`: on a 4k CCD from raws it marks three
+//! in four false DIASources and about one real one in a hundred.
 use crate::detection::{DetectionConfig, Peak, detect};
 use crate::image::{Exposure, PhotoCalib};
 use crate::measurement::{Flux, Shape, measure_point};
@@ -34,6 +41,9 @@ pub struct DiaConfig {
     pub min_pixels: usize,
     /// A positive and a negative peak closer than this many PSF FWHM make a dipole.
     pub dipole_fwhm: f64,
+    /// A change smaller than the template's flux there over this looks like what an
+    /// imperfect subtraction of a bright source leaves (evidence for the spuriousness).
+    pub residual_ratio: f64,
 }
 
 impl Default for DiaConfig {
@@ -42,6 +52,7 @@ impl Default for DiaConfig {
             threshold: 5.0,
             min_pixels: 3,
             dipole_fwhm: 1.5,
+            residual_ratio: 30.0,
         }
     }
 }
@@ -273,30 +284,39 @@ pub fn detect_dia_sources(
         } else {
             0.0
         };
-        let mut spurious: f64 = 0.0;
-        if dipole {
-            spurious += 0.5;
-        }
-        if flags.edge || flags.masked {
-            spurious += 0.3;
-        }
-        match m.shape {
-            // Far sharper than the PSF (cosmic rays, hot pixels) or far broader.
-            Some(s) => {
-                let size = (s.ixx * s.iyy - s.ixy * s.ixy).max(0.0).sqrt() / psf_area;
-                if !(0.5..=2.5).contains(&size) {
-                    spurious += 0.4;
-                }
-            }
-            None => spurious += 0.2,
-        }
-        // A brightening cannot exceed what the science image holds at that place.
-        if !negative
-            && science_flux.value.is_finite()
-            && psf_flux.value > science_flux.value + 5.0 * science_flux.err.max(psf_flux.err)
-        {
-            spurious += 0.4;
-        }
+        let masked = flags.edge || flags.masked;
+        let evidence = [
+            (
+                template_flux.value.abs() > config.residual_ratio * psf_flux.value.abs(),
+                0.6,
+            ),
+            (dipole, 0.5),
+            (
+                // Far sharper than the PSF (cosmic rays, hot pixels) or far broader.
+                m.shape.is_some_and(|s| {
+                    let size = (s.ixx * s.iyy - s.ixy * s.ixy).max(0.0).sqrt() / psf_area;
+                    !(0.5..=2.5).contains(&size)
+                }),
+                0.4,
+            ),
+            (m.shape.is_none(), 0.2),
+            (masked, 0.2),
+            // A brightening cannot exceed what the science image holds at that place.
+            (
+                !negative
+                    && !masked
+                    && science_flux.value.is_finite()
+                    && psf_flux.value
+                        > science_flux.value + 5.0 * science_flux.err.max(psf_flux.err),
+                0.4,
+            ),
+        ];
+        let spurious = 1.0
+            - evidence
+                .iter()
+                .filter(|(holds, _)| *holds)
+                .map(|(_, p)| 1.0 - p)
+                .product::<f64>();
         out.push(DiaSource {
             x: m.x,
             y: m.y,
@@ -314,7 +334,7 @@ pub fn detect_dia_sources(
             extendedness: m.extendedness,
             science_flux,
             template_flux,
-            spuriousness: spurious.min(1.0),
+            spuriousness: spurious,
             flags,
             psf_ndata: m.psf_pixels,
             psf_chi2: m.psf_chi2,
