@@ -981,6 +981,7 @@ struct AlertInputs<'a> {
 struct MadeAlert {
     id: i64,
     object: Option<i64>,
+    ss_object: Option<i64>,
     mjd: f64,
     body: Vec<u8>,
 }
@@ -990,6 +991,7 @@ impl MadeAlert {
         NewAlert {
             alert_id: self.id,
             dia_object_id: self.object,
+            ss_object_id: self.ss_object,
             mjd: self.mjd,
             body: &self.body,
         }
@@ -1095,6 +1097,7 @@ fn alerts_of_visit(
         out.push(MadeAlert {
             id: inp.ids[i],
             object: inp.dia_objects[i],
+            ss_object: inp.ss_objects[i],
             mjd,
             body,
         });

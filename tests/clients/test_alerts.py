@@ -193,6 +193,16 @@ def test_the_archive_answers_by_object_and_time_and_refuses_bad_parameters(base_
     obj, ids = max(per_object.items(), key=lambda kv: len(kv[1]))
     _, recs = schema.retrieve_alerts(io.BytesIO(read_archive(base_url, diaObjectId=obj)))
     assert sorted(a["diaSourceId"] for a in recs) == sorted(ids)
+    # A known asteroid's alerts, by its SSObject.
+    per_ss = {}
+    for r in rows:
+        if r["ssObjectId"]:
+            per_ss.setdefault(r["ssObjectId"], []).append(int(r["diaSourceId"]))
+    ss, ids = max(per_ss.items(), key=lambda kv: len(kv[1]))
+    _, recs = schema.retrieve_alerts(io.BytesIO(read_archive(base_url, ssObjectId=ss)))
+    recs = list(recs)
+    assert sorted(a["diaSourceId"] for a in recs) == sorted(ids)
+    assert all(a["ssSource"]["ssObjectId"] == int(ss) for a in recs)
     # A time window holds the visits within it, and limit caps the count.
     times = sorted({a["diaSource"]["midpointMjdTai"] for a in schema.retrieve_alerts(
         io.BytesIO(read_archive(base_url, limit=100000)))[1]})
@@ -207,6 +217,7 @@ def test_the_archive_answers_by_object_and_time_and_refuses_bad_parameters(base_
         ({"since": "yesterday"}, "since"),
         ({"limit": "0"}, "limit"),
         ({"diaObjectId": "x"}, "diaObjectId"),
+        ({"ssObjectId": "1.5"}, "ssObjectId"),
         ({"colour": "red"}, "unknown parameter"),
         ({"since": "61010", "until": "61000"}, "before"),
     ]:

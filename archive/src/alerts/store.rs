@@ -42,6 +42,8 @@ pub enum AlertArchiveError {
 pub struct NewAlert<'a> {
     pub alert_id: i64,
     pub dia_object_id: Option<i64>,
+    /// For a DIASource of a known solar system object, that object.
+    pub ss_object_id: Option<i64>,
     /// The DIASource's midpoint, MJD (TAI).
     pub mjd: f64,
     pub body: &'a [u8],
@@ -53,6 +55,7 @@ pub struct AlertRef {
     pub seq: i64,
     pub alert_id: i64,
     pub dia_object_id: Option<i64>,
+    pub ss_object_id: Option<i64>,
     pub visit: i64,
     pub mjd: f64,
     /// When it was archived, Unix seconds.
@@ -68,6 +71,7 @@ pub struct AlertQuery {
     pub since_mjd: Option<f64>,
     pub until_mjd: Option<f64>,
     pub dia_object_id: Option<i64>,
+    pub ss_object_id: Option<i64>,
     /// Only alerts archived after this sequence number.
     pub after_seq: Option<i64>,
     pub limit: usize,
@@ -106,6 +110,17 @@ impl AlertArchive {
              CREATE TABLE IF NOT EXISTS alert_filter (
                id INTEGER PRIMARY KEY AUTOINCREMENT, owner TEXT NOT NULL, name TEXT NOT NULL,
                expression TEXT NOT NULL, created TEXT NOT NULL, UNIQUE (owner, name));",
+        )?;
+        // Archives made before alerts were indexed by their solar system object gain the
+        // column (empty for the alerts already there, which the index then skips).
+        let has_ss = conn
+            .prepare("SELECT 1 FROM pragma_table_info('alert') WHERE name = 'ss_object_id'")?
+            .exists([])?;
+        if !has_ss {
+            conn.execute_batch("ALTER TABLE alert ADD COLUMN ss_object_id INTEGER;")?;
+        }
+        conn.execute_batch(
+            "CREATE INDEX IF NOT EXISTS alert_ss_object ON alert(ss_object_id, seq);",
         )?;
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -178,8 +193,8 @@ impl AlertArchive {
         let mut added = 0;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO alert (alert_id, dia_object_id, visit, mjd, file, offset, length, archived_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT OR IGNORE INTO alert (alert_id, dia_object_id, visit, mjd, file, offset, length, archived_at, ss_object_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
             for (a, (offset, length)) in fresh.iter().zip(&offsets) {
                 added += insert.execute(params![
@@ -190,7 +205,8 @@ impl AlertArchive {
                     name,
                     *offset as i64,
                     *length as i64,
-                    now
+                    now,
+                    a.ss_object_id
                 ])?;
             }
         }
@@ -202,9 +218,11 @@ impl AlertArchive {
     pub fn find(&self, q: &AlertQuery) -> Result<Vec<AlertRef>, AlertArchiveError> {
         let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(
-            "SELECT seq, alert_id, dia_object_id, visit, mjd, archived_at, file, offset, length FROM alert
+            "SELECT seq, alert_id, dia_object_id, visit, mjd, archived_at, file, offset, length, ss_object_id
+             FROM alert
              WHERE (?1 IS NULL OR mjd >= ?1) AND (?2 IS NULL OR mjd < ?2)
-               AND (?3 IS NULL OR dia_object_id = ?3) AND seq > coalesce(?4, 0)
+               AND (?3 IS NULL OR dia_object_id = ?3) AND (?6 IS NULL OR ss_object_id = ?6)
+               AND seq > coalesce(?4, 0)
              ORDER BY seq LIMIT ?5",
         )?;
         let rows = stmt.query_map(
@@ -213,7 +231,8 @@ impl AlertArchive {
                 q.until_mjd,
                 q.dia_object_id,
                 q.after_seq,
-                q.limit as i64
+                q.limit as i64,
+                q.ss_object_id
             ],
             row_ref,
         )?;
@@ -224,7 +243,7 @@ impl AlertArchive {
         let conn = self.conn()?;
         Ok(conn
             .prepare_cached(
-                "SELECT seq, alert_id, dia_object_id, visit, mjd, archived_at, file, offset, length
+                "SELECT seq, alert_id, dia_object_id, visit, mjd, archived_at, file, offset, length, ss_object_id
                  FROM alert WHERE alert_id = ?1",
             )?
             .query_row([alert_id], row_ref)
@@ -360,6 +379,7 @@ fn row_ref(r: &rusqlite::Row) -> rusqlite::Result<AlertRef> {
         seq: r.get(0)?,
         alert_id: r.get(1)?,
         dia_object_id: r.get(2)?,
+        ss_object_id: r.get(9)?,
         visit: r.get(3)?,
         mjd: r.get(4)?,
         archived_at: r.get(5)?,

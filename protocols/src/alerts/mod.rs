@@ -1,5 +1,5 @@
-//! Alerts over HTTP (DMS-REQ-0094, 0274): the alert archive queried by time and DIAObject
-//! (`GET /api/alerts?since=&until=&diaObjectId=&limit=`) and by id
+//! Alerts over HTTP (DMS-REQ-0094, 0274): the alert archive queried by time, DIAObject and
+//! solar system object (`GET /api/alerts?since=&until=&diaObjectId=&ssObjectId=&limit=`) and by id
 //! (`GET /api/alerts/{alertId}`), and where the live streams are (`GET /api/alerts/streams`);
 //! alerts are answered as an Avro object container file with
 //! Rubin's alert schema in its header, streamed block by block from the archive's files.
@@ -152,6 +152,13 @@ fn parse_query(params: &[(String, String)]) -> Result<AlertQuery, String> {
                         .map_err(|_| format!("diaObjectId: '{v}' is not an integer"))?,
                 )
             }
+            "ssObjectId" => {
+                q.ss_object_id = Some(
+                    v.trim()
+                        .parse()
+                        .map_err(|_| format!("ssObjectId: '{v}' is not an integer"))?,
+                )
+            }
             "limit" => {
                 q.limit = match v.trim().parse::<usize>() {
                     Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
@@ -164,7 +171,7 @@ fn parse_query(params: &[(String, String)]) -> Result<AlertQuery, String> {
             }
             _ => {
                 return Err(format!(
-                    "unknown parameter {k}: the parameters are since, until, diaObjectId and limit"
+                    "unknown parameter {k}: the parameters are since, until, diaObjectId, ssObjectId and limit"
                 ));
             }
         }

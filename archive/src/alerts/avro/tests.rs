@@ -266,6 +266,45 @@ fn an_alert_holds_its_parts_in_schema_order() {
 }
 
 #[test]
+fn an_archive_from_before_the_solar_system_index_opens_and_gains_it() {
+    let dir = crate::testdir::tempdir("alert-archive-old");
+    {
+        let conn = rusqlite::Connection::open(dir.join("alerts.sqlite3")).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE alert (
+               seq INTEGER PRIMARY KEY AUTOINCREMENT, alert_id INTEGER NOT NULL UNIQUE,
+               dia_object_id INTEGER, visit INTEGER NOT NULL, mjd REAL NOT NULL,
+               file TEXT NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL,
+               archived_at REAL NOT NULL);
+             INSERT INTO alert (alert_id, dia_object_id, visit, mjd, file, offset, length, archived_at)
+               VALUES (5, 1, 9, 61000.0, 'old.avro', 0, 10, 0.0);",
+        )
+        .unwrap();
+    }
+    let archive = AlertArchive::open(&dir).unwrap();
+    let old = archive.get(5).unwrap().unwrap();
+    assert_eq!((old.dia_object_id, old.ss_object_id), (Some(1), None));
+    let body = [1u8; 10];
+    let new = NewAlert {
+        alert_id: 6,
+        dia_object_id: None,
+        ss_object_id: Some(3),
+        mjd: 61001.0,
+        body: &body,
+    };
+    assert_eq!(archive.archive(10, 0, &[new]).unwrap(), 1);
+    let q = AlertQuery {
+        ss_object_id: Some(3),
+        limit: 5,
+        ..Default::default()
+    };
+    assert_eq!(archive.find(&q).unwrap()[0].alert_id, 6);
+    // Opened again, nothing changes.
+    drop(archive);
+    assert_eq!(AlertArchive::open(&dir).unwrap().count().unwrap(), 2);
+}
+
+#[test]
 fn the_archive_keeps_each_alert_once_and_finds_it() {
     let dir = crate::testdir::tempdir("alert-archive");
     let archive = AlertArchive::open(&dir).unwrap();
@@ -275,7 +314,9 @@ fn the_archive_keeps_each_alert_once_and_finds_it() {
         .enumerate()
         .map(|(i, b)| NewAlert {
             alert_id: 100 + i as i64,
-            dia_object_id: Some(1 + (i as i64 % 2)),
+            // The last is a known asteroid's: it has an SSObject and no DIAObject.
+            dia_object_id: (i < 4).then_some(1 + (i as i64 % 2)),
+            ss_object_id: (i == 4).then_some(77),
             mjd: 61000.0 + i as f64,
             body: b,
         })
@@ -294,8 +335,23 @@ fn the_archive_keeps_each_alert_once_and_finds_it() {
         .unwrap();
     assert_eq!(
         found.iter().map(|a| a.alert_id).collect::<Vec<_>>(),
-        vec![100, 102, 104]
+        vec![100, 102]
     );
+    let asteroid = archive
+        .find(&AlertQuery {
+            ss_object_id: Some(77),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        asteroid
+            .iter()
+            .map(|a| (a.alert_id, a.dia_object_id, a.ss_object_id))
+            .collect::<Vec<_>>(),
+        vec![(104, None, Some(77))]
+    );
+    assert_eq!(archive.read(&asteroid[0]).unwrap(), bodies[4]);
     for a in &found {
         let i = (a.alert_id - 100) as usize;
         assert_eq!(archive.read(a).unwrap(), bodies[i]);
