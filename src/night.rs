@@ -26,7 +26,7 @@ use aster_archive::alerts::{AlertArchive, AlertParts, AlertSchema, AlertTable, N
 use aster_archive::catalog::{CatalogStore, DEFAULT_MAX_ROWS};
 use aster_archive::schema::builtin_schemas;
 use aster_processing::association::astrometry::Motion;
-use aster_processing::association::solar_system::associate_solar_system;
+use aster_processing::association::solar_system::{SsSummary, associate_solar_system};
 use aster_processing::association::{AssociationConfig, Associator, DiaObject};
 use aster_processing::background::Background;
 use aster_processing::dia::{self, DiaConfig, DiaSource, detect_dia_sources};
@@ -360,6 +360,10 @@ pub async fn run(
     )?;
     let mut latency_out = std::fs::File::create(spec.out.join("latency.jsonl"))?;
     let mut summary = NightSummary::default();
+    // The known asteroids' summaries, updated with each visit and written after the night,
+    // as the SSObject table is, once a day.
+    let mut ss_summaries: std::collections::BTreeMap<i64, (&SimAsteroid, SsSummary)> =
+        std::collections::BTreeMap::new();
     for k in 0..spec.visits {
         let v = visit(
             FIRST_VISIT + k as i64,
@@ -489,6 +493,23 @@ pub async fn run(
             })
             .collect();
         let ss_rows = solar_system::ss_source_batch(&detections)?;
+        for d in &detections {
+            let id = d.predicted.asteroid.ss_object_id;
+            let Some(asteroid) = asteroids.iter().find(|a| a.ss_object_id == id) else {
+                continue;
+            };
+            ss_summaries
+                .entry(id)
+                .or_insert_with(|| (asteroid, SsSummary::default()))
+                .1
+                .add(
+                    v.band,
+                    mjd,
+                    d.source.psf_flux,
+                    &d.predicted.ephemeris,
+                    solar_system::G_SLOPE,
+                );
+        }
         store
             .append("ap", "DiaSource", std::slice::from_ref(&source_rows))
             .await?;
@@ -634,6 +655,27 @@ pub async fn run(
     }
     truth_out.flush()?;
     sources_out.flush()?;
+    let ss: Vec<_> = ss_summaries.into_values().collect();
+    store
+        .append("ap", "SSObject", &[solar_system::ss_object_batch(&ss)?])
+        .await?;
+    let mut ss_out = csv(
+        &spec.out.join("ss_objects.csv"),
+        "ssObjectId,band,H,HErr,nH,trueH",
+    )?;
+    for (a, s) in &ss {
+        for (band, name) in BANDS.iter().enumerate() {
+            if let Some((h, err, n)) = s.h(band) {
+                writeln!(
+                    ss_out,
+                    "{},{name},{h:.4},{err:.4},{n},{:.4}",
+                    a.ss_object_id,
+                    a.h_in(band)
+                )?;
+            }
+        }
+    }
+    ss_out.flush()?;
     summary.dia_objects = associator.objects().len();
     Ok(summary)
 }

@@ -19,6 +19,8 @@ in its output directory (truth.csv, dia_sources.csv, latency.jsonl):
   motion while the shutter was open) against the fitted one, median and the median of
   their difference in units of the fit's error; for transients (no motion), the median
   fitted length;
+- the known asteroids' absolute magnitudes in the SSObject summaries against the
+  simulator's: median difference and median pull (ss_objects.csv);
 - latency per CCD from the image's arrival to the rows written, p50 and max, and per stage.
 
     python tests/alert_figures.py DIR [--check]
@@ -162,6 +164,15 @@ def figures(directory):
             still.append(measured)
     pulls = [(m - t) / e for t, m, e in moving if math.isfinite(e) and e > 0]
 
+    # SSObject summaries: H against the truth.
+    try:
+        ss_h = read(f"{directory}/ss_objects.csv")
+    except FileNotFoundError:
+        ss_h = []
+    h_diff = [float(r["H"]) - float(r["trueH"]) for r in ss_h]
+    h_pull = [(float(r["H"]) - float(r["trueH"])) / float(r["HErr"]) for r in ss_h
+              if float(r["HErr"]) > 0]
+
     seconds = sorted(r["seconds"] for r in latency)
     stages = defaultdict(list)
     for r in latency:
@@ -195,6 +206,9 @@ def figures(directory):
         "trail_pull": statistics.median(pulls) if pulls else float("nan"),
         "still_trail": statistics.median(still) if still else float("nan"),
         "still": len(still),
+        "ss_h": len(ss_h),
+        "ss_h_diff": statistics.median(h_diff) if h_diff else float("nan"),
+        "ss_h_pull": statistics.median(h_pull) if h_pull else float("nan"),
         "latency_p50": statistics.median(seconds) if seconds else float("nan"),
         "latency_max": seconds[-1] if seconds else float("nan"),
         "stages": {n: (statistics.median(v), max(v)) for n, v in stages.items()},
@@ -229,6 +243,8 @@ def main(argv):
           f" fitted {f['trail_fit']:.2f}\", median (fit - true) / error {f['trail_pull']:.2f}")
     print(f"transients, SNR >= 20               {f['still']}: fitted trail median"
           f" {f['still_trail']:.2f}\"")
+    print(f"SSObject H against the truth        {f['ss_h']} (object, band):"
+          f" median difference {f['ss_h_diff']:.3f} mag, median pull {f['ss_h_pull']:.2f}")
     print(f"latency per CCD                     p50 {f['latency_p50']:.2f} s"
           f"  max {f['latency_max']:.2f} s")
     for name, (p50, mx) in f["stages"].items():

@@ -307,8 +307,8 @@ impl Ephemeris {
     }
 }
 
-/// The H, G phase function's magnitude term at `phase_angle` degrees.
-fn hg_phase(phase_angle: f64, g: f64) -> f64 {
+/// The H, G phase function's magnitude term at `phase_angle` degrees (Bowell et al. 1989).
+pub fn hg_phase(phase_angle: f64, g: f64) -> f64 {
     let t = (phase_angle.to_radians() / 2.0).tan();
     let phi1 = (-3.33 * t.powf(0.63)).exp();
     let phi2 = (-1.87 * t.powf(1.22)).exp();

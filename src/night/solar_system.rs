@@ -6,7 +6,7 @@
 //! records are encoded from.
 use anyhow::{Context, Result};
 use arrow::array::RecordBatch;
-use aster_processing::association::solar_system::{SsMatch, SsPrediction};
+use aster_processing::association::solar_system::{SsMatch, SsPrediction, SsSummary};
 use aster_processing::dia::DiaSource;
 use aster_processing::frames::{ecliptic, galactic};
 use aster_processing::orbits::{
@@ -27,8 +27,9 @@ pub const FIRST_SS_OBJECT: i64 = 4_000_000_000_000;
 const UNLISTED_EVERY: usize = 6;
 /// One-sigma along-track error of the catalogued orbits at the night, arcsec.
 const ORBIT_ERROR_ARCSEC: f64 = 0.3;
-/// The slope parameter of the H, G system, typical of asteroids.
-const G_SLOPE: f64 = 0.15;
+/// The slope parameter of the H, G system, typical of asteroids; the simulator's, and the
+/// one SSObject summaries hold fixed.
+pub const G_SLOPE: f64 = 0.15;
 /// Solar colours, magnitudes relative to r, in ugrizy; and V - r.
 const COLOURS: [f64; 6] = [2.3, 0.45, 0.0, -0.12, -0.15, -0.17];
 const V_MINUS_R: f64 = 0.2;
@@ -58,7 +59,12 @@ pub struct SimAsteroid {
 impl SimAsteroid {
     /// Its flux in `band` as seen at this ephemeris, nJy.
     fn flux_njy(&self, eph: &Ephemeris, band: usize) -> f64 {
-        mag_to_njy(eph.v_magnitude(self.h, G_SLOPE) - V_MINUS_R + COLOURS[band])
+        mag_to_njy(eph.v_magnitude(self.h_in(band), G_SLOPE))
+    }
+
+    /// Its true absolute magnitude in `band` (AB): H (V) in the Sun's colours.
+    pub fn h_in(&self, band: usize) -> f64 {
+        self.h - V_MINUS_R + COLOURS[band]
     }
 
     /// Its straight track through `visit` (as the camera simulator draws asteroids): its
@@ -229,6 +235,51 @@ pub fn orbits_batch(asteroids: &[SimAsteroid], created: i64) -> Result<RecordBat
     .f64("epoch_mjd", f(&|o| o.epoch()))
     .f64("h", listed.iter().map(|(a, _, _)| Some(a.h)).collect())
     .f64("g", vec![Some(G_SLOPE); n]);
+    c.batch()
+}
+
+/// The rows of `ap.SSObject` for the asteroids observed: their observations' count and
+/// arc, and H per band with the slope G held at [`G_SLOPE`] (the summaries' `g` and `r`
+/// and `i` columns; the G12 columns stay empty, a night's phase angles cannot give them).
+pub fn ss_object_batch(rows: &[(&SimAsteroid, SsSummary)]) -> Result<RecordBatch> {
+    let mut c = Columns::default();
+    c.i64(
+        "ssObjectId",
+        rows.iter().map(|(a, _)| Some(a.ss_object_id)).collect(),
+    )
+    .str(
+        "designation",
+        rows.iter()
+            .map(|(a, _)| Some(a.designation.clone()))
+            .collect(),
+    )
+    .i32(
+        "nObs",
+        rows.iter().map(|(_, s)| Some(s.n_obs as i32)).collect(),
+    )
+    .f32(
+        "arc",
+        rows.iter().map(|(_, s)| Some(s.arc() as f32)).collect(),
+    )
+    .f64(
+        "firstObservationMjdTai",
+        rows.iter().map(|(_, s)| Some(s.first_mjd)).collect(),
+    );
+    for band in ["g", "r", "i"] {
+        let b = aster_processing::sky::band_index(band).context("a survey band")?;
+        c.f32(
+            format!("{band}_H"),
+            rows.iter()
+                .map(|(_, s)| s.h(b).map(|h| h.0 as f32))
+                .collect(),
+        )
+        .f32(
+            format!("{band}_HErr"),
+            rows.iter()
+                .map(|(_, s)| s.h(b).map(|h| h.1 as f32))
+                .collect(),
+        );
+    }
     c.batch()
 }
 

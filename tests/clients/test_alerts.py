@@ -74,6 +74,21 @@ def test_level1_tables_hold_the_night(tap_url, data_dir):
         # Matched within the radius, at asteroid distances, on bound orbits.
         assert 0 <= off < 1.0 and 1.0 < delta < 3.0 and 0 <= phase < 90
         assert 0 <= e < 1 and 1.5 < a < 6
+    # After the night, each of them has its SSObject: its DIASources counted, its arc, and
+    # an absolute magnitude in the night's band near the truth the simulator used.
+    per_ss = {}
+    for r in ss_rows.values():
+        per_ss[r["ssObjectId"]] = per_ss.get(r["ssObjectId"], 0) + 1
+    so = service.search(
+        "SELECT ssObjectId, nObs, arc, r_H, r_HErr FROM ap.SSObject "
+        "WHERE ssObjectId >= 4000000000000"
+    ).to_table()
+    assert {str(i): int(n) for i, n in zip(so["ssObjectId"], so["nObs"])} == per_ss
+    with open(d / "ss_objects.csv", newline="") as f:
+        truth = {(r["ssObjectId"], r["band"]): float(r["trueH"]) for r in csv.DictReader(f)}
+    for i, n, arc, h, err in zip(*(so[c] for c in so.colnames)):
+        assert 0 <= arc < 1
+        assert abs(h - truth[(str(i), "r")]) < 5 * err + 0.05, (i, h, err)
 
 
 # The alerts: Avro with Rubin's published schema (lsst-alert-packet), one per DIASource,

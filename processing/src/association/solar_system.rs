@@ -4,7 +4,60 @@
 //! within a radius that grows with the prediction's uncertainty. A matched DIASource
 //! belongs to its SSObject and starts no DIAObject.
 use crate::dia::DiaSource;
+use crate::measurement::Flux;
+use crate::orbits::{Ephemeris, hg_phase};
+use crate::sky::{BANDS, njy_to_mag};
 use crate::wcs::SkyCoord;
+
+/// A solar system object's summary from its DIASources (the SSObject of DMS-REQ-0273): how
+/// many and over what arc, and per band its absolute magnitude H, the weighted mean of what
+/// each flux gives once the distances and the phase function are taken out, the phase
+/// function's slope held at a given G (H, G system): a night's phase angles span too
+/// little to fit it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SsSummary {
+    pub n_obs: u32,
+    pub first_mjd: f64,
+    pub last_mjd: f64,
+    /// Per band: Σ w H, Σ w and the count.
+    bands: [(f64, f64, u32); 6],
+}
+
+impl SsSummary {
+    /// Adds a DIASource's flux (nJy) in `band` at `mjd`, seen at ephemeris `eph`; `g` is the
+    /// slope parameter. Fluxes that are not positive count as observations but give no H.
+    pub fn add(&mut self, band: usize, mjd: f64, flux: Flux, eph: &Ephemeris, g: f64) {
+        if self.n_obs == 0 {
+            (self.first_mjd, self.last_mjd) = (mjd, mjd);
+        }
+        self.n_obs += 1;
+        self.first_mjd = self.first_mjd.min(mjd);
+        self.last_mjd = self.last_mjd.max(mjd);
+        if band >= BANDS.len() || !(flux.value > 0.0 && flux.err > 0.0) {
+            return;
+        }
+        let h = njy_to_mag(flux.value)
+            - 5.0 * (eph.r() * eph.delta()).log10()
+            - hg_phase(eph.phase_angle, g);
+        let err = 2.5 / std::f64::consts::LN_10 * flux.err / flux.value;
+        let w = 1.0 / (err * err);
+        let b = &mut self.bands[band];
+        b.0 += w * h;
+        b.1 += w;
+        b.2 += 1;
+    }
+
+    /// Days between the first and the last observation.
+    pub fn arc(&self) -> f64 {
+        self.last_mjd - self.first_mjd
+    }
+
+    /// H in `band` with its error, and how many fluxes gave it.
+    pub fn h(&self, band: usize) -> Option<(f64, f64, u32)> {
+        let &(sum_wh, sum_w, n) = self.bands.get(band)?;
+        (sum_w > 0.0 && n > 0).then(|| (sum_wh / sum_w, sum_w.recip().sqrt(), n))
+    }
+}
 
 /// A known object's predicted place at the visit.
 #[derive(Debug, Clone, Copy, PartialEq)]

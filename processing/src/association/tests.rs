@@ -268,4 +268,46 @@ mod solar_system_association {
         assert!(associate_solar_system(&sources, &vague, 2.0)[0].is_some());
         assert!((search_radius(&vague[0], 2.0) - 4.5).abs() < 1e-12);
     }
+
+    #[test]
+    fn a_summary_gives_the_absolute_magnitude_its_fluxes_imply() {
+        use crate::measurement::Flux;
+        use crate::orbits::{KeplerOrbit, ephemeris};
+        use crate::sky::mag_to_njy;
+        use crate::testkit::Normal;
+        let orbit = KeplerOrbit::new(2.4, 0.12, 5.0, 80.0, 30.0, 200.0, 61_000.0).unwrap();
+        let (h, g) = (17.3, 0.15);
+        let mut noise = Normal(8);
+        let mut s = SsSummary::default();
+        // Two weeks of 2 % photometry in r, and one flux below zero (no H from it).
+        for k in 0..30 {
+            let mjd = 61_000.0 + k as f64 * 0.5;
+            let eph = ephemeris(&orbit, mjd);
+            let flux = mag_to_njy(eph.v_magnitude(h, g));
+            let err = 0.02 * flux;
+            let f = Flux {
+                value: flux + err * noise.next(),
+                err,
+            };
+            s.add(2, mjd, f, &eph, g);
+        }
+        let eph = ephemeris(&orbit, 61_020.0);
+        s.add(
+            2,
+            61_020.0,
+            Flux {
+                value: -5.0,
+                err: 10.0,
+            },
+            &eph,
+            g,
+        );
+        assert_eq!(s.n_obs, 31);
+        assert!((s.arc() - 20.0).abs() < 1e-12);
+        let (fit, err, n) = s.h(2).unwrap();
+        assert_eq!(n, 30);
+        assert!((fit - h).abs() < 4.0 * err && err < 0.01, "{fit} {err}");
+        assert_eq!(s.h(0), None);
+        assert_eq!(s.h(9), None);
+    }
 }
