@@ -705,7 +705,7 @@ fn dia_source_batch(
     };
     let flags = |g: &dyn Fn(&DiaSource) -> bool| s.iter().map(|d| Some(g(d))).collect::<Vec<_>>();
     // The models' values, null where there is no model or the value is not finite (the
-    // error of a trail's angle when it is no longer than a point).
+    // errors of a trail's length and angle when it is fitted as a point).
     let trails = |g: &dyn Fn(&dia::Trail) -> f64| {
         f32s(&|d| d.trail.map(|t| g(&t)).filter(|v| v.is_finite()))
     };

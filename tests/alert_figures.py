@@ -6,7 +6,7 @@ in its output directory (truth.csv, dia_sources.csv, latency.jsonl):
   that produced a DIASource (of the right sign, within 3 pixels, on the same visit);
 - false DIASources per CCD per visit: those within 3 pixels of nothing that changed by
   more than 2 sigma; and the real/bogus score evaluated on that truth: the false ones
-  still deemed reliable (reliability = 1 - spuriousness >= 0.5), and the share of real
+  still deemed reliable (reliability = 1 - spuriousness above 0.5), and the share of real
   ones (and of transients) deemed not;
 - association purity for isolated variables (no other object within 5 arcsec): the share
   of their DIASources whose DIAObject holds that variable's sources only; and how many
@@ -225,8 +225,8 @@ def main(argv):
     print(f"  with a DIASource                  {f['transients_found']}"
           f"  ({100 * f['completeness']:.1f} %)")
     print(f"false DIASources per CCD per visit  {f['false_per_ccd_visit']:.2f}"
-          f"  ({f['false_reliable_per_ccd_visit']:.2f} with reliability >= 0.5)")
-    print(f"real DIASources with reliability < 0.5  {100 * f['real_doubted']:.2f} %"
+          f"  ({f['false_reliable_per_ccd_visit']:.2f} with reliability > 0.5)")
+    print(f"real DIASources with reliability <= 0.5  {100 * f['real_doubted']:.2f} %"
           f"  (transients {100 * f['transients_doubted']:.2f} %)")
     print(f"isolated variables                  {f['isolated_variables']}"
           f"  ({f['variable_sources']} DIASources)")

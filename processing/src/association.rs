@@ -47,6 +47,7 @@ pub struct BandFluxes {
     sum_f: f64,
     sum_f2: f64,
     sum_err: f64,
+    n_err: u32,
     min: f64,
     max: f64,
     /// The latest flux and its time (MJD), and the steepest rise between consecutive
@@ -74,6 +75,7 @@ impl BandFluxes {
         self.sum_f2 += flux * flux;
         if err.is_finite() {
             self.sum_err += err;
+            self.n_err += 1;
         }
         self.min = self.min.min(flux);
         self.max = self.max.max(flux);
@@ -101,7 +103,7 @@ impl BandFluxes {
 
     /// Mean of the fluxes' errors.
     pub fn err_mean(&self) -> Option<f64> {
-        (self.n > 0).then(|| self.sum_err / f64::from(self.n))
+        (self.n_err > 0).then(|| self.sum_err / f64::from(self.n_err))
     }
 
     /// Inverse-variance weighted mean, nJy.

@@ -8,8 +8,9 @@
 //! image and on the template, flags, and a spuriousness score.
 //!
 //! The score is rule-based (no trained classifier yet), each rule a probability that the
-//! source is an artefact, combined as independent evidence (1 - Π(1 - p)), so that one
-//! strong rule or two weak ones make a source more likely bogus than not: a change of less
+//! source is an artefact, combined as independent evidence (1 - Π(1 - p)), so that one of
+//! the strong rules (0.5 or more) alone, or a 0.4 rule with any other, makes a source at
+//! least as likely bogus as real: a change of less
 //! than a thirtieth of the template's flux there (what a bright star's imperfect
 //! subtraction leaves; 0.6), a dipole (0.5), a shape far from the PSF's (cosmic rays, hot
 //! pixels, bad subtractions; 0.4) or none measured (0.2), masked or edge pixels (0.2), and

@@ -112,15 +112,20 @@ impl AlertArchive {
                expression TEXT NOT NULL, created TEXT NOT NULL, UNIQUE (owner, name));",
         )?;
         // Archives made before alerts were indexed by their solar system object gain the
-        // column (empty for the alerts already there, which the index then skips).
+        // column (empty for the alerts already there). Another process opening the same
+        // archive may add it first: then the column is there, as wanted.
         let has_ss = conn
             .prepare("SELECT 1 FROM pragma_table_info('alert') WHERE name = 'ss_object_id'")?
             .exists([])?;
-        if !has_ss {
-            conn.execute_batch("ALTER TABLE alert ADD COLUMN ss_object_id INTEGER;")?;
+        if !has_ss
+            && let Err(e) = conn.execute_batch("ALTER TABLE alert ADD COLUMN ss_object_id INTEGER;")
+            && !e.to_string().contains("duplicate column")
+        {
+            return Err(e.into());
         }
         conn.execute_batch(
-            "CREATE INDEX IF NOT EXISTS alert_ss_object ON alert(ss_object_id, seq);",
+            "CREATE INDEX IF NOT EXISTS alert_ss_object ON alert(ss_object_id, seq)
+               WHERE ss_object_id IS NOT NULL;",
         )?;
         Ok(Self {
             dir: dir.to_path_buf(),

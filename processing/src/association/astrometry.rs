@@ -19,7 +19,8 @@ pub const MIN_PARALLAX_SPAN_DAYS: f64 = 180.0;
 const MAS: f64 = 3.6e6;
 
 /// A fitted motion: proper motion in RA (times cos dec) and Dec, mas/yr, and parallax, mas,
-/// each with its error; the fit's chi-squared over `ndata` coordinates (two per source).
+/// each with its error; the fit's chi-squared over `ndata` coordinates (two per source,
+/// those with a usable error).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Motion {
     pub pm_ra: f64,
@@ -42,14 +43,21 @@ pub struct Astrometry {
     normal: [[f64; 5]; 5],
     rhs: [f64; 5],
     sum_wr2: f64,
+    /// Sources added, and the coordinates among them with a usable error.
     n: u32,
+    rows: u32,
     first_mjd: f64,
     last_mjd: f64,
 }
 
 impl Astrometry {
     /// Adds a source at (ra, dec) with 1-sigma errors (degrees) observed at `mjd`.
+    /// A source without a usable position or error adds nothing.
     pub fn add(&mut self, ra: f64, dec: f64, ra_err: f64, dec_err: f64, mjd: f64) {
+        let usable = |v: f64, err: f64| v.is_finite() && err > 0.0 && err.is_finite();
+        if !(usable(ra, ra_err) || usable(dec, dec_err)) || !(ra.is_finite() && dec.is_finite()) {
+            return;
+        }
         let (ra0, dec0, t0) = *self.reference.get_or_insert((ra, dec, mjd));
         if self.n == 0 {
             (self.first_mjd, self.last_mjd) = (mjd, mjd);
@@ -85,6 +93,7 @@ impl Astrometry {
                 }
             }
             self.sum_wr2 += w * value * value;
+            self.rows += 1;
         }
         self.n += 1;
     }
@@ -92,7 +101,7 @@ impl Astrometry {
     /// The motion, once the sources span long enough (see the module's doc).
     pub fn motion(&self) -> Option<Motion> {
         let span = self.last_mjd - self.first_mjd;
-        if self.n < 3 || span < MIN_PM_SPAN_DAYS {
+        if self.n < 3 || self.rows <= 5 || span < MIN_PM_SPAN_DAYS {
             return None;
         }
         // Without the parallax, its row and column leave the system.
@@ -112,7 +121,7 @@ impl Astrometry {
             pm_dec_err: err(3),
             parallax: (k == 5).then(|| (p[4], err(4))),
             chi2,
-            ndata: 2 * self.n,
+            ndata: self.rows,
         })
     }
 }
@@ -192,8 +201,12 @@ mod tests {
     #[test]
     fn sources_without_errors_add_nothing_but_do_not_break_the_fit() {
         let mut a = observed(400.0, (0.0, 0.0, 0.0), 4);
+        let before = a;
         a.add(150.0, -30.0, 0.0, f64::NAN, 60_500.0);
+        a.add(f64::NAN, -30.0, 1e-6, 1e-6, 60_600.0);
+        assert_eq!(a, before);
         let m = a.motion().expect("a motion");
+        assert_eq!(m.ndata, 2 * before.n);
         assert!(m.pm_ra.abs() < 4.0 * m.pm_ra_err, "{m:?}");
     }
 }

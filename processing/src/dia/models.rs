@@ -322,9 +322,7 @@ struct Solution<const P: usize, const A: usize> {
 impl<const P: usize, const A: usize> Solution<P, A> {
     /// Error of parameter `i` (amplitudes follow the nonlinear parameters).
     fn err(&self, i: usize) -> f64 {
-        self.covariance
-            .as_ref()
-            .map_or(f64::NAN, |c| c[i][i].max(0.0).sqrt())
+        self.covariance.as_ref().map_or(f64::NAN, |c| root(c[i][i]))
     }
 }
 
@@ -428,9 +426,41 @@ fn fit<const P: usize, const A: usize, B: Fn(f64, f64) -> Sample<P, A>>(
     Some(Solution {
         params: p,
         amplitudes,
-        covariance: invert(normal),
+        covariance: covariance(normal),
         chi2,
     })
+}
+
+/// The square root of a variance, rounding's negatives taken as zero; NaN stays NaN (a
+/// parameter left out of the covariance).
+fn root(variance: f64) -> f64 {
+    if variance.is_nan() {
+        f64::NAN
+    } else {
+        variance.max(0.0).sqrt()
+    }
+}
+
+/// The inverse of a normal matrix, leaving out the parameters the pixels do not constrain
+/// at all (a point's trail length and angle, whose derivatives vanish there): their rows
+/// and columns are NaN, the others' covariance that of the parameters that remain. None
+/// when even those are singular.
+fn covariance(normal: Vec<Vec<f64>>) -> Option<Vec<Vec<f64>>> {
+    let n = normal.len();
+    let largest = (0..n).map(|i| normal[i][i]).fold(0.0, f64::max);
+    let kept: Vec<usize> = (0..n).filter(|&i| normal[i][i] > 1e-12 * largest).collect();
+    let inner: Vec<Vec<f64>> = kept
+        .iter()
+        .map(|&i| kept.iter().map(|&j| normal[i][j]).collect())
+        .collect();
+    let inverse = invert(inner)?;
+    let mut out = vec![vec![f64::NAN; n]; n];
+    for (a, &i) in kept.iter().enumerate() {
+        for (b, &j) in kept.iter().enumerate() {
+            out[i][j] = inverse[a][b];
+        }
+    }
+    Some(out)
 }
 
 /// Fits a trailed source at (x, y) on `exposure` whose PSF there has `psf` moments;
@@ -575,8 +605,8 @@ pub fn fit_dipole(
     }
     let (mean_flux_err, flux_diff_err) = match &s.covariance {
         Some(c) => (
-            0.5 * (c[4][4] + c[5][5] + 2.0 * c[4][5]).max(0.0).sqrt(),
-            (c[4][4] + c[5][5] - 2.0 * c[4][5]).max(0.0).sqrt(),
+            0.5 * root(c[4][4] + c[5][5] + 2.0 * c[4][5]),
+            root(c[4][4] + c[5][5] - 2.0 * c[4][5]),
         ),
         None => (f64::NAN, f64::NAN),
     };

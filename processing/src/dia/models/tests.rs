@@ -87,6 +87,10 @@ fn a_point_source_has_a_short_trail_and_its_psf_flux() {
     let t = fit_trail(&e, round_psf(), (31.0, 32.0), Some(round_psf()), 5.0).expect("a fit");
     assert!(t.length < 1.5, "{t:?}");
     assert!((t.flux / 30_000.0 - 1.0).abs() < 0.02, "{t:?}");
+    // A point: its centre and flux keep their errors, whatever its length's.
+    for err in [t.x_err, t.y_err, t.flux_err] {
+        assert!(err.is_finite() && err > 0.0, "{t:?}");
+    }
     assert!(
         (t.x - 31.4).abs() < 0.05 && (t.y - 32.2).abs() < 0.05,
         "{t:?}"
