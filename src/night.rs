@@ -494,12 +494,9 @@ pub async fn run(
             .collect();
         let ss_rows = solar_system::ss_source_batch(&detections)?;
         for d in &detections {
-            let id = d.predicted.asteroid.ss_object_id;
-            let Some(asteroid) = asteroids.iter().find(|a| a.ss_object_id == id) else {
-                continue;
-            };
+            let asteroid = d.predicted.asteroid;
             ss_summaries
-                .entry(id)
+                .entry(asteroid.ss_object_id)
                 .or_insert_with(|| (asteroid, SsSummary::default()))
                 .1
                 .add(

@@ -20,7 +20,7 @@
 //! in four false DIASources and about one real one in a hundred.
 use crate::detection::{DetectionConfig, Peak, detect};
 use crate::image::{Exposure, PhotoCalib};
-use crate::measurement::{Flux, Shape, measure_point};
+use crate::measurement::{Flux, Shape, calibrated, measure_point};
 use crate::psf::Moments;
 use crate::wcs::{PixelPosition, TanSipWcs};
 
@@ -361,13 +361,6 @@ fn position_angle(wcs: &TanSipWcs, (x, y): (f64, f64), (ux, uy): (f64, f64)) -> 
     d_ra.atan2(b.dec() - a.dec()).to_degrees().rem_euclid(360.0)
 }
 
-fn calibrated(calib: &PhotoCalib, value: f64, err: f64) -> Flux {
-    Flux {
-        value: calib.to_njy(value),
-        err: calib.to_njy_err(value, err),
-    }
-}
-
 fn trail_on_sky(t: &models::TrailFit, wcs: &TanSipWcs, calib: &PhotoCalib) -> Trail {
     let scale = wcs.pixel_scale_arcsec();
     let centre = wcs.pixel_to_sky(PixelPosition { x: t.x, y: t.y });
@@ -382,7 +375,13 @@ fn trail_on_sky(t: &models::TrailFit, wcs: &TanSipWcs, calib: &PhotoCalib) -> Tr
         // A trail has no direction: its angle is taken modulo 180 degrees.
         angle: position_angle(wcs, (t.x, t.y), (cos, sin)).rem_euclid(180.0),
         angle_err: t.angle_err.to_degrees(),
-        flux: calibrated(calib, t.flux, t.flux_err),
+        flux: calibrated(
+            calib,
+            Flux {
+                value: t.flux,
+                err: t.flux_err,
+            },
+        ),
         chi2: t.chi2,
         ndata: t.ndata,
         edge: t.edge,
@@ -392,8 +391,20 @@ fn trail_on_sky(t: &models::TrailFit, wcs: &TanSipWcs, calib: &PhotoCalib) -> Tr
 fn dipole_on_sky(d: &models::DipoleFit, wcs: &TanSipWcs, calib: &PhotoCalib) -> Dipole {
     let (dx, dy) = (d.positive.0 - d.negative.0, d.positive.1 - d.negative.1);
     Dipole {
-        mean_flux: calibrated(calib, d.mean_flux(), d.mean_flux_err),
-        flux_diff: calibrated(calib, d.flux_diff(), d.flux_diff_err),
+        mean_flux: calibrated(
+            calib,
+            Flux {
+                value: d.mean_flux(),
+                err: d.mean_flux_err,
+            },
+        ),
+        flux_diff: calibrated(
+            calib,
+            Flux {
+                value: d.flux_diff(),
+                err: d.flux_diff_err,
+            },
+        ),
         length: d.length() * wcs.pixel_scale_arcsec(),
         angle: position_angle(wcs, d.negative, (dx, dy)),
         chi2: d.chi2,

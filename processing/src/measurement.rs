@@ -3,7 +3,7 @@
 //! fluxes in circular apertures, each with flags; fluxes in nJy when the exposure is
 //! calibrated.
 use crate::detection::Peak;
-use crate::image::{Exposure, MaskPlane};
+use crate::image::{Exposure, MaskPlane, PhotoCalib};
 use crate::psf::GaussianPsf;
 
 /// Flags of one measurement.
@@ -386,10 +386,7 @@ fn measure_with(
     // Counts to nJy, the zeropoint's error included.
     let (psf_flux, aperture_fluxes, kron, petrosian, calibrated) = match exposure.photo_calib {
         Some(pc) => {
-            let cal = |f: Flux| Flux {
-                value: pc.to_njy(f.value),
-                err: pc.to_njy_err(f.value, f.err),
-            };
+            let cal = |f: Flux| calibrated(&pc, f);
             (
                 cal(psf_flux),
                 aperture_fluxes
@@ -799,14 +796,19 @@ pub fn fit_psf_fluxes(
         let value: f64 = (0..n).map(|j| inverse[i][j] * b[j]).sum();
         let err = inverse[i][i].max(0.0).sqrt();
         match exposure.photo_calib {
-            Some(pc) => Flux {
-                value: pc.to_njy(value),
-                err: pc.to_njy_err(value, err),
-            },
+            Some(pc) => calibrated(&pc, Flux { value, err }),
             None => Flux { value, err },
         }
     });
     Some(fluxes.collect())
+}
+
+/// A flux in counts in nJy, the zeropoint's error included.
+pub(crate) fn calibrated(calib: &PhotoCalib, counts: Flux) -> Flux {
+    Flux {
+        value: calib.to_njy(counts.value),
+        err: calib.to_njy_err(counts.value, counts.err),
+    }
 }
 
 /// The inverse of a small symmetric positive-definite matrix (Gauss-Jordan with partial

@@ -376,8 +376,7 @@ pub fn apparent_position(
     let (sa, ca) = ra.to_radians().sin_cos();
     let (sd, cd) = dec.to_radians().sin_cos();
     let u = [cd * ca, cd * sa, sd];
-    let east = [-sa, ca, 0.0];
-    let north = [-sd * ca, -sd * sa, cd];
+    let (east, north) = tangent_axes(ra, dec);
     let sun = sun_direction(mjd);
     let su = sun[0] * u[0] + sun[1] * u[1] + sun[2] * u[2];
     let mut v = [0.0; 3];
@@ -390,6 +389,15 @@ pub fn apparent_position(
     let dec = (v[2] / norm).asin().to_degrees();
     let ra = v[1].atan2(v[0]).to_degrees().rem_euclid(360.0);
     (ra, dec)
+}
+
+/// Unit vectors (ICRS equatorial) pointing east and north at (ra, dec), degrees: the
+/// axes of the tangent plane there, along which proper motions and parallaxes are
+/// measured.
+pub fn tangent_axes(ra: f64, dec: f64) -> ([f64; 3], [f64; 3]) {
+    let (sa, ca) = ra.to_radians().sin_cos();
+    let (sd, cd) = dec.to_radians().sin_cos();
+    ([-sa, ca, 0.0], [-sd * ca, -sd * sa, cd])
 }
 
 /// Unit vector (ICRS equatorial) from the Earth to the Sun at `mjd`: the low-precision

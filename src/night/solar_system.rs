@@ -284,10 +284,11 @@ pub fn ss_object_batch(rows: &[(&SimAsteroid, SsSummary)]) -> Result<RecordBatch
 }
 
 /// A DIASource matched to a catalogued asteroid.
-pub struct SsDetection<'a> {
+pub struct SsDetection<'v, 'a> {
     pub dia_source_id: i64,
-    pub source: &'a DiaSource,
-    pub predicted: &'a Predicted<'a>,
+    pub source: &'v DiaSource,
+    /// The visit's prediction, of an asteroid of the night (which outlives the visit).
+    pub predicted: &'v Predicted<'a>,
     pub matched: SsMatch,
 }
 

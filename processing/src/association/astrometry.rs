@@ -8,7 +8,7 @@
 //! A motion is only fitted once the sources span enough time to tell it from the noise
 //! and from each other: a month for proper motion, and half a year (Earth's orbit seen from
 //! both sides) for parallax as well.
-use crate::sky::sun_direction;
+use crate::sky::{sun_direction, tangent_axes, tangent_plane};
 
 /// Days of sources before a proper motion is fitted.
 pub const MIN_PM_SPAN_DAYS: f64 = 30.0;
@@ -58,14 +58,18 @@ impl Astrometry {
         if !(usable(ra, ra_err) || usable(dec, dec_err)) || !(ra.is_finite() && dec.is_finite()) {
             return;
         }
-        let (ra0, dec0, t0) = *self.reference.get_or_insert((ra, dec, mjd));
+        let (ra0, dec0, t0) = self.reference.unwrap_or((ra, dec, mjd));
+        // A source on the far side of the sky from its object is no position of it.
+        let Some((xi, eta)) = tangent_plane(ra0, dec0, ra, dec) else {
+            return;
+        };
+        self.reference = Some((ra0, dec0, t0));
         if self.n == 0 {
             (self.first_mjd, self.last_mjd) = (mjd, mjd);
         }
         self.first_mjd = self.first_mjd.min(mjd);
         self.last_mjd = self.last_mjd.max(mjd);
         let (east, north) = tangent_axes(ra0, dec0);
-        let (xi, eta) = gnomonic(ra0, dec0, ra, dec);
         let sun = sun_direction(mjd);
         let dot = |a: [f64; 3], b: [f64; 3]| a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
         let years = (mjd - t0) / 365.25;
@@ -124,25 +128,6 @@ impl Astrometry {
             ndata: self.rows,
         })
     }
-}
-
-/// Unit vectors east and north at (ra, dec), degrees.
-fn tangent_axes(ra: f64, dec: f64) -> ([f64; 3], [f64; 3]) {
-    let (sa, ca) = ra.to_radians().sin_cos();
-    let (sd, cd) = dec.to_radians().sin_cos();
-    ([-sa, ca, 0.0], [-sd * ca, -sd * sa, cd])
-}
-
-/// Standard coordinates (ξ, η) of (ra, dec) on the plane tangent at (ra0, dec0), degrees.
-fn gnomonic(ra0: f64, dec0: f64, ra: f64, dec: f64) -> (f64, f64) {
-    let (d0s, d0c) = dec0.to_radians().sin_cos();
-    let (ds, dc) = dec.to_radians().sin_cos();
-    let (das, dac) = (ra - ra0).to_radians().sin_cos();
-    let cos_c = d0s * ds + d0c * dc * dac;
-    (
-        (dc * das / cos_c).to_degrees(),
-        ((d0c * ds - d0s * dc * dac) / cos_c).to_degrees(),
-    )
 }
 
 #[cfg(test)]
