@@ -377,6 +377,7 @@ impl Associator {
 }
 
 pub mod astrometry;
+pub mod nearby;
 pub mod solar_system;
 
 use astrometry::Astrometry;
