@@ -361,14 +361,18 @@ fn measure_with(
     flags.shape_failed = shape.is_none();
     let extendedness = shape.map(|s| {
         // A point source has the PSF's moments, plus a twelfth of a pixel² per axis from
-        // integrating over pixels; a source 3 sigma larger is resolved.
+        // integrating over pixels; a source 3 sigma larger is resolved if it is also
+        // 40 % larger: a PSF model is good to a few per cent, not to a bright star's
+        // errors, and on a coadd a variable star is the mixture of its inputs' PSFs
+        // weighted by its flux in each (there one in seven bright stars looked resolved
+        // without the floor).
         let psf_trace = if m.is_valid() {
             m.ixx + m.iyy
         } else {
             2.0 * sigma * sigma
         } + 2.0 / 12.0;
         let excess = s.ixx + s.iyy - psf_trace;
-        if excess > 3.0 * s.ixx_err.hypot(s.iyy_err) {
+        if excess > (3.0 * s.ixx_err.hypot(s.iyy_err)).max(0.4 * psf_trace) {
             1.0
         } else {
             0.0
