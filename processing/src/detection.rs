@@ -3,6 +3,8 @@
 //! above the threshold (5 sigma by default) form footprints: 8-connected regions, each with
 //! its peaks (local maxima of the smoothed image), brightest first. Detected pixels get the
 //! DETECTED mask plane (DETECTED_NEGATIVE for negative footprints, as on difference images).
+//! The same smoothed image gives the footprints under the threshold down to a fainter one
+//! ([`sub_threshold_footprints`]), for faint DIASources.
 use crate::image::{Exposure, Image, MaskPlane};
 use crate::psf::GaussianPsf;
 
@@ -161,6 +163,16 @@ pub fn detect(
     psf: &GaussianPsf,
     config: &DetectionConfig,
 ) -> Result<Vec<Footprint>, DetectionError> {
+    detect_keeping_significance(exposure, psf, config).map(|(f, _)| f)
+}
+
+/// [`detect`], also returning the significance image it thresholded, for a second look
+/// below the threshold ([`sub_threshold_footprints`]) without smoothing the image again.
+pub fn detect_keeping_significance(
+    exposure: &mut Exposure,
+    psf: &GaussianPsf,
+    config: &DetectionConfig,
+) -> Result<(Vec<Footprint>, Image<f32>), DetectionError> {
     if !(config.threshold.is_finite() && config.threshold > 0.0) {
         return Err(DetectionError::BadThreshold(config.threshold));
     }
@@ -187,11 +199,41 @@ pub fn detect(
             }
         }
     }
+    sort_by_significance(&mut footprints);
+    Ok((footprints, sig))
+}
+
+fn sort_by_significance(footprints: &mut [Footprint]) {
     footprints.sort_by(|a, b| {
         let s = |f: &Footprint| f.peaks.first().map_or(0.0, |p| p.significance.abs());
         s(b).total_cmp(&s(a))
     });
-    Ok(footprints)
+}
+
+/// The footprints of `sig` above `faint` (below `-faint` too when `negative`) whose every
+/// pixel stays under `threshold` in absolute value: the sources too faint for detection at
+/// `threshold`, apart from all it found. Most significant first.
+pub fn sub_threshold_footprints(
+    sig: &Image<f32>,
+    faint: f64,
+    threshold: f64,
+    negative: bool,
+    min_pixels: usize,
+) -> Result<Vec<Footprint>, DetectionError> {
+    if !(faint.is_finite() && faint > 0.0) {
+        return Err(DetectionError::BadThreshold(faint));
+    }
+    let mut out = find_footprints(sig, faint, false, min_pixels);
+    if negative {
+        out.extend(find_footprints(sig, faint, true, min_pixels));
+    }
+    out.retain(|f| {
+        f.spans.iter().all(|&(y, x0, x1)| {
+            (x0..x1).all(|x| f64::from(sig.get(x, y).unwrap_or(0.0)).abs() < threshold)
+        })
+    });
+    sort_by_significance(&mut out);
+    Ok(out)
 }
 
 /// 8-connected regions of `sig >= t` (or `<= -t` when `negative`).
@@ -353,6 +395,50 @@ mod tests {
         );
         assert!(e.mask().count(MaskPlane::Detected) > 0);
         assert_eq!(e.mask().count(MaskPlane::DetectedNegative), 0);
+    }
+
+    #[test]
+    fn sub_threshold_footprints_are_the_faint_stars_apart_from_the_detected() {
+        let (mut e, stars) = scene(9);
+        let psf = GaussianPsf::constant_fwhm(300, 300, SIGMA_PSF * 2.354_820_045);
+        let (found, sig) =
+            detect_keeping_significance(&mut e, &psf, &DetectionConfig::default()).unwrap();
+        let faint = sub_threshold_footprints(&sig, 3.5, 5.0, true, 3).unwrap();
+        assert!(!faint.is_empty());
+        for f in &faint {
+            let p = f.peaks[0];
+            assert!(
+                p.significance.abs() >= 3.5 && p.significance.abs() < 5.0,
+                "{p:?}"
+            );
+            // None overlaps a footprint found at 5 sigma.
+            assert!(found.iter().all(|g| {
+                g.spans.iter().all(|gs| {
+                    f.spans
+                        .iter()
+                        .all(|fs| gs.0 != fs.0 || gs.2 <= fs.1 || fs.2 <= gs.1)
+                })
+            }));
+        }
+        // The stars of SNR 3.5 to 4.5 are mostly among them.
+        let faint_stars: Vec<_> = stars.iter().filter(|s| (3.5..4.5).contains(&s.2)).collect();
+        let seen = faint_stars
+            .iter()
+            .filter(|s| {
+                faint
+                    .iter()
+                    .any(|f| (f.peaks[0].x as f64 - s.0).hypot(f.peaks[0].y as f64 - s.1) <= 2.0)
+            })
+            .count();
+        assert!(
+            seen * 2 >= faint_stars.len(),
+            "{seen} of {}",
+            faint_stars.len()
+        );
+        assert_eq!(
+            sub_threshold_footprints(&sig, 0.0, 5.0, false, 3).err(),
+            Some(DetectionError::BadThreshold(0.0))
+        );
     }
 
     #[test]

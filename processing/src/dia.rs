@@ -1,11 +1,16 @@
 //! DIASources (DMS-REQ-0269, 0270): sources detected on a difference image, positive and
-//! negative, at 5 sigma by default, each measured for what an alert carries: centroid with
+//! negative, at 5 sigma by default, one at each distinct peak (the significance dips
+//! below it on the way to any brighter peak of its footprint: lumps on a bright source's
+//! imperfect subtraction are not sources), each measured for what an alert carries: centroid with
 //! errors in pixels and on the sky, signal-to-noise, PSF and aperture fluxes on the
 //! difference, adaptive shape and extendedness, whether it looks like a dipole (a positive
 //! and a negative lobe side by side: a misregistered or moving source) with a dipole model
 //! fitted where it does, a trailed-source model fitted to every source (length and angle of
 //! what moved during the exposure; [`models`]), the flux at the same place on the science
-//! image and on the template, flags, and a spuriousness score.
+//! image and on the template, flags, and a spuriousness score. Under the threshold, down
+//! to 4 sigma, faint DIASources are measured alike (DMS-REQ-0270): all those at places the
+//! caller watches (a known asteroid's prediction) and a limited sample of the most
+//! significant others, whose number tells how a difference's noise departs from its model.
 //!
 //! The score is rule-based (no trained classifier yet), each rule a probability that the
 //! source is an artefact, combined as independent evidence (1 - Π(1 - p)), so that one of
@@ -18,10 +23,12 @@
 //! (0.4; not where pixels were masked, which the science flux then misses). Evaluated on
 //! the simulator's truth by `tests/alert_figures.py`: on a 4k CCD from raws it marks three
 //! in four false DIASources and about one real one in a hundred.
-use crate::detection::{DetectionConfig, Peak, detect};
-use crate::image::{Exposure, PhotoCalib};
+use crate::detection::{
+    DetectionConfig, Footprint, Peak, detect_keeping_significance, sub_threshold_footprints,
+};
+use crate::image::{Exposure, Image, PhotoCalib};
 use crate::measurement::{Flux, Shape, calibrated, measure_point};
-use crate::psf::Moments;
+use crate::psf::{GaussianPsf, Moments};
 use crate::wcs::{PixelPosition, TanSipWcs};
 
 pub mod models;
@@ -45,6 +52,17 @@ pub struct DiaConfig {
     /// A change smaller than the template's flux there over this looks like what an
     /// imperfect subtraction of a bright source leaves (evidence for the spuriousness).
     pub residual_ratio: f64,
+    /// Faint DIASources (DMS-REQ-0270): footprints above this significance that stay
+    /// under `threshold` are kept where they are watched for (a known asteroid's predicted
+    /// place), and the `faint_max` most significant of the rest for monitoring the
+    /// difference images' quality (how many such a noise-limited difference holds).
+    pub faint_threshold: f64,
+    pub faint_max: usize,
+    /// A peak of a footprint is a source of its own only if the significance dips below
+    /// it, on the way to each brighter peak, by this fraction of its significance and by
+    /// `peak_prominence_sigma` at least.
+    pub peak_prominence: f64,
+    pub peak_prominence_sigma: f64,
 }
 
 impl Default for DiaConfig {
@@ -54,8 +72,30 @@ impl Default for DiaConfig {
             min_pixels: 3,
             dipole_fwhm: 1.5,
             residual_ratio: 30.0,
+            faint_threshold: 4.0,
+            faint_max: 50,
+            peak_prominence: 0.15,
+            peak_prominence_sigma: 3.0,
         }
     }
+}
+
+/// A place faint DIASources are kept at: within `radius` pixels of (`x`, `y`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Watch {
+    pub x: f64,
+    pub y: f64,
+    pub radius: f64,
+}
+
+/// A DIASource under the detection threshold, and why it was kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaintDiaSource {
+    pub source: DiaSource,
+    /// Significance of its footprint's peak, under the threshold.
+    pub significance: f64,
+    /// Index of the watched place it lies at; None for the monitoring sample.
+    pub watched: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -66,6 +106,8 @@ pub enum DiaError {
     Shape,
     #[error("DIASource detection: {0}")]
     Detection(String),
+    #[error("the faint DIASources' threshold must be above 0 and at most the threshold, not {0}")]
+    FaintThreshold(f64),
 }
 
 /// What is flagged about one DIASource.
@@ -165,6 +207,29 @@ pub fn detect_dia_sources(
     template: &Exposure,
     config: &DiaConfig,
 ) -> Result<Vec<DiaSource>, DiaError> {
+    Ok(detect(difference, science, template, config, None)?.0)
+}
+
+/// [`detect_dia_sources`], and the faint DIASources under the threshold
+/// (`config.faint_threshold` and up): all the positive ones at the `watched` places, and
+/// the `config.faint_max` most significant of the others.
+pub fn detect_dia_sources_and_faint(
+    difference: &Exposure,
+    science: &Exposure,
+    template: &Exposure,
+    config: &DiaConfig,
+    watched: &[Watch],
+) -> Result<(Vec<DiaSource>, Vec<FaintDiaSource>), DiaError> {
+    detect(difference, science, template, config, Some(watched))
+}
+
+fn detect(
+    difference: &Exposure,
+    science: &Exposure,
+    template: &Exposure,
+    config: &DiaConfig,
+    faint: Option<&[Watch]>,
+) -> Result<(Vec<DiaSource>, Vec<FaintDiaSource>), DiaError> {
     let psf = difference
         .psf
         .as_ref()
@@ -181,8 +246,13 @@ pub fn detect_dia_sources(
     {
         return Err(DiaError::Shape);
     }
+    if faint.is_some()
+        && !(config.faint_threshold > 0.0 && config.faint_threshold <= config.threshold)
+    {
+        return Err(DiaError::FaintThreshold(config.faint_threshold));
+    }
     let mut marked = difference.clone();
-    let footprints = detect(
+    let (footprints, significance) = detect_keeping_significance(
         &mut marked,
         psf,
         &DetectionConfig {
@@ -200,25 +270,175 @@ pub fn detect_dia_sources(
         img.iter_mut().for_each(|v| *v = -*v);
     }
     let (cx, cy) = (dims.0 as f64 / 2.0, dims.1 as f64 / 2.0);
-    let fwhm = psf.moments_at(cx, cy).fwhm();
-    let psf_area = {
-        let m = psf.moments_at(cx, cy);
-        (m.ixx * m.iyy - m.ixy * m.ixy).sqrt()
+    let ctx = Measuring {
+        difference,
+        negated: &negated,
+        science,
+        template,
+        psf,
+        wcs,
+        calib,
+        dims,
+        fwhm: psf.moments_at(cx, cy).fwhm(),
+        psf_area: {
+            let m = psf.moments_at(cx, cy);
+            (m.ixx * m.iyy - m.ixy * m.ixy).sqrt()
+        },
+        config,
     };
-    // Every peak is a source: changes near each other share a footprint.
-    let peaks: Vec<(Peak, bool, usize)> = footprints
+    // Every distinct peak is a source: changes near each other share a footprint.
+    let footprints: Vec<Footprint> = footprints
+        .into_iter()
+        .map(|f| distinct_peaks(f, &significance, config))
+        .collect();
+    let peaks = peaks_of(&footprints);
+    let out = peaks
+        .iter()
+        .map(|p| ctx.measure(p, &peaks))
+        .collect::<Vec<_>>();
+    let Some(watched) = faint else {
+        return Ok((out, Vec::new()));
+    };
+    let below = sub_threshold_footprints(
+        &significance,
+        config.faint_threshold,
+        config.threshold,
+        true,
+        config.min_pixels,
+    )
+    .map_err(|e| DiaError::Detection(e.to_string()))?
+    .into_iter()
+    .map(|f| distinct_peaks(f, &significance, config))
+    .collect::<Vec<_>>();
+    // The watched ones (what is watched for brightens: positive ones only), then the
+    // most significant others up to the limit; a faint lobe may pair with a detected one
+    // into a dipole.
+    let candidates = peaks_of(&below);
+    let at_watch = |&(p, negative, _): &(Peak, bool, usize)| {
+        watched
+            .iter()
+            .position(|w| !negative && (p.x as f64 - w.x).hypot(p.y as f64 - w.y) <= w.radius)
+    };
+    let mut sample = 0;
+    let kept: Vec<((Peak, bool, usize), Option<usize>)> = candidates
+        .iter()
+        .filter_map(|c| {
+            let watch = at_watch(c);
+            let take = watch.is_some() || sample < config.faint_max;
+            if watch.is_none() && take {
+                sample += 1;
+            }
+            take.then_some((*c, watch))
+        })
+        .collect();
+    let partners: Vec<(Peak, bool, usize)> = peaks
+        .iter()
+        .copied()
+        .chain(kept.iter().map(|(c, _)| *c))
+        .collect();
+    let faint_sources = kept
+        .iter()
+        .map(|(c, watch)| FaintDiaSource {
+            source: ctx.measure(c, &partners),
+            significance: c.0.significance,
+            watched: *watch,
+        })
+        .collect();
+    Ok((out, faint_sources))
+}
+
+/// `footprint` with only its distinct peaks: a peak is dropped when, on the way to a
+/// brighter one of the footprint, the significance never dips below it by
+/// `config.peak_prominence` sigma and that fraction of its own significance. A bright
+/// source that subtracts imperfectly leaves bumps on its own profile (lumps of a PSF
+/// mismatch, a few per cent of its flux), which are no sources of their own.
+fn distinct_peaks(mut footprint: Footprint, sig: &Image<f32>, config: &DiaConfig) -> Footprint {
+    if footprint.peaks.len() < 2 {
+        return footprint;
+    }
+    let value = |x: f64, y: f64| {
+        let v = f64::from(
+            sig.get(x.round().max(0.0) as usize, y.round().max(0.0) as usize)
+                .unwrap_or(0.0),
+        );
+        if footprint.negative { -v } else { v }
+    };
+    let mut kept: Vec<Peak> = Vec::with_capacity(footprint.peaks.len());
+    // Most significant first.
+    for p in &footprint.peaks {
+        let own = p.significance.abs();
+        let needed = (config.peak_prominence * own).max(config.peak_prominence_sigma);
+        let distinct = kept.iter().all(|q| {
+            let (dx, dy) = (q.x as f64 - p.x as f64, q.y as f64 - p.y as f64);
+            let steps = dx.abs().max(dy.abs()).ceil().max(1.0) as usize;
+            let lowest = (0..=steps)
+                .map(|k| {
+                    let t = k as f64 / steps as f64;
+                    value(p.x as f64 + t * dx, p.y as f64 + t * dy)
+                })
+                .fold(f64::INFINITY, f64::min);
+            own - lowest >= needed
+        });
+        if distinct {
+            kept.push(*p);
+        }
+    }
+    footprint.peaks = kept;
+    footprint
+}
+
+/// Each peak of `footprints` with its sign and its footprint's size, most significant
+/// footprint first.
+fn peaks_of(footprints: &[Footprint]) -> Vec<(Peak, bool, usize)> {
+    footprints
         .iter()
         .flat_map(|f| {
             let side = (f.bbox.2 - f.bbox.0).max(f.bbox.3 - f.bbox.1);
             f.peaks.iter().map(move |p| (*p, f.negative, side))
         })
-        .collect();
-    let scale_deg = wcs.pixel_scale_arcsec() / 3600.0;
-    let mut out = Vec::with_capacity(peaks.len());
-    for (peak, negative, bbox_size) in &peaks {
-        let on = if *negative { &negated } else { difference };
-        let m = measure_point(on, psf, peak);
-        let sign = if *negative { -1.0 } else { 1.0 };
+        .collect()
+}
+
+/// What measuring a DIASource takes.
+struct Measuring<'a> {
+    difference: &'a Exposure,
+    negated: &'a Exposure,
+    science: &'a Exposure,
+    template: &'a Exposure,
+    psf: &'a GaussianPsf,
+    wcs: &'a TanSipWcs,
+    calib: PhotoCalib,
+    dims: (usize, usize),
+    fwhm: f64,
+    psf_area: f64,
+    config: &'a DiaConfig,
+}
+
+impl Measuring<'_> {
+    /// The DIASource at a peak (with its sign and footprint size); `others` are the peaks
+    /// it may make a dipole with.
+    fn measure(
+        &self,
+        &(peak, negative, bbox_size): &(Peak, bool, usize),
+        others: &[(Peak, bool, usize)],
+    ) -> DiaSource {
+        let Self {
+            difference,
+            negated,
+            science,
+            template,
+            psf,
+            wcs,
+            calib,
+            dims,
+            fwhm,
+            psf_area,
+            config,
+        } = *self;
+        let scale_deg = wcs.pixel_scale_arcsec() / 3600.0;
+        let on = if negative { negated } else { difference };
+        let m = measure_point(on, psf, &peak);
+        let sign = if negative { -1.0 } else { 1.0 };
         let signed = |f: Flux| Flux {
             value: sign * f.value,
             err: f.err,
@@ -237,9 +457,9 @@ pub fn detect_dia_sources(
             .as_ref()
             .map_or(UNMEASURED, |p| measure_point(template, p, &at).psf_flux);
         // The nearest peak of the other sign close enough to make this one lobe of a dipole.
-        let partner = peaks
+        let partner = others
             .iter()
-            .filter(|(_, neg, _)| neg != negative)
+            .filter(|(_, neg, _)| *neg != negative)
             .map(|(q, _, _)| ((q.x as f64 - m.x).hypot(q.y as f64 - m.y), q))
             .filter(|(d, _)| *d < config.dipole_fwhm * fwhm)
             .min_by(|a, b| a.0.total_cmp(&b.0))
@@ -255,11 +475,11 @@ pub fn detect_dia_sources(
                 iyy: s.iyy,
                 ixy: s.ixy,
             }),
-            *bbox_size as f64,
+            bbox_size as f64,
         )
         .map(|t| trail_on_sky(&t, wcs, &calib));
         let dipole_model = partner.and_then(|other| {
-            let (pos, neg) = if *negative {
+            let (pos, neg) = if negative {
                 (other, (m.x, m.y))
             } else {
                 ((m.x, m.y), other)
@@ -318,7 +538,7 @@ pub fn detect_dia_sources(
                 .filter(|(holds, _)| *holds)
                 .map(|(_, p)| 1.0 - p)
                 .product::<f64>();
-        out.push(DiaSource {
+        DiaSource {
             x: m.x,
             y: m.y,
             x_err: m.x_err,
@@ -328,7 +548,7 @@ pub fn detect_dia_sources(
             ra_err: m.x_err * scale_deg,
             dec_err: m.y_err * scale_deg,
             snr,
-            is_negative: *negative,
+            is_negative: negative,
             psf_flux,
             ap_flux,
             shape: m.shape,
@@ -340,13 +560,12 @@ pub fn detect_dia_sources(
             psf_ndata: m.psf_pixels,
             psf_chi2: m.psf_chi2,
             psf_ln_l: m.psf_ln_l,
-            bbox_size: *bbox_size,
+            bbox_size,
             psf_moments,
             trail,
             dipole: dipole_model,
-        });
+        }
     }
-    Ok(out)
 }
 
 /// Position angle (degrees east of north, in [0, 360)) of the pixel direction (ux, uy) at

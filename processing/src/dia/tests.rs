@@ -217,3 +217,140 @@ fn needs_a_psf_and_one_shape() {
         DiaError::Shape
     );
 }
+
+/// Faint DIASources (DMS-REQ-0270): under the threshold, apart from the detected ones,
+/// limited in number, and all of them at a watched place.
+#[test]
+fn faint_dia_sources_are_limited_and_watched_places_always_kept() {
+    let objects = sky();
+    let (template, _) = prepared(&visit(1, MJD0 - 300.0, 0.65, 1.5), &objects, 1);
+    let (science, _) = prepared(&visit(10, MJD0 + 1.0, 0.9, 0.0), &objects, 100);
+    let d = subtract(&science, &template, &DiffimConfig::default()).unwrap();
+    let all = DiaConfig {
+        faint_max: 10_000,
+        ..DiaConfig::default()
+    };
+    let detected = detect_dia_sources(&d.exposure, &science, &template, &all).unwrap();
+    let (sources, faint) =
+        detect_dia_sources_and_faint(&d.exposure, &science, &template, &all, &[]).unwrap();
+    // The detected ones are as without the faint tier (compared as text: NaN, an
+    // unmeasured value, is not equal to itself).
+    assert_eq!(format!("{sources:?}"), format!("{detected:?}"));
+    assert!(faint.len() > 3, "{} faint DIASources", faint.len());
+    for f in &faint {
+        assert!(
+            (4.0..5.0).contains(&f.significance.abs()),
+            "{}",
+            f.significance
+        );
+        assert_eq!(f.source.is_negative, f.significance < 0.0);
+        assert!(f.watched.is_none());
+        assert!(
+            sources
+                .iter()
+                .all(|s| (s.x - f.source.x).hypot(s.y - f.source.y) > 1.0)
+        );
+    }
+    // A limit of two: the two most significant.
+    let two = DiaConfig {
+        faint_max: 2,
+        ..DiaConfig::default()
+    };
+    let (_, few) =
+        detect_dia_sources_and_faint(&d.exposure, &science, &template, &two, &[]).unwrap();
+    assert_eq!(few.len(), 2);
+    let top = faint
+        .iter()
+        .map(|f| f.significance.abs())
+        .fold(0.0, f64::max);
+    assert_eq!(few[0].significance.abs(), top);
+    // None in the sample, but a watched place keeps the (positive) faint source there.
+    let target = &faint
+        .iter()
+        .rev()
+        .find(|f| !f.source.is_negative)
+        .expect("a positive faint DIASource")
+        .source;
+    let none = DiaConfig {
+        faint_max: 0,
+        ..DiaConfig::default()
+    };
+    // A watched place is matched on the peak's pixel: 1 arcsec around the centroid.
+    let watch = Watch {
+        x: target.x,
+        y: target.y,
+        radius: 5.0,
+    };
+    let (_, kept) =
+        detect_dia_sources_and_faint(&d.exposure, &science, &template, &none, &[watch]).unwrap();
+    assert!(!kept.is_empty());
+    assert!(kept.iter().all(|f| f.watched == Some(0)));
+    assert!(
+        kept.iter()
+            .any(|f| f.source.x == target.x && f.source.y == target.y)
+    );
+    let bad = DiaConfig {
+        faint_threshold: 6.0,
+        ..DiaConfig::default()
+    };
+    assert_eq!(
+        detect_dia_sources_and_faint(&d.exposure, &science, &template, &bad, &[]).unwrap_err(),
+        DiaError::FaintThreshold(6.0)
+    );
+}
+
+/// A significance image of round Gaussian profiles (x, y, peak, sigma).
+fn profiles(size: usize, blobs: &[(f64, f64, f64, f64)]) -> Image<f32> {
+    let mut data = vec![0.0f32; size * size];
+    for (i, v) in data.iter_mut().enumerate() {
+        let (x, y) = ((i % size) as f64, (i / size) as f64);
+        *v = blobs
+            .iter()
+            .map(|&(bx, by, peak, s)| {
+                peak * (-((x - bx).powi(2) + (y - by).powi(2)) / (2.0 * s * s)).exp()
+            })
+            .sum::<f64>() as f32;
+    }
+    Image::from_vec(size, size, data).unwrap()
+}
+
+fn footprint_with(peaks: &[(usize, usize, f64)]) -> Footprint {
+    Footprint {
+        spans: vec![],
+        bbox: (0, 0, 40, 40),
+        peaks: peaks
+            .iter()
+            .map(|&(x, y, significance)| Peak { x, y, significance })
+            .collect(),
+        negative: false,
+    }
+}
+
+#[test]
+fn a_lump_on_a_bright_source_is_no_source_of_its_own_and_a_neighbour_is() {
+    let config = DiaConfig::default();
+    // A source of significance 70 with a lump of a few per cent 3 pixels out: its local
+    // maximum barely rises out of the profile.
+    let lumpy = profiles(40, &[(20.0, 20.0, 70.0, 2.5), (23.0, 20.0, 6.0, 1.0)]);
+    let lump_peak = f64::from(lumpy.get(23, 20).unwrap());
+    let f = distinct_peaks(
+        footprint_with(&[(20, 20, 70.0), (23, 20, lump_peak)]),
+        &lumpy,
+        &config,
+    );
+    assert_eq!(f.peaks.len(), 1);
+    assert_eq!((f.peaks[0].x, f.peaks[0].y), (20, 20));
+    // Two sources 10 pixels apart, the fainter at a third of the other: a deep valley.
+    let pair = profiles(40, &[(15.0, 20.0, 60.0, 2.5), (25.0, 20.0, 20.0, 2.5)]);
+    let f = distinct_peaks(
+        footprint_with(&[(15, 20, 60.0), (25, 20, 20.0)]),
+        &pair,
+        &config,
+    );
+    assert_eq!(f.peaks.len(), 2);
+    // A negative footprint is read with its sign turned.
+    let dip = profiles(40, &[(15.0, 20.0, -60.0, 2.5), (25.0, 20.0, -20.0, 2.5)]);
+    let mut negative = footprint_with(&[(15, 20, -60.0), (25, 20, -20.0)]);
+    negative.negative = true;
+    assert_eq!(distinct_peaks(negative, &dip, &config).peaks.len(), 2);
+}
