@@ -33,6 +33,7 @@ pub async fn night(
         visits,
         size,
         stars: scaled(d.stars),
+        galaxies: scaled(d.galaxies),
         variables: scaled(d.variables),
         transients: scaled(d.transients),
         asteroids: scaled(d.asteroids),
@@ -44,8 +45,8 @@ pub async fn night(
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "a night of {visits} visits of a {size} x {size} CCD from raw exposures, on {cores} core(s): \
-         {} stars, {} variables, {} transients, {} asteroids",
-        spec.stars, spec.variables, spec.transients, spec.asteroids
+         {} stars, {} galaxies, {} variables, {} transients, {} asteroids",
+        spec.stars, spec.galaxies, spec.variables, spec.transients, spec.asteroids
     );
     let s = run(
         &crate::server::open_store(&bench)?,

@@ -225,6 +225,16 @@ async fn write_visits(store: &CatalogStore, visits: &[SimVisit]) -> Result<()> {
     Ok(())
 }
 
+/// The release's tract (a HEALPix cell of order 6) and patch (one of the 64 cells of order
+/// 9 within it) of a position.
+pub fn tract_patch(ra: f64, dec: f64) -> (i64, i64) {
+    let (lon, lat) = (ra.to_radians(), dec.to_radians());
+    (
+        cdshealpix::nested::hash(6, lon, lat) as i64,
+        (cdshealpix::nested::hash(9, lon, lat) % 64) as i64,
+    )
+}
+
 fn objects_batch(objs: &[SimObject], seed: u64) -> Result<RecordBatch> {
     let first = objs.first().map(|o| o.id as u64).unwrap_or(0);
     let mut rng = noise_rng(seed, 1 << 40 | first);
@@ -245,20 +255,13 @@ fn objects_batch(objs: &[SimObject], seed: u64) -> Result<RecordBatch> {
         .i64(
             "tract",
             objs.iter()
-                .map(|o| {
-                    Some(cdshealpix::nested::hash(6, o.ra.to_radians(), o.dec.to_radians()) as i64)
-                })
+                .map(|o| Some(tract_patch(o.ra, o.dec).0))
                 .collect(),
         )
         .i64(
             "patch",
             objs.iter()
-                .map(|o| {
-                    Some(
-                        (cdshealpix::nested::hash(9, o.ra.to_radians(), o.dec.to_radians()) % 64)
-                            as i64,
-                    )
-                })
+                .map(|o| Some(tract_patch(o.ra, o.dec).1))
                 .collect(),
         );
     let (mut xx, mut yy, mut xy) = (

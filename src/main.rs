@@ -222,11 +222,12 @@ enum HipsCommand {
 
 #[derive(Subcommand)]
 enum NightCommand {
-    /// Simulate a night of visits to one field (stars, periodic variables, injected
-    /// transients, asteroids) and run each through templates, difference imaging,
-    /// DIASources, association (to known solar system objects, then DIAObjects) and forced
-    /// photometry into the ap tables and alerts, recording the truth, the DIASources and
-    /// each visit's latency under the output directory.
+    /// Simulate a night of visits to one field (stars, galaxies, periodic variables,
+    /// injected transients, asteroids) and run each through templates, difference imaging,
+    /// DIASources, association (to known solar system objects, then DIAObjects), forced
+    /// photometry and the match to the Objects measured on the field's template into the
+    /// ap tables and alerts, recording the truth, the DIASources and each visit's latency
+    /// under the output directory.
     Run {
         /// Visits of the night.
         #[arg(long, default_value_t = 6)]
@@ -236,6 +237,9 @@ enum NightCommand {
         size: usize,
         #[arg(long, default_value_t = 600)]
         stars: usize,
+        /// Galaxies, besides the hosts of half the transients.
+        #[arg(long, default_value_t = 150)]
+        galaxies: usize,
         #[arg(long, default_value_t = 40)]
         variables: usize,
         #[arg(long, default_value_t = 80)]
@@ -684,6 +688,7 @@ fn main() -> Result<()> {
                         visits,
                         size,
                         stars,
+                        galaxies,
                         variables,
                         transients,
                         asteroids,
@@ -699,6 +704,7 @@ fn main() -> Result<()> {
                     visits,
                     size,
                     stars,
+                    galaxies,
                     variables,
                     transients,
                     asteroids,

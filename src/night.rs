@@ -1,15 +1,20 @@
 //! `aster night run`: alert production over a simulated night (DMS-REQ-0004, 0010, 0269 to
-//! 0272, 0280, 0285, 0312, 0317). A field of stars, periodic variables, injected transients
-//! and asteroids is observed by a run of visits; each visit's calibrated CCD image (rendered by the
-//! simulator: the raw-to-calexp steps are `aster pipeline run`'s) goes through the Level 1
-//! chain as it arrives: background, template (a coadd of the field's exposures from the
-//! epoch window before it), Alard-Lupton difference, DIASources, association to the known
-//! asteroids' predicted places ([`solar_system`]) and then into DIAObjects, forced photometry of every DIAObject on the difference and the visit image,
-//! the rows of `ap.DiaSource`, `ap.DiaObject` (a new version of each updated object,
-//! dated by `validityStartMjdTai`, as Rubin's APDB keeps them), `ap.DiaForcedSource` and
-//! `ap.SSSource`, queryable in TAP when the visit is done, and an alert per DIASource (Avro, Rubin's
-//! schema 11.1, with the object's history and cutouts) into the alert archive, from which
-//! the server distributes them.
+//! 0272, 0280, 0285, 0312, 0317, 0324). A field of stars, galaxies, periodic variables,
+//! injected transients (half of them in a galaxy) and asteroids is observed by a run of
+//! visits; each visit's calibrated CCD image (rendered by the simulator: the raw-to-calexp
+//! steps are `aster pipeline run`'s) goes through the Level 1 chain as it arrives:
+//! background, template (a coadd of the field's exposures from the epoch window before it,
+//! on which the field's Objects were measured before the night: [`field`]), Alard-Lupton
+//! difference, DIASources (and faint ones under the threshold: at the known asteroids'
+//! predicted places, and a sample of the rest), association to the known asteroids'
+//! predicted places ([`solar_system`]) and then into DIAObjects, forced photometry of every
+//! DIAObject on the difference and the visit image, the nearby Objects of each new
+//! DIAObject and of every DIASource, the rows of `ap.DiaSource`, `ap.DiaObject` (a new
+//! version of each updated object, dated by `validityStartMjdTai`, as Rubin's APDB keeps
+//! them), `ap.DiaForcedSource`, `ap.SSSource`, `ap.FaintDiaSource` and the two match tables,
+//! queryable in TAP when the visit is done, and an alert per DIASource (Avro, Rubin's schema
+//! 11.1, with the object's history and cutouts) into the alert archive, from which the
+//! server distributes them.
 //!
 //! Beside the tables, the run directory keeps what the figures script
 //! (`tests/alert_figures.py`) measures the chain with: the truth of every changing object on
@@ -26,10 +31,11 @@ use aster_archive::alerts::{AlertArchive, AlertParts, AlertSchema, AlertTable, N
 use aster_archive::catalog::{CatalogStore, DEFAULT_MAX_ROWS};
 use aster_archive::schema::builtin_schemas;
 use aster_processing::association::astrometry::Motion;
+use aster_processing::association::nearby::ObjectKind;
 use aster_processing::association::solar_system::{SsSummary, associate_solar_system};
 use aster_processing::association::{AssociationConfig, Associator, DiaObject};
 use aster_processing::background::Background;
-use aster_processing::dia::{self, DiaConfig, DiaSource, detect_dia_sources};
+use aster_processing::dia::{self, DiaConfig, DiaSource, FaintDiaSource, Watch};
 use aster_processing::diffim::{DiffimConfig, stamp_stars, subtract_with_stars};
 use aster_processing::image::Exposure;
 use aster_processing::image::HeaderValue;
@@ -44,6 +50,7 @@ use std::collections::HashMap;
 
 use crate::tables::Columns;
 
+mod field;
 mod raw;
 mod solar_system;
 use raw::Instrument;
@@ -58,6 +65,8 @@ pub struct NightSpec {
     /// CCD side, pixels.
     pub size: usize,
     pub stars: usize,
+    /// Galaxies of the field, besides the hosts of half the transients.
+    pub galaxies: usize,
     pub variables: usize,
     pub transients: usize,
     /// Asteroids crossing the field, most of them in the orbit catalogue.
@@ -78,6 +87,7 @@ impl Default for NightSpec {
             visits: 6,
             size: 1024,
             stars: 600,
+            galaxies: 150,
             variables: 40,
             transients: 80,
             asteroids: 12,
@@ -88,8 +98,10 @@ impl Default for NightSpec {
     }
 }
 
-/// The field's centre: inside the demo release's footprint.
-const FIELD: (f64, f64) = (62.4, -36.6);
+/// The field's centre: outside the demo release's footprint (2 degrees around RA 62,
+/// Dec -37), so the Objects of `dp.Object` there are the field's own, measured on its
+/// template ([`field`]).
+const FIELD: (f64, f64) = (57.0, -40.5);
 /// The night's first visit starts at this MJD.
 const NIGHT_MJD: f64 = 61_010.1;
 /// Visit numbers of the night, apart from the demo release's.
@@ -97,6 +109,7 @@ const FIRST_VISIT: i64 = 9_000_000;
 /// DIAObject ids of the night, apart from the demo release's.
 const FIRST_DIA_OBJECT: i64 = 3_000_000_000_000;
 /// Object ids of injected transients and variables (for the truth tables).
+const FIRST_GALAXY: i64 = 7_000_000_000;
 const FIRST_VARIABLE: i64 = 8_000_000_000;
 const FIRST_TRANSIENT: i64 = 9_000_000_000;
 
@@ -104,9 +117,18 @@ const FIRST_TRANSIENT: i64 = 9_000_000_000;
 /// arcsec (or three times the prediction's uncertainty, when that is more).
 const SS_RADIUS_ARCSEC: f64 = 1.0;
 
-/// The field: stars, periodic variables, transients peaking within days of the night, and
-/// asteroids crossing it, the changing ones apart from each other by 4 arcsec.
-fn population(spec: &NightSpec) -> Result<(Vec<SimObject>, Vec<SimAsteroid>)> {
+/// The field's population.
+struct Population {
+    objects: Vec<SimObject>,
+    asteroids: Vec<SimAsteroid>,
+    /// Each hosted transient's galaxy.
+    hosts: HashMap<i64, i64>,
+}
+
+/// The field: stars, galaxies, periodic variables, transients peaking within days of the
+/// night (half of them in a galaxy, the others with no host to see), and asteroids
+/// crossing it, the changing ones apart from each other by 4 arcsec.
+fn population(spec: &NightSpec) -> Result<Population> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed);
     let half = spec.size as f64 * PIXEL_SCALE / 3600.0 / 2.0 * 0.95;
     let cosd = FIELD.1.to_radians().cos();
@@ -154,19 +176,54 @@ fn population(spec: &NightSpec) -> Result<(Vec<SimObject>, Vec<SimAsteroid>)> {
             Some(v),
         ));
     }
+    let mut transients = Vec::with_capacity(spec.transients);
     for i in 0..spec.transients {
         let (ra, dec) = apart(&mut rng);
+        transients.push((FIRST_TRANSIENT + i as i64, ra, dec));
         let v = Variability::Transient {
             peak_mjd: NIGHT_MJD + rng.random_range(-5.0..5.0),
             peak_flux: mag_to_njy(rng.random_range(20.0..25.0)),
             rise: 5.0,
             fall: 20.0,
         };
-        // Hosts too faint to see: the transient is what changes.
+        // A point of 29th magnitude at most times: what changes is the transient.
         out.push(object(FIRST_TRANSIENT + i as i64, ra, dec, 29.0, Some(v)));
     }
     let asteroids = solar_system::asteroids(spec.asteroids, NIGHT_MJD, &mut rng, &mut apart)?;
-    Ok((out, asteroids))
+    // The galaxies come last, so the rest of the field is as it was without them.
+    let galaxy = |id: i64, ra: f64, dec: f64, mag: f64, size: f64| SimObject {
+        is_star: false,
+        size,
+        ..object(id, ra, dec, mag, None)
+    };
+    for i in 0..spec.galaxies {
+        let (ra, dec) = place(&mut rng);
+        let mag = rng.random_range(18.0..23.5);
+        let size = rng.random_range(0.3..2.0);
+        out.push(galaxy(FIRST_GALAXY + i as i64, ra, dec, mag, size));
+    }
+    // Every other transient sits in a galaxy, within 0.8 half-light radii of its centre.
+    let mut hosts = HashMap::new();
+    for (k, &(transient, ra, dec)) in transients.iter().enumerate().step_by(2) {
+        let id = FIRST_GALAXY + (spec.galaxies + k) as i64;
+        let size = rng.random_range(0.4..1.5);
+        let offset = size * rng.random_range(0.0..0.8) / 3600.0;
+        let angle = rng.random_range(0.0..std::f64::consts::TAU);
+        let mag = rng.random_range(19.0..22.5);
+        out.push(galaxy(
+            id,
+            ra + offset * angle.cos() / cosd,
+            dec + offset * angle.sin(),
+            mag,
+            size,
+        ));
+        hosts.insert(transient, id);
+    }
+    Ok(Population {
+        objects: out,
+        asteroids,
+        hosts,
+    })
 }
 
 fn visit(id: i64, mjd: f64, band: usize, seeing: f64, depth_offset: f64, airmass: f64) -> SimVisit {
@@ -266,7 +323,11 @@ pub async fn run(
     ensure_ap_tables(store).await?;
     std::fs::create_dir_all(&spec.out)
         .with_context(|| format!("creating {}", spec.out.display()))?;
-    let (objects, asteroids) = population(spec)?;
+    let Population {
+        objects,
+        asteroids,
+        hosts,
+    } = population(spec)?;
     let orbit_rows = solar_system::orbits_batch(&asteroids, unix_micros_now())?;
     write_orbit_catalogue(store, &orbit_rows).await?;
     // The catalogue's orbits as alerts carry them, encoded once.
@@ -345,6 +406,19 @@ pub async fn run(
     // Its bright stars, found once, are where each visit's matching kernel is fitted.
     let diffim = DiffimConfig::default();
     let field_stars = stamp_stars(&field_template.exposure, &diffim)?;
+    // The field's Objects, measured on the same coadd, for the nearby Objects of its
+    // DIAObjects and DIASources.
+    let field_objects = field::FieldObjects::measure(&field_template.exposure, band)?;
+    field_objects.write(store).await?;
+    write_population(&spec.out, &objects, &hosts, &field_objects)?;
+    let mut nearby_out = csv(
+        &spec.out.join("nearby.csv"),
+        "diaObjectId,objectId,galaxy,dist,lnP",
+    )?;
+    let mut faint_out = csv(
+        &spec.out.join("faint_sources.csv"),
+        "visit,x,y,significance,snr,ssObjectId",
+    )?;
     let mut associator = Associator::new(AssociationConfig::default());
     // Each DIAObject's earlier DIASources and forced sources, encoded once, for the
     // `prvDiaSources` and `prvDiaForcedSources` of its later alerts.
@@ -403,12 +477,31 @@ pub async fn run(
             .collect();
         let diff = subtract_with_stars(&science, &template, &diffim, Some(&stars))?;
         lap("difference", &mut stages);
-        let sources =
-            detect_dia_sources(&diff.exposure, &science, &template, &DiaConfig::default())?;
+        // Faint DIASources are kept where catalogued asteroids are predicted, within the
+        // radius their DIASources are matched in.
+        let predicted = solar_system::predict(&asteroids, v.mjd_mid(), &grid);
+        let watched: Vec<Watch> = predicted
+            .iter()
+            .filter_map(|p| {
+                let at = wcs.sky_to_pixel(p.prediction.position).ok()?;
+                let radius = SS_RADIUS_ARCSEC.max(3.0 * p.prediction.error_arcsec);
+                Some(Watch {
+                    x: at.x,
+                    y: at.y,
+                    radius: radius / wcs.pixel_scale_arcsec(),
+                })
+            })
+            .collect();
+        let (sources, faint) = dia::detect_dia_sources_and_faint(
+            &diff.exposure,
+            &science,
+            &template,
+            &DiaConfig::default(),
+            &watched,
+        )?;
         lap("detect_measure", &mut stages);
         // Known asteroids first: a DIASource at a catalogued orbit's predicted place is that
         // object's; the others go to DIAObjects.
-        let predicted = solar_system::predict(&asteroids, v.mjd_mid(), &grid);
         let ss_matches = associate_solar_system(
             &sources,
             &predicted.iter().map(|p| p.prediction).collect::<Vec<_>>(),
@@ -469,6 +562,31 @@ pub async fn run(
             .map(|i| v.visit * 100_000 + i as i64)
             .collect();
         let updated: Vec<i64> = assoc.iter().map(|a| a.dia_object_id).collect();
+        // The nearby Objects of each new DIAObject, and of every DIASource.
+        let mut object_matches = Vec::new();
+        for a in assoc.iter().filter(|a| a.created) {
+            let o = associator
+                .get(a.dia_object_id)
+                .context("a DIAObject just made")?;
+            if let Some(p) = SkyCoord::new(o.ra, o.dec) {
+                let err = o.ra_err.max(o.dec_err) * 3600.0;
+                for n in field_objects.index.nearby(p, err) {
+                    object_matches.push((o.id, n));
+                }
+            }
+        }
+        let mut source_matches = Vec::new();
+        for (s, id) in sources.iter().zip(&ids) {
+            if let Some(p) = SkyCoord::new(s.ra, s.dec) {
+                for n in field_objects
+                    .index
+                    .nearby(p, s.ra_err.max(s.dec_err) * 3600.0)
+                {
+                    source_matches.push((*id, n));
+                }
+            }
+        }
+        lap("nearby", &mut stages);
         let processed = mjd_tai_now();
         let source_rows = dia_source_batch(
             &sources,
@@ -480,6 +598,14 @@ pub async fn run(
         )?;
         let object_rows = dia_object_batch(&associator, &updated, mjd)?;
         let forced_rows = forced_batch(&forced, &v, processed)?;
+        // Faint DIASources' ids follow the visit's DIASources'.
+        let faint_rows = faint_batch(
+            &faint,
+            v.visit * 100_000 + sources.len() as i64,
+            &|w| predicted[w].asteroid.ss_object_id,
+            &v,
+            processed,
+        )?;
         let detections: Vec<SsDetection> = ss_matches
             .iter()
             .enumerate()
@@ -518,6 +644,23 @@ pub async fn run(
             .await?;
         store
             .append("ap", "SSSource", std::slice::from_ref(&ss_rows))
+            .await?;
+        store
+            .append("ap", "FaintDiaSource", std::slice::from_ref(&faint_rows))
+            .await?;
+        store
+            .append(
+                "ap",
+                "DiaObject_To_Object_Match",
+                &[field::match_batch("diaObjectId", &object_matches)?],
+            )
+            .await?;
+        store
+            .append(
+                "ap",
+                "DiaSource_To_Object_Match",
+                &[field::match_batch("diaSourceId", &source_matches)?],
+            )
             .await?;
         lap("write", &mut stages);
         let made = alerts_of_visit(
@@ -559,6 +702,8 @@ pub async fn run(
                 "transient"
             } else if t.id >= FIRST_VARIABLE {
                 "variable"
+            } else if t.id >= FIRST_GALAXY {
+                "galaxy"
             } else {
                 "star"
             };
@@ -583,6 +728,31 @@ pub async fn run(
                 t.y,
                 delta,
                 delta / err
+            )?;
+        }
+        for f in &faint {
+            writeln!(
+                faint_out,
+                "{},{:.3},{:.3},{:.3},{:.3},{}",
+                v.visit,
+                f.source.x,
+                f.source.y,
+                f.significance,
+                f.source.snr,
+                f.watched.map_or(String::new(), |w| predicted[w]
+                    .asteroid
+                    .ss_object_id
+                    .to_string())
+            )?;
+        }
+        for (id, n) in &object_matches {
+            writeln!(
+                nearby_out,
+                "{id},{},{},{:.4},{:.4}",
+                n.object_id,
+                n.kind == ObjectKind::Galaxy,
+                n.distance_arcsec,
+                n.ln_p
             )?;
         }
         let blank = |o: &Option<i64>| o.map_or(String::new(), |o| o.to_string());
@@ -652,6 +822,8 @@ pub async fn run(
     }
     truth_out.flush()?;
     sources_out.flush()?;
+    nearby_out.flush()?;
+    faint_out.flush()?;
     let ss: Vec<_> = ss_summaries.into_values().collect();
     store
         .append("ap", "SSObject", &[solar_system::ss_object_batch(&ss)?])
@@ -675,6 +847,36 @@ pub async fn run(
     ss_out.flush()?;
     summary.dia_objects = associator.objects().len();
     Ok(summary)
+}
+
+/// The field's truth for the nearby Objects' figures: every object's place and kind, each
+/// hosted transient's galaxy; and the Objects measured on the template.
+fn write_population(
+    out: &Path,
+    objects: &[SimObject],
+    hosts: &HashMap<i64, i64>,
+    field_objects: &field::FieldObjects,
+) -> Result<()> {
+    let mut p = csv(&out.join("population.csv"), "id,galaxy,ra,dec,host")?;
+    for o in objects {
+        let host = hosts.get(&o.id).map_or(String::new(), |h| h.to_string());
+        writeln!(p, "{},{},{:.8},{:.8},{host}", o.id, !o.is_star, o.ra, o.dec)?;
+    }
+    p.flush()?;
+    let mut f = csv(&out.join("objects.csv"), "objectId,galaxy,ra,dec,psfFlux")?;
+    for s in &field_objects.sources {
+        writeln!(
+            f,
+            "{},{},{:.8},{:.8},{:.3}",
+            field::FIRST_OBJECT + s.id,
+            field::kind_of(s) == ObjectKind::Galaxy,
+            s.ra,
+            s.dec,
+            s.measurement.psf_flux.value
+        )?;
+    }
+    f.flush()?;
+    Ok(())
 }
 
 fn csv(path: &Path, header: &str) -> Result<std::io::BufWriter<std::fs::File>> {
@@ -799,6 +1001,74 @@ fn dia_source_batch(
             s.iter().map(|d| Some(d.bbox_size as i32)).collect(),
         )
         .bool("pixelFlags_edge", flags(&|d| d.flags.edge));
+    c.batch()
+}
+
+/// The rows of `ap.FaintDiaSource`, numbered from `first_id`; `ss_object` names the
+/// asteroid of a watched place.
+fn faint_batch(
+    faint: &[FaintDiaSource],
+    first_id: i64,
+    ss_object: &dyn Fn(usize) -> i64,
+    v: &SimVisit,
+    processed: f64,
+) -> Result<arrow::array::RecordBatch> {
+    let n = faint.len();
+    let f32s = |g: &dyn Fn(&FaintDiaSource) -> Option<f64>| {
+        faint
+            .iter()
+            .map(|f| g(f).filter(|x| x.is_finite()).map(|x| x as f32))
+            .collect::<Vec<_>>()
+    };
+    let mut c = Columns::default();
+    c.i64(
+        "diaSourceId",
+        (0..n as i64).map(|i| Some(first_id + i)).collect(),
+    )
+    .i64("visit", vec![Some(v.visit); n])
+    .i32("detector", vec![Some(0); n])
+    .i64(
+        "ssObjectId",
+        faint.iter().map(|f| f.watched.map(ss_object)).collect(),
+    )
+    .f64("midpointMjdTai", vec![Some(v.mjd_mid()); n])
+    .f64("ra", faint.iter().map(|f| Some(f.source.ra)).collect())
+    .f64("dec", faint.iter().map(|f| Some(f.source.dec)).collect())
+    .f32("raErr", f32s(&|f| Some(f.source.ra_err)))
+    .f32("decErr", f32s(&|f| Some(f.source.dec_err)))
+    .f32("x", f32s(&|f| Some(f.source.x)))
+    .f32("y", f32s(&|f| Some(f.source.y)))
+    .f32("xErr", f32s(&|f| Some(f.source.x_err)))
+    .f32("yErr", f32s(&|f| Some(f.source.y_err)))
+    .f32("snr", f32s(&|f| Some(f.source.snr)))
+    .f32("significance", f32s(&|f| Some(f.significance)))
+    .f32("psfFlux", f32s(&|f| Some(f.source.psf_flux.value)))
+    .f32("psfFluxErr", f32s(&|f| Some(f.source.psf_flux.err)))
+    .f32("apFlux", f32s(&|f| Some(f.source.ap_flux.value)))
+    .f32("apFluxErr", f32s(&|f| Some(f.source.ap_flux.err)))
+    .f32("scienceFlux", f32s(&|f| Some(f.source.science_flux.value)))
+    .f32("scienceFluxErr", f32s(&|f| Some(f.source.science_flux.err)))
+    .f32(
+        "templateFlux",
+        f32s(&|f| Some(f.source.template_flux.value)),
+    )
+    .f32(
+        "templateFluxErr",
+        f32s(&|f| Some(f.source.template_flux.err)),
+    )
+    .str("band", vec![Some(BANDS[v.band].to_string()); n])
+    .bool(
+        "isNegative",
+        faint.iter().map(|f| Some(f.source.is_negative)).collect(),
+    )
+    .f32("reliability", f32s(&|f| Some(1.0 - f.source.spuriousness)))
+    .f32("trailLength", f32s(&|f| f.source.trail.map(|t| t.length)))
+    .f32("trailAngle", f32s(&|f| f.source.trail.map(|t| t.angle)))
+    .bool(
+        "pixelFlags_edge",
+        faint.iter().map(|f| Some(f.source.flags.edge)).collect(),
+    )
+    .f64("timeProcessedMjdTai", vec![Some(processed); n]);
     c.batch()
 }
 

@@ -9,8 +9,10 @@ in its output directory (truth.csv, dia_sources.csv, latency.jsonl):
   still deemed reliable (reliability = 1 - spuriousness above 0.5), and the share of real
   ones (and of transients) deemed not;
 - association purity for isolated variables (no other object within 5 arcsec): the share
-  of their DIASources whose DIAObject holds that variable's sources only; and how many
-  DIAObjects each variable was split over;
+  of their DIASources whose DIAObject holds no other object's sources (and, strictly, no
+  artefacts either: DIASources 3 pixels or more from any true change, such as the lumps a
+  bright variable's imperfect subtraction leaves); and how many DIAObjects each variable
+  was split over;
 - asteroids: the share of catalogued asteroids with true SNR >= 6 whose DIASource was
   associated with their SSObject; the purity of those associations (DIASources given an
   ssObjectId that are that asteroid); and how many DIAObjects the asteroids missing from
@@ -21,12 +23,31 @@ in its output directory (truth.csv, dia_sources.csv, latency.jsonl):
   fitted length;
 - the known asteroids' absolute magnitudes in the SSObject summaries against the
   simulator's: median difference and median pull (ss_objects.csv);
+- faint DIASources (under the threshold, faint_sources.csv): how many per CCD per visit,
+  the share of the monitoring sample at a true change, and those kept at catalogued
+  asteroids' predicted places: how many are that asteroid, and the share of the
+  asteroids with true SNR 4 to 5 (too faint for a DIASource) found that way;
+- the field's Objects (measured on its template) against the truth: how many of them
+  lie within 0.5 arcsec of a star or a galaxy, and the share of those classified as one;
+- nearby Objects: for variables (2 arcsec from any other object), the share of their
+  DIAObjects whose most probable Object is the variable itself (within 0.5 arcsec of its
+  place, a star), with the median probability; for transients in a galaxy, the share
+  whose nearest Object is the host (within 1 arcsec of its centre); and the median
+  probability of the most likely Object for transients with and without a host
+  (population.csv, objects.csv, nearby.csv);
 - latency per CCD from the image's arrival to the rows written, p50 and max, and per stage.
 
     python tests/alert_figures.py DIR [--check]
 
 With --check it exits 1 when transient completeness or asteroid association completeness
-is < 95 %, or either purity < 99 %. Standard library only.
+is < 95 %, or either purity < 99 %; when fewer than 90 % of the variables' DIAObjects
+have the variable as their most probable Object, or fewer than 80 % of the hosted
+transients' have the host as their nearest Object (none of either fails too; the misses
+are blends the deblender split or merged); when more than 5 % of the real transients'
+DIASources are deemed unreliable; or, where there are 10 or more of them, when the
+asteroids' fitted trails are off the truth by a median pull beyond one, the transients'
+fitted trails reach a median of half the asteroids' true one, or the SSObjects' H differ
+from the truth by a median beyond 0.1 mag. Standard library only.
 """
 import csv
 import json
@@ -121,13 +142,16 @@ def figures(directory):
             members[owner].append(tid)
             if tid in isolated:
                 of_variable[tid].add(owner)
-    assoc_total = assoc_pure = 0
+    # Impure: the DIAObject also holds another object's sources. Artefacts (DIASources
+    # at no true change: residuals of the variable's own imperfect subtraction) are false
+    # DIASources, counted above; the strict figure counts them as impurities too.
+    assoc_total = assoc_pure = assoc_strict = 0
     for obj, tids in members.items():
         for tid in tids:
             if tid in isolated:
                 assoc_total += 1
-                if all(u == tid for u in tids):
-                    assoc_pure += 1
+                assoc_pure += all(u == tid or u is None for u in tids)
+                assoc_strict += all(u == tid for u in tids)
     split = sum(1 for v in of_variable.values() if len(v) > 1)
 
     # Asteroids: catalogued ones to their SSObjects, the others to DIAObjects.
@@ -173,6 +197,9 @@ def figures(directory):
     h_pull = [(float(r["H"]) - float(r["trueH"])) / float(r["HErr"]) for r in ss_h
               if float(r["HErr"]) > 0]
 
+    nearby = nearby_figures(directory, truth_of, sources, kind_of)
+    faint = faint_figures(directory, truth_by_visit, near, visits)
+
     seconds = sorted(r["seconds"] for r in latency)
     stages = defaultdict(list)
     for r in latency:
@@ -191,6 +218,7 @@ def figures(directory):
         "isolated_variables": len(isolated),
         "variable_sources": assoc_total,
         "purity": assoc_pure / assoc_total if assoc_total else float("nan"),
+        "purity_strict": assoc_strict / assoc_total if assoc_total else float("nan"),
         "variables_split": split,
         "asteroids_expected": ss_expected,
         "asteroids_associated": ss_associated,
@@ -209,9 +237,127 @@ def figures(directory):
         "ss_h": len(ss_h),
         "ss_h_diff": statistics.median(h_diff) if h_diff else float("nan"),
         "ss_h_pull": statistics.median(h_pull) if h_pull else float("nan"),
+        **nearby,
+        **faint,
         "latency_p50": statistics.median(seconds) if seconds else float("nan"),
         "latency_max": seconds[-1] if seconds else float("nan"),
         "stages": {n: (statistics.median(v), max(v)) for n, v in stages.items()},
+    }
+
+
+def separation(a, b):
+    """Small-angle distance between two (ra, dec) in degrees, arcsec."""
+    dra = (a[0] - b[0]) * math.cos(math.radians((a[1] + b[1]) / 2))
+    return math.hypot(dra, a[1] - b[1]) * 3600.0
+
+
+def faint_figures(directory, truth_by_visit, near, visits):
+    faint = read(f"{directory}/faint_sources.csv")
+    sample = [f for f in faint if not f["ssObjectId"]]
+    at_change = sum(
+        1 for f in sample
+        if any(near(f, t) for t in truth_by_visit[f["visit"]]
+               if math.isfinite(float(t["snr"])) and abs(float(t["snr"])) > 2.0))
+    watched = [f for f in faint if f["ssObjectId"]]
+    right = sum(1 for f in watched
+                if any(near(f, t) and t["id"] == f["ssObjectId"] for t in truth_by_visit[f["visit"]]))
+    faint_asteroids = [t for ts in truth_by_visit.values() for t in ts
+                       if t["kind"] == "asteroid" and 4.0 <= float(t["snr"]) < 5.0]
+    recovered = sum(1 for t in faint_asteroids
+                    if any(near(f, t) and f["ssObjectId"] == t["id"] for f in watched))
+    return {
+        "faint_per_ccd_visit": len(faint) / visits if visits else float("nan"),
+        "faint_sample": len(sample),
+        "faint_sample_real": at_change / len(sample) if sample else float("nan"),
+        "faint_watched": len(watched),
+        "faint_watched_right": right / len(watched) if watched else float("nan"),
+        "faint_asteroids": len(faint_asteroids),
+        "faint_asteroids_found": recovered / len(faint_asteroids) if faint_asteroids else float("nan"),
+    }
+
+
+def nearby_figures(directory, truth_of, sources, kind_of):
+    population = {r["id"]: r for r in read(f"{directory}/population.csv")}
+    objects = {r["objectId"]: r for r in read(f"{directory}/objects.csv")}
+    matches = defaultdict(list)
+    for r in read(f"{directory}/nearby.csv"):
+        matches[r["diaObjectId"]].append(r)
+    place = lambda r: (float(r["ra"]), float(r["dec"]))
+
+    # Objects against the truth, through a coarse grid of the truth's places.
+    cell = 2.0 / 3600.0
+    grid = defaultdict(list)
+    for r in population.values():
+        grid[(int(float(r["ra"]) / cell), int(float(r["dec"]) / cell))].append(r)
+    matched = right = 0
+    for o in objects.values():
+        ra, dec = place(o)
+        i, j = int(ra / cell), int(dec / cell)
+        near = [t for di in (-1, 0, 1) for dj in (-1, 0, 1) for t in grid[(i + di, j + dj)]]
+        best = min(near, key=lambda t: separation(place(t), (ra, dec)), default=None)
+        if best is not None and separation(place(best), (ra, dec)) < 0.5:
+            matched += 1
+            right += best["galaxy"] == o["galaxy"]
+
+    # Each truth object's DIAObjects, through its DIASources.
+    dia_objects = defaultdict(set)
+    for s in sources:
+        tid = truth_of[s["diaSourceId"]]
+        if tid is not None and s["diaObjectId"]:
+            dia_objects[tid].add(s["diaObjectId"])
+
+    def most_probable(dia_object):
+        return max(matches.get(dia_object, []), key=lambda m: float(m["lnP"]), default=None)
+
+    # Variables with no other object within 2 arcsec: a blend is a question for the
+    # deblender, not for the match.
+    def clear(tid):
+        ra, dec = place(population[tid])
+        i, j = int(ra / cell), int(dec / cell)
+        return all(t["id"] == tid or separation(place(t), (ra, dec)) > 2.0
+                   for di in (-1, 0, 1) for dj in (-1, 0, 1) for t in grid[(i + di, j + dj)])
+    own = own_total = 0
+    own_p = []
+    for tid in (t for t, k in kind_of.items() if k == "variable" and clear(t)):
+        for d in dia_objects.get(tid, ()):
+            best = most_probable(d)
+            own_total += 1
+            if best is None:
+                continue
+            o = objects[best["objectId"]]
+            if o["galaxy"] == "false" and separation(place(o), place(population[tid])) < 0.5:
+                own += 1
+                own_p.append(math.exp(float(best["lnP"])))
+    host_found = hosted = 0
+    hosted_p, hostless_p = [], []
+    for tid, t in population.items():
+        if kind_of.get(tid) != "transient":
+            continue
+        for d in dia_objects.get(tid, ()):
+            best = most_probable(d)
+            p = math.exp(float(best["lnP"])) if best else 0.0
+            if t["host"]:
+                hosted += 1
+                hosted_p.append(p)
+                nearest = min(matches.get(d, []), key=lambda m: float(m["dist"]), default=None)
+                if nearest is not None and separation(
+                        place(objects[nearest["objectId"]]), place(population[t["host"]])) < 1.0:
+                    host_found += 1
+            else:
+                hostless_p.append(p)
+    median = lambda v: statistics.median(v) if v else float("nan")
+    return {
+        "objects": len(objects),
+        "objects_galaxies": sum(o["galaxy"] == "true" for o in objects.values()),
+        "objects_matched": matched,
+        "objects_classified": right / matched if matched else float("nan"),
+        "variable_dia_objects": own_total,
+        "variables_own": own / own_total if own_total else float("nan"),
+        "variables_own_p": median(own_p),
+        "hosted_dia_objects": hosted,
+        "hosts_found": host_found / hosted if hosted else float("nan"),
+        "hosted_p": median(hosted_p),
+        "hostless_p": median(hostless_p),
     }
 
 
@@ -231,7 +377,8 @@ def main(argv):
     print(f"isolated variables                  {f['isolated_variables']}"
           f"  ({f['variable_sources']} DIASources)")
     print(f"association purity                  {100 * f['purity']:.2f} %"
-          f"  ({f['variables_split']} variables split over several DIAObjects)")
+          f"  ({f['variables_split']} variables split over several DIAObjects;"
+          f" {100 * f['purity_strict']:.2f} % with artefacts as impurities)")
     print(f"catalogued asteroids, true SNR >= 6 {f['asteroids_expected']}")
     print(f"  associated with their SSObject    {f['asteroids_associated']}"
           f"  ({100 * f['ss_completeness']:.1f} %)")
@@ -245,6 +392,21 @@ def main(argv):
           f" {f['still_trail']:.2f}\"")
     print(f"SSObject H against the truth        {f['ss_h']} (object, band):"
           f" median difference {f['ss_h_diff']:.3f} mag, median pull {f['ss_h_pull']:.2f}")
+    print(f"faint DIASources per CCD per visit  {f['faint_per_ccd_visit']:.1f}: sample of"
+          f" {f['faint_sample']} ({100 * f['faint_sample_real']:.1f} % at a true change),"
+          f" {f['faint_watched']} at asteroids' predicted places"
+          f" ({100 * f['faint_watched_right']:.1f} % that asteroid)")
+    print(f"asteroids at true SNR 4 to 5        {f['faint_asteroids']}: found as faint DIASources"
+          f" {100 * f['faint_asteroids_found']:.1f} %")
+    print(f"Objects on the template             {f['objects']} ({f['objects_galaxies']} galaxies);"
+          f" {f['objects_matched']} at a true object, {100 * f['objects_classified']:.1f} %"
+          " classified right")
+    print(f"variables' DIAObjects               {f['variable_dia_objects']}: most probable Object"
+          f" the variable {100 * f['variables_own']:.1f} % (median P {f['variables_own_p']:.3f})")
+    print(f"hosted transients' DIAObjects       {f['hosted_dia_objects']}: nearest Object the host"
+          f" {100 * f['hosts_found']:.1f} %")
+    print(f"  median P of the likeliest Object  hosted {f['hosted_p']:.3g},"
+          f" hostless {f['hostless_p']:.3g}")
     print(f"latency per CCD                     p50 {f['latency_p50']:.2f} s"
           f"  max {f['latency_max']:.2f} s")
     for name, (p50, mx) in f["stages"].items():
@@ -255,6 +417,26 @@ def main(argv):
         if not ok:
             print("FAILED: completeness (transients, asteroid association) must be >= 95 %"
                   " and purity (variables, asteroids) >= 99 %")
+            return 1
+        if not (f["variable_dia_objects"] and f["hosted_dia_objects"]):
+            print("FAILED: no variable or no hosted transient was found to match")
+            return 1
+        if not (f["variables_own"] >= 0.90 and f["hosts_found"] >= 0.80):
+            print("FAILED: variables must be their own most probable Object (>= 90 %) and"
+                  " hosted transients find their host as the nearest Object (>= 80 %)")
+            return 1
+        if not f["transients_doubted"] <= 0.05:
+            print("FAILED: more than 5 % of the transients' DIASources deemed unreliable")
+            return 1
+        if f["trails"] >= 10 and not abs(f["trail_pull"]) <= 1.0:
+            print("FAILED: the asteroids' fitted trail lengths are biased (median pull beyond 1)")
+            return 1
+        if f["still"] >= 10 and f["trails"] >= 10 and not f["still_trail"] < 0.5 * f["trail_true"]:
+            print("FAILED: transients, which do not move, were fitted trails as long as half"
+                  " the asteroids' motion")
+            return 1
+        if f["ss_h"] >= 10 and not abs(f["ss_h_diff"]) <= 0.1:
+            print("FAILED: the SSObjects' H differ from the truth by more than 0.1 mag")
             return 1
     return 0
 

@@ -91,6 +91,80 @@ def test_level1_tables_hold_the_night(tap_url, data_dir):
         assert abs(h - truth[(str(i), "r")]) < 5 * err + 0.05, (i, h, err)
 
 
+def test_nearby_objects_and_the_dia_source_cross_match(tap_url, data_dir):
+    """DMS-REQ-0271 and 0324: the Objects measured on the field's template are in
+    dp.Object; each DIAObject has at most three stars and three galaxies of them within
+    60 arcsec, nearest first, each with lnP; every DIASource has its own cross-match."""
+    import math
+    d = night(data_dir)
+    with open(d / "objects.csv", newline="") as f:
+        objects = {r["objectId"]: r for r in csv.DictReader(f)}
+    with open(d / "dia_sources.csv", newline="") as f:
+        sources = list(csv.DictReader(f))
+    service = pyvo.dal.TAPService(tap_url)
+    field = "objectId >= 5000000000000 AND objectId < 6000000000000"
+    o = service.search(
+        f"SELECT objectId, coord_ra, coord_dec, refExtendedness FROM dp.Object WHERE {field}"
+    ).to_table()
+    assert {str(i) for i in o["objectId"]} == set(objects)
+    assert {float(e) for e in o["refExtendedness"]} == {0.0, 1.0}, "no stars or no galaxies"
+    m = service.search(
+        "SELECT m.diaObjectId, m.objectId, m.dist, m.lnP, o.refExtendedness, "
+        "DISTANCE(POINT('ICRS', d.ra, d.dec), POINT('ICRS', o.coord_ra, o.coord_dec)) * 3600 AS sep "
+        "FROM ap.DiaObject_To_Object_Match AS m "
+        "JOIN dp.Object AS o ON o.objectId = m.objectId "
+        "JOIN ap.DiaObject AS d ON d.diaObjectId = m.diaObjectId "
+        "WHERE d.nDiaSources = 1 AND d.diaObjectId >= 3000000000000"
+    ).to_table()
+    assert len(m) > 0
+    by_object = {}
+    for i, oid, dist, lnp, ext, sep in zip(*(m[c] for c in m.colnames)):
+        # The distance is the one from the DIAObject's first position (its first version).
+        assert dist <= 60.0 and lnp <= 0.0
+        assert abs(dist - sep) < 0.01, (i, oid, dist, sep)
+        by_object.setdefault(int(i), []).append((float(dist), float(ext), float(lnp)))
+    for matches in by_object.values():
+        assert sum(1 for _, e, _ in matches if e == 0.0) <= 3
+        assert sum(1 for _, e, _ in matches if e == 1.0) <= 3
+        # The identities are exclusive: their probabilities sum to at most one.
+        assert sum(math.exp(p) for _, _, p in matches) <= 1.0 + 1e-4
+    # Every DIASource of the night is cross-matched the same way.
+    x = service.search(
+        "SELECT COUNT(DISTINCT diaSourceId) AS n, MAX(dist) AS far "
+        "FROM ap.DiaSource_To_Object_Match WHERE diaSourceId >= 900000000000"
+    ).to_table()
+    assert 0 < int(x["n"][0]) <= len(sources)
+    assert float(x["far"][0]) <= 60.0
+
+
+def test_faint_dia_sources_are_kept_apart_and_limited(tap_url, data_dir):
+    """DMS-REQ-0270: DIASources under the threshold, in their own table, at most the
+    configured sample per visit besides those at known asteroids' predicted places."""
+    import numpy as np
+    d = night(data_dir)
+    with open(d / "faint_sources.csv", newline="") as f:
+        faint = list(csv.DictReader(f))
+    assert faint, "the night kept no faint DIASource"
+    service = pyvo.dal.TAPService(tap_url)
+    t = service.search(
+        "SELECT visit, significance, snr, ssObjectId, diaSourceId FROM ap.FaintDiaSource "
+        f"WHERE {NIGHT}"
+    ).to_table()
+    assert len(t) == len(faint)
+    sample = {}
+    for visit, sig, ss in zip(t["visit"], t["significance"], t["ssObjectId"]):
+        assert 4.0 <= abs(float(sig)) < 5.0
+        if np.ma.is_masked(ss):
+            sample[int(visit)] = sample.get(int(visit), 0) + 1
+    assert sample and max(sample.values()) <= 50
+    # They are not DIASources: no alert, no row in ap.DiaSource.
+    clash = service.search(
+        "SELECT COUNT(*) AS n FROM ap.DiaSource AS s JOIN ap.FaintDiaSource AS f "
+        "ON s.diaSourceId = f.diaSourceId"
+    ).to_table()
+    assert int(clash["n"][0]) == 0
+
+
 # The alerts: Avro with Rubin's published schema (lsst-alert-packet), one per DIASource,
 # from the alert archive over HTTP.
 
