@@ -44,8 +44,14 @@ fn alert_service(
     config: &Config,
     with_demo: bool,
 ) -> Result<aster_protocols::alerts::AlertService> {
-    use aster_protocols::alerts::{distribute, kafka::KafkaSink, voevent};
+    use aster_protocols::alerts::kafka::{KafkaSink, UserTopicsSink};
+    use aster_protocols::alerts::{distribute, voevent};
     let archive = open_alerts(config)?;
+    if with_demo && archive.filters("alice")?.is_empty() {
+        // The demo's alice follows bright new transients: her topic and saved stream.
+        let (name, _, expression) = aster_protocols::alerts::filter::PREDEFINED[0];
+        archive.add_filter("alice", name, expression)?;
+    }
     let mut streams = serde_json::Map::new();
     let brokers = config
         .alerts
@@ -68,7 +74,16 @@ fn alert_service(
                 "mock_cluster": brokers.trim() == "mock",
                 "format": "Confluent wire format: byte 0, the schema id (4 bytes, big-endian), the Avro alert",
                 "schema_id": aster_archive::alerts::AlertSchema::SCHEMA_ID,
+                "user_topics": format!(
+                    "{}.<user>: the alerts a user's saved filters pass (characters a topic name cannot hold made _)",
+                    sink.topic()
+                ),
             }),
+        );
+        // Users' saved filters, each user's on a topic of their own.
+        distribute::spawn(
+            archive.clone(),
+            std::sync::Arc::new(UserTopicsSink::new(&sink, archive.clone())),
         );
         distribute::spawn(archive.clone(), std::sync::Arc::new(sink));
     }

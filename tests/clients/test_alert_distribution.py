@@ -1,6 +1,7 @@
 """Alert distribution (issue 5): a night's alerts reach a confluent-kafka consumer through a
 Kafka broker that goes away during the night and comes back, and reach a Comet VOEvent
-broker; every alert arrives once, and the archive holds each once.
+broker; every alert arrives once, and the archive holds each once. A user's saved filter
+has its own topic, which gets the alerts it passes, each once.
 
 The test runs its own Aster server (configured with the two brokers) on a fresh data
 directory, and `aster night run` against that directory as a separate process, as visits
@@ -86,6 +87,18 @@ def test_a_night_reaches_kafka_through_an_outage_and_comet(kafka, comet, tmp_pat
         streams = requests.get(f"{base}/api/alerts/streams", timeout=5).json()
         assert streams["kafka"]["bootstrap_servers"] == bootstrap
         assert streams["voevent"]["stream"] == STREAM
+        assert streams["kafka"]["user_topics"].startswith("alerts.<user>")
+
+        # Alice saves a filter before the night: her topic gets what it passes.
+        cli = [aster, "--config", str(config), "--data-dir", str(data)]
+        subprocess.run(cli + ["users", "add", "alice"], check=True, capture_output=True)
+        token = subprocess.run(cli + ["token", "create", "--user", "alice"], check=True,
+                               capture_output=True, text=True).stdout.strip()
+        saved = requests.post(f"{base}/api/filters", timeout=30,
+                              headers={"Authorization": f"Bearer {token}"},
+                              json={"name": "bright", "filter": "diaSource.snr >= 20"})
+        assert saved.status_code == 201, saved.text
+        filter_id = saved.json()["id"]
 
         # The broker goes away, then the night runs: its alerts wait in the archive. The
         # night is small: the mock broker keeps only the newest 5 MB of a partition (about
@@ -99,6 +112,7 @@ def test_a_night_reaches_kafka_through_an_outage_and_comet(kafka, comet, tmp_pat
         schema = Schema.from_file()
         r = requests.get(f"{base}/api/alerts", params={"limit": 100000}, timeout=60)
         _, records = schema.retrieve_alerts(io.BytesIO(r.content))
+        records = list(records)
         archived = [a["diaSourceId"] for a in records]
         assert archived and len(archived) == len(set(archived))
         assert len(r.content) < 4_500_000, "the night outgrew the mock broker's 5 MB"
@@ -126,6 +140,27 @@ def test_a_night_reaches_kafka_through_an_outage_and_comet(kafka, comet, tmp_pat
         keys = [int(m.key()) for m in got]
         assert len(keys) == len(set(keys)), "an alert came twice"
         assert sorted(keys) == sorted(archived)
+
+        # Alice's topic: the alerts her filter passes, once each, naming her filter.
+        bright = sorted(a["diaSourceId"] for a in records if a["diaSource"]["snr"] >= 20)
+        assert bright and len(bright) < len(archived)
+        mine = Consumer({"bootstrap.servers": bootstrap, "group.id": "aster-alice",
+                         "enable.auto.commit": False})
+        mine.assign([TopicPartition("alerts.alice", 0, OFFSET_BEGINNING)])
+        got_mine = []
+        end = time.time() + 120
+        while time.time() < end and len(got_mine) < len(bright):
+            m = mine.poll(1.0)
+            if m is not None and m.error() is None:
+                got_mine.append(m)
+        time.sleep(3)
+        while (m := mine.poll(1.0)) is not None:
+            got_mine.append(m)
+        mine.close()
+        assert sorted(int(m.key()) for m in got_mine) == bright
+        for m in got_mine:
+            assert dict(m.headers())["aster-filters"] == str(filter_id).encode()
+            assert schema.deserialize(m.value()[5:])["diaSource"]["snr"] >= 20
         for m in got:
             value = m.value()
             magic, schema_id = struct.unpack(">bI", value[:5])

@@ -347,6 +347,37 @@ def test_kafka_mock_of_the_demo_carries_the_night(base_url, data_dir):
     assert got and got == order[-len(got):]
 
 
+def test_the_demo_alices_saved_filter_has_its_kafka_topic(base_url):
+    """The demo's alice has saved the bright-new-transients filter: her topic on the demo's
+    Kafka holds the night's alerts that pass it, each once (so few that the mock's 5 MB
+    keeps them all)."""
+    import io
+    import time
+    import requests
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    from lsst.alert.packet import Schema
+
+    streams = requests.get(f"{base_url}/api/alerts/streams", timeout=30).json()
+    schema = Schema.from_file()
+    _, recs = schema.retrieve_alerts(io.BytesIO(read_archive(base_url, limit=100000)))
+    passing = sorted(
+        a["diaSourceId"] for a in recs
+        if a["diaObject"] is not None and a["diaObject"]["nDiaSources"] == 1
+        and a["diaSource"]["psfFlux"] > 36300 and a["diaSource"]["reliability"] >= 0.5)
+    assert passing, "no bright new transient in the demo's night"
+    c = Consumer({"bootstrap.servers": streams["kafka"]["bootstrap_servers"],
+                  "group.id": "demo-alice"})
+    c.assign([TopicPartition(f"{streams['kafka']['topic']}.alice", 0, OFFSET_BEGINNING)])
+    got = []
+    end = time.time() + 120
+    while time.time() < end and len(got) < len(passing):
+        m = c.poll(1.0)
+        if m is not None and m.error() is None:
+            got.append(int(m.key()))
+    c.close()
+    assert sorted(got) == passing
+
+
 def test_users_save_filters_and_follow_them_alone(base_url, tokens):
     import json
     import requests
@@ -366,7 +397,8 @@ def test_users_save_filters_and_follow_them_alone(base_url, tokens):
                        json={"name": "x", "filter": "snr > 1"}, timeout=30)
     assert ro.status_code == 403
     mine = requests.get(f"{base_url}/api/filters", headers=bearer(tokens["alice"]), timeout=30).json()
-    assert [m["name"] for m in mine["mine"]] == ["bright"]
+    # The demo's alice already follows bright new transients.
+    assert [m["name"] for m in mine["mine"]] == ["bright-new-transients", "bright"]
     # Another user can neither follow nor delete it.
     stream = f"{base_url}{f['stream']}"
     assert requests.get(stream, headers=bearer(tokens["bob"]), timeout=30).status_code == 403

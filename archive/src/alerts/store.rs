@@ -318,6 +318,16 @@ impl AlertArchive {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Every user's filters, by id.
+    pub fn all_filters(&self) -> Result<Vec<StoredFilter>, AlertArchiveError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, owner, name, expression, created FROM alert_filter ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], stored_filter)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn filter(&self, id: i64) -> Result<Option<StoredFilter>, AlertArchiveError> {
         Ok(self
             .conn()?

@@ -7,16 +7,23 @@
 //! wait in librdkafka's queue and go, in order and once, when it is back. A batch counts as
 //! delivered only when every message is acknowledged by the broker.
 //!
+//! Users' saved filters have topics of their own ([`UserTopicsSink`]).
+//!
 //! `brokers = "mock"` starts librdkafka's own mock cluster inside the process (one broker on
 //! a free local port, the topic created): a Kafka endpoint for demonstrations and tests
 //! where no Kafka runs; its address is in [`KafkaSink::bootstrap`].
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
 use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
-use aster_archive::alerts::confluent_frame;
+use aster_archive::alerts::{AlertArchive, confluent_frame};
 
 use super::distribute::{Delivery, Sink};
+use super::filter::{AlertRows, Filter};
 
 pub struct KafkaSink {
     producer: FutureProducer,
@@ -103,6 +110,136 @@ impl Sink for KafkaSink {
         let sends = messages.iter().map(|(key, payload)| {
             self.producer.send(
                 FutureRecord::to(&self.topic).key(key).payload(payload),
+                Timeout::Never,
+            )
+        });
+        for result in futures::future::join_all(sends).await {
+            result.map_err(|(e, _)| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// Each user's saved filters as a Kafka topic of their own (DMS-REQ-0342, 0343): an alert
+/// that passes any of a user's filters goes once to `<topic>.<user>` (the user's name with
+/// what a topic name cannot hold made `_`), in the same wire format, with the ids of the
+/// filters it passed in the `aster-filters` header. It follows the archive with a cursor
+/// of its own, so a user's topic gets what their filters pass from when they were saved;
+/// brokers create the topics as they are first written to.
+pub struct UserTopicsSink {
+    producer: FutureProducer,
+    archive: AlertArchive,
+    topic: String,
+    /// Compiled filters by id (a saved filter never changes; deleted ones are dropped).
+    compiled: tokio::sync::Mutex<HashMap<i64, Option<Arc<Filter>>>>,
+}
+
+impl UserTopicsSink {
+    /// Users' topics next to `alerts`' topic, through its producer.
+    pub fn new(alerts: &KafkaSink, archive: AlertArchive) -> Self {
+        Self {
+            producer: alerts.producer.clone(),
+            archive,
+            topic: alerts.topic.clone(),
+            compiled: Default::default(),
+        }
+    }
+
+    /// The topic of `user`'s filtered alerts.
+    pub fn topic_of(alerts_topic: &str, user: &str) -> String {
+        let user: String = user
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!("{alerts_topic}.{user}").chars().take(249).collect()
+    }
+
+    /// Every saved filter, compiled, with its owner.
+    async fn filters(&self) -> Result<Vec<(String, i64, Arc<Filter>)>, String> {
+        let archive = self.archive.clone();
+        let saved = tokio::task::spawn_blocking(move || archive.all_filters())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let mut compiled = self.compiled.lock().await;
+        compiled.retain(|id, _| saved.iter().any(|f| f.id == *id));
+        let mut out = Vec::with_capacity(saved.len());
+        for f in saved {
+            let filter = match compiled.entry(f.id) {
+                std::collections::hash_map::Entry::Occupied(e) => e.get().clone(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    // A filter was valid when saved; one the schema no longer accepts is
+                    // skipped (its owner's stream says why).
+                    let filter = Filter::compile(&f.expression).await;
+                    if let Err(err) = &filter {
+                        tracing::warn!(filter = f.id, error = %err, "a saved filter no longer compiles");
+                    }
+                    e.insert(filter.ok().map(Arc::new)).clone()
+                }
+            };
+            if let Some(filter) = filter {
+                out.push((f.owner, f.id, filter));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for UserTopicsSink {
+    fn name(&self) -> &str {
+        "kafka-users"
+    }
+
+    async fn deliver(&self, batch: &[Delivery]) -> Result<(), String> {
+        let filters = self.filters().await?;
+        if filters.is_empty() || batch.is_empty() {
+            return Ok(());
+        }
+        let bodies: Vec<&[u8]> = batch.iter().map(|d| d.body.as_slice()).collect();
+        let rows = AlertRows::decode(&bodies).map_err(|e| e.to_string())?;
+        // Per user, each passing alert once with the filters it passed.
+        let mut passed: BTreeMap<&str, BTreeMap<usize, Vec<i64>>> = BTreeMap::new();
+        for (owner, id, filter) in &filters {
+            for i in filter.rows(&rows).map_err(|e| e.to_string())? {
+                passed
+                    .entry(owner.as_str())
+                    .or_default()
+                    .entry(i)
+                    .or_default()
+                    .push(*id);
+            }
+        }
+        let messages: Vec<(String, String, Vec<u8>, String)> = passed
+            .iter()
+            .flat_map(|(owner, alerts)| {
+                let topic = Self::topic_of(&self.topic, owner);
+                alerts.iter().map(move |(&i, ids)| {
+                    let d = &batch[i];
+                    let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+                    (
+                        topic.clone(),
+                        d.alert.alert_id.to_string(),
+                        confluent_frame(&d.body),
+                        ids.join(","),
+                    )
+                })
+            })
+            .collect();
+        let sends = messages.iter().map(|(topic, key, payload, ids)| {
+            self.producer.send(
+                FutureRecord::to(topic).key(key).payload(payload).headers(
+                    OwnedHeaders::new().insert(Header {
+                        key: "aster-filters",
+                        value: Some(ids.as_bytes()),
+                    }),
+                ),
                 Timeout::Never,
             )
         });
