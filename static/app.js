@@ -334,8 +334,26 @@ async function lightCurve() {
       ctx.beginPath(); ctx.arc(X(tt), Y(ff), 3, 0, 2 * Math.PI); ctx.fill();
     });
   } catch (err) { axes(ctx, [0, 1], [0, 1], err.message, ""); }
+  await nearbyObjects(id);
 }
 $("#dia-go").addEventListener("click", lightCurve);
+
+// Its nearby Objects of the data release (three stars, three galaxies within 60"), with the
+// probability of being each.
+async function nearbyObjects(id) {
+  const table = $("#nearby");
+  try {
+    const r = await tapSync(
+      "SELECT m.objectId, o.refExtendedness, m.dist, m.lnP, o.r_psfFlux FROM ap.DiaObject_To_Object_Match AS m " +
+      `JOIN dp.Object AS o ON o.objectId = m.objectId WHERE m.diaObjectId = ${id} ORDER BY m.dist`);
+    const head = el("tr", {}, ...["nearby objectId", "kind", "dist (arcsec)", "P (same)", "r psfFlux (nJy)"].map((h) => el("th", {}, h)));
+    const rows = r.data.map(([oid, ext, dist, lnp, flux]) => el("tr", {},
+      el("td", {}, String(oid)), el("td", {}, ext >= 0.5 ? "galaxy" : "star"),
+      el("td", {}, Number(dist).toFixed(2)), el("td", {}, Math.exp(lnp).toPrecision(3)),
+      el("td", {}, flux == null ? "" : Number(flux).toFixed(0))));
+    table.replaceChildren(head, ...(rows.length ? rows : [el("tr", {}, el("td", { colspan: "5" }, "no Object within 60 arcsec"))]));
+  } catch (err) { table.replaceChildren(el("tr", {}, el("td", {}, err.message))); }
+}
 
 // ---------------------------------------------------------------- sky view
 let A = null, aladin = null, footprints = null, objects = null;

@@ -146,6 +146,21 @@ def test_a_light_curve_is_plotted(page, base_url, tap_url):
     assert canvas_ink(page, "#lightcurve") > 300
 
 
+def test_a_dia_objects_nearby_objects_are_listed(page, base_url, tap_url):
+    m = pyvo.dal.TAPService(tap_url).search(
+        "SELECT TOP 1 diaObjectId, COUNT(*) AS n FROM ap.DiaObject_To_Object_Match "
+        "GROUP BY diaObjectId ORDER BY n DESC").to_table()
+    obj, n = m["diaObjectId"][0], int(m["n"][0])
+    page.goto(base_url + "/")
+    page.click("#lightcurve-box summary")
+    page.fill("#dia-id", str(obj))
+    page.click("#dia-go")
+    page.wait_for_function(f"document.querySelectorAll('#nearby tr').length == {n + 1}")
+    kinds = page.locator("#nearby td:nth-child(2)").all_inner_texts()
+    assert set(kinds) <= {"star", "galaxy"} and len(kinds) == n
+    shot(page, "nearby-objects")
+
+
 def sign_in(page, base_url, user):
     """Signs in through the demo's OpenID provider, as a user would: the Sign in link, then
     the provider's page."""
