@@ -146,7 +146,10 @@ def test_a_night_reaches_kafka_through_an_outage_and_comet(kafka, comet, tmp_pat
         assert bright and len(bright) < len(archived)
         mine = Consumer({"bootstrap.servers": bootstrap, "group.id": "aster-alice",
                          "enable.auto.commit": False})
-        mine.assign([TopicPartition("alerts.alice", 0, OFFSET_BEGINNING)])
+        # The broker made her topic when it was first written to, with its default
+        # partitions: all of them are read.
+        partitions = mine.list_topics("alerts.alice", timeout=10).topics["alerts.alice"].partitions
+        mine.assign([TopicPartition("alerts.alice", p, OFFSET_BEGINNING) for p in partitions])
         got_mine = []
         end = time.time() + 120
         while time.time() < end and len(got_mine) < len(bright):
