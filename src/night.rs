@@ -32,7 +32,9 @@ use aster_archive::catalog::{CatalogStore, DEFAULT_MAX_ROWS};
 use aster_archive::schema::builtin_schemas;
 use aster_processing::association::astrometry::Motion;
 use aster_processing::association::nearby::ObjectKind;
-use aster_processing::association::solar_system::{SsSummary, associate_solar_system};
+use aster_processing::association::solar_system::{
+    SsSummary, associate_solar_system, search_radius,
+};
 use aster_processing::association::{AssociationConfig, Associator, DiaObject};
 use aster_processing::background::Background;
 use aster_processing::dia::{self, DiaConfig, DiaSource, FaintDiaSource, Watch};
@@ -484,7 +486,7 @@ pub async fn run(
             .iter()
             .filter_map(|p| {
                 let at = wcs.sky_to_pixel(p.prediction.position).ok()?;
-                let radius = SS_RADIUS_ARCSEC.max(3.0 * p.prediction.error_arcsec);
+                let radius = search_radius(&p.prediction, SS_RADIUS_ARCSEC);
                 Some(Watch {
                     x: at.x,
                     y: at.y,
