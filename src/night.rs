@@ -289,16 +289,15 @@ fn calexp(
 }
 
 async fn ensure_ap_tables(store: &CatalogStore) -> Result<()> {
+    let mut commit = store.begin("ap").await?;
     for s in builtin_schemas().iter().filter(|s| s.name == "ap") {
         for t in &s.tables {
             if store.manifest(&s.name, &t.name).await?.is_none() {
-                store
-                    .create_table(&s.name, t, DEFAULT_MAX_ROWS)
-                    .await
-                    .with_context(|| format!("creating ap.{}", t.name))?;
+                commit.create(t, DEFAULT_MAX_ROWS)?;
             }
         }
     }
+    commit.commit().await.context("creating the ap tables")?;
     Ok(())
 }
 
@@ -635,35 +634,26 @@ pub async fn run(
                     solar_system::G_SLOPE,
                 );
         }
-        store
-            .append("ap", "DiaSource", std::slice::from_ref(&source_rows))
-            .await?;
-        store
-            .append("ap", "DiaObject", std::slice::from_ref(&object_rows))
-            .await?;
-        store
-            .append("ap", "DiaForcedSource", std::slice::from_ref(&forced_rows))
-            .await?;
-        store
-            .append("ap", "SSSource", std::slice::from_ref(&ss_rows))
-            .await?;
-        store
-            .append("ap", "FaintDiaSource", std::slice::from_ref(&faint_rows))
-            .await?;
-        store
-            .append(
-                "ap",
+        // One commit: a TAP query sees all of a visit's rows in every table or none.
+        let mut commit = store.begin("ap").await?;
+        for (table, rows) in [
+            ("DiaSource", source_rows.clone()),
+            ("DiaObject", object_rows.clone()),
+            ("DiaForcedSource", forced_rows.clone()),
+            ("SSSource", ss_rows.clone()),
+            ("FaintDiaSource", faint_rows),
+            (
                 "DiaObject_To_Object_Match",
-                &[field::match_batch("diaObjectId", &object_matches)?],
-            )
-            .await?;
-        store
-            .append(
-                "ap",
+                field::match_batch("diaObjectId", &object_matches)?,
+            ),
+            (
                 "DiaSource_To_Object_Match",
-                &[field::match_batch("diaSourceId", &source_matches)?],
-            )
-            .await?;
+                field::match_batch("diaSourceId", &source_matches)?,
+            ),
+        ] {
+            commit.append(table, &[rows]).await?;
+        }
+        commit.commit().await?;
         lap("write", &mut stages);
         let made = alerts_of_visit(
             alert_schema,

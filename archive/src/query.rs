@@ -24,7 +24,7 @@ use aster_adql::crossmatch::CrossmatchJoin;
 use aster_adql::translate::{NameMap, translate};
 use aster_adql::validate::AdqlError;
 
-use crate::catalog::{CatalogStore, CatalogTable};
+use crate::catalog::{CatalogStore, CatalogTable, Snapshot};
 use crate::identity::Principal;
 use crate::registry::{Registry, exposures, obscore};
 use crate::tap_schema::{SchemaDesc, TableDesc, tap_schema_desc, tap_schema_tables_data};
@@ -286,6 +286,7 @@ impl QueryEngine {
     ) -> Result<(SessionContext, NameMap), QueryError> {
         let published = self.published().await?;
         let mut config = SessionConfig::new()
+            .with_extension(Arc::new(Snapshot::new(self.store.clone())))
             .with_default_catalog_and_schema(CATALOG, "public")
             .with_information_schema(false)
             .with_target_partitions(self.target_partitions);

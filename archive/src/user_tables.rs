@@ -257,17 +257,15 @@ pub async fn import(
             .and_then(|s| s.description.clone())
             .unwrap_or_else(|| format!("{owner}'s table {name}")),
     );
-    store
-        .create_table(&schema, &felis, DEFAULT_MAX_ROWS)
-        .await?;
-    let m = match store.append(&schema, name, &table.batches).await {
-        Ok(m) => m,
-        Err(e) => {
-            // A table that could not be loaded is not left half made.
-            let _ = store.drop_table(&schema, name).await;
-            return Err(e.into());
-        }
-    };
+    // Made and loaded in one commit: a table that cannot be loaded is never seen.
+    let mut commit = store.begin(&schema).await?;
+    commit.create(&felis, DEFAULT_MAX_ROWS)?;
+    commit.append(name, &table.batches).await?;
+    let m = commit
+        .commit()
+        .await?
+        .pop()
+        .ok_or_else(|| UserTableError::Invalid(format!("{name}: nothing was written")))?;
     Ok((m.rows(), m.partitions.len()))
 }
 

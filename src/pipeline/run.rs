@@ -841,7 +841,7 @@ async fn write_catalogs(
     Ok((sources, records.len(), visits.len()))
 }
 
-/// Drops `qualified` (schema.table, a built-in table) and fills it with `batches`.
+/// Replaces the rows of `qualified` (schema.table, a built-in table) by `batches`.
 async fn replace_table(
     store: &CatalogStore,
     qualified: &str,
@@ -855,22 +855,16 @@ async fn replace_table(
         .flat_map(|s| s.tables.iter())
         .find(|t| t.name == name)
         .with_context(|| format!("{qualified} is not a table of the built-in schemas"))?;
-    store.drop_table(schema, name).await?;
-    store
-        .create_table(schema, table, DEFAULT_MAX_ROWS)
+    // One commit: readers see the old rows or the new, never an empty table between.
+    let mut commit = store.begin(schema).await?;
+    commit
+        .replace(table, DEFAULT_MAX_ROWS, batches)
         .await
-        .with_context(|| format!("creating {qualified}"))?;
-    let non_empty: Vec<RecordBatch> = batches
-        .iter()
-        .filter(|b| b.num_rows() > 0)
-        .cloned()
-        .collect();
-    if !non_empty.is_empty() {
-        store
-            .append(schema, name, &non_empty)
-            .await
-            .with_context(|| format!("writing {qualified}"))?;
-    }
+        .with_context(|| format!("writing {qualified}"))?;
+    commit
+        .commit()
+        .await
+        .with_context(|| format!("committing {qualified}"))?;
     Ok(())
 }
 

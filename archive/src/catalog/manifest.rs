@@ -1,6 +1,7 @@
-//! A table's manifest: the committed list of its partitions and data files. Each append
-//! writes new immutable files and then a new numbered manifest, so readers that go by the
-//! newest manifest see a table either before or after an append, never half of one.
+//! A table's manifest: the list of its partitions and data files at one version. Each
+//! commit writes new immutable files and then a new numbered manifest, which readers see
+//! once their schema's head names it (see `head`): a table before or after a commit, never
+//! half of one.
 use serde::{Deserialize, Serialize};
 
 use crate::schema::FelisTable;

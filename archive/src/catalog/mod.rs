@@ -1,9 +1,11 @@
 //! The catalog store: every table a HEALPix-partitioned Parquet dataset in the HATS layout
 //! (`dataset/Norder=K/Dir=D/Npix=N/*.parquet`, `partition_info.csv`, `properties`,
 //! `_common_metadata`, a `_healpix_29` column) kept in an object store, with numbered
-//! manifests that make appends atomic, and a DataFusion table provider that prunes partitions
-//! by the sky region a query asks for.
+//! manifests and schema heads that make a commit to one or several tables atomic, and a
+//! DataFusion table provider that prunes partitions by the sky region a query asks for.
+mod commit;
 mod hats;
+mod head;
 pub mod manifest;
 pub mod partitioning;
 mod provider;
@@ -24,8 +26,10 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
+pub use commit::Commit;
+pub use head::Head;
 pub use manifest::{Cell, DataFile, Manifest, Partition};
-pub use provider::CatalogTable;
+pub use provider::{CatalogTable, Snapshot};
 
 use crate::schema::FelisTable;
 
@@ -70,8 +74,8 @@ struct Inner {
     store: Arc<dyn ObjectStore>,
     url: ObjectStoreUrl,
     root: ObjPath,
-    /// Serialises appends to one table within this process; across processes the
-    /// create-only manifest write detects a concurrent writer.
+    /// Serialises commits to one schema within this process; across processes the
+    /// create-only head write detects a concurrent writer.
     write_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -122,17 +126,22 @@ impl CatalogStore {
         self.inner.root.clone().join(schema).join(table)
     }
 
-    /// Every table's newest manifest, ordered by schema and table index.
+    fn heads_dir(&self, schema: &str) -> ObjPath {
+        self.inner.root.clone().join(schema).join("_aster")
+    }
+
+    /// Every table's committed manifest, ordered by schema and table index.
     pub async fn tables(&self) -> Result<Vec<Arc<Manifest>>> {
         let store = &self.inner.store;
         let mut out = Vec::new();
         let schemas = store.list_with_delimiter(Some(&self.inner.root)).await?;
         for schema_dir in schemas.common_prefixes {
-            let tables = store.list_with_delimiter(Some(&schema_dir)).await?;
-            for table_dir in tables.common_prefixes {
-                if let Some(m) = self.latest_manifest(&table_dir).await? {
-                    out.push(m);
-                }
+            let Some(schema) = schema_dir.filename() else {
+                continue;
+            };
+            let head = self.committed(schema).await?;
+            for (table, version) in &head.tables {
+                out.push(self.load_manifest(schema, table, *version).await?);
             }
         }
         out.sort_by(|a, b| {
@@ -150,29 +159,106 @@ impl CatalogStore {
         Ok(out)
     }
 
-    /// The newest manifest of `schema.table`, if the table exists.
+    /// The committed manifest of `schema.table`, if the table exists.
     pub async fn manifest(&self, schema: &str, table: &str) -> Result<Option<Arc<Manifest>>> {
-        self.latest_manifest(&self.table_dir(schema, table)).await
+        match self.committed(schema).await?.tables.get(table) {
+            Some(v) => Ok(Some(self.load_manifest(schema, table, *v).await?)),
+            None => Ok(None),
+        }
     }
 
-    async fn latest_manifest(&self, table_dir: &ObjPath) -> Result<Option<Arc<Manifest>>> {
+    /// What readers of `schema` see now: its newest head, or for a schema no commit has
+    /// given a head yet (written by an older Aster), its tables' newest manifests.
+    pub(crate) async fn committed(&self, schema: &str) -> Result<Head> {
+        let dir = self.heads_dir(schema);
+        // A head is deleted only after KEPT newer ones exist; if that happened between
+        // listing and reading, the listing is stale and is taken again.
+        for _ in 0..3 {
+            let listing = self.inner.store.list_with_delimiter(Some(&dir)).await?;
+            let newest = listing
+                .objects
+                .iter()
+                .filter_map(|o| head::parse_head_version(o.location.as_ref()).map(|v| (v, o)))
+                .max_by_key(|(v, _)| *v);
+            let Some((_, object)) = newest else {
+                return self.legacy_head(schema).await;
+            };
+            match self.inner.store.get(&object.location).await {
+                Ok(r) => return Ok(serde_json::from_slice(&r.bytes().await?)?),
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(CatalogError::Conflict(format!(
+            "{schema} (its head kept changing while it was read)"
+        )))
+    }
+
+    /// The head a schema without one stands for: each table's newest manifest.
+    async fn legacy_head(&self, schema: &str) -> Result<Head> {
+        let schema_dir = self.inner.root.clone().join(schema);
+        let listing = self
+            .inner
+            .store
+            .list_with_delimiter(Some(&schema_dir))
+            .await?;
+        let mut head = Head::default();
+        for table_dir in listing.common_prefixes {
+            if let Some(table) = table_dir.filename()
+                && let Some(v) = self.newest_version(&table_dir).await?
+            {
+                head.tables.insert(table.to_string(), v);
+            }
+        }
+        Ok(head)
+    }
+
+    /// The newest manifest version written under a table's directory, committed or not.
+    async fn newest_version(&self, table_dir: &ObjPath) -> Result<Option<u64>> {
         let listing = self
             .inner
             .store
             .list_with_delimiter(Some(&table_dir.clone().join("_aster")))
             .await?;
-        let newest = listing
+        Ok(listing
             .objects
             .iter()
-            .filter_map(|o| {
-                manifest::parse_manifest_version(o.location.as_ref()).map(|v| (v, &o.location))
-            })
-            .max_by_key(|(v, _)| *v);
-        let Some((_, location)) = newest else {
-            return Ok(None);
+            .filter_map(|o| manifest::parse_manifest_version(o.location.as_ref()))
+            .max())
+    }
+
+    async fn load_manifest(
+        &self,
+        schema: &str,
+        table: &str,
+        version: u64,
+    ) -> Result<Arc<Manifest>> {
+        let path = child_path(
+            &self.table_dir(schema, table),
+            &manifest::manifest_name(version),
+        );
+        let bytes = match self.inner.store.get(&path).await {
+            Ok(r) => r.bytes().await?,
+            // Dropped after the head that names it was read.
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(CatalogError::NoSuchTable(format!("{schema}.{table}")));
+            }
+            Err(e) => return Err(e.into()),
         };
-        let bytes = self.inner.store.get(location).await?.bytes().await?;
-        Ok(Some(Arc::new(serde_json::from_slice(&bytes)?)))
+        Ok(Arc::new(serde_json::from_slice(&bytes)?))
+    }
+
+    /// Writes `body` at `path` unless something is there already.
+    async fn put_new(&self, path: &ObjPath, body: Vec<u8>) -> object_store::Result<()> {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        self.inner
+            .store
+            .put_opts(path, PutPayload::from(body), opts)
+            .await
+            .map(|_| ())
     }
 
     /// Creates an empty table. Tables with sky positions are HEALPix-partitioned.
@@ -182,93 +268,54 @@ impl CatalogStore {
         table: &FelisTable,
         max_rows: u64,
     ) -> Result<Arc<Manifest>> {
-        let qualified = format!("{schema}.{}", table.name);
-        if self.manifest(schema, &table.name).await?.is_some() {
-            return Err(CatalogError::TableExists(qualified));
-        }
-        let m = Manifest {
-            version: 1,
-            schema: schema.to_string(),
-            table: table.clone(),
-            position: table.position_columns(),
-            max_rows: max_rows.max(1),
-            partitions: vec![],
-        };
-        self.commit(&m).await?;
-        Ok(Arc::new(m))
-    }
-
-    /// Writes the manifest as a new version; fails if that version exists (another writer won).
-    async fn commit(&self, m: &Manifest) -> Result<()> {
-        let dir = self.table_dir(&m.schema, &m.table.name);
-        let path = child_path(&dir, &manifest::manifest_name(m.version));
-        let body = serde_json::to_vec_pretty(m)?;
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        match self
-            .inner
-            .store
-            .put_opts(&path, PutPayload::from(body), opts)
-            .await
-        {
-            Ok(_) => {}
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                return Err(CatalogError::Conflict(format!(
-                    "{}.{}",
-                    m.schema, m.table.name
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        }
-        hats::write_metadata(&self.inner.store, &dir, m).await
+        let mut commit = self.begin(schema).await?;
+        commit.create(table, max_rows)?;
+        commit
+            .commit()
+            .await?
+            .pop()
+            .ok_or_else(|| CatalogError::BadData("a create that wrote nothing".into()))
     }
 
     /// Appends rows atomically: readers see all of them or none. Columns are matched to the
     /// table's by name (case-insensitively) and cast to its types; missing nullable columns
-    /// are filled with nulls.
+    /// are filled with nulls. To append to several tables at once, see [`Self::begin`].
     pub async fn append(
         &self,
         schema: &str,
         table: &str,
         batches: &[RecordBatch],
     ) -> Result<Arc<Manifest>> {
-        let key = format!("{schema}.{table}");
-        let lock = self
-            .inner
-            .write_locks
-            .lock()
-            .map_err(|_| CatalogError::BadData("write lock poisoned".into()))?
-            .entry(key.clone())
-            .or_default()
-            .clone();
-        let _guard = lock.lock().await;
-        let current = self
-            .manifest(schema, table)
-            .await?
-            .ok_or_else(|| CatalogError::NoSuchTable(key.clone()))?;
-        let target = current.table.arrow_schema();
+        let mut commit = self.begin(schema).await?;
+        commit.append(table, batches).await?;
+        match commit.commit().await?.pop() {
+            Some(m) => Ok(m),
+            // Nothing to append: the table as it is.
+            None => self
+                .manifest(schema, table)
+                .await?
+                .ok_or_else(|| CatalogError::NoSuchTable(format!("{schema}.{table}"))),
+        }
+    }
+
+    /// Writes `batches` as new data files of the table `m` describes and adds them to `m`
+    /// (which is not written: the commit writes it).
+    async fn write_rows(&self, m: &mut Manifest, batches: &[RecordBatch]) -> Result<()> {
+        let target = m.table.arrow_schema();
         let conformed = batches
             .iter()
             .filter(|b| b.num_rows() > 0)
             .map(|b| conform(b, &target))
             .collect::<Result<Vec<_>>>()?;
         if conformed.is_empty() {
-            return Ok(current);
+            return Ok(());
         }
-        let mut next = (*current).clone();
-        next.version += 1;
-        let dir = self.table_dir(schema, &current.table.name);
-        let tag = format!(
-            "{:06}-{}",
-            next.version,
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        );
-        match &current.position {
+        let dir = self.table_dir(&m.schema, &m.table.name);
+        let tag = &uuid::Uuid::new_v4().simple().to_string()[..16];
+        match m.position.clone() {
             Some((ra, dec)) => {
                 let all = concat_batches(&target, &conformed)?;
-                let indexed = with_healpix(&all, ra, dec)?;
+                let indexed = with_healpix(&all, &ra, &dec)?;
                 let hp = indexed
                     .column(indexed.num_columns() - 1)
                     .as_any()
@@ -278,9 +325,8 @@ impl CatalogStore {
                     .iter()
                     .map(|&h| h as u64)
                     .collect::<Vec<u64>>();
-                let existing: Vec<Cell> =
-                    current.partitions.iter().filter_map(|p| p.cell).collect();
-                for (cell, range) in partitioning::plan(&hp, &existing, current.max_rows) {
+                let existing: Vec<Cell> = m.partitions.iter().filter_map(|p| p.cell).collect();
+                for (cell, range) in partitioning::plan(&hp, &existing, m.max_rows) {
                     let slice = indexed.slice(range.start, range.len());
                     let rel = format!(
                         "dataset/Norder={}/Dir={}/Npix={}/part-{tag}.parquet",
@@ -289,31 +335,30 @@ impl CatalogStore {
                         cell.pixel
                     );
                     let file = self.write_file(&dir, &rel, &[slice]).await?;
-                    match next.partitions.iter_mut().find(|p| p.cell == Some(cell)) {
+                    match m.partitions.iter_mut().find(|p| p.cell == Some(cell)) {
                         Some(p) => p.files.push(file),
-                        None => next.partitions.push(Partition {
+                        None => m.partitions.push(Partition {
                             cell: Some(cell),
                             files: vec![file],
                         }),
                     }
                 }
-                next.partitions.sort_by_key(|p| p.cell);
+                m.partitions.sort_by_key(|p| p.cell);
             }
             None => {
                 let file = self
                     .write_file(&dir, &format!("dataset/part-{tag}.parquet"), &conformed)
                     .await?;
-                match next.partitions.first_mut() {
+                match m.partitions.first_mut() {
                     Some(p) => p.files.push(file),
-                    None => next.partitions.push(Partition {
+                    None => m.partitions.push(Partition {
                         cell: None,
                         files: vec![file],
                     }),
                 }
             }
         }
-        self.commit(&next).await?;
-        Ok(Arc::new(next))
+        Ok(())
     }
 
     async fn write_file(
@@ -361,13 +406,20 @@ impl CatalogStore {
         })
     }
 
-    /// Deletes a table and all its files.
+    /// Deletes a table and all its files (nothing if there is no such table).
     pub async fn drop_table(&self, schema: &str, table: &str) -> Result<()> {
-        let dir = self.table_dir(schema, table);
+        let mut commit = self.begin(schema).await?;
+        commit.drop(table)?;
+        commit.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes every object under `dir`.
+    async fn delete_all(&self, dir: &ObjPath) -> Result<()> {
         let paths: Vec<_> = self
             .inner
             .store
-            .list(Some(&dir))
+            .list(Some(dir))
             .map_ok(|o| o.location)
             .try_collect()
             .await?;

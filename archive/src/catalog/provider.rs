@@ -1,10 +1,13 @@
-//! The DataFusion table provider over a catalog-store table: it reads the newest manifest at
-//! each scan, keeps only the partitions whose HEALPix cells meet the sky region the filters
+//! The DataFusion table provider over a catalog-store table: at each scan it reads the
+//! manifest committed in the query's snapshot (each schema's head read once per query, so
+//! a join of a visit's DIASources with its DIAObjects sees both after the visit or both
+//! before it), keeps only the partitions whose HEALPix cells meet the sky region the filters
 //! ask for, and hands the remaining Parquet files to DataFusion's Parquet scan. Rows are
 //! sorted by `_healpix_29` within each file, so the region also becomes ranges of that
 //! column, which let the scan skip row groups and pages by their statistics; the query's
 //! other filters prune by statistics and are evaluated while decoding, before the columns
 //! they do not need.
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -27,7 +30,48 @@ use aster_adql::crossmatch::order_for_radius;
 use aster_adql::geometry::SkyRegion;
 use aster_adql::region::region_of;
 
-use super::{CatalogStore, HEALPIX_COLUMN, Manifest, Partition, with_healpix_field};
+use super::{CatalogStore, HEALPIX_COLUMN, Head, Manifest, Partition, with_healpix_field};
+
+/// One query's view of the catalog store, kept in its session's configuration: each
+/// schema's head is read at the first scan of one of its tables and then held, so every
+/// table of a schema the query reads is seen at the same commit.
+#[derive(Debug)]
+pub struct Snapshot {
+    store: CatalogStore,
+    heads: tokio::sync::Mutex<HashMap<String, Arc<Head>>>,
+}
+
+impl Snapshot {
+    pub fn new(store: CatalogStore) -> Self {
+        Self {
+            store,
+            heads: Default::default(),
+        }
+    }
+
+    /// The manifest of `schema.table` this snapshot sees, if the table exists in it.
+    pub async fn manifest(
+        &self,
+        schema: &str,
+        table: &str,
+    ) -> super::Result<Option<Arc<Manifest>>> {
+        let head = {
+            let mut heads = self.heads.lock().await;
+            match heads.get(schema) {
+                Some(h) => h.clone(),
+                None => {
+                    let h = Arc::new(self.store.committed(schema).await?);
+                    heads.insert(schema.to_string(), h.clone());
+                    h
+                }
+            }
+        };
+        match head.tables.get(table) {
+            Some(v) => Ok(Some(self.store.load_manifest(schema, table, *v).await?)),
+            None => Ok(None),
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct CatalogTable {
@@ -165,17 +209,21 @@ impl TableProvider for CatalogTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        let m = self
-            .store
-            .manifest(&self.schema_name, &self.table_name)
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?
-            .ok_or_else(|| {
-                DataFusionError::Plan(format!(
-                    "table {}.{} no longer exists",
-                    self.schema_name, self.table_name
-                ))
-            })?;
+        let m = match state.config().get_extension::<Snapshot>() {
+            Some(snapshot) => snapshot.manifest(&self.schema_name, &self.table_name).await,
+            None => {
+                self.store
+                    .manifest(&self.schema_name, &self.table_name)
+                    .await
+            }
+        }
+        .map_err(|e| DataFusionError::External(Box::new(e)))?
+        .ok_or_else(|| {
+            DataFusionError::Plan(format!(
+                "table {}.{} no longer exists",
+                self.schema_name, self.table_name
+            ))
+        })?;
         let region = self
             .position
             .as_ref()
