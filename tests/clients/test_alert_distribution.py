@@ -6,6 +6,7 @@ has its own topic, which gets the alerts it passes, each once.
 The test runs its own Aster server (configured with the two brokers) on a fresh data
 directory, and `aster night run` against that directory as a separate process, as visits
 would arrive: the server follows the alert archive and distributes what the night adds."""
+import contextlib
 import io
 import os
 import pathlib
@@ -186,3 +187,107 @@ def test_a_night_reaches_kafka_through_an_outage_and_comet(kafka, comet, tmp_pat
             assert root.get("ivorn") == f"{STREAM}#diaSource-{params['diaSourceId']}"
             assert root.find("WhereWhen", ns) is not None or root.find("WhereWhen") is not None
         assert ivorns == {f"{STREAM}#diaSource-{i}" for i in archived}
+
+
+def tansu_binary():
+    """Tansu, a Kafka-protocol broker from crates.io, as scripts/setup caches it."""
+    given = os.environ.get("ASTER_TANSU")
+    if given:
+        return given
+    cached = pathlib.Path.home() / ".cache" / "aster-tools" / "bin" / "tansu"
+    return str(cached) if cached.exists() else None
+
+
+@contextlib.contextmanager
+def tansu_broker(port, log):
+    """A Tansu broker on 127.0.0.1:`port`, its topics in memory, until the block ends."""
+    url = f"tcp://127.0.0.1:{port}"
+    p = subprocess.Popen([tansu_binary(), "broker", "--listener-url", url,
+                          "--advertised-listener-url", url, "--storage-engine",
+                          "memory://tansu/"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def listening():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                assert p.poll() is None, "Tansu exited"
+        wait_for(listening, 30, "Tansu to listen")
+        yield
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
+
+
+def read_all(bootstrap, topic, expected, group):
+    """Every message of every partition of `topic`, once `expected` have come and then a
+    few quiet seconds (to see that none comes twice)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "enable.auto.commit": False})
+    partitions = wait_for(
+        lambda: consumer.list_topics(topic, timeout=10).topics[topic].partitions,
+        60, f"topic {topic}")
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    got = []
+    end = time.time() + 180
+    quiet_until = None
+    while time.time() < end:
+        m = consumer.poll(1.0)
+        if m is None:
+            if len(got) >= expected:
+                quiet_until = quiet_until or time.time() + 5
+                if time.time() > quiet_until:
+                    break
+            continue
+        assert m.error() is None, m.error()
+        got.append(m)
+    consumer.close()
+    return got
+
+
+@pytest.mark.skipif(tansu_binary() is None,
+                    reason="Tansu is not installed (scripts/setup caches it in ~/.cache/aster-tools)")
+def test_a_night_reaches_a_tansu_broker_that_comes_up_late(tmp_path):
+    """Against a real Kafka-protocol broker, which makes no topic on demand: the night runs
+    before the broker is up; once it is, Aster makes its topics and every alert arrives
+    once, on the alerts topic and on a user's filtered topic."""
+    from lsst.alert.packet import Schema
+
+    aster = os.environ["ASTER_BIN"]
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    data = tmp_path / "data"
+    data.mkdir()
+    config = data / "aster.toml"
+    config.write_text(f'[alerts]\nkafka_brokers = "{bootstrap}"\n')
+    cli = [aster, "--config", str(config), "--data-dir", str(data)]
+    with aster_server(data, config) as base:
+        subprocess.run(cli + ["users", "add", "bob"], check=True, capture_output=True)
+        token = subprocess.run(cli + ["token", "create", "--user", "bob"], check=True,
+                               capture_output=True, text=True).stdout.strip()
+        saved = requests.post(f"{base}/api/filters", timeout=30,
+                              headers={"Authorization": f"Bearer {token}"},
+                              json={"name": "bright", "filter": "diaSource.snr >= 20"})
+        assert saved.status_code == 201, saved.text
+        subprocess.run(cli + ["night", "run", "--visits", "2", "--size", "512",
+                              "--stars", "120", "--variables", "8", "--transients", "20",
+                              "--asteroids", "2", "--template-visits", "2"],
+                       check=True, timeout=900, capture_output=True)
+        r = requests.get(f"{base}/api/alerts", params={"limit": 100000}, timeout=60)
+        schema = Schema.from_file()
+        _, records = schema.retrieve_alerts(io.BytesIO(r.content))
+        records = list(records)
+        archived = sorted(a["diaSourceId"] for a in records)
+        bright = sorted(a["diaSourceId"] for a in records if a["diaSource"]["snr"] >= 20)
+        assert archived and bright and len(bright) < len(archived)
+        with open(tmp_path / "tansu.log", "w") as log, tansu_broker(port, log):
+            got = read_all(bootstrap, "alerts", len(archived), "aster-tansu")
+            keys = [int(m.key()) for m in got]
+            assert len(keys) == len(set(keys)), "an alert came twice"
+            assert sorted(keys) == archived
+            for m in got:
+                assert struct.unpack(">bI", m.value()[:5]) == (0, 1101)
+                assert schema.deserialize(m.value()[5:])["diaSourceId"] == int(m.key())
+            mine = read_all(bootstrap, "alerts.bob", len(bright), "aster-tansu-bob")
+            assert sorted(int(m.key()) for m in mine) == bright

@@ -9,15 +9,24 @@
 //!
 //! Users' saved filters have topics of their own ([`UserTopicsSink`]).
 //!
+//! A topic is looked up before it is first written to, and made if the brokers do not have
+//! it (with their default partitions and replication): production brokers do not make
+//! topics on demand (Kafka with `auto.create.topics.enable=false`, Tansu). While that fails
+//! the batch is not delivered and is tried again.
+//!
 //! `brokers = "mock"` starts librdkafka's own mock cluster inside the process (one broker on
 //! a free local port, the topic created): a Kafka endpoint for demonstrations and tests
 //! where no Kafka runs; its address is in [`KafkaSink::bootstrap`].
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
 use aster_archive::alerts::{AlertArchive, confluent_frame};
@@ -27,8 +36,82 @@ use super::filter::{AlertRows, Filter};
 
 pub struct KafkaSink {
     producer: FutureProducer,
+    topics: Arc<Topics>,
     topic: String,
     bootstrap: String,
+}
+
+/// Makes topics on the brokers, once each.
+struct Topics {
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+    /// Topics known to exist.
+    made: tokio::sync::Mutex<HashSet<String>>,
+}
+
+impl Topics {
+    /// Makes those of `names` not yet known to exist (one that exists already is fine).
+    async fn ensure<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
+        let mut made = self.made.lock().await;
+        let unknown: BTreeSet<String> = names
+            .into_iter()
+            .filter(|n| !made.contains(*n))
+            .map(str::to_string)
+            .collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        // A broker that makes topics on demand makes one when asked for it here (librdkafka's
+        // mock cluster, which has no controller to make one any other way, among them).
+        let producer = self.producer.clone();
+        let (found, missing): (Vec<String>, Vec<String>) = tokio::task::spawn_blocking(move || {
+            let mut found = Vec::new();
+            let mut missing = Vec::new();
+            for topic in unknown {
+                let metadata = producer
+                    .client()
+                    .fetch_metadata(Some(&topic), Duration::from_secs(10))
+                    .map_err(|e| format!("looking up topic {topic}: {e}"))?;
+                let exists = metadata.topics().iter().any(|t| {
+                    t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
+                });
+                if exists {
+                    found.push(topic);
+                } else {
+                    missing.push(topic);
+                }
+            }
+            Ok::<_, String>((found, missing))
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        made.extend(found);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        // -1: the broker's default partition count and replication factor.
+        let new: Vec<NewTopic> = missing
+            .iter()
+            .map(|t| NewTopic::new(t, -1, TopicReplication::Fixed(-1)))
+            .collect();
+        let options = AdminOptions::new()
+            .request_timeout(Some(Duration::from_secs(10)))
+            .operation_timeout(Some(Duration::from_secs(10)));
+        let results = self
+            .admin
+            .create_topics(&new, &options)
+            .await
+            .map_err(|e| format!("creating topics: {e}"))?;
+        for r in results {
+            match r {
+                Ok(t) | Err((t, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                    made.insert(t);
+                }
+                Err((t, e)) => return Err(format!("creating topic {t}: {e}")),
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,8 +162,17 @@ impl KafkaSink {
         } else {
             brokers.to_string()
         };
+        let admin = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("reconnect.backoff.max.ms", "1000")
+            .create()?;
         Ok(Self {
-            producer,
+            producer: producer.clone(),
+            topics: Arc::new(Topics {
+                producer,
+                admin,
+                made: Default::default(),
+            }),
             topic: topic.to_string(),
             bootstrap,
         })
@@ -107,6 +199,7 @@ impl Sink for KafkaSink {
             .iter()
             .map(|d| (d.alert.alert_id.to_string(), confluent_frame(&d.body)))
             .collect();
+        self.topics.ensure([self.topic.as_str()]).await?;
         let sends = messages.iter().map(|(key, payload)| {
             self.producer.send(
                 FutureRecord::to(&self.topic).key(key).payload(payload),
@@ -124,10 +217,10 @@ impl Sink for KafkaSink {
 /// that passes any of a user's filters goes once to `<topic>.<user>` (the user's name with
 /// what a topic name cannot hold made `_`), in the same wire format, with the ids of the
 /// filters it passed in the `aster-filters` header. It follows the archive with a cursor
-/// of its own, so a user's topic gets what their filters pass from when they were saved;
-/// brokers create the topics as they are first written to.
+/// of its own, so a user's topic gets what their filters pass from when they were saved.
 pub struct UserTopicsSink {
     producer: FutureProducer,
+    topics: Arc<Topics>,
     archive: AlertArchive,
     topic: String,
     /// Compiled filters by id (a saved filter never changes; deleted ones are dropped).
@@ -139,6 +232,7 @@ impl UserTopicsSink {
     pub fn new(alerts: &KafkaSink, archive: AlertArchive) -> Self {
         Self {
             producer: alerts.producer.clone(),
+            topics: alerts.topics.clone(),
             archive,
             topic: alerts.topic.clone(),
             compiled: Default::default(),
@@ -232,6 +326,9 @@ impl Sink for UserTopicsSink {
                 })
             })
             .collect();
+        self.topics
+            .ensure(messages.iter().map(|(topic, ..)| topic.as_str()))
+            .await?;
         let sends = messages.iter().map(|(topic, key, payload, ids)| {
             self.producer.send(
                 FutureRecord::to(topic).key(key).payload(payload).headers(
