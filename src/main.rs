@@ -229,9 +229,18 @@ enum NightCommand {
     /// ap tables and alerts, recording the truth, the DIASources and each visit's latency
     /// under the output directory.
     Run {
-        /// Visits of the night.
+        /// Visits of each night.
         #[arg(long, default_value_t = 6)]
         visits: usize,
+        /// The (first) night of the season to run, from 0. A night continues the DIAObjects,
+        /// alert history and asteroid summaries of the nights before it in the Level 1
+        /// database; a night already there is refused.
+        #[arg(long, default_value_t = 0)]
+        night: u32,
+        /// How many nights to run, one after the other (each night's records then go to
+        /// <out>/night-<N>).
+        #[arg(long, default_value_t = 1)]
+        nights: u32,
         /// CCD side, pixels.
         #[arg(long, default_value_t = 1024)]
         size: usize,
@@ -686,6 +695,8 @@ fn main() -> Result<()> {
                 command:
                     NightCommand::Run {
                         visits,
+                        night,
+                        nights,
                         size,
                         stars,
                         galaxies,
@@ -699,32 +710,41 @@ fn main() -> Result<()> {
                     },
             } => {
                 let store = server::open_store(&config)?;
-                let spec = night::NightSpec {
-                    seed,
-                    visits,
-                    size,
-                    stars,
-                    galaxies,
-                    variables,
-                    transients,
-                    asteroids,
-                    template_visits,
-                    from_raw,
-                    out: out.unwrap_or_else(|| config.data_dir.join("night")),
-                };
-                let s = night::run(&store, &server::open_alerts(&config)?, &spec).await?;
-                let mut l = s.latencies.clone();
-                l.sort_by(f64::total_cmp);
-                println!(
-                    "{} visits, {} DIASources ({} of known asteroids), {} DIAObjects; latency per CCD p50 {:.2} s, max {:.2} s; records in {}",
-                    s.visits,
-                    s.dia_sources,
-                    s.ss_sources,
-                    s.dia_objects,
-                    l.get(l.len() / 2).copied().unwrap_or(f64::NAN),
-                    l.last().copied().unwrap_or(f64::NAN),
-                    spec.out.display()
-                );
+                let alerts = server::open_alerts(&config)?;
+                let out = out.unwrap_or_else(|| config.data_dir.join("night"));
+                for n in night..night.saturating_add(nights.max(1)) {
+                    let spec = night::NightSpec {
+                        seed,
+                        night: n,
+                        visits,
+                        size,
+                        stars,
+                        galaxies,
+                        variables,
+                        transients,
+                        asteroids,
+                        template_visits,
+                        from_raw,
+                        out: if nights > 1 {
+                            out.join(format!("night-{n}"))
+                        } else {
+                            out.clone()
+                        },
+                    };
+                    let s = night::run(&store, &alerts, &spec).await?;
+                    let mut l = s.latencies.clone();
+                    l.sort_by(f64::total_cmp);
+                    println!(
+                        "night {n}: {} visits, {} DIASources ({} of known asteroids), {} DIAObjects; latency per CCD p50 {:.2} s, max {:.2} s; records in {}",
+                        s.visits,
+                        s.dia_sources,
+                        s.ss_sources,
+                        s.dia_objects,
+                        l.get(l.len() / 2).copied().unwrap_or(f64::NAN),
+                        l.last().copied().unwrap_or(f64::NAN),
+                        spec.out.display()
+                    );
+                }
                 Ok(())
             }
             Command::Coadd {

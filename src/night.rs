@@ -29,13 +29,15 @@ use arrow::array::{Array, Int64Array, RecordBatch};
 use aster_archive::alerts::cutout::Cutouts;
 use aster_archive::alerts::{AlertArchive, AlertParts, AlertSchema, AlertTable, NewAlert};
 use aster_archive::catalog::{CatalogStore, DEFAULT_MAX_ROWS};
+use aster_archive::query::QueryEngine;
 use aster_archive::schema::builtin_schemas;
 use aster_processing::association::astrometry::Motion;
 use aster_processing::association::nearby::ObjectKind;
+use aster_processing::association::periodogram::{PeriodSearch, Periodicity};
 use aster_processing::association::solar_system::{
     SsSummary, associate_solar_system, search_radius,
 };
-use aster_processing::association::{AssociationConfig, Associator, DiaObject};
+use aster_processing::association::{AssociationConfig, Associator, DiaObject, HISTORY_DAYS};
 use aster_processing::background::Background;
 use aster_processing::dia::{self, DiaConfig, DiaSource, FaintDiaSource, Watch};
 use aster_processing::diffim::{DiffimConfig, stamp_stars, subtract_with_stars};
@@ -53,6 +55,7 @@ use std::collections::HashMap;
 use crate::tables::Columns;
 
 mod field;
+mod previous;
 mod raw;
 mod solar_system;
 use raw::Instrument;
@@ -62,6 +65,9 @@ use solar_system::{FIRST_SS_OBJECT, SimAsteroid, SsDetection};
 #[derive(Debug, Clone)]
 pub struct NightSpec {
     pub seed: u64,
+    /// Which night of the season (from 0): its date, visit numbers and ids follow from it.
+    /// It continues the nights before it that the Level 1 database holds.
+    pub night: u32,
     /// Science visits of the night.
     pub visits: usize,
     /// CCD side, pixels.
@@ -86,6 +92,7 @@ impl Default for NightSpec {
     fn default() -> Self {
         Self {
             seed: 2026,
+            night: 0,
             visits: 6,
             size: 1024,
             stars: 600,
@@ -104,10 +111,12 @@ impl Default for NightSpec {
 /// Dec -37), so the Objects of `dp.Object` there are the field's own, measured on its
 /// template ([`field`]).
 const FIELD: (f64, f64) = (57.0, -40.5);
-/// The night's first visit starts at this MJD.
+/// The season's first night's first visit starts at this MJD; each later night a day later.
 const NIGHT_MJD: f64 = 61_010.1;
-/// Visit numbers of the night, apart from the demo release's.
+/// Visit numbers of the season's first night, apart from the demo release's; each later
+/// night's follow, this many apart.
 const FIRST_VISIT: i64 = 9_000_000;
+const VISITS_PER_NIGHT: i64 = 1_000;
 /// DIAObject ids of the night, apart from the demo release's.
 const FIRST_DIA_OBJECT: i64 = 3_000_000_000_000;
 /// Object ids of injected transients and variables (for the truth tables).
@@ -321,7 +330,19 @@ pub async fn run(
     spec: &NightSpec,
 ) -> Result<NightSummary> {
     let alert_schema = AlertSchema::v11_1()?;
+    anyhow::ensure!(
+        spec.visits as i64 <= VISITS_PER_NIGHT,
+        "at most {VISITS_PER_NIGHT} visits a night"
+    );
     ensure_ap_tables(store).await?;
+    // Each night starts at another hour of a 7-hour observing window (spread by the golden
+    // ratio), as a field's visits do over a season; starting at the same hour every night
+    // would leave periods near a day indistinguishable from their aliases.
+    let night_mjd =
+        NIGHT_MJD + f64::from(spec.night) + (f64::from(spec.night) * 0.618_034).fract() * 0.3;
+    let first_visit = FIRST_VISIT + i64::from(spec.night) * VISITS_PER_NIGHT;
+    let engine = QueryEngine::new(store.clone());
+    previous::refuse_rerun(&engine, first_visit..=first_visit + spec.visits as i64 - 1).await?;
     std::fs::create_dir_all(&spec.out)
         .with_context(|| format!("creating {}", spec.out.display()))?;
     let Population {
@@ -343,7 +364,7 @@ pub async fn run(
     let band = 2;
     let instrument = spec
         .from_raw
-        .then(|| Instrument::prepare(&spec.out, spec.seed, spec.size, band, &objects, NIGHT_MJD))
+        .then(|| Instrument::prepare(&spec.out, spec.seed, spec.size, band, &objects, night_mjd))
         .transpose()?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed ^ 0xa11e);
     // The field's earlier exposures, from which each visit's template is coadded.
@@ -400,7 +421,7 @@ pub async fn run(
     let field_template = build_template(
         &inputs,
         band,
-        NIGHT_MJD,
+        night_mjd,
         &field_grid,
         &TemplateConfig::default(),
     )?;
@@ -439,10 +460,65 @@ pub async fn run(
     // as the SSObject table is, once a day.
     let mut ss_summaries: std::collections::BTreeMap<i64, (&SimAsteroid, SsSummary)> =
         std::collections::BTreeMap::new();
+    // The nights before: their DIAObjects, their alerts' history and the asteroids'
+    // summaries go on from what the Level 1 database holds of the past year.
+    let earlier = previous::read(&engine, night_mjd - HISTORY_DAYS).await?;
+    for b in &earlier.sources {
+        let encoded = alert_schema.encode_rows(AlertTable::DiaSource, b)?;
+        let owners = previous::int(b, "diaObjectId")?
+            .into_iter()
+            .zip(previous::int(b, "ssObjectId")?);
+        for ((row, d), (o, s)) in encoded
+            .into_iter()
+            .zip(previous::detections(b)?)
+            .zip(owners)
+        {
+            if let Some(d) = d {
+                associator.add_earlier(d.object, &d.what, d.band, d.mjd);
+            }
+            if let Ok(owner) = Owner::of(o, s) {
+                history.entry(owner).or_default().sources.push(row);
+            }
+        }
+    }
+    for b in &earlier.forced {
+        let encoded = alert_schema.encode_rows(AlertTable::DiaForcedSource, b)?;
+        for (row, f) in encoded.into_iter().zip(previous::forced(b)?) {
+            if let Some(f) = f
+                && associator.add_forced(f.object, f.band, f.mjd, f.what.0, f.what.1)
+            {
+                history
+                    .entry(Owner::Dia(f.object))
+                    .or_default()
+                    .forced
+                    .push(row);
+            }
+        }
+    }
+    for b in &earlier.ss {
+        for seen in previous::ss_seen(b)?.into_iter().flatten() {
+            if let Some(a) = asteroids.iter().find(|a| a.ss_object_id == seen.object) {
+                let (flux, geometry) = seen.what;
+                ss_summaries
+                    .entry(seen.object)
+                    .or_insert_with(|| (a, SsSummary::default()))
+                    .1
+                    .add_seen(seen.band, seen.mjd, flux, geometry, solar_system::G_SLOPE);
+            }
+        }
+    }
+    if let Some(last) = earlier.last_dia_object {
+        next_object = next_object.max(last);
+    }
+    let search = PeriodSearch::default();
+    let known: Vec<i64> = associator.objects().iter().map(|o| o.id).collect();
+    for id in &known {
+        associator.update_periodicity(*id, &search);
+    }
     for k in 0..spec.visits {
         let v = visit(
-            FIRST_VISIT + k as i64,
-            NIGHT_MJD + k as f64 * 40.0 / 86_400.0,
+            first_visit + k as i64,
+            night_mjd + k as f64 * 40.0 / 86_400.0,
             band,
             rng.random_range(0.7..1.2),
             rng.random_range(-0.3..0.2),
@@ -816,10 +892,35 @@ pub async fn run(
     sources_out.flush()?;
     nearby_out.flush()?;
     faint_out.flush()?;
+    // The daytime update, in one commit: each DIAObject's period over the past year, in a
+    // new version of it, and the known asteroids' summaries over the past year.
+    let ids: Vec<i64> = associator.objects().iter().map(|o| o.id).collect();
+    for id in &ids {
+        associator.update_periodicity(*id, &search);
+    }
     let ss: Vec<_> = ss_summaries.into_values().collect();
-    store
-        .append("ap", "SSObject", &[solar_system::ss_object_batch(&ss)?])
+    let ss_object_table = builtin_schemas()
+        .into_iter()
+        .filter(|s| s.name == "ap")
+        .flat_map(|s| s.tables)
+        .find(|t| t.name == "SSObject")
+        .context("no ap.SSObject in the built-in schemas")?;
+    let mut daytime = store.begin("ap").await?;
+    daytime
+        .append(
+            "DiaObject",
+            &[dia_object_batch(&associator, &ids, night_mjd + 0.5)?],
+        )
         .await?;
+    daytime
+        .replace(
+            &ss_object_table,
+            DEFAULT_MAX_ROWS,
+            &[solar_system::ss_object_batch(&ss)?],
+        )
+        .await?;
+    daytime.commit().await?;
+    write_periodic(&spec.out, &associator, &objects)?;
     let mut ss_out = csv(
         &spec.out.join("ss_objects.csv"),
         "ssObjectId,band,H,HErr,nH,trueH",
@@ -1143,6 +1244,34 @@ fn dia_object_batch(a: &Associator, ids: &[i64], mjd: f64) -> Result<arrow::arra
             .map(|m| m.as_ref().and_then(g).map(|v| v as f32))
             .collect::<Vec<_>>()
     };
+    let period = |g: &dyn Fn(&Periodicity) -> f64| {
+        objects
+            .iter()
+            .map(|o| o.periodicity.as_ref().map(g))
+            .collect::<Vec<_>>()
+    };
+    c.f64("lombScarglePeriod", period(&|p| p.period))
+        .f32(
+            "lombScarglePower",
+            period(&|p| p.power)
+                .into_iter()
+                .map(|v| v.map(|v| v as f32))
+                .collect(),
+        )
+        .f32(
+            "lombScargleFalseAlarmProb",
+            period(&|p| p.false_alarm_probability)
+                .into_iter()
+                .map(|v| v.map(|v| v as f32))
+                .collect(),
+        )
+        .i32(
+            "lombScargleNdata",
+            objects
+                .iter()
+                .map(|o| o.periodicity.map(|p| p.n as i32))
+                .collect(),
+        );
     c.f32("pmRa", motion(&|m| Some(m.pm_ra)))
         .f32("pmRaErr", motion(&|m| Some(m.pm_ra_err)))
         .f32("pmDec", motion(&|m| Some(m.pm_dec)))
@@ -1158,6 +1287,44 @@ fn dia_object_batch(a: &Associator, ids: &[i64], mjd: f64) -> Result<arrow::arra
                 .collect(),
         );
     c.batch()
+}
+
+/// `periodic.csv`: each DIAObject's period, beside the true one of the periodic variable
+/// within 1 arcsec of it, if any.
+fn write_periodic(out: &Path, a: &Associator, objects: &[SimObject]) -> Result<()> {
+    let mut w = csv(
+        &out.join("periodic.csv"),
+        "diaObjectId,nForced,period,power,falseAlarmProb,variableId,truePeriod",
+    )?;
+    for o in a.objects() {
+        let Some(p) = o.periodicity else {
+            continue;
+        };
+        let here = SkyCoord::new(o.ra, o.dec);
+        let truth = objects.iter().find_map(|s| match s.variability {
+            Some(Variability::Periodic { period, .. })
+                if here
+                    .zip(SkyCoord::new(s.ra, s.dec))
+                    .is_some_and(|(a, b)| a.separation(&b) * 3600.0 < 1.0) =>
+            {
+                Some((s.id, period))
+            }
+            _ => None,
+        });
+        writeln!(
+            w,
+            "{},{},{:.6},{:.4},{:.3e},{},{}",
+            o.id,
+            p.n,
+            p.period,
+            p.power,
+            p.false_alarm_probability,
+            truth.map_or(String::new(), |t| t.0.to_string()),
+            truth.map_or(String::new(), |t| format!("{:.6}", t.1)),
+        )?;
+    }
+    w.flush()?;
+    Ok(())
 }
 
 type Forced = (

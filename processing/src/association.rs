@@ -6,7 +6,13 @@
 //! flux with its error, the scatter, the chi-square about the mean (a variability
 //! statistic: about one per point for a constant source), the extremes, the mean error and
 //! the steepest rise between consecutive sources; and with every visit's forced photometry
-//! the weighted means of its forced fluxes on the difference and the visit image.
+//! the weighted means of its forced fluxes on the difference and the visit image, whose
+//! difference fluxes over the past year also make its light curve, searched for a period
+//! ([`periodogram`]).
+//!
+//! A night continues the DIAObjects of the nights before: their DIASources and forced
+//! sources of the past year, read back from the Level 1 database, are replayed into the
+//! summaries ([`Associator::add_earlier`]) before the night's first visit.
 //!
 //! Candidates are found through HEALPix cells of order 14 (13 arcsec) and their neighbours,
 //! so a visit costs its sources times the few objects nearby, whatever the catalog's size.
@@ -134,6 +140,31 @@ impl BandFluxes {
 }
 
 /// A DIAObject and its summary.
+/// What association takes from a DIASource: where, how well, how bright.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Detection {
+    pub ra: f64,
+    pub dec: f64,
+    pub ra_err: f64,
+    pub dec_err: f64,
+    pub psf_flux: Flux,
+}
+
+impl From<&DiaSource> for Detection {
+    fn from(s: &DiaSource) -> Self {
+        Self {
+            ra: s.ra,
+            dec: s.dec,
+            ra_err: s.ra_err,
+            dec_err: s.dec_err,
+            psf_flux: s.psf_flux,
+        }
+    }
+}
+
+/// How far back a DIAObject's light curve and summaries reach, days.
+pub const HISTORY_DAYS: f64 = 365.25;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct DiaObject {
     pub id: i64,
@@ -152,6 +183,10 @@ pub struct DiaObject {
     pub science: [BandFluxes; 6],
     /// Proper motion and parallax, from the DIASources' positions.
     pub astrometry: Astrometry,
+    /// Forced PSF fluxes on the difference images, over the past year.
+    pub light_curve: Vec<Sample>,
+    /// The light curve's best period, as last measured.
+    pub periodicity: Option<Periodicity>,
     sum_w_ra: f64,
     sum_w_dec: f64,
     sum_wx: f64,
@@ -160,7 +195,7 @@ pub struct DiaObject {
 }
 
 impl DiaObject {
-    fn new(id: i64, s: &DiaSource, band: usize, mjd: f64) -> Self {
+    fn new(id: i64, s: &Detection, band: usize, mjd: f64) -> Self {
         let mut o = Self {
             id,
             ra: s.ra,
@@ -174,6 +209,8 @@ impl DiaObject {
             forced: Default::default(),
             science: Default::default(),
             astrometry: Astrometry::default(),
+            light_curve: Vec::new(),
+            periodicity: None,
             sum_w_ra: 0.0,
             sum_w_dec: 0.0,
             sum_wx: 0.0,
@@ -184,7 +221,7 @@ impl DiaObject {
         o
     }
 
-    fn add(&mut self, s: &DiaSource, band: usize, mjd: f64) {
+    fn add(&mut self, s: &Detection, band: usize, mjd: f64) {
         // Weighted on the unit sphere, so the mean is right across RA 0 and near the poles.
         let w = 1.0 / (s.ra_err.powi(2) + s.dec_err.powi(2)).max(1e-16);
         let (ra, dec) = (s.ra.to_radians(), s.dec.to_radians());
@@ -247,15 +284,6 @@ impl Associator {
         }
     }
 
-    /// Continues from DIAObjects already known (as read back from the Level 1 database).
-    pub fn with_objects(config: AssociationConfig, objects: Vec<DiaObject>) -> Self {
-        let mut a = Self::new(config);
-        for o in objects {
-            a.insert(o);
-        }
-        a
-    }
-
     fn insert(&mut self, o: DiaObject) {
         let at = self.objects.len();
         self.cells.entry(cell_of(o.ra, o.dec)).or_default().push(at);
@@ -288,8 +316,50 @@ impl Associator {
             let o = &mut self.objects[i];
             o.forced[band].add(difference.value, difference.err, mjd);
             o.science[band].add(science.value, science.err, mjd);
+            o.light_curve.push(Sample {
+                mjd,
+                band,
+                flux: difference.value,
+                err: difference.err,
+            });
         }
         true
+    }
+
+    /// Adds a DIASource of an earlier visit, as read back from the Level 1 database, to
+    /// DIAObject `id`, which it starts if there is none yet. Sources are to come in time
+    /// order, as they were first associated.
+    pub fn add_earlier(&mut self, id: i64, d: &Detection, band: usize, mjd: f64) {
+        match self.by_id.get(&id) {
+            Some(&i) => self.grow(i, d, band, mjd),
+            None => self.insert(DiaObject::new(id, d, band, mjd)),
+        }
+    }
+
+    /// Measures DIAObject `id`'s period on its light curve of the past year (the points
+    /// before that are dropped). False when there is no such object.
+    pub fn update_periodicity(&mut self, id: i64, search: &PeriodSearch) -> bool {
+        let Some(&i) = self.by_id.get(&id) else {
+            return false;
+        };
+        let o = &mut self.objects[i];
+        let newest = o.light_curve.iter().map(|s| s.mjd).fold(f64::MIN, f64::max);
+        o.light_curve.retain(|s| s.mjd >= newest - HISTORY_DAYS);
+        o.periodicity = periodogram::periodicity(&o.light_curve, search);
+        true
+    }
+
+    /// Adds a source to object `i`, keeping the cell index up to date as it moves.
+    fn grow(&mut self, i: usize, d: &Detection, band: usize, mjd: f64) {
+        let before = cell_of(self.objects[i].ra, self.objects[i].dec);
+        self.objects[i].add(d, band, mjd);
+        let after = cell_of(self.objects[i].ra, self.objects[i].dec);
+        if before != after {
+            if let Some(v) = self.cells.get_mut(&before) {
+                v.retain(|x| *x != i);
+            }
+            self.cells.entry(after).or_default().push(i);
+        }
     }
 
     /// DIAObjects within `radius_arcsec` of a position.
@@ -349,18 +419,10 @@ impl Associator {
             match a {
                 Some(a) => {
                     let i = self.by_id[&a.dia_object_id];
-                    let before = cell_of(self.objects[i].ra, self.objects[i].dec);
-                    self.objects[i].add(&sources[s], band, mjd);
-                    let after = cell_of(self.objects[i].ra, self.objects[i].dec);
-                    if before != after {
-                        if let Some(v) = self.cells.get_mut(&before) {
-                            v.retain(|x| *x != i);
-                        }
-                        self.cells.entry(after).or_default().push(i);
-                    }
+                    self.grow(i, &Detection::from(&sources[s]), band, mjd);
                 }
                 None => {
-                    let o = DiaObject::new(new_id(), &sources[s], band, mjd);
+                    let o = DiaObject::new(new_id(), &Detection::from(&sources[s]), band, mjd);
                     *a = Some(Association {
                         dia_object_id: o.id,
                         created: true,
@@ -378,9 +440,11 @@ impl Associator {
 
 pub mod astrometry;
 pub mod nearby;
+pub mod periodogram;
 pub mod solar_system;
 
 use astrometry::Astrometry;
+use periodogram::{PeriodSearch, Periodicity, Sample};
 
 #[cfg(test)]
 mod tests;

@@ -27,6 +27,21 @@ impl SsSummary {
     /// Adds a DIASource's flux (nJy) in `band` at `mjd`, seen at ephemeris `eph`; `g` is the
     /// slope parameter. Fluxes that are not positive count as observations but give no H.
     pub fn add(&mut self, band: usize, mjd: f64, flux: Flux, eph: &Ephemeris, g: f64) {
+        let geometry = Geometry {
+            r: eph.r(),
+            delta: eph.delta(),
+            phase_angle: eph.phase_angle,
+        };
+        self.add_seen(band, mjd, flux, geometry, g);
+    }
+
+    /// [`Self::add`] with the geometry as `ap.SSSource` keeps it.
+    pub fn add_seen(&mut self, band: usize, mjd: f64, flux: Flux, geometry: Geometry, g: f64) {
+        let Geometry {
+            r,
+            delta,
+            phase_angle,
+        } = geometry;
         if self.n_obs == 0 {
             (self.first_mjd, self.last_mjd) = (mjd, mjd);
         }
@@ -36,9 +51,7 @@ impl SsSummary {
         if band >= BANDS.len() || !(flux.value > 0.0 && flux.err > 0.0) {
             return;
         }
-        let h = njy_to_mag(flux.value)
-            - 5.0 * (eph.r() * eph.delta()).log10()
-            - hg_phase(eph.phase_angle, g);
+        let h = njy_to_mag(flux.value) - 5.0 * (r * delta).log10() - hg_phase(phase_angle, g);
         let err = 2.5 / std::f64::consts::LN_10 * flux.err / flux.value;
         let w = 1.0 / (err * err);
         let b = &mut self.bands[band];
@@ -57,6 +70,15 @@ impl SsSummary {
         let &(sum_wh, sum_w, n) = self.bands.get(band)?;
         (sum_w > 0.0 && n > 0).then(|| (sum_wh / sum_w, sum_w.recip().sqrt(), n))
     }
+}
+
+/// Where an object was seen from: its distances from the Sun and the observer (au) and its
+/// phase angle (degrees).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Geometry {
+    pub r: f64,
+    pub delta: f64,
+    pub phase_angle: f64,
 }
 
 /// A known object's predicted place at the visit.

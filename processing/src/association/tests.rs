@@ -205,6 +205,72 @@ fn one_source_per_object_per_visit_nearest_first() {
     assert!(far[0].created);
 }
 
+/// A night that starts from the DIASources and forced sources of the nights before, replayed,
+/// carries on as if it had seen them: the same summaries, the next source on the same
+/// object, and a period once the light curve spans enough nights.
+#[test]
+fn a_night_continues_from_replayed_history() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let (ra, dec, period) = (150.0, -30.0, 1.7);
+    let flux_at = |mjd: f64| 2000.0 * (std::f64::consts::TAU * mjd / period).sin();
+    let mut whole = Associator::new(AssociationConfig::default());
+    let mut next = 0;
+    let mut new_id = || {
+        next += 1;
+        next
+    };
+    // What the Level 1 database keeps: each DIASource with its object, each forced flux.
+    let mut kept_sources = Vec::new();
+    let mut kept_forced = Vec::new();
+    for night in 0..30 {
+        for k in 0..2 {
+            let mjd = 61_000.0 + night as f64 + 0.02 * k as f64 + rng.random_range(0.0..0.2);
+            let s = source(
+                ra + gaussian(&mut rng) * 0.1 / 3600.0,
+                dec + gaussian(&mut rng) * 0.1 / 3600.0,
+                0.1,
+                flux_at(mjd) + gaussian(&mut rng) * 100.0,
+            );
+            let a = whole.associate(std::slice::from_ref(&s), 2, mjd, &mut new_id);
+            let id = a[0].dia_object_id;
+            kept_sources.push((id, Detection::from(&s), mjd));
+            let diff = Flux {
+                value: flux_at(mjd) + gaussian(&mut rng) * 100.0,
+                err: 100.0,
+            };
+            let sci = Flux {
+                value: 5000.0 + diff.value,
+                err: 100.0,
+            };
+            whole.add_forced(id, 2, mjd, diff, sci);
+            kept_forced.push((id, mjd, diff, sci));
+        }
+    }
+    assert_eq!(whole.objects().len(), 1);
+    let mut replayed = Associator::new(AssociationConfig::default());
+    for (id, d, mjd) in &kept_sources {
+        replayed.add_earlier(*id, d, 2, *mjd);
+    }
+    for (id, mjd, diff, sci) in &kept_forced {
+        assert!(replayed.add_forced(*id, 2, *mjd, *diff, *sci));
+    }
+    let (a, b) = (&whole.objects()[0], &replayed.objects()[0]);
+    assert_eq!(a.n_dia_sources, b.n_dia_sources);
+    assert!((a.ra - b.ra).abs() < 1e-12 && (a.dec - b.dec).abs() < 1e-12);
+    assert_eq!(a.fluxes, b.fluxes);
+    assert_eq!(a.forced, b.forced);
+    assert_eq!(a.light_curve, b.light_curve);
+    // The next night's source finds the replayed object.
+    let s = source(ra, dec + 0.1 / 3600.0, 0.1, 1500.0);
+    let id = a.id;
+    let later = replayed.associate(&[s], 2, 61_031.0, || unreachable!("no new object"));
+    assert_eq!(later[0].dia_object_id, id);
+    assert!(replayed.update_periodicity(id, &PeriodSearch::default()));
+    let p = replayed.get(id).unwrap().periodicity.unwrap();
+    assert!((p.period - period).abs() / period < 0.01, "{p:?}");
+    assert!(!replayed.update_periodicity(-1, &PeriodSearch::default()));
+}
+
 mod solar_system_association {
     use super::source;
     use crate::association::solar_system::*;
