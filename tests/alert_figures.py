@@ -35,6 +35,10 @@ in its output directory (truth.csv, dia_sources.csv, latency.jsonl):
   whose nearest Object is the host (within 1 arcsec of its centre); and the median
   probability of the most likely Object for transients with and without a host
   (population.csv, objects.csv, nearby.csv);
+- periods (periodic.csv, after a season of nights, `--nights`): for DIAObjects on a
+  periodic variable, the share whose Lomb-Scargle period is the true one within 1 %, and
+  the share at one of its daily aliases (frequency off by a whole number per day, within
+  0.05 per day), which sparse nightly sampling cannot tell apart;
 - latency per CCD from the image's arrival to the rows written, p50 and max, and per stage.
 
     python tests/alert_figures.py DIR [--check]
@@ -239,6 +243,7 @@ def figures(directory):
         "ss_h_pull": statistics.median(h_pull) if h_pull else float("nan"),
         **nearby,
         **faint,
+        **periodic_figures(directory),
         "latency_p50": statistics.median(seconds) if seconds else float("nan"),
         "latency_max": seconds[-1] if seconds else float("nan"),
         "stages": {n: (statistics.median(v), max(v)) for n, v in stages.items()},
@@ -361,6 +366,23 @@ def nearby_figures(directory, truth_of, sources, kind_of):
     }
 
 
+def periodic_figures(directory):
+    try:
+        rows = [r for r in read(f"{directory}/periodic.csv") if r["truePeriod"]]
+    except FileNotFoundError:
+        rows = []
+    right = alias = significant = 0
+    for r in rows:
+        f, true = 1 / float(r["period"]), 1 / float(r["truePeriod"])
+        if abs(f - true) <= 0.01 * true:
+            right += 1
+        elif abs(f - true) >= 0.5 and abs((f - true) - round(f - true)) <= 0.05:
+            alias += 1
+        significant += float(r["falseAlarmProb"]) < 0.01
+    return {"periodic": len(rows), "period_right": right, "period_alias": alias,
+            "period_significant": significant}
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__)
@@ -407,6 +429,11 @@ def main(argv):
           f" {100 * f['hosts_found']:.1f} %")
     print(f"  median P of the likeliest Object  hosted {f['hosted_p']:.3g},"
           f" hostless {f['hostless_p']:.3g}")
+    if f["periodic"]:
+        n = f["periodic"]
+        print(f"variables with a period             {n}: the true one within 1 % {100 * f['period_right'] / n:.1f} %,"
+              f" a daily alias {100 * f['period_alias'] / n:.1f} %;"
+              f" false-alarm probability < 1 % {100 * f['period_significant'] / n:.1f} %")
     print(f"latency per CCD                     p50 {f['latency_p50']:.2f} s"
           f"  max {f['latency_max']:.2f} s")
     for name, (p50, mx) in f["stages"].items():
