@@ -187,6 +187,10 @@ pub struct DemoConfig {
     /// CCD size in pixels.
     pub night_visits: usize,
     pub night_ccd_size: usize,
+    /// Nights of the season before the demo's night, and visits in each: the night goes on
+    /// from their DIAObjects, whose light curves are then long enough for periods.
+    pub night_season: u32,
+    pub night_season_visits: usize,
 }
 
 impl Default for Config {
@@ -235,6 +239,8 @@ impl Default for DemoConfig {
             image_ccd_size: 2048,
             night_visits: 4,
             night_ccd_size: 1024,
+            night_season: 8,
+            night_season_visits: 2,
         }
     }
 }

@@ -462,7 +462,9 @@ pub async fn run(
         std::collections::BTreeMap::new();
     // The nights before: their DIAObjects, their alerts' history and the asteroids'
     // summaries go on from what the Level 1 database holds of the past year.
-    let earlier = previous::read(&engine, night_mjd - HISTORY_DAYS).await?;
+    // The CCD's corners, with room for the visits' pointing offsets.
+    let radius = spec.size as f64 * PIXEL_SCALE / 3600.0 / 2.0 * std::f64::consts::SQRT_2 * 1.2;
+    let earlier = previous::read(&engine, night_mjd - HISTORY_DAYS, FIELD, radius).await?;
     for b in &earlier.sources {
         let encoded = alert_schema.encode_rows(AlertTable::DiaSource, b)?;
         let owners = previous::int(b, "diaObjectId")?

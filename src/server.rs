@@ -137,26 +137,42 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
     }
     let night = config.data_dir.join("night");
     if with_demo && config.demo.night_visits > 0 && !night.join("latency.jsonl").exists() {
-        tracing::info!(
-            visits = config.demo.night_visits,
-            "the demo's night of alert production"
-        );
-        let s = crate::night::run(
-            &store,
-            &open_alerts(&config)?,
-            &crate::night::NightSpec {
-                visits: config.demo.night_visits,
-                size: config.demo.night_ccd_size,
-                out: night,
-                ..crate::night::NightSpec::default()
-            },
-        )
-        .await?;
-        tracing::info!(
-            dia_sources = s.dia_sources,
-            dia_objects = s.dia_objects,
-            "alert production done"
-        );
+        // A season's short nights first, then the night itself, which goes on from them.
+        let alerts = open_alerts(&config)?;
+        let season = config.demo.night_season;
+        for k in 0..=season {
+            let (visits, out) = if k == season {
+                (config.demo.night_visits, night.clone())
+            } else {
+                let out = night.join("season").join(format!("night-{k}"));
+                if out.join("latency.jsonl").exists() {
+                    continue;
+                }
+                (config.demo.night_season_visits, out)
+            };
+            if visits == 0 {
+                continue;
+            }
+            tracing::info!(night = k, visits, "the demo's alert production");
+            let s = crate::night::run(
+                &store,
+                &alerts,
+                &crate::night::NightSpec {
+                    night: k,
+                    visits,
+                    size: config.demo.night_ccd_size,
+                    out,
+                    ..crate::night::NightSpec::default()
+                },
+            )
+            .await?;
+            tracing::info!(
+                night = k,
+                dia_sources = s.dia_sources,
+                dia_objects = s.dia_objects,
+                "alert production done"
+            );
+        }
     }
     if with_demo {
         demo::publish_schedule(&config.data_dir)?;

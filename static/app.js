@@ -316,27 +316,42 @@ function drawPlot() {
 }
 for (const id of ["#plot-kind", "#plot-x", "#plot-y"]) $(id).addEventListener("change", drawPlot);
 
-// A DiaObject's light curve from its DiaSources, by band, with error bars.
+// A DiaObject's light curve from its DiaSources, by band, with error bars; or, folded on
+// its Lomb-Scargle period, its forced photometry on the difference images.
 async function lightCurve() {
   const id = $("#dia-id").value.trim();
   const ctx = $("#lightcurve").getContext("2d");
+  $("#dia-period").textContent = "";
   if (!/^\d+$/.test(id)) { axes(ctx, [0, 1], [0, 1], "enter a diaObjectId (digits)", ""); return; }
   try {
-    const r = await tapSync(`SELECT midpointMjdTai, psfFlux, psfFluxErr, band FROM ap.DiaSource WHERE diaObjectId = ${id} ORDER BY midpointMjdTai`);
+    const p = await tapSync(`SELECT TOP 1 lombScarglePeriod, lombScarglePower, lombScargleFalseAlarmProb, lombScargleNdata FROM ap.DiaObject WHERE diaObjectId = ${id} ORDER BY validityStartMjdTai DESC`);
+    const [period, power, fap, n] = p.data.length ? p.data[0] : [null];
+    $("#dia-period").textContent = period
+      ? `period ${period.toPrecision(6)} d: power ${power.toFixed(3)}, false-alarm probability ${fap.toExponential(1)}, ${n} forced fluxes`
+      : "no period (too few forced fluxes over too short a time)";
+    const fold = $("#dia-fold").checked && period;
+    const r = fold
+      ? await tapSync(`SELECT midpointMjdTai, psfFlux, psfFluxErr, band FROM ap.DiaForcedSource WHERE diaObjectId = ${id} ORDER BY midpointMjdTai`)
+      : await tapSync(`SELECT midpointMjdTai, psfFlux, psfFluxErr, band FROM ap.DiaSource WHERE diaObjectId = ${id} ORDER BY midpointMjdTai`);
     if (!r.data.length) { axes(ctx, [0, 1], [0, 1], `no DiaSources of ${id}`, ""); return; }
-    const t = r.data.map((d) => d[0]), f = r.data.map((d) => d[1]), e = r.data.map((d) => d[2] || 0);
+    const t0 = r.data[0][0];
+    const x = (t) => fold ? (((t - t0) / period) % 1 + 1) % 1 : t;
+    const f = r.data.map((d) => d[1]), e = r.data.map((d) => d[2] || 0);
     const [flo, fhi] = extent(f.map((v, i) => v - e[i]).concat(f.map((v, i) => v + e[i])));
-    const { X, Y } = axes(ctx, extent(t), [flo, fhi], "MJD (TAI)", "psfFlux (nJy)");
+    const { X, Y } = fold
+      ? axes(ctx, [0, 1], [flo, fhi], `phase (period ${period.toPrecision(6)} d)`, "forced psfFlux on the difference (nJy)")
+      : axes(ctx, extent(r.data.map((d) => d[0])), [flo, fhi], "MJD (TAI)", "psfFlux (nJy)");
     const colours = { u: "#6a3d9a", g: "#1f78b4", r: "#33a02c", i: "#ff7f00", z: "#e31a1c", y: "#8c510a" };
     r.data.forEach(([tt, ff, ee, band]) => {
       ctx.strokeStyle = ctx.fillStyle = colours[band] || "#333";
-      ctx.beginPath(); ctx.moveTo(X(tt), Y(ff - (ee || 0))); ctx.lineTo(X(tt), Y(ff + (ee || 0))); ctx.stroke();
-      ctx.beginPath(); ctx.arc(X(tt), Y(ff), 3, 0, 2 * Math.PI); ctx.fill();
+      ctx.beginPath(); ctx.moveTo(X(x(tt)), Y(ff - (ee || 0))); ctx.lineTo(X(x(tt)), Y(ff + (ee || 0))); ctx.stroke();
+      ctx.beginPath(); ctx.arc(X(x(tt)), Y(ff), 3, 0, 2 * Math.PI); ctx.fill();
     });
   } catch (err) { axes(ctx, [0, 1], [0, 1], err.message, ""); }
   await nearbyObjects(id);
 }
 $("#dia-go").addEventListener("click", lightCurve);
+$("#dia-fold").addEventListener("change", lightCurve);
 
 // Its nearby Objects of the data release (three stars, three galaxies within 60"), with the
 // probability of being each.

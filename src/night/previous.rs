@@ -56,19 +56,34 @@ pub async fn refuse_rerun(engine: &QueryEngine, visits: RangeInclusive<i64>) -> 
     Ok(())
 }
 
-/// The field's rows from `since` (MJD) on.
-pub async fn read(engine: &QueryEngine, since: f64) -> Result<Earlier> {
+/// The rows from `since` (MJD) on within `radius` degrees of the field's centre `(ra, dec)`
+/// (other fields' rows, such as the demo release's, are theirs).
+pub async fn read(
+    engine: &QueryEngine,
+    since: f64,
+    (ra, dec): (f64, f64),
+    radius: f64,
+) -> Result<Earlier> {
+    let within = |table: &str| {
+        format!(
+            "CONTAINS(POINT('ICRS', {table}.ra, {table}.dec), CIRCLE('ICRS', {ra}, {dec}, {radius})) = 1"
+        )
+    };
     let sources = rows(
         engine,
         &format!(
-            "SELECT * FROM ap.DiaSource WHERE midpointMjdTai >= {since} ORDER BY midpointMjdTai, diaSourceId"
+            "SELECT * FROM ap.DiaSource AS d WHERE d.midpointMjdTai >= {since} AND {} \
+             ORDER BY d.midpointMjdTai, d.diaSourceId",
+            within("d")
         ),
     )
     .await?;
     let forced = rows(
         engine,
         &format!(
-            "SELECT * FROM ap.DiaForcedSource WHERE midpointMjdTai >= {since} ORDER BY midpointMjdTai, diaForcedSourceId"
+            "SELECT * FROM ap.DiaForcedSource AS f WHERE f.midpointMjdTai >= {since} AND {} \
+             ORDER BY f.midpointMjdTai, f.diaForcedSourceId",
+            within("f")
         ),
     )
     .await?;
@@ -78,7 +93,8 @@ pub async fn read(engine: &QueryEngine, since: f64) -> Result<Earlier> {
             "SELECT s.ssObjectId, d.band, d.midpointMjdTai, d.psfFlux, d.psfFluxErr, \
              s.helioRange, s.topoRange, s.phaseAngle \
              FROM ap.SSSource AS s JOIN ap.DiaSource AS d ON s.diaSourceId = d.diaSourceId \
-             WHERE d.midpointMjdTai >= {since} ORDER BY d.midpointMjdTai"
+             WHERE d.midpointMjdTai >= {since} AND {} ORDER BY d.midpointMjdTai",
+            within("d")
         ),
     )
     .await?;

@@ -146,6 +146,28 @@ def test_a_light_curve_is_plotted(page, base_url, tap_url):
     assert canvas_ink(page, "#lightcurve") > 300
 
 
+def test_a_periodic_dia_object_is_folded_on_its_period(page, base_url, tap_url):
+    """The demo's night goes on from a season of short nights: DIAObjects there have a
+    Lomb-Scargle period, shown under the light curve, which the forced photometry is folded
+    on."""
+    t = pyvo.dal.TAPService(tap_url).search(
+        "SELECT TOP 1 diaObjectId, lombScarglePeriod FROM ap.DiaObject "
+        "WHERE lombScarglePeriod IS NOT NULL ORDER BY lombScarglePower DESC").to_table()
+    assert len(t) == 1, "no DIAObject of the demo has a period"
+    obj, period = t["diaObjectId"][0], float(t["lombScarglePeriod"][0])
+    page.goto(base_url + "/")
+    page.click("#lightcurve-box summary")
+    page.fill("#dia-id", str(obj))
+    page.check("#dia-fold")
+    page.click("#dia-go")
+    page.wait_for_function("document.querySelector('#dia-period').textContent.startsWith('period')")
+    shown = float(page.inner_text("#dia-period").split()[1])
+    assert abs(shown - period) <= 1e-5 * period
+    page.wait_for_timeout(1500)
+    assert canvas_ink(page, "#lightcurve") > 300
+    shot(page, "folded-light-curve")
+
+
 def test_a_dia_objects_nearby_objects_are_listed(page, base_url, tap_url):
     m = pyvo.dal.TAPService(tap_url).search(
         "SELECT TOP 1 diaObjectId, COUNT(*) AS n FROM ap.DiaObject_To_Object_Match "
