@@ -241,6 +241,10 @@ enum NightCommand {
         /// <out>/night-<N>).
         #[arg(long, default_value_t = 1)]
         nights: u32,
+        /// The night of the season the field's asteroids cross it and its transients peak
+        /// around: the same for every night of one season (the demo's is 8).
+        #[arg(long, default_value_t = 0)]
+        epoch: u32,
         /// CCD side, pixels.
         #[arg(long, default_value_t = 1024)]
         size: usize,
@@ -697,6 +701,7 @@ fn main() -> Result<()> {
                         visits,
                         night,
                         nights,
+                        epoch,
                         size,
                         stars,
                         galaxies,
@@ -716,6 +721,7 @@ fn main() -> Result<()> {
                     let spec = night::NightSpec {
                         seed,
                         night: n,
+                        epoch,
                         visits,
                         size,
                         stars,

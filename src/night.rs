@@ -27,7 +27,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use arrow::array::{Array, Int64Array, RecordBatch};
 use aster_archive::alerts::cutout::Cutouts;
-use aster_archive::alerts::{AlertArchive, AlertParts, AlertSchema, AlertTable, NewAlert};
+use aster_archive::alerts::{AlertArchive, AlertParts, AlertSchema, AlertTable, Host, NewAlert};
 use aster_archive::catalog::{CatalogStore, DEFAULT_MAX_ROWS};
 use aster_archive::query::QueryEngine;
 use aster_archive::schema::builtin_schemas;
@@ -68,6 +68,9 @@ pub struct NightSpec {
     /// Which night of the season (from 0): its date, visit numbers and ids follow from it.
     /// It continues the nights before it that the Level 1 database holds.
     pub night: u32,
+    /// The night of the season the field's asteroids cross it and its transients peak
+    /// around; the same for every night of a season, whose population is one.
+    pub epoch: u32,
     /// Science visits of the night.
     pub visits: usize,
     /// CCD side, pixels.
@@ -93,6 +96,7 @@ impl Default for NightSpec {
         Self {
             seed: 2026,
             night: 0,
+            epoch: 0,
             visits: 6,
             size: 1024,
             stars: 600,
@@ -141,6 +145,7 @@ struct Population {
 /// crossing it, the changing ones apart from each other by 4 arcsec.
 fn population(spec: &NightSpec) -> Result<Population> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed);
+    let epoch_mjd = night_start(spec.epoch);
     let half = spec.size as f64 * PIXEL_SCALE / 3600.0 / 2.0 * 0.95;
     let cosd = FIELD.1.to_radians().cos();
     let object = SimObject::star;
@@ -192,7 +197,7 @@ fn population(spec: &NightSpec) -> Result<Population> {
         let (ra, dec) = apart(&mut rng);
         transients.push((FIRST_TRANSIENT + i as i64, ra, dec));
         let v = Variability::Transient {
-            peak_mjd: NIGHT_MJD + rng.random_range(-5.0..5.0),
+            peak_mjd: epoch_mjd + rng.random_range(-5.0..5.0),
             peak_flux: mag_to_njy(rng.random_range(20.0..25.0)),
             rise: 5.0,
             fall: 20.0,
@@ -200,7 +205,7 @@ fn population(spec: &NightSpec) -> Result<Population> {
         // A point of 29th magnitude at most times: what changes is the transient.
         out.push(object(FIRST_TRANSIENT + i as i64, ra, dec, 29.0, Some(v)));
     }
-    let asteroids = solar_system::asteroids(spec.asteroids, NIGHT_MJD, &mut rng, &mut apart)?;
+    let asteroids = solar_system::asteroids(spec.asteroids, epoch_mjd, &mut rng, &mut apart)?;
     // The galaxies come last, so the rest of the field is as it was without them.
     let galaxy = |id: i64, ra: f64, dec: f64, mag: f64, size: f64| SimObject {
         is_star: false,
@@ -297,6 +302,14 @@ fn calexp(
     Ok((e, truth))
 }
 
+/// When night `night` of the season starts: each night at another hour of a 7-hour
+/// observing window (spread by the golden ratio), as a field's visits do over a season;
+/// starting at the same hour every night would leave periods near a day indistinguishable
+/// from their aliases.
+fn night_start(night: u32) -> f64 {
+    NIGHT_MJD + f64::from(night) + (f64::from(night) * 0.618_034).fract() * 0.3
+}
+
 async fn ensure_ap_tables(store: &CatalogStore) -> Result<()> {
     let mut commit = store.begin("ap").await?;
     for s in builtin_schemas().iter().filter(|s| s.name == "ap") {
@@ -335,11 +348,7 @@ pub async fn run(
         "at most {VISITS_PER_NIGHT} visits a night"
     );
     ensure_ap_tables(store).await?;
-    // Each night starts at another hour of a 7-hour observing window (spread by the golden
-    // ratio), as a field's visits do over a season; starting at the same hour every night
-    // would leave periods near a day indistinguishable from their aliases.
-    let night_mjd =
-        NIGHT_MJD + f64::from(spec.night) + (f64::from(spec.night) * 0.618_034).fract() * 0.3;
+    let night_mjd = night_start(spec.night);
     let first_visit = FIRST_VISIT + i64::from(spec.night) * VISITS_PER_NIGHT;
     let engine = QueryEngine::new(store.clone());
     previous::refuse_rerun(&engine, first_visit..=first_visit + spec.visits as i64 - 1).await?;
@@ -431,7 +440,7 @@ pub async fn run(
     // The field's Objects, measured on the same coadd, for the nearby Objects of its
     // DIAObjects and DIASources.
     let field_objects = field::FieldObjects::measure(&field_template.exposure, band)?;
-    field_objects.write(store).await?;
+    field_objects.write(store, &engine).await?;
     write_population(&spec.out, &objects, &hosts, &field_objects)?;
     let mut nearby_out = csv(
         &spec.out.join("nearby.csv"),
@@ -442,6 +451,8 @@ pub async fn run(
         "visit,x,y,significance,snr,ssObjectId",
     )?;
     let mut associator = Associator::new(AssociationConfig::default());
+    // The DIAObjects with a DIASource tonight.
+    let mut tonight: std::collections::BTreeSet<i64> = std::collections::BTreeSet::new();
     // Each DIAObject's earlier DIASources and forced sources, encoded once, for the
     // `prvDiaSources` and `prvDiaForcedSources` of its later alerts.
     let mut history: HashMap<Owner, History> = HashMap::new();
@@ -752,10 +763,33 @@ pub async fn run(
             },
             &mut history,
         )?;
+        // Each DIASource's likeliest host among its nearby galaxies, for the filters.
+        let mut hosts: HashMap<i64, Host> = HashMap::new();
+        for (id, n) in source_matches
+            .iter()
+            .filter(|(_, n)| n.kind == ObjectKind::Galaxy)
+        {
+            let h = Host {
+                object_id: n.object_id,
+                dist: n.distance_arcsec,
+                ln_p: n.ln_p,
+            };
+            hosts
+                .entry(*id)
+                .and_modify(|best| {
+                    if h.ln_p > best.ln_p {
+                        *best = h;
+                    }
+                })
+                .or_insert(h);
+        }
         let archived = alerts.archive(
             v.visit,
             0,
-            &made.iter().map(|a| a.as_new()).collect::<Vec<_>>(),
+            &made
+                .iter()
+                .map(|a| a.as_new(hosts.get(&a.id).copied()))
+                .collect::<Vec<_>>(),
         )?;
         lap("alerts", &mut stages);
         let total = readout.elapsed().as_secs_f64();
@@ -815,16 +849,7 @@ pub async fn run(
                     .to_string())
             )?;
         }
-        for (id, n) in &object_matches {
-            writeln!(
-                nearby_out,
-                "{id},{},{},{:.4},{:.4}",
-                n.object_id,
-                n.kind == ObjectKind::Galaxy,
-                n.distance_arcsec,
-                n.ln_p
-            )?;
-        }
+        tonight.extend(dia_object.iter().flatten());
         let blank = |o: &Option<i64>| o.map_or(String::new(), |o| o.to_string());
         for (i, (s, id)) in sources.iter().zip(&ids).enumerate() {
             writeln!(
@@ -892,6 +917,29 @@ pub async fn run(
     }
     truth_out.flush()?;
     sources_out.flush()?;
+    // The nearby Objects of every DIAObject seen tonight, where it now is, for the figures
+    // (its rows in ap.DiaObject_To_Object_Match are from where it was first seen).
+    for id in &tonight {
+        let Some(o) = associator.get(*id) else {
+            continue;
+        };
+        let Some(p) = SkyCoord::new(o.ra, o.dec) else {
+            continue;
+        };
+        for n in field_objects
+            .index
+            .nearby(p, o.ra_err.max(o.dec_err) * 3600.0)
+        {
+            writeln!(
+                nearby_out,
+                "{id},{},{},{:.4},{:.4}",
+                n.object_id,
+                n.kind == ObjectKind::Galaxy,
+                n.distance_arcsec,
+                n.ln_p
+            )?;
+        }
+    }
     nearby_out.flush()?;
     faint_out.flush()?;
     // The daytime update, in one commit: each DIAObject's period over the past year, in a
@@ -1457,12 +1505,13 @@ struct MadeAlert {
 }
 
 impl MadeAlert {
-    fn as_new(&self) -> NewAlert<'_> {
+    fn as_new(&self, host: Option<Host>) -> NewAlert<'_> {
         NewAlert {
             alert_id: self.id,
             dia_object_id: self.object,
             ss_object_id: self.ss_object,
             mjd: self.mjd,
+            host,
             body: &self.body,
         }
     }

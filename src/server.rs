@@ -159,6 +159,8 @@ pub async fn serve(config: Config, with_demo: bool) -> Result<()> {
                 &alerts,
                 &crate::night::NightSpec {
                     night: k,
+                    // The season leads up to the night the asteroids cross the field.
+                    epoch: season,
                     visits,
                     size: config.demo.night_ccd_size,
                     out,

@@ -9,6 +9,7 @@
 use anyhow::{Context, Result};
 use arrow::array::RecordBatch;
 use aster_archive::catalog::{CatalogStore, DEFAULT_MAX_ROWS};
+use aster_archive::query::QueryEngine;
 use aster_archive::schema::builtin_schemas;
 use aster_processing::association::nearby::{
     CatalogObject, NearbyConfig, NearbyObject, ObjectIndex, ObjectKind,
@@ -18,6 +19,7 @@ use aster_processing::image::Exposure;
 use aster_processing::single_frame::{Source, process};
 use aster_processing::sky::BANDS;
 use aster_processing::wcs::SkyCoord;
+use futures::TryStreamExt;
 
 use crate::tables::Columns;
 
@@ -60,8 +62,28 @@ impl FieldObjects {
         })
     }
 
-    /// Appends the Objects to `dp.Object` (created when the store has none).
-    pub async fn write(&self, store: &CatalogStore) -> Result<()> {
+    /// Appends the Objects to `dp.Object` (created when the store has none), unless the
+    /// field's are there already (the template, and so its Objects, are the same every
+    /// night of a season).
+    pub async fn write(&self, store: &CatalogStore, engine: &QueryEngine) -> Result<()> {
+        if store.manifest("dp", "Object").await?.is_some() {
+            let there: Vec<RecordBatch> = engine
+                .execute(
+                    &format!(
+                        "SELECT TOP 1 objectId FROM dp.Object WHERE objectId >= {FIRST_OBJECT}"
+                    ),
+                    Vec::new(),
+                    None,
+                    None,
+                )
+                .await
+                .context("looking for the field's Objects")?
+                .try_collect()
+                .await?;
+            if there.iter().any(|b| b.num_rows() > 0) {
+                return Ok(());
+            }
+        }
         if store.manifest("dp", "Object").await?.is_none() {
             let dp = builtin_schemas()
                 .into_iter()

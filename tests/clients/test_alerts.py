@@ -134,7 +134,9 @@ def test_nearby_objects_and_the_dia_source_cross_match(tap_url, data_dir):
         "FROM ap.DiaObject_To_Object_Match AS m "
         "JOIN dp.Object AS o ON o.objectId = m.objectId "
         "JOIN ap.DiaObject AS d ON d.diaObjectId = m.diaObjectId "
-        "WHERE d.nDiaSources = 1 AND d.diaObjectId >= 3000000000000"
+        "WHERE d.nDiaSources = 1 AND d.diaObjectId >= 3000000000000 "
+        # Its first version only (later ones, after each night, are at the same place).
+        "AND d.validityStartMjdTai = d.firstDiaSourceMjdTai"
     ).to_table()
     assert len(m) > 0
     by_object = {}
@@ -404,13 +406,14 @@ def test_the_demo_alices_saved_filter_has_its_kafka_topic(base_url):
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     got = []
     end = time.time() + 120
-    while time.time() < end and (not got or got[-1] != passing[-1]):
+    while time.time() < end and passing[-1] not in got:
         m = c.poll(1.0)
         if m is not None and m.error() is None:
             got.append(int(m.key()))
     c.close()
-    # Alert ids grow with the visits: in id order is in the archive's order.
-    assert got and got == passing[-len(got):]
+    # Each once, and the newest of them among them.
+    assert got and len(got) == len(set(got)) and set(got) <= set(passing)
+    assert passing[-1] in got
 
 
 def test_users_save_filters_and_follow_them_alone(base_url, tokens):
@@ -477,5 +480,41 @@ def test_the_moving_objects_filter_streams_the_known_asteroids(base_url, data_di
             if line and line.startswith("data:"):
                 got.add(json.loads(line[5:])["alertId"])
                 if len(got) == len(expected):
+                    break
+    assert got == expected
+
+
+def test_the_nuclear_transients_filter_streams_changes_at_a_galaxys_centre(base_url, tap_url):
+    """The alert schema carries no host; the filters see one: of the galaxies the Level 1
+    database matched to a DIASource, the likeliest. The predefined nuclear-transients filter
+    passes the confident brightenings within 0.5 arcsec of their host's centre."""
+    import json
+    import requests
+
+    service = pyvo.dal.TAPService(tap_url)
+    m = service.search(
+        "SELECT m.diaSourceId, m.dist, m.lnP FROM ap.DiaSource_To_Object_Match AS m "
+        "JOIN dp.Object AS o ON o.objectId = m.objectId WHERE o.refExtendedness = 1"
+    ).to_table()
+    host = {}
+    for i, d, p in zip(m["diaSourceId"], m["dist"], m["lnP"]):
+        if int(i) not in host or float(p) > host[int(i)][1]:
+            host[int(i)] = (float(d), float(p))
+    s = service.search(
+        "SELECT diaSourceId FROM ap.DiaSource WHERE psfFlux > 0 AND snr >= 10 "
+        "AND reliability >= 0.5 AND diaSourceId >= 900000000000"
+    ).to_table()
+    expected = {int(i) for i in s["diaSourceId"]
+                if int(i) in host and host[int(i)][0] < 0.5 and host[int(i)][1] > -0.69}
+    assert expected, "no nuclear transient in the demo"
+    got = set()
+    with requests.get(f"{base_url}/api/alerts/stream",
+                      params={"predefined": "nuclear-transients", "after": 0},
+                      stream=True, timeout=(10, 60)) as r:
+        assert r.status_code == 200, r.text
+        for line in r.iter_lines(chunk_size=1 << 16, decode_unicode=True):
+            if line and line.startswith("data:"):
+                got.add(json.loads(line[5:])["alertId"])
+                if len(got) >= len(expected):
                     break
     assert got == expected

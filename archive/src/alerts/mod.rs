@@ -10,4 +10,6 @@ pub mod packet;
 pub mod store;
 
 pub use packet::{AlertParts, AlertSchema, AlertTable, confluent_frame};
-pub use store::{AlertArchive, AlertArchiveError, AlertQuery, AlertRef, NewAlert, StoredFilter};
+pub use store::{
+    AlertArchive, AlertArchiveError, AlertQuery, AlertRef, Host, NewAlert, StoredFilter,
+};

@@ -46,7 +46,21 @@ pub struct NewAlert<'a> {
     pub ss_object_id: Option<i64>,
     /// The DIASource's midpoint, MJD (TAI).
     pub mjd: f64,
+    /// The galaxy most likely the DIASource's host, if any is near.
+    pub host: Option<Host>,
     pub body: &'a [u8],
+}
+
+/// Of the galaxies near a DIASource (the Objects of the data release matched to it), the
+/// one most likely the same object: for filters over where on a galaxy a change is, which
+/// the alert schema does not carry.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Host {
+    pub object_id: i64,
+    /// From the DIASource to the galaxy's centre, arcsec.
+    pub dist: f64,
+    /// ln of the probability that the DIASource is that galaxy's.
+    pub ln_p: f64,
 }
 
 /// Where an archived alert is.
@@ -60,6 +74,7 @@ pub struct AlertRef {
     pub mjd: f64,
     /// When it was archived, Unix seconds.
     pub archived_at: f64,
+    pub host: Option<Host>,
     file: String,
     offset: u64,
     length: u64,
@@ -111,17 +126,25 @@ impl AlertArchive {
                id INTEGER PRIMARY KEY AUTOINCREMENT, owner TEXT NOT NULL, name TEXT NOT NULL,
                expression TEXT NOT NULL, created TEXT NOT NULL, UNIQUE (owner, name));",
         )?;
-        // Archives made before alerts were indexed by their solar system object gain the
-        // column (empty for the alerts already there). Another process opening the same
-        // archive may add it first: then the column is there, as wanted.
-        let has_ss = conn
-            .prepare("SELECT 1 FROM pragma_table_info('alert') WHERE name = 'ss_object_id'")?
-            .exists([])?;
-        if !has_ss
-            && let Err(e) = conn.execute_batch("ALTER TABLE alert ADD COLUMN ss_object_id INTEGER;")
-            && !e.to_string().contains("duplicate column")
-        {
-            return Err(e.into());
+        // Archives made before alerts were indexed by their solar system object, or had
+        // their host, gain the columns (empty for the alerts already there). Another
+        // process opening the same archive may add one first: then it is there, as wanted.
+        for (column, kind) in [
+            ("ss_object_id", "INTEGER"),
+            ("host_object_id", "INTEGER"),
+            ("host_dist", "REAL"),
+            ("host_ln_p", "REAL"),
+        ] {
+            let has = conn
+                .prepare("SELECT 1 FROM pragma_table_info('alert') WHERE name = ?1")?
+                .exists([column])?;
+            if !has
+                && let Err(e) =
+                    conn.execute_batch(&format!("ALTER TABLE alert ADD COLUMN {column} {kind};"))
+                && !e.to_string().contains("duplicate column")
+            {
+                return Err(e.into());
+            }
         }
         conn.execute_batch(
             "CREATE INDEX IF NOT EXISTS alert_ss_object ON alert(ss_object_id, seq)
@@ -198,8 +221,8 @@ impl AlertArchive {
         let mut added = 0;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO alert (alert_id, dia_object_id, visit, mjd, file, offset, length, archived_at, ss_object_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT OR IGNORE INTO alert (alert_id, dia_object_id, visit, mjd, file, offset, length, archived_at, ss_object_id, host_object_id, host_dist, host_ln_p)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
             for (a, (offset, length)) in fresh.iter().zip(&offsets) {
                 added += insert.execute(params![
@@ -211,7 +234,10 @@ impl AlertArchive {
                     *offset as i64,
                     *length as i64,
                     now,
-                    a.ss_object_id
+                    a.ss_object_id,
+                    a.host.map(|h| h.object_id),
+                    a.host.map(|h| h.dist),
+                    a.host.map(|h| h.ln_p)
                 ])?;
             }
         }
@@ -223,7 +249,7 @@ impl AlertArchive {
     pub fn find(&self, q: &AlertQuery) -> Result<Vec<AlertRef>, AlertArchiveError> {
         let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(
-            "SELECT seq, alert_id, dia_object_id, visit, mjd, archived_at, file, offset, length, ss_object_id
+            "SELECT seq, alert_id, dia_object_id, visit, mjd, archived_at, file, offset, length, ss_object_id, host_object_id, host_dist, host_ln_p
              FROM alert
              WHERE (?1 IS NULL OR mjd >= ?1) AND (?2 IS NULL OR mjd < ?2)
                AND (?3 IS NULL OR dia_object_id = ?3) AND (?6 IS NULL OR ss_object_id = ?6)
@@ -248,7 +274,7 @@ impl AlertArchive {
         let conn = self.conn()?;
         Ok(conn
             .prepare_cached(
-                "SELECT seq, alert_id, dia_object_id, visit, mjd, archived_at, file, offset, length, ss_object_id
+                "SELECT seq, alert_id, dia_object_id, visit, mjd, archived_at, file, offset, length, ss_object_id, host_object_id, host_dist, host_ln_p
                  FROM alert WHERE alert_id = ?1",
             )?
             .query_row([alert_id], row_ref)
@@ -398,6 +424,14 @@ fn row_ref(r: &rusqlite::Row) -> rusqlite::Result<AlertRef> {
         visit: r.get(3)?,
         mjd: r.get(4)?,
         archived_at: r.get(5)?,
+        host: match (r.get(10)?, r.get(11)?, r.get(12)?) {
+            (Some(object_id), Some(dist), Some(ln_p)) => Some(Host {
+                object_id,
+                dist,
+                ln_p,
+            }),
+            _ => None,
+        },
         file: r.get(6)?,
         offset: r.get::<_, i64>(7)? as u64,
         length: r.get::<_, i64>(8)? as u64,

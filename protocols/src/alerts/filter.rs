@@ -1,8 +1,11 @@
 //! The alert filtering service (DMS-REQ-0342, 0343, 0348): users choose alerts with an ADQL
 //! condition over the alert's `diaSource` and `diaObject` records (the columns of Rubin's
 //! alert schema, e.g. `diaSource.snr > 20 AND diaObject.nDiaSources = 1`; ADQL's functions
-//! and geometry included), or take a predefined filter, and receive the alerts that pass
-//! as a Server-Sent Events stream, live and, after a reconnection, from where they left.
+//! and geometry included) and its `host` (the galaxy most likely the DIASource's, of the
+//! data release's Objects near it, which the alert schema does not carry: `host.objectId`,
+//! `host.dist` in arcsec, `host.lnP`; null without one), or take a predefined filter, and
+//! receive the alerts that pass as a Server-Sent Events stream, live and, after a
+//! reconnection, from where they left.
 //!
 //! A filter is validated by the ADQL validator and planned against the alert tables when
 //! it is given, so a wrong one is refused at once with the reason; its condition is kept
@@ -14,12 +17,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use aster_adql::translate::{NameMap, translate};
 use aster_archive::alerts::decode::{alert_tables, arrow_schema};
 use aster_archive::alerts::{
-    AlertArchive, AlertQuery, AlertRef, AlertSchema, AlertTable, confluent_frame,
+    AlertArchive, AlertQuery, AlertRef, AlertSchema, AlertTable, Host, confluent_frame,
 };
 use datafusion::common::DFSchemaRef;
 use datafusion::common::tree_node::TreeNode;
@@ -48,6 +51,11 @@ pub const PREDEFINED: &[(&str, &str, &str)] = &[
         "variables-brightening",
         "Objects seen at least three times, brighter than the template by 5 sigma",
         "diaObject.nDiaSources >= 3 AND diaSource.psfFlux > 5 * diaSource.psfFluxErr",
+    ),
+    (
+        "nuclear-transients",
+        "Brightenings at signal-to-noise 10 or more, likely real, within 0.5 arcsec of the centre of the galaxy most likely their host",
+        "host.dist < 0.5 AND host.lnP > -0.69 AND diaSource.psfFlux > 0 AND diaSource.snr >= 10 AND diaSource.reliability >= 0.5",
     ),
     (
         "moving-objects",
@@ -80,16 +88,24 @@ pub enum FilterError {
     UnknownPredefined(String),
 }
 
-/// The two tables a filter sees, with the row key.
-fn tables() -> Result<(SchemaRef, SchemaRef), FilterError> {
+/// The tables a filter sees (`diaSource`, `diaObject`, `host`), each with the row key.
+fn tables() -> Result<[SchemaRef; 3], FilterError> {
     let schema = AlertSchema::v11_1().map_err(|e| FilterError::Invalid(e.to_string()))?;
-    let keyed = |t: AlertTable| {
-        let base = arrow_schema(schema.record(t));
+    let keyed = |base: &Schema| {
         let mut fields: Vec<Field> = base.fields().iter().map(|f| (**f).clone()).collect();
         fields.push(Field::new(ROW, DataType::Int64, false));
         Arc::new(Schema::new(fields))
     };
-    Ok((keyed(AlertTable::DiaSource), keyed(AlertTable::DiaObject)))
+    let host = Schema::new(vec![
+        Field::new("objectId", DataType::Int64, true),
+        Field::new("dist", DataType::Float64, true),
+        Field::new("lnP", DataType::Float64, true),
+    ]);
+    Ok([
+        keyed(&arrow_schema(schema.record(AlertTable::DiaSource))),
+        keyed(&arrow_schema(schema.record(AlertTable::DiaObject))),
+        keyed(&host),
+    ])
 }
 
 /// A validated filter, ready to run: its condition as a physical expression over the
@@ -113,17 +129,21 @@ impl Filter {
         if expression.contains('\n') || expression.contains('\r') {
             return Err(FilterError::Invalid("a filter is one line".into()));
         }
-        let (sources, objects) = tables()?;
+        let [sources, objects, hosts] = tables()?;
         let mut names = NameMap::default();
-        names.insert_relation("diaSource");
-        names.insert_relation("diaObject");
-        for f in sources.fields().iter().chain(objects.fields().iter()) {
+        for t in ["diaSource", "diaObject", "host"] {
+            names.insert_relation(t);
+        }
+        for f in [&sources, &objects, &hosts]
+            .iter()
+            .flat_map(|s| s.fields().iter())
+        {
             names.insert(f.name());
         }
         // The condition is checked as part of the whole query it runs in, on a line of its
         // own, so the validator's columns on line 2 are the condition's.
         let adql = format!(
-            "SELECT diaSource.{ROW} FROM diaSource LEFT OUTER JOIN diaObject ON diaSource.{ROW} = diaObject.{ROW} WHERE (\n{expression}\n) ORDER BY diaSource.{ROW}"
+            "SELECT diaSource.{ROW} FROM diaSource LEFT OUTER JOIN diaObject ON diaSource.{ROW} = diaObject.{ROW} LEFT OUTER JOIN host ON diaSource.{ROW} = host.{ROW} WHERE (\n{expression}\n) ORDER BY diaSource.{ROW}"
         );
         let statement = translate(&adql, &names).map_err(|e| match e.line {
             2 => FilterError::Syntax {
@@ -151,10 +171,11 @@ impl Filter {
             ));
         }
         // Planned against empty tables: unknown columns and wrong types show now.
-        let ctx = context(
+        let ctx = context([
             RecordBatch::new_empty(sources),
             RecordBatch::new_empty(objects),
-        )?;
+            RecordBatch::new_empty(hosts),
+        ])?;
         let err = |e: datafusion::error::DataFusionError| FilterError::Invalid(e.strip_backtrace());
         let plan = ctx
             .state()
@@ -223,18 +244,22 @@ fn condition_of(plan: &LogicalPlan) -> Option<(Expr, DFSchemaRef)> {
     }
 }
 
-/// A run of alerts as one batch: its `diaSource` columns then its `diaObject` columns,
-/// one row per alert, as the filters' condition reads them.
+/// A run of alerts as one batch: its `diaSource` columns, its `diaObject` columns and its
+/// `host` columns, one row per alert, as the filters' condition reads them.
 pub struct AlertRows(RecordBatch);
 
-/// A session holding the two alert tables, with ADQL's functions.
-fn context(sources: RecordBatch, objects: RecordBatch) -> Result<SessionContext, FilterError> {
+/// A session holding the alert's tables, with ADQL's functions.
+fn context([sources, objects, hosts]: [RecordBatch; 3]) -> Result<SessionContext, FilterError> {
     let ctx = SessionContext::new();
     for f in aster_adql::udf::all() {
         ctx.register_udf(f);
     }
     let err = |e: datafusion::error::DataFusionError| FilterError::Invalid(e.strip_backtrace());
-    for (name, batch) in [("diaSource", sources), ("diaObject", objects)] {
+    for (name, batch) in [
+        ("diaSource", sources),
+        ("diaObject", objects),
+        ("host", hosts),
+    ] {
         let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(err)?;
         // By its exact name: a plain string would be taken as SQL and lowercased.
         ctx.register_table(
@@ -247,16 +272,29 @@ fn context(sources: RecordBatch, objects: RecordBatch) -> Result<SessionContext,
 }
 
 impl AlertRows {
-    /// Decodes `bodies` (alert datums) into rows.
-    pub fn decode(bodies: &[&[u8]]) -> Result<Self, FilterError> {
+    /// Decodes `bodies` (alert datums) into rows, beside each alert's host.
+    pub fn decode(bodies: &[&[u8]], hosts: &[Option<Host>]) -> Result<Self, FilterError> {
+        if hosts.len() != bodies.len() {
+            return Err(FilterError::Invalid("a host for each alert".into()));
+        }
         let (sources, objects) =
             alert_tables(bodies).map_err(|e| FilterError::Invalid(e.to_string()))?;
         let key: ArrayRef = Arc::new(Int64Array::from_iter_values(0..bodies.len() as i64));
-        let (s_schema, o_schema) = tables()?;
-        let fields: Vec<Field> = s_schema
-            .fields()
+        let host: [ArrayRef; 3] = [
+            Arc::new(Int64Array::from_iter(
+                hosts.iter().map(|h| h.map(|h| h.object_id)),
+            )),
+            Arc::new(Float64Array::from_iter(
+                hosts.iter().map(|h| h.map(|h| h.dist)),
+            )),
+            Arc::new(Float64Array::from_iter(
+                hosts.iter().map(|h| h.map(|h| h.ln_p)),
+            )),
+        ];
+        let schemas = tables()?;
+        let fields: Vec<Field> = schemas
             .iter()
-            .chain(o_schema.fields().iter())
+            .flat_map(|s| s.fields().iter())
             .map(|f| (**f).clone().with_nullable(true))
             .collect();
         let columns: Vec<ArrayRef> = sources
@@ -265,6 +303,8 @@ impl AlertRows {
             .cloned()
             .chain([key.clone()])
             .chain(objects.columns().iter().cloned())
+            .chain([key.clone()])
+            .chain(host)
             .chain([key])
             .collect();
         RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
@@ -372,7 +412,8 @@ impl FilterHub {
         };
         let events = events_of(&refs, &bodies);
         let slices: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
-        let rows = AlertRows::decode(&slices).map_err(|e| e.to_string())?;
+        let hosts: Vec<Option<Host>> = refs.iter().map(|r| r.host).collect();
+        let rows = AlertRows::decode(&slices, &hosts).map_err(|e| e.to_string())?;
         let subscribers: Vec<(u64, Arc<Filter>, tokio::sync::mpsc::Sender<Arc<Event>>)> = {
             let s = self.state.lock().map_err(|e| e.to_string())?;
             s.subscribers
@@ -420,7 +461,8 @@ impl FilterHub {
                 break;
             };
             let slices: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
-            let rows = AlertRows::decode(&slices).map_err(|e| e.to_string())?;
+            let hosts: Vec<Option<Host>> = refs.iter().map(|r| r.host).collect();
+            let rows = AlertRows::decode(&slices, &hosts).map_err(|e| e.to_string())?;
             let events = events_of(&refs, &bodies);
             for row in filter.rows(&rows).map_err(|e| e.to_string())? {
                 out.push(events[row].clone());
@@ -490,6 +532,8 @@ mod tests {
             "diaSource.snr > 20 AND diaObject.nDiaSources = 1",
             "snr > 20",
             "CONTAINS(POINT('ICRS', diaSource.ra, diaSource.dec), CIRCLE('ICRS', 62.4, -36.6, 0.5)) = 1",
+            "host.dist < 0.5 AND host.lnP > -1",
+            "host.objectId IS NULL",
         ];
         for f in ok {
             assert!(Filter::compile(f).await.is_ok(), "{f}");

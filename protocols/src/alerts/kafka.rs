@@ -297,7 +297,8 @@ impl Sink for UserTopicsSink {
             return Ok(());
         }
         let bodies: Vec<&[u8]> = batch.iter().map(|d| d.body.as_slice()).collect();
-        let rows = AlertRows::decode(&bodies).map_err(|e| e.to_string())?;
+        let hosts: Vec<_> = batch.iter().map(|d| d.alert.host).collect();
+        let rows = AlertRows::decode(&bodies, &hosts).map_err(|e| e.to_string())?;
         // Per user, each passing alert once with the filters it passed.
         let mut passed: BTreeMap<&str, BTreeMap<usize, Vec<i64>>> = BTreeMap::new();
         for (owner, id, filter) in &filters {

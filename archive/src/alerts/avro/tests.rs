@@ -290,9 +290,17 @@ fn an_archive_from_before_the_solar_system_index_opens_and_gains_it() {
         dia_object_id: None,
         ss_object_id: Some(3),
         mjd: 61001.0,
+        host: Some(crate::alerts::Host {
+            object_id: 42,
+            dist: 0.2,
+            ln_p: -0.1,
+        }),
         body: &body,
     };
     assert_eq!(archive.archive(10, 0, &[new]).unwrap(), 1);
+    // The old alert has no host; the new one keeps its own.
+    assert_eq!(old.host, None);
+    assert_eq!(archive.get(6).unwrap().unwrap().host, new.host);
     let q = AlertQuery {
         ss_object_id: Some(3),
         limit: 5,
@@ -318,6 +326,7 @@ fn the_archive_keeps_each_alert_once_and_finds_it() {
             dia_object_id: (i < 4).then_some(1 + (i as i64 % 2)),
             ss_object_id: (i == 4).then_some(77),
             mjd: 61000.0 + i as f64,
+            host: None,
             body: b,
         })
         .collect();
