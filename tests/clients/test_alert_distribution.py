@@ -69,6 +69,19 @@ def comet(tmp_path_factory):
     p.wait(timeout=10)
 
 
+def save_bright_filter(cli, base, user):
+    """Makes `user` (with the Aster command line `cli`) and saves their filter of the
+    alerts at SNR 20 or more on the server at `base`; returns its id."""
+    subprocess.run(cli + ["users", "add", user], check=True, capture_output=True)
+    token = subprocess.run(cli + ["token", "create", "--user", user], check=True,
+                           capture_output=True, text=True).stdout.strip()
+    saved = requests.post(f"{base}/api/filters", timeout=30,
+                          headers={"Authorization": f"Bearer {token}"},
+                          json={"name": "bright", "filter": "diaSource.snr >= 20"})
+    assert saved.status_code == 201, saved.text
+    return saved.json()["id"]
+
+
 def test_a_night_reaches_kafka_through_an_outage_and_comet(kafka, comet, tmp_path):
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
     from lsst.alert.packet import Schema
@@ -92,14 +105,7 @@ def test_a_night_reaches_kafka_through_an_outage_and_comet(kafka, comet, tmp_pat
 
         # Alice saves a filter before the night: her topic gets what it passes.
         cli = [aster, "--config", str(config), "--data-dir", str(data)]
-        subprocess.run(cli + ["users", "add", "alice"], check=True, capture_output=True)
-        token = subprocess.run(cli + ["token", "create", "--user", "alice"], check=True,
-                               capture_output=True, text=True).stdout.strip()
-        saved = requests.post(f"{base}/api/filters", timeout=30,
-                              headers={"Authorization": f"Bearer {token}"},
-                              json={"name": "bright", "filter": "diaSource.snr >= 20"})
-        assert saved.status_code == 201, saved.text
-        filter_id = saved.json()["id"]
+        filter_id = save_bright_filter(cli, base, "alice")
 
         # The broker goes away, then the night runs: its alerts wait in the archive. The
         # night is small: the mock broker keeps only the newest 5 MB of a partition (about
@@ -263,13 +269,7 @@ def test_a_night_reaches_a_tansu_broker_that_comes_up_late(tmp_path):
     config.write_text(f'[alerts]\nkafka_brokers = "{bootstrap}"\n')
     cli = [aster, "--config", str(config), "--data-dir", str(data)]
     with aster_server(data, config) as base:
-        subprocess.run(cli + ["users", "add", "bob"], check=True, capture_output=True)
-        token = subprocess.run(cli + ["token", "create", "--user", "bob"], check=True,
-                               capture_output=True, text=True).stdout.strip()
-        saved = requests.post(f"{base}/api/filters", timeout=30,
-                              headers={"Authorization": f"Bearer {token}"},
-                              json={"name": "bright", "filter": "diaSource.snr >= 20"})
-        assert saved.status_code == 201, saved.text
+        save_bright_filter(cli, base, "bob")
         subprocess.run(cli + ["night", "run", "--visits", "2", "--size", "512",
                               "--stars", "120", "--variables", "8", "--transients", "20",
                               "--asteroids", "2", "--template-visits", "2"],

@@ -28,12 +28,7 @@ pub fn head_name(version: u64) -> String {
 }
 
 pub fn parse_head_version(name: &str) -> Option<u64> {
-    name.rsplit('/')
-        .next()?
-        .strip_prefix("head.")?
-        .strip_suffix(".json")?
-        .parse()
-        .ok()
+    super::manifest::parse_numbered(name, "head.")
 }
 
 #[cfg(test)]

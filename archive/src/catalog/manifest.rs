@@ -74,9 +74,15 @@ pub fn manifest_name(version: u64) -> String {
 }
 
 pub fn parse_manifest_version(name: &str) -> Option<u64> {
+    parse_numbered(name, "manifest.")
+}
+
+/// The number of an object named `<prefix><number>.json` (at the end of a path), as
+/// manifests and heads are.
+pub(super) fn parse_numbered(name: &str, prefix: &str) -> Option<u64> {
     name.rsplit('/')
         .next()?
-        .strip_prefix("manifest.")?
+        .strip_prefix(prefix)?
         .strip_suffix(".json")?
         .parse()
         .ok()
