@@ -274,7 +274,7 @@ function ticks(lo, hi, n = 5) {
 // Axes on a canvas; returns the data-to-pixel transforms.
 function axes(ctx, [x0, x1], [y0, y1], xlabel, ylabel, { flipX = false } = {}) {
   const { width: W, height: H } = ctx.canvas;
-  const L = 60, R = 15, T = 12, B = 40;
+  const L = 74, R = 15, T = 12, B = 40; // room for "-100000" beside the y label
   ctx.clearRect(0, 0, W, H);
   ctx.font = "12px system-ui"; ctx.fillStyle = "#1d2330"; ctx.strokeStyle = "#8a93a6";
   const X = (v) => flipX ? W - R - ((v - x0) / (x1 - x0)) * (W - L - R) : L + ((v - x0) / (x1 - x0)) * (W - L - R);
