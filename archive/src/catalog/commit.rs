@@ -117,6 +117,17 @@ impl Commit {
     /// Appends rows. Columns are matched to the table's by name (case-insensitively) and
     /// cast to its types; missing nullable columns are filled with nulls.
     pub async fn append(&mut self, table: &str, batches: &[RecordBatch]) -> Result<()> {
+        // No rows change nothing: the table keeps its version.
+        if batches.iter().all(|b| b.num_rows() == 0) {
+            return match self.staged(table) {
+                Some(i) if matches!(self.staged[i].change, Change::Drop) => {
+                    Err(CatalogError::NoSuchTable(self.qualified(table)))
+                }
+                Some(_) => Ok(()),
+                None if self.base.tables.contains_key(table) => Ok(()),
+                None => Err(CatalogError::NoSuchTable(self.qualified(table))),
+            };
+        }
         let i = match self.staged(table) {
             Some(i) => i,
             None => {
@@ -461,6 +472,16 @@ mod tests {
             .map(|m| m.table.name.clone())
             .collect();
         assert_eq!(names, ["b"]);
+        // Appending no rows is no change: no new version.
+        let before = store.manifest("ap", "b").await.unwrap().unwrap().version;
+        let mut c = store.begin("ap").await.unwrap();
+        c.append("b", &[rows(0..0)]).await.unwrap();
+        assert!(c.append("nosuch", &[]).await.is_err());
+        assert!(c.commit().await.unwrap().is_empty());
+        assert_eq!(
+            store.manifest("ap", "b").await.unwrap().unwrap().version,
+            before
+        );
         // Changing a table twice in one commit is refused.
         let mut c = store.begin("ap").await.unwrap();
         c.append("b", &[rows(0..1)]).await.unwrap();
