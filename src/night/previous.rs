@@ -166,94 +166,82 @@ pub fn bands(b: &RecordBatch) -> Result<Vec<Option<usize>>> {
         .collect())
 }
 
-/// A DIASource row as association takes it; none for a row without a DIAObject (a known
-/// asteroid's).
-pub fn detections(b: &RecordBatch) -> Result<Vec<Option<Seen<Detection>>>> {
-    let (object, band, mjd) = (
-        int(b, "diaObjectId")?,
-        bands(b)?,
-        float(b, "midpointMjdTai")?,
-    );
-    let (ra, dec) = (float(b, "ra")?, float(b, "dec")?);
-    let (ra_err, dec_err) = (float(b, "raErr")?, float(b, "decErr")?);
-    let (flux, flux_err) = (float(b, "psfFlux")?, float(b, "psfFluxErr")?);
+/// Each row as a [`Seen`] of the object in `object` (none for a row without one, a band or
+/// a time), what was measured made by `what` from the row's index.
+fn seen<T>(
+    b: &RecordBatch,
+    object: &str,
+    what: impl Fn(usize) -> Option<T>,
+) -> Result<Vec<Option<Seen<T>>>> {
+    let (id, band, mjd) = (int(b, object)?, bands(b)?, float(b, "midpointMjdTai")?);
     Ok((0..b.num_rows())
         .map(|i| {
             Some(Seen {
-                object: object[i]?,
+                object: id[i]?,
                 band: band[i]?,
                 mjd: mjd[i]?,
-                what: Detection {
-                    ra: ra[i]?,
-                    dec: dec[i]?,
-                    ra_err: ra_err[i].unwrap_or(f64::NAN),
-                    dec_err: dec_err[i].unwrap_or(f64::NAN),
-                    psf_flux: Flux {
-                        value: flux[i].unwrap_or(f64::NAN),
-                        err: flux_err[i].unwrap_or(f64::NAN),
-                    },
-                },
+                what: what(i)?,
             })
         })
         .collect())
+}
+
+/// A flux with its error from two columns; NaN where a value is null.
+fn fluxes(b: &RecordBatch, value: &str, err: &str) -> Result<Vec<Flux>> {
+    Ok(float(b, value)?
+        .into_iter()
+        .zip(float(b, err)?)
+        .map(|(v, e)| Flux {
+            value: v.unwrap_or(f64::NAN),
+            err: e.unwrap_or(f64::NAN),
+        })
+        .collect())
+}
+
+/// A DIASource row as association takes it; none for a row without a DIAObject (a known
+/// asteroid's).
+pub fn detections(b: &RecordBatch) -> Result<Vec<Option<Seen<Detection>>>> {
+    let (ra, dec) = (float(b, "ra")?, float(b, "dec")?);
+    let (ra_err, dec_err) = (float(b, "raErr")?, float(b, "decErr")?);
+    let flux = fluxes(b, "psfFlux", "psfFluxErr")?;
+    seen(b, "diaObjectId", |i| {
+        Some(Detection {
+            ra: ra[i]?,
+            dec: dec[i]?,
+            ra_err: ra_err[i].unwrap_or(f64::NAN),
+            dec_err: dec_err[i].unwrap_or(f64::NAN),
+            psf_flux: flux[i],
+        })
+    })
 }
 
 /// A forced-source row: its fluxes on the difference and the visit image.
 pub fn forced(b: &RecordBatch) -> Result<Vec<Option<Seen<ForcedFluxes>>>> {
-    let (object, band, mjd) = (
-        int(b, "diaObjectId")?,
-        bands(b)?,
-        float(b, "midpointMjdTai")?,
-    );
-    let (diff, diff_err) = (float(b, "psfFlux")?, float(b, "psfFluxErr")?);
-    let (sci, sci_err) = (float(b, "scienceFlux")?, float(b, "scienceFluxErr")?);
-    let flux = |v: Option<f64>, e: Option<f64>| Flux {
-        value: v.unwrap_or(f64::NAN),
-        err: e.unwrap_or(f64::NAN),
-    };
-    Ok((0..b.num_rows())
-        .map(|i| {
-            Some(Seen {
-                object: object[i]?,
-                band: band[i]?,
-                mjd: mjd[i]?,
-                what: (flux(diff[i], diff_err[i]), flux(sci[i], sci_err[i])),
-            })
-        })
-        .collect())
+    let diff = fluxes(b, "psfFlux", "psfFluxErr")?;
+    let sci = fluxes(b, "scienceFlux", "scienceFluxErr")?;
+    seen(b, "diaObjectId", |i| Some((diff[i], sci[i])))
 }
 
-/// An asteroid's DIASource row: its flux and the geometry it was seen at.
+/// An asteroid's DIASource row: its flux and the geometry it was seen at; none where any of
+/// them is missing.
 pub fn ss_seen(b: &RecordBatch) -> Result<Vec<Option<Seen<SeenFrom>>>> {
-    let (object, band, mjd) = (
-        int(b, "ssObjectId")?,
-        bands(b)?,
-        float(b, "midpointMjdTai")?,
-    );
     let (flux, flux_err) = (float(b, "psfFlux")?, float(b, "psfFluxErr")?);
     let (r, delta, phase) = (
         float(b, "helioRange")?,
         float(b, "topoRange")?,
         float(b, "phaseAngle")?,
     );
-    Ok((0..b.num_rows())
-        .map(|i| {
-            Some(Seen {
-                object: object[i]?,
-                band: band[i]?,
-                mjd: mjd[i]?,
-                what: (
-                    Flux {
-                        value: flux[i]?,
-                        err: flux_err[i]?,
-                    },
-                    Geometry {
-                        r: r[i]?,
-                        delta: delta[i]?,
-                        phase_angle: phase[i]?,
-                    },
-                ),
-            })
-        })
-        .collect())
+    seen(b, "ssObjectId", |i| {
+        Some((
+            Flux {
+                value: flux[i]?,
+                err: flux_err[i]?,
+            },
+            Geometry {
+                r: r[i]?,
+                delta: delta[i]?,
+                phase_angle: phase[i]?,
+            },
+        ))
+    })
 }

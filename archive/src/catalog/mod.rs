@@ -174,16 +174,10 @@ impl CatalogStore {
         // A head is deleted only after KEPT newer ones exist; if that happened between
         // listing and reading, the listing is stale and is taken again.
         for _ in 0..3 {
-            let listing = self.inner.store.list_with_delimiter(Some(&dir)).await?;
-            let newest = listing
-                .objects
-                .iter()
-                .filter_map(|o| head::parse_head_version(o.location.as_ref()).map(|v| (v, o)))
-                .max_by_key(|(v, _)| *v);
-            let Some((_, object)) = newest else {
+            let Some((_, location)) = self.newest(&dir, head::parse_head_version).await? else {
                 return self.legacy_head(schema).await;
             };
-            match self.inner.store.get(&object.location).await {
+            match self.inner.store.get(&location).await {
                 Ok(r) => return Ok(serde_json::from_slice(&r.bytes().await?)?),
                 Err(object_store::Error::NotFound { .. }) => continue,
                 Err(e) => return Err(e.into()),
@@ -215,16 +209,24 @@ impl CatalogStore {
 
     /// The newest manifest version written under a table's directory, committed or not.
     async fn newest_version(&self, table_dir: &ObjPath) -> Result<Option<u64>> {
-        let listing = self
-            .inner
-            .store
-            .list_with_delimiter(Some(&table_dir.clone().join("_aster")))
-            .await?;
+        let dir = table_dir.clone().join("_aster");
+        let newest = self.newest(&dir, manifest::parse_manifest_version).await?;
+        Ok(newest.map(|(v, _)| v))
+    }
+
+    /// The highest-numbered object directly in `dir`, by the number `parse` reads from its
+    /// name (manifests, heads), with its location.
+    async fn newest(
+        &self,
+        dir: &ObjPath,
+        parse: fn(&str) -> Option<u64>,
+    ) -> Result<Option<(u64, ObjPath)>> {
+        let listing = self.inner.store.list_with_delimiter(Some(dir)).await?;
         Ok(listing
             .objects
-            .iter()
-            .filter_map(|o| manifest::parse_manifest_version(o.location.as_ref()))
-            .max())
+            .into_iter()
+            .filter_map(|o| parse(o.location.as_ref()).map(|v| (v, o.location)))
+            .max_by_key(|(v, _)| *v))
     }
 
     async fn load_manifest(
